@@ -1,0 +1,137 @@
+//! Builders for InsightFace's networks with generated (seeded) weights. No iresnet weights can
+//! be downloaded here, so these stand in for them in tests and benchmarks; the graphs have the
+//! layout InsightFace's `torch2onnx.py` exports (convolutions carry their folded BatchNorm as a
+//! bias, the block-input BatchNorm and the head's BatchNorms stay separate).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::graph::{ConvAttrs, Graph, GraphBuilder, Op, Tensor, ValueId, Weights};
+use crate::Error;
+
+/// Blocks per stage of InsightFace's iresnet variants.
+pub fn iresnet_layers(depth: usize) -> Result<[usize; 4], Error> {
+    Ok(match depth {
+        18 => [2, 2, 2, 2],
+        34 => [3, 4, 6, 3],
+        50 => [3, 4, 14, 3],
+        100 => [3, 13, 30, 3],
+        200 => [6, 26, 60, 6],
+        d => return Err(Error::Graph(format!("no iresnet of depth {d} (have 18, 34, 50, 100, 200)"))),
+    })
+}
+
+struct Gen {
+    rng: ChaCha8Rng,
+}
+
+impl Gen {
+    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.rng.random_range(lo..hi)).collect()
+    }
+    /// He-uniform weights scaled by `gain`: keeps activations O(1) through deep random nets.
+    fn conv(&mut self, o: usize, i: usize, k: usize, gain: f32) -> Tensor {
+        let fan_in = (i * k * k) as f32;
+        let bound = gain * (6.0 / fan_in).sqrt();
+        Tensor { shape: vec![o, i, k, k], data: self.uniform(o * i * k * k, -bound, bound) }
+    }
+    fn affine(&mut self, c: usize, gamma: (f32, f32)) -> Op {
+        Op::Affine { scale: self.uniform(c, gamma.0, gamma.1), shift: self.uniform(c, -0.1, 0.1) }
+    }
+    fn prelu(&mut self, c: usize) -> Op {
+        Op::PRelu { slope: self.uniform(c, 0.1, 0.3) }
+    }
+}
+
+fn conv_op(w: Tensor, bias: Vec<f32>, stride: usize, pad: usize, group: usize) -> Op {
+    Op::Conv {
+        weights: Weights::Float(w),
+        bias,
+        attrs: ConvAttrs { stride: [stride; 2], pads: [pad; 4], dilation: [1, 1], group },
+        input_quant: None,
+    }
+}
+
+/// InsightFace iresnet (R18 … R200) for 112×112 input and a 512-d embedding, seeded weights.
+pub fn iresnet(depth: usize, seed: u64) -> Result<Graph, Error> {
+    let layers = iresnet_layers(depth)?;
+    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
+    let mut b = GraphBuilder::new(format!("iresnet{depth}"), [3, 112, 112]);
+    // stem: conv3×3 (+BN folded) → PReLU
+    let w = g.conv(64, 3, 3, 1.0);
+    let bias = g.uniform(64, -0.1, 0.1);
+    let mut x = b.push("conv1", conv_op(w, bias, 1, 1, 1), &[GraphBuilder::INPUT]);
+    x = b.push("prelu", g.prelu(64), &[x]);
+    let mut inplanes = 64;
+    for (stage, (&blocks, planes)) in layers.iter().zip([64, 128, 256, 512]).enumerate() {
+        for blk in 0..blocks {
+            let p = format!("layer{}.{blk}", stage + 1);
+            let stride = if blk == 0 { 2 } else { 1 };
+            let identity: ValueId = if blk == 0 {
+                // downsample: conv1×1 (stride) + BN, folded
+                let w = g.conv(planes, inplanes, 1, 1.0);
+                let bias = g.uniform(planes, -0.1, 0.1);
+                b.push(format!("{p}.downsample"), conv_op(w, bias, stride, 0, 1), &[x])
+            } else {
+                x
+            };
+            let mut y = b.push(format!("{p}.bn1"), g.affine(inplanes, (0.8, 1.2)), &[x]);
+            let w = g.conv(planes, inplanes, 3, 1.0);
+            let bias = g.uniform(planes, -0.1, 0.1);
+            y = b.push(format!("{p}.conv1"), conv_op(w, bias, 1, 1, 1), &[y]);
+            y = b.push(format!("{p}.prelu"), g.prelu(planes), &[y]);
+            // A small gain on the residual branch keeps deep random nets from exploding.
+            let w = g.conv(planes, planes, 3, 0.3);
+            let bias = g.uniform(planes, -0.05, 0.05);
+            y = b.push(format!("{p}.conv2"), conv_op(w, bias, stride, 1, 1), &[y]);
+            x = b.push(format!("{p}.add"), Op::Add, &[y, identity]);
+            inplanes = planes;
+        }
+    }
+    x = b.push("bn2", g.affine(512, (0.8, 1.2)), &[x]);
+    x = b.push("flatten", Op::Flatten, &[x]);
+    let fin = 512 * 7 * 7;
+    let bound = (3.0 / fin as f32).sqrt();
+    let w = Tensor { shape: vec![512, fin], data: g.uniform(512 * fin, -bound, bound) };
+    x = b.push("fc", Op::Gemm { weights: Weights::Float(w), bias: g.uniform(512, -0.1, 0.1), input_quant: None }, &[x]);
+    x = b.push("features", g.affine(512, (0.9, 1.1)), &[x]);
+    b.finish(x)
+}
+
+/// A MobileFaceNet-shaped toy network (depthwise, grouped and pointwise convolutions, PReLU,
+/// residual Add, global depthwise conv, Gemm, BN1d) for fast tests on small inputs.
+pub fn tiny_mobilefacenet(hw: usize, dim: usize, seed: u64) -> Result<Graph, Error> {
+    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
+    let mut b = GraphBuilder::new("tiny_mobilefacenet", [3, hw, hw]);
+    let conv = |b: &mut GraphBuilder, g: &mut Gen, name: &str, x, i: usize, o: usize, k, s, p, grp: usize| {
+        let w = g.conv(o, i / grp, k, 1.0);
+        let bias = g.uniform(o, -0.1, 0.1);
+        b.push(name, conv_op(w, bias, s, p, grp), &[x])
+    };
+    let mut x = conv(&mut b, &mut g, "conv1", GraphBuilder::INPUT, 3, 8, 3, 2, 1, 1);
+    x = b.push("prelu1", g.prelu(8), &[x]);
+    x = conv(&mut b, &mut g, "dw1", x, 8, 8, 3, 1, 1, 8);
+    x = b.push("prelu2", g.prelu(8), &[x]);
+    x = conv(&mut b, &mut g, "pw1", x, 8, 16, 1, 1, 0, 1);
+    x = b.push("prelu3", g.prelu(16), &[x]);
+    let y = conv(&mut b, &mut g, "gconv", x, 16, 16, 3, 1, 1, 4);
+    let y = b.push("prelu4", g.prelu(16), &[y]);
+    let y = conv(&mut b, &mut g, "project", y, 16, 16, 1, 1, 0, 1);
+    x = b.push("add", Op::Add, &[x, y]);
+    x = conv(&mut b, &mut g, "down", x, 16, 32, 3, 2, 1, 1);
+    x = b.push("prelu5", g.prelu(32), &[x]);
+    let s = hw.div_ceil(2).div_ceil(2);
+    x = conv(&mut b, &mut g, "gdc", x, 32, 32, s, 1, 0, 32);
+    x = b.push("flatten", Op::Flatten, &[x]);
+    let bound = (3.0f32 / 32.0).sqrt();
+    let w = Tensor { shape: vec![dim, 32], data: g.uniform(dim * 32, -bound, bound) };
+    x = b.push("fc", Op::Gemm { weights: Weights::Float(w), bias: g.uniform(dim, -0.1, 0.1), input_quant: None }, &[x]);
+    x = b.push("features", g.affine(dim, (0.9, 1.1)), &[x]);
+    b.finish(x)
+}
+
+/// Seeded pseudo-images in the model's normalised range (−1, 1), NCHW.
+pub fn random_images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}

@@ -1,0 +1,375 @@
+//! The quantization arithmetic, written once for every consumer: symmetric per-output-channel
+//! weights (2–8 bits), symmetric per-tensor activations (2–8 bits), round-half-to-even,
+//! and dense packing of w-bit two's-complement integers into bytes. `docs/quantization.md`
+//! is the specification; this file is its implementation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, Op, Tensor, Weights};
+use crate::Error;
+
+pub const MIN_BITS: u8 = 2;
+pub const MAX_BITS: u8 = 8;
+
+/// Largest magnitude of a symmetric `bits`-bit integer: the grid is `[-qmax, qmax]`, so zero is
+/// exact and the grid is symmetric (the two's-complement `-2^(b-1)` is left unused on purpose:
+/// it would make negation overflow and bias low-bit weights).
+pub fn qmax(bits: u8) -> i32 {
+    (1i32 << (bits - 1)) - 1
+}
+
+pub fn check_bits(bits: u8) -> Result<(), Error> {
+    if (MIN_BITS..=MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::Quant(format!("bit-width {bits} is outside {MIN_BITS}..={MAX_BITS}")))
+    }
+}
+
+/// `clamp(round_half_even(x · inv_scale), -qmax, qmax)`.
+///
+/// Multiplying by a precomputed reciprocal (instead of dividing by the scale) is deliberate: a
+/// float multiply is correctly rounded in IEEE 754, WGSL and PyTorch alike, whereas WGSL allows
+/// division to be off by 2.5 ULP, which would move values across rounding boundaries.
+#[inline]
+pub fn quantize(x: f32, inv_scale: f32, bits: u8) -> i8 {
+    let q = qmax(bits) as f32;
+    (x * inv_scale).round_ties_even().clamp(-q, q) as i8
+}
+
+/// Per-tensor activation quantization of a Conv/Gemm input. Zero point is always 0: every
+/// quantized tensor in these networks is signed (BatchNorm or PReLU output), so an offset
+/// buys little range while costing a cross term in every integer dot product.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActQuant {
+    pub bits: u8,
+    pub scale: f32,
+}
+
+impl ActQuant {
+    /// Scale so that `range` maps to `qmax(bits)`.
+    pub fn from_range(bits: u8, range: f32) -> Result<Self, Error> {
+        check_bits(bits)?;
+        if !(range.is_finite() && range > 0.0) {
+            return Err(Error::Quant(format!("activation range {range} must be finite and positive")));
+        }
+        Ok(ActQuant { bits, scale: range / qmax(bits) as f32 })
+    }
+    /// The reciprocal every implementation multiplies by (computed once, in f32).
+    pub fn inv_scale(&self) -> f32 {
+        1.0 / self.scale
+    }
+    pub fn validate(&self) -> Result<(), Error> {
+        check_bits(self.bits)?;
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(Error::Quant(format!("activation scale {} must be finite and positive", self.scale)));
+        }
+        Ok(())
+    }
+}
+
+/// Symmetric per-output-channel quantized weights, kept in the layer's float layout
+/// (OIHW or `[out, in]`) in memory; the file stores them packed in OHWI order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantWeights {
+    pub bits: u8,
+    pub shape: Vec<usize>,
+    /// One integer per weight, each within `[-qmax(bits), qmax(bits)]`.
+    pub values: Vec<i8>,
+    /// One scale per output channel.
+    pub scales: Vec<f32>,
+}
+
+impl QuantWeights {
+    /// Quantizes float weights with `scale[o] = max|w[o,…]| / qmax` (an all-zero channel gets scale 1).
+    pub fn from_float(w: &Tensor, bits: u8) -> Result<Self, Error> {
+        check_bits(bits)?;
+        let out = *w.shape.first().ok_or_else(|| Error::Quant("weights without an output axis".into()))?;
+        if out == 0 || w.numel() % out != 0 {
+            return Err(Error::Quant(format!("bad weight shape {:?}", w.shape)));
+        }
+        let per = w.numel() / out;
+        let q = qmax(bits) as f32;
+        let mut scales = Vec::with_capacity(out);
+        let mut values = Vec::with_capacity(w.numel());
+        for row in w.data.chunks(per) {
+            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if absmax > 0.0 && absmax.is_finite() { absmax / q } else { 1.0 };
+            let inv = 1.0 / scale;
+            values.extend(row.iter().map(|&v| quantize(v, inv, bits)));
+            scales.push(scale);
+        }
+        Ok(QuantWeights { bits, shape: w.shape.clone(), values, scales })
+    }
+
+    pub fn dequantize(&self) -> Tensor {
+        let per = self.values.len() / self.scales.len().max(1);
+        let data = self
+            .values
+            .chunks(per.max(1))
+            .zip(&self.scales)
+            .flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s))
+            .collect();
+        Tensor { shape: self.shape.clone(), data }
+    }
+
+    /// The integers reordered for the file and the GPU: OIHW → OHWI (input channels innermost,
+    /// so four consecutive channels form one `dot4I8Packed` operand). Gemm weights are unchanged.
+    pub fn values_ohwi(&self) -> Vec<i8> {
+        reorder(&self.values, &self.shape, true)
+    }
+
+    /// Inverse of [`values_ohwi`](Self::values_ohwi).
+    pub fn from_ohwi(bits: u8, shape: Vec<usize>, ohwi: &[i8], scales: Vec<f32>) -> Self {
+        let values = reorder(ohwi, &shape, false);
+        QuantWeights { bits, shape, values, scales }
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        check_bits(self.bits)?;
+        let n: usize = self.shape.iter().product();
+        if n != self.values.len() || self.shape.first() != Some(&self.scales.len()) {
+            return Err(Error::Quant(format!(
+                "weights of shape {:?} have {} values and {} scales",
+                self.shape,
+                self.values.len(),
+                self.scales.len()
+            )));
+        }
+        let q = qmax(self.bits);
+        if let Some(v) = self.values.iter().find(|&&v| (v as i32).abs() > q) {
+            return Err(Error::Quant(format!("weight value {v} exceeds the {}-bit range ±{q}", self.bits)));
+        }
+        if let Some(s) = self.scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::Quant(format!("weight scale {s} must be finite and positive")));
+        }
+        Ok(())
+    }
+}
+
+fn reorder(src: &[i8], shape: &[usize], to_ohwi: bool) -> Vec<i8> {
+    if shape.len() != 4 {
+        return src.to_vec();
+    }
+    let (o, i, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let mut dst = vec![0i8; src.len()];
+    for oo in 0..o {
+        for ii in 0..i {
+            for hh in 0..h {
+                for ww in 0..w {
+                    let oihw = ((oo * i + ii) * h + hh) * w + ww;
+                    let ohwi = ((oo * h + hh) * w + ww) * i + ii;
+                    if to_ohwi {
+                        dst[ohwi] = src[oihw];
+                    } else {
+                        dst[oihw] = src[ohwi];
+                    }
+                }
+            }
+        }
+    }
+    dst
+}
+
+/// Number of bytes that `n` values of `bits` bits occupy when packed.
+pub fn packed_len(n: usize, bits: u8) -> usize {
+    (n * bits as usize).div_ceil(8)
+}
+
+/// Packs `bits`-bit two's-complement integers densely, least-significant bit first: value `k`
+/// occupies bits `k·bits … k·bits+bits-1` of the little-endian bit stream. Values must fit.
+pub fn pack(values: &[i8], bits: u8) -> Vec<u8> {
+    let mut out = vec![0u8; packed_len(values.len(), bits)];
+    let mask = (1u32 << bits) - 1;
+    for (k, &v) in values.iter().enumerate() {
+        let u = (v as i32 as u32) & mask;
+        let bit = k * bits as usize;
+        let (byte, shift) = (bit / 8, bit % 8);
+        let span = u << shift;
+        out[byte] |= span as u8;
+        if shift + bits as usize > 8 {
+            out[byte + 1] |= (span >> 8) as u8;
+        }
+    }
+    out
+}
+
+/// Inverse of [`pack`]: reads `n` sign-extended values.
+pub fn unpack(bytes: &[u8], bits: u8, n: usize) -> Result<Vec<i8>, Error> {
+    check_bits(bits)?;
+    if bytes.len() != packed_len(n, bits) {
+        return Err(Error::Quant(format!(
+            "{n} values of {bits} bits need {} bytes, got {}",
+            packed_len(n, bits),
+            bytes.len()
+        )));
+    }
+    let mask = (1u32 << bits) - 1;
+    let sign = 1u32 << (bits - 1);
+    Ok((0..n)
+        .map(|k| {
+            let bit = k * bits as usize;
+            let (byte, shift) = (bit / 8, bit % 8);
+            let lo = bytes[byte] as u32;
+            let hi = bytes.get(byte + 1).copied().unwrap_or(0) as u32;
+            let u = ((lo | (hi << 8)) >> shift) & mask;
+            // sign-extend from `bits`
+            ((u ^ sign).wrapping_sub(sign)) as i32 as i8
+        })
+        .collect())
+}
+
+/// What to quantize: widths for weights and activations, and whether the first convolution
+/// and the final fully-connected layer stay at 8 bits (see docs/quantization.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantConfig {
+    pub weight_bits: u8,
+    pub act_bits: u8,
+    pub first_last_8bit: bool,
+}
+
+impl QuantConfig {
+    pub fn new(weight_bits: u8, act_bits: u8) -> Result<Self, Error> {
+        check_bits(weight_bits)?;
+        check_bits(act_bits)?;
+        Ok(QuantConfig { weight_bits, act_bits, first_last_8bit: true })
+    }
+    /// Parses `w8a8`, `w6a6`, `w4a8` ….
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Quant(format!("'{s}' is not a bit-width spec like w8a8 or w4a4"));
+        let rest = s.strip_prefix('w').ok_or_else(bad)?;
+        let (w, a) = rest.split_once('a').ok_or_else(bad)?;
+        Self::new(w.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?)
+    }
+    pub fn label(&self) -> String {
+        format!("w{}a{}", self.weight_bits, self.act_bits)
+    }
+}
+
+/// Turns a float graph into the quantized student: every Conv/Gemm gets quantized weights and
+/// a quantized input. `input_ranges[k]` is the calibrated range (max |x|) of the input of the
+/// k-th Conv/Gemm in node order.
+pub fn quantize_graph(graph: &Graph, cfg: &QuantConfig, input_ranges: &[f32]) -> Result<Graph, Error> {
+    let layers: Vec<usize> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    if layers.len() != input_ranges.len() {
+        return Err(Error::Quant(format!(
+            "{} quantizable layers but {} calibrated ranges",
+            layers.len(),
+            input_ranges.len()
+        )));
+    }
+    let mut out = graph.clone();
+    for (k, &idx) in layers.iter().enumerate() {
+        let edge = cfg.first_last_8bit && (k == 0 || k + 1 == layers.len());
+        let (wb, ab) = if edge { (8, 8) } else { (cfg.weight_bits, cfg.act_bits) };
+        let aq = ActQuant::from_range(ab, input_ranges[k])
+            .map_err(|e| Error::Quant(format!("layer '{}': {e}", graph.nodes[idx].name)))?;
+        match &mut out.nodes[idx].op {
+            Op::Conv { weights, input_quant, .. } | Op::Gemm { weights, input_quant, .. } => {
+                *weights = Weights::Quant(QuantWeights::from_float(&weights.to_float(), wb)?);
+                *input_quant = Some(aq);
+            }
+            _ => unreachable!("filtered above"),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn qmax_is_symmetric_range() {
+        assert_eq!(qmax(8), 127);
+        assert_eq!(qmax(4), 7);
+        assert_eq!(qmax(2), 1);
+    }
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_clamps() {
+        assert_eq!(quantize(2.5, 1.0, 8), 2);
+        assert_eq!(quantize(3.5, 1.0, 8), 4);
+        assert_eq!(quantize(-2.5, 1.0, 8), -2);
+        assert_eq!(quantize(1000.0, 1.0, 8), 127);
+        assert_eq!(quantize(-1000.0, 1.0, 4), -7);
+        assert_eq!(quantize(f32::NAN, 1.0, 8), 0, "NaN must not poison the integer path");
+    }
+
+    #[test]
+    fn pack_known_nibbles() {
+        // 4-bit: values 1, -1 → 0x1, 0xF → byte 0xF1
+        assert_eq!(pack(&[1, -1], 4), vec![0xF1]);
+        // 3-bit: 3 (011), -2 (110), 1 (001) → bits LSB-first: 011 110 001 → 0b01_110_011, 0b0
+        assert_eq!(pack(&[3, -2, 1], 3), vec![0b0111_0011, 0b0000_0000]);
+        assert_eq!(unpack(&[0b0111_0011, 0], 3, 3).unwrap(), vec![3, -2, 1]);
+    }
+
+    #[test]
+    fn unpack_rejects_wrong_length() {
+        assert!(unpack(&[0, 0], 4, 5).is_err());
+        assert!(unpack(&[0], 9, 1).is_err());
+    }
+
+    #[test]
+    fn per_channel_scales_follow_each_channel_absmax() {
+        let w = Tensor::new(vec![2, 2], vec![0.5, -1.0, 0.0, 0.0]).unwrap();
+        let q = QuantWeights::from_float(&w, 8).unwrap();
+        assert_eq!(q.scales, vec![1.0 / 127.0, 1.0]);
+        assert_eq!(q.values, vec![64, -127, 0, 0]);
+        q.validate().unwrap();
+    }
+
+    #[test]
+    fn parse_bit_spec() {
+        let c = QuantConfig::parse("w4a8").unwrap();
+        assert_eq!((c.weight_bits, c.act_bits), (4, 8));
+        assert!(QuantConfig::parse("w9a8").is_err());
+        assert!(QuantConfig::parse("8a8").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn pack_roundtrips_every_width(bits in 2u8..=8, raw in proptest::collection::vec(any::<i8>(), 0..300)) {
+            let q = qmax(bits) as i8;
+            let vals: Vec<i8> = raw.iter().map(|v| v.clamp(&-q, &q).to_owned()).collect();
+            let packed = pack(&vals, bits);
+            prop_assert_eq!(packed.len(), packed_len(vals.len(), bits));
+            prop_assert_eq!(unpack(&packed, bits, vals.len()).unwrap(), vals);
+        }
+
+        #[test]
+        fn dequantized_weights_are_within_half_a_step(bits in 2u8..=8, o in 1usize..5, per in 1usize..40, seed in any::<u64>()) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let data: Vec<f32> = (0..o * per).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+            let w = Tensor::new(vec![o, per], data).unwrap();
+            let q = QuantWeights::from_float(&w, bits).unwrap();
+            q.validate().unwrap();
+            let d = q.dequantize();
+            for (c, (a, b)) in w.data.chunks(per).zip(d.data.chunks(per)).enumerate() {
+                for (x, y) in a.iter().zip(b) {
+                    prop_assert!((x - y).abs() <= q.scales[c] * 0.5 + 1e-6);
+                }
+            }
+        }
+
+        #[test]
+        fn ohwi_reorder_roundtrips(o in 1usize..4, i in 1usize..5, h in 1usize..4, w in 1usize..4, seed in any::<u64>()) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let shape = vec![o, i, h, w];
+            let values: Vec<i8> = (0..o * i * h * w).map(|_| rng.random_range(-127i8..=127)).collect();
+            let q = QuantWeights { bits: 8, shape: shape.clone(), values, scales: vec![1.0; o] };
+            let back = QuantWeights::from_ohwi(8, shape, &q.values_ohwi(), vec![1.0; o]);
+            prop_assert_eq!(back, q);
+        }
+    }
+}

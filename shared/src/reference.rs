@@ -1,0 +1,303 @@
+//! The CPU reference executor: float32 for an unquantized graph and the exact integer path for
+//! a quantized one. It is the oracle the WGSL kernels must match and the fallback when no GPU
+//! adapter exists, so it favours obviously-correct loops over cleverness (the float convolution
+//! still goes through `matrixmultiply` so that whole-model checks on real images stay quick).
+
+use crate::graph::{ConvAttrs, Graph, Op, Tensor, Weights};
+use crate::quant::{quantize, ActQuant, QuantWeights};
+use crate::Error;
+
+/// Runs `graph` on a batch of NCHW images; returns `batch × dim` raw (unnormalised) embeddings.
+pub fn forward(graph: &Graph, input: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
+    forward_observed(graph, input, batch, &mut |_, _| {})
+}
+
+/// Like [`forward`], calling `observe(k, x)` with the input of the k-th Conv/Gemm before it runs.
+pub fn forward_observed(
+    graph: &Graph,
+    input: &[f32],
+    batch: usize,
+    observe: &mut dyn FnMut(usize, &[f32]),
+) -> Result<Vec<f32>, Error> {
+    let shapes = graph.infer_shapes()?;
+    let per: usize = graph.input_shape.iter().product();
+    if batch == 0 || input.len() != batch * per {
+        return Err(Error::Input(format!(
+            "expected {batch} images of shape {:?} ({} values), got {} values",
+            graph.input_shape,
+            batch * per,
+            input.len()
+        )));
+    }
+    let mut remaining = graph.use_counts();
+    let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.num_values];
+    values[0] = Some(input.to_vec());
+    let mut layer = 0;
+    for node in &graph.nodes {
+        let x = values[node.inputs[0]].as_ref().expect("topological order checked by infer_shapes");
+        let xs = &shapes[node.inputs[0]];
+        let ys = &shapes[node.output];
+        let y = match &node.op {
+            Op::Conv { weights, bias, attrs, input_quant } => {
+                observe(layer, x);
+                layer += 1;
+                let (c, h, w) = (xs[0], xs[1], xs[2]);
+                let (oh, ow) = (ys[1], ys[2]);
+                let geo = ConvGeometry { batch, c, h, w, oh, ow, attrs: *attrs };
+                match (weights, input_quant) {
+                    (Weights::Quant(q), Some(aq)) => conv_int(x, &geo, q, bias, aq),
+                    (Weights::Quant(_), None) => {
+                        return Err(Error::Graph(format!("layer '{}' has quantized weights but no input quantization", node.name)));
+                    }
+                    (Weights::Float(wt), aq) => {
+                        let xq = aq.map(|aq| fake_quant(x, &aq));
+                        conv_f32(xq.as_deref().unwrap_or(x), &geo, wt, bias)
+                    }
+                }
+            }
+            Op::Gemm { weights, bias, input_quant } => {
+                observe(layer, x);
+                layer += 1;
+                let fin = xs[0];
+                match (weights, input_quant) {
+                    (Weights::Quant(q), Some(aq)) => gemm_int(x, batch, fin, q, bias, aq),
+                    (Weights::Quant(_), None) => {
+                        return Err(Error::Graph(format!("layer '{}' has quantized weights but no input quantization", node.name)));
+                    }
+                    (Weights::Float(wt), aq) => {
+                        let xq = aq.map(|aq| fake_quant(x, &aq));
+                        gemm_f32(xq.as_deref().unwrap_or(x), batch, fin, wt, bias)
+                    }
+                }
+            }
+            Op::Affine { scale, shift } => {
+                let (c, spatial) = (xs[0], xs[1..].iter().product::<usize>());
+                let mut y = x.clone();
+                for (i, v) in y.iter_mut().enumerate() {
+                    let ch = (i / spatial) % c;
+                    *v = *v * scale[ch] + shift[ch];
+                }
+                y
+            }
+            Op::PRelu { slope } => {
+                let (c, spatial) = (xs[0], xs[1..].iter().product::<usize>());
+                x.iter()
+                    .enumerate()
+                    .map(|(i, &v)| if v > 0.0 { v } else { v * slope[if slope.len() == 1 { 0 } else { (i / spatial) % c }] })
+                    .collect()
+            }
+            Op::Relu => x.iter().map(|&v| v.max(0.0)).collect(),
+            Op::Add => {
+                let b = values[node.inputs[1]].as_ref().expect("checked");
+                x.iter().zip(b).map(|(a, b)| a + b).collect()
+            }
+            Op::Flatten => x.clone(),
+        };
+        for &i in &node.inputs {
+            remaining[i] -= 1;
+            if remaining[i] == 0 {
+                values[i] = None;
+            }
+        }
+        values[node.output] = Some(y);
+    }
+    Ok(values[graph.output].take().expect("output computed"))
+}
+
+/// Calibration: the largest |x| seen at the input of every Conv/Gemm, in node order.
+pub fn input_absmax(graph: &Graph, input: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
+    let mut ranges = Vec::new();
+    forward_observed(graph, input, batch, &mut |k, x| {
+        let m = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if k == ranges.len() {
+            ranges.push(m);
+        } else {
+            ranges[k] = ranges[k].max(m);
+        }
+    })?;
+    Ok(ranges)
+}
+
+/// L2-normalises each row of a `rows × dim` matrix in place.
+pub fn l2_normalize_rows(m: &mut [f32], dim: usize) {
+    for row in m.chunks_mut(dim) {
+        let n = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32;
+        if n > 0.0 {
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+}
+
+fn fake_quant(x: &[f32], aq: &ActQuant) -> Vec<f32> {
+    let inv = aq.inv_scale();
+    x.iter().map(|&v| quantize(v, inv, aq.bits) as f32 * aq.scale).collect()
+}
+
+/// Shape bookkeeping of one convolution call.
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub attrs: ConvAttrs,
+}
+
+impl ConvGeometry {
+    /// Input pixel read by output `(oy, ox)` at kernel tap `(ky, kx)`, or `None` in the padding.
+    #[inline]
+    fn source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let a = &self.attrs;
+        let iy = (oy * a.stride[0] + ky * a.dilation[0]).checked_sub(a.pads[0])?;
+        let ix = (ox * a.stride[1] + kx * a.dilation[1]).checked_sub(a.pads[1])?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
+}
+
+/// Lays out one group of one image as `[P][K]` patches, K ordered (channel, ky, kx) like OIHW.
+fn im2col<T: Copy + Default>(x: &[T], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: usize) -> Vec<T> {
+    let k = cg * kh * kw;
+    let p = geo.oh * geo.ow;
+    let mut col = vec![T::default(); p * k];
+    for oy in 0..geo.oh {
+        for ox in 0..geo.ow {
+            let row = &mut col[(oy * geo.ow + ox) * k..][..k];
+            for ci in 0..cg {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        if let Some((iy, ix)) = geo.source(oy, ox, ky, kx) {
+                            row[(ci * kh + ky) * kw + kx] = x[((c0 + ci) * geo.h + iy) * geo.w + ix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    col
+}
+
+/// Float convolution: per image and group, `out[o][p] = Σ_k W[o][k] · patch[p][k] + b[o]`.
+pub fn conv_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
+    let (o, cg, kh, kw) = (wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3]);
+    let g = geo.attrs.group;
+    let og = o / g;
+    let (k, p) = (cg * kh * kw, geo.oh * geo.ow);
+    let mut out = vec![0f32; geo.batch * o * p];
+    for n in 0..geo.batch {
+        let xn = &x[n * geo.c * geo.h * geo.w..][..geo.c * geo.h * geo.w];
+        for gi in 0..g {
+            let col = im2col(xn, geo, gi * cg, cg, kh, kw);
+            let wg = &wt.data[gi * og * k..][..og * k];
+            let yg = &mut out[(n * o + gi * og) * p..][..og * p];
+            // SAFETY: slices are sized m·k, p·k and m·p with the strides passed.
+            unsafe {
+                matrixmultiply::sgemm(
+                    og, k, p, 1.0,
+                    wg.as_ptr(), k as isize, 1,
+                    col.as_ptr(), 1, k as isize,
+                    0.0, yg.as_mut_ptr(), p as isize, 1,
+                );
+            }
+            for (oc, row) in yg.chunks_mut(p).enumerate() {
+                let b = bias[gi * og + oc];
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    }
+    out
+}
+
+/// Quantizes a tensor of activations to the integer grid.
+pub fn quantize_activations(x: &[f32], aq: &ActQuant) -> Vec<i8> {
+    let inv = aq.inv_scale();
+    x.iter().map(|&v| quantize(v, inv, aq.bits)).collect()
+}
+
+/// Exact integer dot product of two i8 vectors into i32.
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// The integer convolution's accumulators (`batch × O × P`), bit-exact: the quantity every GPU
+/// kernel must reproduce. Padding contributes 0 because the zero point is 0.
+pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
+    let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+    let g = geo.attrs.group;
+    let og = o / g;
+    let (k, p) = (cg * kh * kw, geo.oh * geo.ow);
+    let mut acc = vec![0i32; geo.batch * o * p];
+    for n in 0..geo.batch {
+        let xn = &xq[n * geo.c * geo.h * geo.w..][..geo.c * geo.h * geo.w];
+        for gi in 0..g {
+            let col = im2col(xn, geo, gi * cg, cg, kh, kw);
+            for oc in 0..og {
+                let wrow = &q.values[(gi * og + oc) * k..][..k];
+                let yrow = &mut acc[(n * o + gi * og + oc) * p..][..p];
+                for (pi, y) in yrow.iter_mut().enumerate() {
+                    *y = dot_i8(wrow, &col[pi * k..][..k]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Dequantization epilogue shared by every integer layer: `y = acc · (s_x · s_w[o]) + b[o]`,
+/// with the combined multiplier rounded to f32 once.
+pub fn dequantize_acc(acc: &[i32], per_channel: usize, q: &QuantWeights, aq: &ActQuant, bias: &[f32]) -> Vec<f32> {
+    let o = q.scales.len();
+    let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
+    acc.iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let c = (i / per_channel) % o;
+            a as f32 * mult[c] + bias[c]
+        })
+        .collect()
+}
+
+fn conv_int(x: &[f32], geo: &ConvGeometry, q: &QuantWeights, bias: &[f32], aq: &ActQuant) -> Vec<f32> {
+    let xq = quantize_activations(x, aq);
+    let acc = conv_int_acc(&xq, geo, q);
+    dequantize_acc(&acc, geo.oh * geo.ow, q, aq, bias)
+}
+
+/// Float fully-connected layer: `y[n][o] = Σ_i x[n][i] · W[o][i] + b[o]`.
+pub fn gemm_f32(x: &[f32], batch: usize, fin: usize, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
+    let o = wt.shape[0];
+    let mut out = vec![0f32; batch * o];
+    // SAFETY: x is batch·fin, W is o·fin (read transposed), out is batch·o.
+    unsafe {
+        matrixmultiply::sgemm(
+            batch, fin, o, 1.0,
+            x.as_ptr(), fin as isize, 1,
+            wt.data.as_ptr(), 1, fin as isize,
+            0.0, out.as_mut_ptr(), o as isize, 1,
+        );
+    }
+    for row in out.chunks_mut(o) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+    out
+}
+
+/// The integer fully-connected layer's accumulators (`batch × O`), bit-exact.
+pub fn gemm_int_acc(xq: &[i8], batch: usize, fin: usize, q: &QuantWeights) -> Vec<i32> {
+    let o = q.shape[0];
+    let mut acc = vec![0i32; batch * o];
+    for n in 0..batch {
+        let xn = &xq[n * fin..][..fin];
+        for oc in 0..o {
+            acc[n * o + oc] = dot_i8(&q.values[oc * fin..][..fin], xn);
+        }
+    }
+    acc
+}
+
+fn gemm_int(x: &[f32], batch: usize, fin: usize, q: &QuantWeights, bias: &[f32], aq: &ActQuant) -> Vec<f32> {
+    let xq = quantize_activations(x, aq);
+    let acc = gemm_int_acc(&xq, batch, fin, q);
+    dequantize_acc(&acc, 1, q, aq, bias)
+}

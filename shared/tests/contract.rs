@@ -1,0 +1,144 @@
+//! The shared contract on generated networks: ONNX import/export, BatchNorm folding, the packed
+//! file format, and the agreement of the reference executor's float and integer paths.
+
+use efq_shared::builders::{iresnet, random_images, tiny_mobilefacenet};
+use efq_shared::format::PackedModel;
+use efq_shared::graph::{Op, Weights};
+use efq_shared::quant::{quantize_graph, QuantConfig};
+use efq_shared::{onnx, reference, Error};
+
+fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn iresnet18_in_insightface_onnx_layout_imports_and_matches_the_generated_graph() {
+    let g = iresnet(18, 7).unwrap();
+    let bytes = onnx::export_bytes(&g).unwrap();
+    let imported = onnx::import_bytes(&bytes, "r18").unwrap();
+    // The head's BN2d and BN1d fold into the FC; the block-input BatchNorms must stay.
+    let affines = |g: &efq_shared::graph::Graph| g.nodes.iter().filter(|n| matches!(n.op, Op::Affine { .. })).count();
+    assert_eq!(affines(&g), 8 + 2);
+    assert_eq!(affines(&imported), 8);
+    assert_eq!(imported.embedding_dim().unwrap(), 512);
+    let x = random_images(2, [3, 112, 112], 1);
+    let a = reference::forward(&g, &x, 2).unwrap();
+    let b = reference::forward(&imported, &x, 2).unwrap();
+    assert!(max_rel_err(&a, &b) < 1e-4, "rel err {}", max_rel_err(&a, &b));
+}
+
+#[test]
+fn every_iresnet_depth_builds_with_the_published_stage_sizes() {
+    for (depth, convs) in [(18, 1 + 8 * 2 + 4), (34, 1 + 16 * 2 + 4), (50, 1 + 24 * 2 + 4), (100, 1 + 49 * 2 + 4)] {
+        let g = iresnet(depth, 1).unwrap();
+        let n = g.nodes.iter().filter(|n| matches!(n.op, Op::Conv { .. })).count();
+        assert_eq!(n, convs, "iresnet{depth}");
+        assert_eq!(g.embedding_dim().unwrap(), 512);
+    }
+    // R50 costs about 6.3 GMAC per 112×112 image.
+    let macs = iresnet(50, 1).unwrap().macs().unwrap() as f64 / 1e9;
+    assert!((6.0..6.6).contains(&macs), "R50 GMAC {macs}");
+    assert!(iresnet(19, 1).is_err());
+}
+
+#[test]
+fn unsupported_onnx_op_is_an_error_naming_op_and_node() {
+    let g = tiny_mobilefacenet(16, 8, 3).unwrap();
+    let bytes = onnx::export_bytes(&g).unwrap();
+    let mut model = <onnx::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.node[1].op_type = "Softsign".into();
+    let name = graph.node[1].name.clone();
+    let err = onnx::import_bytes(&prost::Message::encode_to_vec(&model), "x").unwrap_err();
+    match err {
+        Error::UnsupportedOp { op, node } => {
+            assert_eq!(op, "Softsign");
+            assert_eq!(node, name);
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    assert!(onnx::import_bytes(b"\x08\x07garbage\xff\xff", "x").is_err());
+}
+
+fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
+    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let calib = random_images(4, g.input_shape, 5);
+    let ranges = reference::input_absmax(&g, &calib, 4).unwrap();
+    quantize_graph(&g, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap()
+}
+
+#[test]
+fn packed_file_roundtrips_float_and_every_bit_width() {
+    let float = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let m = PackedModel::new(float.clone(), None).unwrap();
+    let back = PackedModel::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(back.graph, float);
+    for cfg in ["w8a8", "w6a6", "w4a4", "w3a8", "w2a2", "w5a7"] {
+        let s = tiny_student(cfg);
+        let m = PackedModel::new(s.clone(), Some(QuantConfig::parse(cfg).unwrap())).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = PackedModel::from_bytes(&bytes).unwrap();
+        assert_eq!(back.graph, s, "{cfg}");
+        assert_eq!(back.manifest, m.manifest);
+        let x = random_images(2, s.input_shape, 9);
+        assert_eq!(reference::forward(&s, &x, 2).unwrap(), reference::forward(&back.graph, &x, 2).unwrap());
+    }
+}
+
+#[test]
+fn lower_bit_widths_make_smaller_files() {
+    let size = |cfg: &str| {
+        let mut c = QuantConfig::parse(cfg).unwrap();
+        c.first_last_8bit = false;
+        let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+        let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
+        let s = quantize_graph(&g, &c, &ranges).unwrap();
+        PackedModel::new(s, Some(c)).unwrap().parameter_bytes()
+    };
+    assert!(size("w2a8") < size("w4a8") && size("w4a8") < size("w8a8"));
+}
+
+#[test]
+fn integer_path_equals_fake_quant_float_path() {
+    for cfg in ["w8a8", "w4a4", "w2a8"] {
+        let s = tiny_student(cfg);
+        // The same function computed in float: dequantized weights, fake-quantized inputs.
+        let mut fq = s.clone();
+        for n in &mut fq.nodes {
+            if let Op::Conv { weights, .. } | Op::Gemm { weights, .. } = &mut n.op {
+                *weights = Weights::Float(weights.to_float());
+            }
+        }
+        let x = random_images(3, s.input_shape, 21);
+        let a = reference::forward(&s, &x, 3).unwrap();
+        let b = reference::forward(&fq, &x, 3).unwrap();
+        assert!(max_rel_err(&a, &b) < 1e-4, "{cfg}: rel err {}", max_rel_err(&a, &b));
+    }
+}
+
+#[test]
+fn w8a8_student_stays_close_to_its_float_teacher() {
+    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let s = tiny_student("w8a8");
+    let x = random_images(4, g.input_shape, 33);
+    let a = reference::forward(&g, &x, 4).unwrap();
+    let b = reference::forward(&s, &x, 4).unwrap();
+    for (ra, rb) in a.chunks(16).zip(b.chunks(16)) {
+        assert!(cosine(ra, rb) > 0.99, "cosine {}", cosine(ra, rb));
+    }
+}
+
+#[test]
+fn wrong_input_size_is_rejected() {
+    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let err = reference::forward(&g, &[0.5; 10], 1).unwrap_err().to_string();
+    assert!(err.contains("expected 1 images"), "{err}");
+}
