@@ -6,8 +6,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::graph::{ConvAttrs, Graph, GraphBuilder, Op, Tensor, ValueId, Weights};
 use crate::Error;
+use crate::graph::{ConvAttrs, Graph, GraphBuilder, Op, Tensor, ValueId, Weights};
 
 /// Blocks per stage of InsightFace's iresnet variants.
 pub fn iresnet_layers(depth: usize) -> Result<[usize; 4], Error> {
@@ -17,7 +17,11 @@ pub fn iresnet_layers(depth: usize) -> Result<[usize; 4], Error> {
         50 => [3, 4, 14, 3],
         100 => [3, 13, 30, 3],
         200 => [6, 26, 60, 6],
-        d => return Err(Error::Graph(format!("no iresnet of depth {d} (have 18, 34, 50, 100, 200)"))),
+        d => {
+            return Err(Error::Graph(format!(
+                "no iresnet of depth {d} (have 18, 34, 50, 100, 200)"
+            )));
+        }
     })
 }
 
@@ -33,13 +37,21 @@ impl Gen {
     fn conv(&mut self, o: usize, i: usize, k: usize, gain: f32) -> Tensor {
         let fan_in = (i * k * k) as f32;
         let bound = gain * (6.0 / fan_in).sqrt();
-        Tensor { shape: vec![o, i, k, k], data: self.uniform(o * i * k * k, -bound, bound) }
+        Tensor {
+            shape: vec![o, i, k, k],
+            data: self.uniform(o * i * k * k, -bound, bound),
+        }
     }
     fn affine(&mut self, c: usize, gamma: (f32, f32)) -> Op {
-        Op::Affine { scale: self.uniform(c, gamma.0, gamma.1), shift: self.uniform(c, -0.1, 0.1) }
+        Op::Affine {
+            scale: self.uniform(c, gamma.0, gamma.1),
+            shift: self.uniform(c, -0.1, 0.1),
+        }
     }
     fn prelu(&mut self, c: usize) -> Op {
-        Op::PRelu { slope: self.uniform(c, 0.1, 0.3) }
+        Op::PRelu {
+            slope: self.uniform(c, 0.1, 0.3),
+        }
     }
 }
 
@@ -47,7 +59,12 @@ fn conv_op(w: Tensor, bias: Vec<f32>, stride: usize, pad: usize, group: usize) -
     Op::Conv {
         weights: Weights::Float(w),
         bias,
-        attrs: ConvAttrs { stride: [stride; 2], pads: [pad; 4], dilation: [1, 1], group },
+        attrs: ConvAttrs {
+            stride: [stride; 2],
+            pads: [pad; 4],
+            dilation: [1, 1],
+            group,
+        },
         input_quant: None,
     }
 }
@@ -55,7 +72,9 @@ fn conv_op(w: Tensor, bias: Vec<f32>, stride: usize, pad: usize, group: usize) -
 /// InsightFace iresnet (R18 … R200) for 112×112 input and a 512-d embedding, seeded weights.
 pub fn iresnet(depth: usize, seed: u64) -> Result<Graph, Error> {
     let layers = iresnet_layers(depth)?;
-    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    };
     let mut b = GraphBuilder::new(format!("iresnet{depth}"), [3, 112, 112]);
     // stem: conv3×3 (+BN folded) → PReLU
     let w = g.conv(64, 3, 3, 1.0);
@@ -71,7 +90,11 @@ pub fn iresnet(depth: usize, seed: u64) -> Result<Graph, Error> {
                 // downsample: conv1×1 (stride) + BN, folded
                 let w = g.conv(planes, inplanes, 1, 1.0);
                 let bias = g.uniform(planes, -0.1, 0.1);
-                b.push(format!("{p}.downsample"), conv_op(w, bias, stride, 0, 1), &[x])
+                b.push(
+                    format!("{p}.downsample"),
+                    conv_op(w, bias, stride, 0, 1),
+                    &[x],
+                )
             } else {
                 x
             };
@@ -92,8 +115,19 @@ pub fn iresnet(depth: usize, seed: u64) -> Result<Graph, Error> {
     x = b.push("flatten", Op::Flatten, &[x]);
     let fin = 512 * 7 * 7;
     let bound = (3.0 / fin as f32).sqrt();
-    let w = Tensor { shape: vec![512, fin], data: g.uniform(512 * fin, -bound, bound) };
-    x = b.push("fc", Op::Gemm { weights: Weights::Float(w), bias: g.uniform(512, -0.1, 0.1), input_quant: None }, &[x]);
+    let w = Tensor {
+        shape: vec![512, fin],
+        data: g.uniform(512 * fin, -bound, bound),
+    };
+    x = b.push(
+        "fc",
+        Op::Gemm {
+            weights: Weights::Float(w),
+            bias: g.uniform(512, -0.1, 0.1),
+            input_quant: None,
+        },
+        &[x],
+    );
     x = b.push("features", g.affine(512, (0.9, 1.1)), &[x]);
     b.finish(x)
 }
@@ -101,14 +135,36 @@ pub fn iresnet(depth: usize, seed: u64) -> Result<Graph, Error> {
 /// A MobileFaceNet-shaped toy network (depthwise, grouped and pointwise convolutions, PReLU,
 /// residual Add, global depthwise conv, Gemm, BN1d) for fast tests on small inputs.
 pub fn tiny_mobilefacenet(hw: usize, dim: usize, seed: u64) -> Result<Graph, Error> {
-    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    };
     let mut b = GraphBuilder::new("tiny_mobilefacenet", [3, hw, hw]);
-    let conv = |b: &mut GraphBuilder, g: &mut Gen, name: &str, x, i: usize, o: usize, k, s, p, grp: usize| {
+    let conv = |b: &mut GraphBuilder,
+                g: &mut Gen,
+                name: &str,
+                x,
+                i: usize,
+                o: usize,
+                k,
+                s,
+                p,
+                grp: usize| {
         let w = g.conv(o, i / grp, k, 1.0);
         let bias = g.uniform(o, -0.1, 0.1);
         b.push(name, conv_op(w, bias, s, p, grp), &[x])
     };
-    let mut x = conv(&mut b, &mut g, "conv1", GraphBuilder::INPUT, 3, 8, 3, 2, 1, 1);
+    let mut x = conv(
+        &mut b,
+        &mut g,
+        "conv1",
+        GraphBuilder::INPUT,
+        3,
+        8,
+        3,
+        2,
+        1,
+        1,
+    );
     x = b.push("prelu1", g.prelu(8), &[x]);
     x = conv(&mut b, &mut g, "dw1", x, 8, 8, 3, 1, 1, 8);
     x = b.push("prelu2", g.prelu(8), &[x]);
@@ -124,8 +180,19 @@ pub fn tiny_mobilefacenet(hw: usize, dim: usize, seed: u64) -> Result<Graph, Err
     x = conv(&mut b, &mut g, "gdc", x, 32, 32, s, 1, 0, 32);
     x = b.push("flatten", Op::Flatten, &[x]);
     let bound = (3.0f32 / 32.0).sqrt();
-    let w = Tensor { shape: vec![dim, 32], data: g.uniform(dim * 32, -bound, bound) };
-    x = b.push("fc", Op::Gemm { weights: Weights::Float(w), bias: g.uniform(dim, -0.1, 0.1), input_quant: None }, &[x]);
+    let w = Tensor {
+        shape: vec![dim, 32],
+        data: g.uniform(dim * 32, -bound, bound),
+    };
+    x = b.push(
+        "fc",
+        Op::Gemm {
+            weights: Weights::Float(w),
+            bias: g.uniform(dim, -0.1, 0.1),
+            input_quant: None,
+        },
+        &[x],
+    );
     x = b.push("features", g.affine(dim, (0.9, 1.1)), &[x]);
     b.finish(x)
 }
@@ -133,5 +200,7 @@ pub fn tiny_mobilefacenet(hw: usize, dim: usize, seed: u64) -> Result<Graph, Err
 /// Seeded pseudo-images in the model's normalised range (−1, 1), NCHW.
 pub fn random_images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    (0..n * shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect()
 }

@@ -10,9 +10,9 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, Weights};
-use crate::quant::{pack, packed_len, unpack, ActQuant, QuantConfig, QuantWeights};
 use crate::Error;
+use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, Weights};
+use crate::quant::{ActQuant, QuantConfig, QuantWeights, pack, packed_len, unpack};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_KEY: &str = "efquantface";
@@ -30,7 +30,12 @@ pub struct Preprocessing {
 
 impl Default for Preprocessing {
     fn default() -> Self {
-        Preprocessing { color: "RGB".into(), mean: 127.5, std: 127.5, size: [112, 112] }
+        Preprocessing {
+            color: "RGB".into(),
+            mean: 127.5,
+            std: 127.5,
+            size: [112, 112],
+        }
     }
 }
 
@@ -64,8 +69,12 @@ pub enum OpSpec {
         weight_bits: Option<u8>,
         input_quant: Option<ActQuant>,
     },
-    Affine { channels: usize },
-    Prelu { slopes: usize },
+    Affine {
+        channels: usize,
+    },
+    Prelu {
+        slopes: usize,
+    },
     Relu,
     Add,
     Flatten,
@@ -128,7 +137,12 @@ impl PackedModel {
                 inputs: n.inputs.clone(),
                 output: n.output,
                 op: match &n.op {
-                    Op::Conv { weights, attrs, input_quant, .. } => {
+                    Op::Conv {
+                        weights,
+                        attrs,
+                        input_quant,
+                        ..
+                    } => {
                         let s = weights.shape();
                         OpSpec::Conv {
                             out_channels: s[0],
@@ -139,7 +153,11 @@ impl PackedModel {
                             input_quant: *input_quant,
                         }
                     }
-                    Op::Gemm { weights, input_quant, .. } => {
+                    Op::Gemm {
+                        weights,
+                        input_quant,
+                        ..
+                    } => {
                         let s = weights.shape();
                         OpSpec::Gemm {
                             out_features: s[0],
@@ -148,8 +166,12 @@ impl PackedModel {
                             input_quant: *input_quant,
                         }
                     }
-                    Op::Affine { scale, .. } => OpSpec::Affine { channels: scale.len() },
-                    Op::PRelu { slope } => OpSpec::Prelu { slopes: slope.len() },
+                    Op::Affine { scale, .. } => OpSpec::Affine {
+                        channels: scale.len(),
+                    },
+                    Op::PRelu { slope } => OpSpec::Prelu {
+                        slopes: slope.len(),
+                    },
                     Op::Relu => OpSpec::Relu,
                     Op::Add => OpSpec::Add,
                     Op::Flatten => OpSpec::Flatten,
@@ -161,7 +183,10 @@ impl PackedModel {
             name: graph.name.clone(),
             input_shape: graph.input_shape,
             embedding_dim,
-            preprocessing: Preprocessing { size: [graph.input_shape[1], graph.input_shape[2]], ..Default::default() },
+            preprocessing: Preprocessing {
+                size: [graph.input_shape[1], graph.input_shape[2]],
+                ..Default::default()
+            },
             quant,
             threshold: None,
             nodes,
@@ -181,7 +206,9 @@ impl PackedModel {
                     4 * bias.len()
                         + match weights {
                             Weights::Float(t) => 4 * t.numel(),
-                            Weights::Quant(q) => packed_len(q.values.len(), q.bits) + 4 * q.scales.len() + 4,
+                            Weights::Quant(q) => {
+                                packed_len(q.values.len(), q.bits) + 4 * q.scales.len() + 4
+                            }
                         }
                 }
                 Op::Affine { scale, shift } => 4 * (scale.len() + shift.len()),
@@ -200,26 +227,66 @@ impl PackedModel {
             match &n.op {
                 Op::Conv { weights, bias, .. } | Op::Gemm { weights, bias, .. } => {
                     match weights {
-                        Weights::Float(t) => blobs.push((format!("{nm}.weight"), Dtype::F32, t.shape.clone(), f32s(&t.data))),
+                        Weights::Float(t) => blobs.push((
+                            format!("{nm}.weight"),
+                            Dtype::F32,
+                            t.shape.clone(),
+                            f32s(&t.data),
+                        )),
                         Weights::Quant(q) => {
                             let packed = pack(&q.values_ohwi(), q.bits);
-                            blobs.push((format!("{nm}.weight_q"), Dtype::U8, vec![packed.len()], packed));
-                            blobs.push((format!("{nm}.weight_scale"), Dtype::F32, vec![q.scales.len()], f32s(&q.scales)));
+                            blobs.push((
+                                format!("{nm}.weight_q"),
+                                Dtype::U8,
+                                vec![packed.len()],
+                                packed,
+                            ));
+                            blobs.push((
+                                format!("{nm}.weight_scale"),
+                                Dtype::F32,
+                                vec![q.scales.len()],
+                                f32s(&q.scales),
+                            ));
                         }
                     }
-                    blobs.push((format!("{nm}.bias"), Dtype::F32, vec![bias.len()], f32s(bias)));
+                    blobs.push((
+                        format!("{nm}.bias"),
+                        Dtype::F32,
+                        vec![bias.len()],
+                        f32s(bias),
+                    ));
                 }
                 Op::Affine { scale, shift } => {
-                    blobs.push((format!("{nm}.scale"), Dtype::F32, vec![scale.len()], f32s(scale)));
-                    blobs.push((format!("{nm}.shift"), Dtype::F32, vec![shift.len()], f32s(shift)));
+                    blobs.push((
+                        format!("{nm}.scale"),
+                        Dtype::F32,
+                        vec![scale.len()],
+                        f32s(scale),
+                    ));
+                    blobs.push((
+                        format!("{nm}.shift"),
+                        Dtype::F32,
+                        vec![shift.len()],
+                        f32s(shift),
+                    ));
                 }
-                Op::PRelu { slope } => blobs.push((format!("{nm}.slope"), Dtype::F32, vec![slope.len()], f32s(slope))),
+                Op::PRelu { slope } => blobs.push((
+                    format!("{nm}.slope"),
+                    Dtype::F32,
+                    vec![slope.len()],
+                    f32s(slope),
+                )),
                 _ => {}
             }
         }
         let views: Vec<(String, TensorView)> = blobs
             .iter()
-            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| bad(format!("{n}: {e}")))?)))
+            .map(|(n, d, s, b)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(*d, s.clone(), b).map_err(|e| bad(format!("{n}: {e}")))?,
+                ))
+            })
             .collect::<Result<_, Error>>()?;
         let manifest = serde_json::to_string(&self.manifest).map_err(|e| bad(e.to_string()))?;
         let meta = HashMap::from([(MANIFEST_KEY.to_string(), manifest)]);
@@ -228,26 +295,41 @@ impl PackedModel {
 
     /// Parses and validates a model file; every inconsistency is an error naming the part.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a readable safetensors file (truncated or corrupt header): {e}")))?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a readable safetensors file (truncated or corrupt): {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            bad(format!(
+                "not a readable safetensors file (truncated or corrupt header): {e}"
+            ))
+        })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            bad(format!(
+                "not a readable safetensors file (truncated or corrupt): {e}"
+            ))
+        })?;
         let json = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get(MANIFEST_KEY))
             .ok_or_else(|| bad(format!("no '{MANIFEST_KEY}' manifest in the safetensors metadata: not an EfQuantFace model")))?;
-        let version: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
+        let version: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
         match version.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
-            Some(v) => return Err(bad(format!("format version {v}; this build reads version {FORMAT_VERSION}"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "format version {v}; this build reads version {FORMAT_VERSION}"
+                )));
+            }
             None => return Err(bad("manifest has no format_version")),
         }
-        let manifest: Manifest = serde_json::from_value(version).map_err(|e| bad(format!("manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_value(version).map_err(|e| bad(format!("manifest: {e}")))?;
         let graph = graph_from_manifest(&manifest, &st)?;
         let dim = graph.embedding_dim()?;
         if dim != manifest.embedding_dim {
-            return Err(bad(format!("graph produces {dim}-d output but the manifest says {}", manifest.embedding_dim)));
+            return Err(bad(format!(
+                "graph produces {dim}-d output but the manifest says {}",
+                manifest.embedding_dim
+            )));
         }
         Ok(PackedModel { graph, manifest })
     }
@@ -271,15 +353,22 @@ impl PackedModel {
 /// Writes `bytes` to `path` through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
-        path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
@@ -290,13 +379,21 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn get(&mut self, name: &str, dtype: Dtype, len: usize) -> Result<&[u8], Error> {
-        let t = self.st.tensor(name).map_err(|_| bad(format!("tensor '{name}' is missing")))?;
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor '{name}' is missing")))?;
         if t.dtype() != dtype {
-            return Err(bad(format!("tensor '{name}' is {:?}, expected {dtype:?}", t.dtype())));
+            return Err(bad(format!(
+                "tensor '{name}' is {:?}, expected {dtype:?}",
+                t.dtype()
+            )));
         }
         let n: usize = t.shape().iter().product();
         if n != len {
-            return Err(bad(format!("tensor '{name}' has {n} elements, the manifest implies {len}")));
+            return Err(bad(format!(
+                "tensor '{name}' has {n} elements, the manifest implies {len}"
+            )));
         }
         self.used.insert(name.to_string());
         Ok(t.data())
@@ -312,18 +409,34 @@ impl Reader<'_> {
         }
         Ok(v)
     }
-    fn weights(&mut self, node: &str, shape: Vec<usize>, bits: Option<u8>) -> Result<Weights, Error> {
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n > 0 && n <= 1 << 32);
-        let n = n.ok_or_else(|| bad(format!("node '{node}': weight shape {shape:?} is empty or too large")))?;
+    fn weights(
+        &mut self,
+        node: &str,
+        shape: Vec<usize>,
+        bits: Option<u8>,
+    ) -> Result<Weights, Error> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n > 0 && n <= 1 << 32);
+        let n = n.ok_or_else(|| {
+            bad(format!(
+                "node '{node}': weight shape {shape:?} is empty or too large"
+            ))
+        })?;
         match bits {
-            None => Ok(Weights::Float(Tensor { data: self.f32s(&format!("{node}.weight"), n)?, shape })),
+            None => Ok(Weights::Float(Tensor {
+                data: self.f32s(&format!("{node}.weight"), n)?,
+                shape,
+            })),
             Some(b) => {
                 crate::quant::check_bits(b).map_err(|e| bad(format!("node '{node}': {e}")))?;
                 let packed = self.get(&format!("{node}.weight_q"), Dtype::U8, packed_len(n, b))?;
                 let ohwi = unpack(packed, b, n)?;
                 let scales = self.f32s(&format!("{node}.weight_scale"), shape[0])?;
                 let q = QuantWeights::from_ohwi(b, shape, &ohwi, scales);
-                q.validate().map_err(|e| bad(format!("node '{node}': {e}")))?;
+                q.validate()
+                    .map_err(|e| bad(format!("node '{node}': {e}")))?;
                 Ok(Weights::Quant(q))
             }
         }
@@ -331,25 +444,41 @@ impl Reader<'_> {
 }
 
 fn graph_from_manifest(m: &Manifest, st: &SafeTensors) -> Result<Graph, Error> {
-    let mut r = Reader { st, used: HashSet::new() };
+    let mut r = Reader {
+        st,
+        used: HashSet::new(),
+    };
     let mut nodes = Vec::with_capacity(m.nodes.len().min(1 << 16));
     for (k, spec) in m.nodes.iter().enumerate() {
         let nm = &spec.name;
         // Values are dense and in definition order; this also bounds every allocation by the
         // number of nodes actually present.
         if spec.output != k + 1 {
-            return Err(bad(format!("node '{nm}' defines value {}, expected {}", spec.output, k + 1)));
+            return Err(bad(format!(
+                "node '{nm}' defines value {}, expected {}",
+                spec.output,
+                k + 1
+            )));
         }
         let check_act = |aq: &Option<ActQuant>, bits: Option<u8>| -> Result<(), Error> {
             if let Some(a) = aq {
                 a.validate().map_err(|e| bad(format!("node '{nm}': {e}")))?;
             } else if bits.is_some() {
-                return Err(bad(format!("node '{nm}' has quantized weights but no input quantization")));
+                return Err(bad(format!(
+                    "node '{nm}' has quantized weights but no input quantization"
+                )));
             }
             Ok(())
         };
         let op = match &spec.op {
-            OpSpec::Conv { out_channels, in_channels_per_group, kernel, attrs, weight_bits, input_quant } => {
+            OpSpec::Conv {
+                out_channels,
+                in_channels_per_group,
+                kernel,
+                attrs,
+                weight_bits,
+                input_quant,
+            } => {
                 check_act(input_quant, *weight_bits)?;
                 let shape = vec![*out_channels, *in_channels_per_group, kernel[0], kernel[1]];
                 Op::Conv {
@@ -359,7 +488,12 @@ fn graph_from_manifest(m: &Manifest, st: &SafeTensors) -> Result<Graph, Error> {
                     input_quant: *input_quant,
                 }
             }
-            OpSpec::Gemm { out_features, in_features, weight_bits, input_quant } => {
+            OpSpec::Gemm {
+                out_features,
+                in_features,
+                weight_bits,
+                input_quant,
+            } => {
                 check_act(input_quant, *weight_bits)?;
                 Op::Gemm {
                     weights: r.weights(nm, vec![*out_features, *in_features], *weight_bits)?,
@@ -371,17 +505,34 @@ fn graph_from_manifest(m: &Manifest, st: &SafeTensors) -> Result<Graph, Error> {
                 scale: r.f32s(&format!("{nm}.scale"), *channels)?,
                 shift: r.f32s(&format!("{nm}.shift"), *channels)?,
             },
-            OpSpec::Prelu { slopes } => Op::PRelu { slope: r.f32s(&format!("{nm}.slope"), *slopes)? },
+            OpSpec::Prelu { slopes } => Op::PRelu {
+                slope: r.f32s(&format!("{nm}.slope"), *slopes)?,
+            },
             OpSpec::Relu => Op::Relu,
             OpSpec::Add => Op::Add,
             OpSpec::Flatten => Op::Flatten,
         };
-        nodes.push(Node { name: nm.clone(), op, inputs: spec.inputs.clone(), output: spec.output });
+        nodes.push(Node {
+            name: nm.clone(),
+            op,
+            inputs: spec.inputs.clone(),
+            output: spec.output,
+        });
     }
     if let Some(extra) = st.names().into_iter().find(|n| !r.used.contains(*n)) {
-        return Err(bad(format!("tensor '{extra}' is not used by any node in the manifest")));
+        return Err(bad(format!(
+            "tensor '{extra}' is not used by any node in the manifest"
+        )));
     }
-    let graph = Graph { name: m.name.clone(), input_shape: m.input_shape, num_values: nodes.len() + 1, nodes, output: m.output };
-    graph.infer_shapes().map_err(|e| bad(format!("inconsistent graph: {e}")))?;
+    let graph = Graph {
+        name: m.name.clone(),
+        input_shape: m.input_shape,
+        num_values: nodes.len() + 1,
+        nodes,
+        output: m.output,
+    };
+    graph
+        .infer_shapes()
+        .map_err(|e| bad(format!("inconsistent graph: {e}")))?;
     Ok(graph)
 }

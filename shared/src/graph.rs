@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quant::{ActQuant, QuantWeights};
 use crate::Error;
+use crate::quant::{ActQuant, QuantWeights};
 
 /// Index of a value (an activation tensor) in [`Graph::values`].
 pub type ValueId = usize;
@@ -69,7 +69,12 @@ pub struct ConvAttrs {
 
 impl Default for ConvAttrs {
     fn default() -> Self {
-        ConvAttrs { stride: [1, 1], pads: [0; 4], dilation: [1, 1], group: 1 }
+        ConvAttrs {
+            stride: [1, 1],
+            pads: [0; 4],
+            dilation: [1, 1],
+            group: 1,
+        }
     }
 }
 
@@ -83,11 +88,20 @@ pub enum Op {
         input_quant: Option<ActQuant>,
     },
     /// Fully connected `y = x · Wᵀ + b` on a flattened input.
-    Gemm { weights: Weights, bias: Vec<f32>, input_quant: Option<ActQuant> },
+    Gemm {
+        weights: Weights,
+        bias: Vec<f32>,
+        input_quant: Option<ActQuant>,
+    },
     /// Inference-time BatchNorm as `y = x · scale[c] + shift[c]` (rank 2 or 4, channel axis 1).
-    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
     /// PReLU with one slope per channel (or one shared slope).
-    PRelu { slope: Vec<f32> },
+    PRelu {
+        slope: Vec<f32>,
+    },
     Relu,
     Add,
     /// Flatten all but the batch axis.
@@ -143,28 +157,45 @@ impl Graph {
         }
         shapes[0] = Some(self.input_shape.to_vec());
         for node in &self.nodes {
-            let err = |m: String| Error::Graph(format!("node '{}' ({}): {m}", node.name, node.op.kind()));
+            let err =
+                |m: String| Error::Graph(format!("node '{}' ({}): {m}", node.name, node.op.kind()));
             if node.inputs.len() != node.op.arity() {
-                return Err(err(format!("expects {} inputs, has {}", node.op.arity(), node.inputs.len())));
+                return Err(err(format!(
+                    "expects {} inputs, has {}",
+                    node.op.arity(),
+                    node.inputs.len()
+                )));
             }
             let mut ins = Vec::new();
             for &v in &node.inputs {
                 match shapes.get(v) {
                     Some(Some(s)) => ins.push(s.clone()),
-                    Some(None) => return Err(err(format!("input value {v} is used before it is defined"))),
+                    Some(None) => {
+                        return Err(err(format!("input value {v} is used before it is defined")));
+                    }
                     None => return Err(err(format!("input value {v} out of range"))),
                 }
             }
             if node.output >= self.num_values || shapes[node.output].is_some() {
-                return Err(err(format!("output value {} is out of range or defined twice", node.output)));
+                return Err(err(format!(
+                    "output value {} is out of range or defined twice",
+                    node.output
+                )));
             }
             let x = &ins[0];
             let channels = x[0];
             let out = match &node.op {
-                Op::Conv { weights, bias, attrs, .. } => {
+                Op::Conv {
+                    weights,
+                    bias,
+                    attrs,
+                    ..
+                } => {
                     let w = weights.shape();
                     if x.len() != 3 || w.len() != 4 {
-                        return Err(err(format!("needs a [C,H,W] input and OIHW weights, got {x:?} and {w:?}")));
+                        return Err(err(format!(
+                            "needs a [C,H,W] input and OIHW weights, got {x:?} and {w:?}"
+                        )));
                     }
                     let g = attrs.group;
                     if g == 0 || channels % g != 0 || w[0] % g != 0 || w[1] != channels / g {
@@ -173,13 +204,29 @@ impl Graph {
                         )));
                     }
                     if bias.len() != w[0] {
-                        return Err(err(format!("bias has {} values for {} channels", bias.len(), w[0])));
+                        return Err(err(format!(
+                            "bias has {} values for {} channels",
+                            bias.len(),
+                            w[0]
+                        )));
                     }
                     if attrs.stride.contains(&0) || attrs.dilation.contains(&0) {
                         return Err(err("stride and dilation must be positive".into()));
                     }
-                    let oh = conv_out(x[1], w[2], attrs.stride[0], attrs.pads[0] + attrs.pads[2], attrs.dilation[0]);
-                    let ow = conv_out(x[2], w[3], attrs.stride[1], attrs.pads[1] + attrs.pads[3], attrs.dilation[1]);
+                    let oh = conv_out(
+                        x[1],
+                        w[2],
+                        attrs.stride[0],
+                        attrs.pads[0] + attrs.pads[2],
+                        attrs.dilation[0],
+                    );
+                    let ow = conv_out(
+                        x[2],
+                        w[3],
+                        attrs.stride[1],
+                        attrs.pads[1] + attrs.pads[3],
+                        attrs.dilation[1],
+                    );
                     match (oh, ow) {
                         (Some(oh), Some(ow)) => vec![w[0], oh, ow],
                         _ => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
@@ -198,13 +245,22 @@ impl Graph {
                 }
                 Op::Affine { scale, shift } => {
                     if scale.len() != channels || shift.len() != channels {
-                        return Err(err(format!("{} channels but {} scales / {} shifts", channels, scale.len(), shift.len())));
+                        return Err(err(format!(
+                            "{} channels but {} scales / {} shifts",
+                            channels,
+                            scale.len(),
+                            shift.len()
+                        )));
                     }
                     x.clone()
                 }
                 Op::PRelu { slope } => {
                     if slope.len() != channels && slope.len() != 1 {
-                        return Err(err(format!("{} channels but {} slopes", channels, slope.len())));
+                        return Err(err(format!(
+                            "{} channels but {} slopes",
+                            channels,
+                            slope.len()
+                        )));
                     }
                     x.clone()
                 }
@@ -225,7 +281,10 @@ impl Graph {
             .map(|(i, s)| s.ok_or_else(|| Error::Graph(format!("value {i} is never defined"))))
             .collect::<Result<_, _>>()?;
         if self.output >= shapes.len() {
-            return Err(Error::Graph(format!("output value {} out of range", self.output)));
+            return Err(Error::Graph(format!(
+                "output value {} out of range",
+                self.output
+            )));
         }
         Ok(shapes)
     }
@@ -270,7 +329,18 @@ impl Graph {
 
     /// True when any Conv/Gemm carries quantized weights.
     pub fn is_quantized(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(&n.op, Op::Conv { weights: Weights::Quant(_), .. } | Op::Gemm { weights: Weights::Quant(_), .. }))
+        self.nodes.iter().any(|n| {
+            matches!(
+                &n.op,
+                Op::Conv {
+                    weights: Weights::Quant(_),
+                    ..
+                } | Op::Gemm {
+                    weights: Weights::Quant(_),
+                    ..
+                }
+            )
+        })
     }
 }
 
@@ -287,7 +357,13 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     pub fn new(name: impl Into<String>, input_shape: [usize; 3]) -> Self {
         GraphBuilder {
-            graph: Graph { name: name.into(), input_shape, num_values: 1, nodes: Vec::new(), output: 0 },
+            graph: Graph {
+                name: name.into(),
+                input_shape,
+                num_values: 1,
+                nodes: Vec::new(),
+                output: 0,
+            },
         }
     }
     pub const INPUT: ValueId = 0;
@@ -295,7 +371,12 @@ impl GraphBuilder {
     pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[ValueId]) -> ValueId {
         let output = self.graph.num_values;
         self.graph.num_values += 1;
-        self.graph.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec(), output });
+        self.graph.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.to_vec(),
+            output,
+        });
         output
     }
 
@@ -318,13 +399,24 @@ impl Graph {
         let producer = |nodes: &[Node], v: ValueId| nodes.iter().position(|n| n.output == v);
         let uses = self.use_counts();
         for i in 0..self.nodes.len() {
-            let Op::Affine { scale, shift } = self.nodes[i].op.clone() else { continue };
+            let Op::Affine { scale, shift } = self.nodes[i].op.clone() else {
+                continue;
+            };
             let x = self.nodes[i].inputs[0];
             // conv → BN / fc → BN1d
             if let Some(p) = producer(&self.nodes, x).filter(|_| uses[x] == 1) {
                 let folded = match &mut self.nodes[p].op {
-                    Op::Conv { weights: Weights::Float(w), bias, input_quant: None, .. }
-                    | Op::Gemm { weights: Weights::Float(w), bias, input_quant: None } => {
+                    Op::Conv {
+                        weights: Weights::Float(w),
+                        bias,
+                        input_quant: None,
+                        ..
+                    }
+                    | Op::Gemm {
+                        weights: Weights::Float(w),
+                        bias,
+                        input_quant: None,
+                    } => {
                         let per = w.numel() / w.shape[0];
                         for (o, row) in w.data.chunks_mut(per).enumerate() {
                             row.iter_mut().for_each(|v| *v *= scale[o]);
@@ -345,15 +437,26 @@ impl Graph {
             if uses[y] != 1 {
                 continue;
             }
-            let Some(f) = self.nodes.iter().position(|n| n.inputs == [y] && matches!(n.op, Op::Flatten)) else {
+            let Some(f) = self
+                .nodes
+                .iter()
+                .position(|n| n.inputs == [y] && matches!(n.op, Op::Flatten))
+            else {
                 continue;
             };
             let fy = self.nodes[f].output;
             if uses[fy] != 1 {
                 continue;
             }
-            let Some(g) = self.nodes.iter().position(|n| n.inputs == [fy]) else { continue };
-            if let Op::Gemm { weights: Weights::Float(w), bias, input_quant: None } = &mut self.nodes[g].op {
+            let Some(g) = self.nodes.iter().position(|n| n.inputs == [fy]) else {
+                continue;
+            };
+            if let Op::Gemm {
+                weights: Weights::Float(w),
+                bias,
+                input_quant: None,
+            } = &mut self.nodes[g].op
+            {
                 let fin = w.shape[1];
                 let spatial = fin / scale.len();
                 for (o, row) in w.data.chunks_mut(fin).enumerate() {

@@ -26,13 +26,22 @@ pub enum Error {
     #[error("input: {0}")]
     Input(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot decode image: {source}")]
-    Image { path: String, source: image::ImageError },
+    Image {
+        path: String,
+        source: image::ImageError,
+    },
 }
 
 impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, ValueId, Weights};
 use crate::Error;
+use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, ValueId, Weights};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ModelProto {
@@ -156,12 +156,17 @@ enum Constant {
 fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
     let name = &t.name;
     if t.data_location == 1 {
-        return Err(Error::Onnx(format!("tensor '{name}' uses external data, which is not supported")));
+        return Err(Error::Onnx(format!(
+            "tensor '{name}' uses external data, which is not supported"
+        )));
     }
     let shape: Vec<usize> = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| Error::Onnx(format!("tensor '{name}' has dimension {d}"))))
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| Error::Onnx(format!("tensor '{name}' has dimension {d}")))
+        })
         .collect::<Result<_, _>>()?;
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let n = n.ok_or_else(|| Error::Onnx(format!("tensor '{name}' shape {shape:?} overflows")))?;
@@ -179,25 +184,40 @@ fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
         FLOAT => {
             let data = if !t.raw_data.is_empty() {
                 raw_len(4)?;
-                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                t.raw_data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
             } else {
                 t.float_data.clone()
             };
-            Ok(Constant::F32(Tensor::new(shape, data).map_err(|e| Error::Onnx(format!("tensor '{name}': {e}")))?))
+            Ok(Constant::F32(Tensor::new(shape, data).map_err(|e| {
+                Error::Onnx(format!("tensor '{name}': {e}"))
+            })?))
         }
         DOUBLE => {
             let data: Vec<f32> = if !t.raw_data.is_empty() {
                 raw_len(8)?;
-                t.raw_data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                t.raw_data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect()
             } else {
                 t.double_data.iter().map(|&v| v as f32).collect()
             };
-            Ok(Constant::F32(Tensor::new(shape, data).map_err(|e| Error::Onnx(format!("tensor '{name}': {e}")))?))
+            Ok(Constant::F32(Tensor::new(shape, data).map_err(|e| {
+                Error::Onnx(format!("tensor '{name}': {e}"))
+            })?))
         }
         INT64 => {
             if !t.raw_data.is_empty() {
                 raw_len(8)?;
-                Ok(Constant::I64(t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()))
+                Ok(Constant::I64(
+                    t.raw_data
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ))
             } else {
                 Ok(Constant::I64(t.int64_data.clone()))
             }
@@ -206,13 +226,20 @@ fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
             if !t.raw_data.is_empty() {
                 raw_len(4)?;
                 Ok(Constant::I64(
-                    t.raw_data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+                    t.raw_data
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                        .collect(),
                 ))
             } else {
-                Ok(Constant::I64(t.int32_data.iter().map(|&v| v as i64).collect()))
+                Ok(Constant::I64(
+                    t.int32_data.iter().map(|&v| v as i64).collect(),
+                ))
             }
         }
-        other => Err(Error::Onnx(format!("tensor '{name}' has unsupported data type {other}"))),
+        other => Err(Error::Onnx(format!(
+            "tensor '{name}' has unsupported data type {other}"
+        ))),
     }
 }
 
@@ -232,15 +259,23 @@ impl Attrs<'_> {
         self.get(name).map(|a| a.ints.as_slice())
     }
     fn string(&self, name: &str) -> Option<String> {
-        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 }
 
-fn to_usize_pair(v: Option<&[i64]>, default: [usize; 2], what: &str, node: &str) -> Result<[usize; 2], Error> {
+fn to_usize_pair(
+    v: Option<&[i64]>,
+    default: [usize; 2],
+    what: &str,
+    node: &str,
+) -> Result<[usize; 2], Error> {
     match v {
         None => Ok(default),
         Some([a, b]) if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
-        Some(other) => Err(Error::Onnx(format!("node '{node}': {what} {other:?} is not two non-negative values"))),
+        Some(other) => Err(Error::Onnx(format!(
+            "node '{node}': {what} {other:?} is not two non-negative values"
+        ))),
     }
 }
 
@@ -248,7 +283,10 @@ fn to_usize_pair(v: Option<&[i64]>, default: [usize; 2], what: &str, node: &str)
 pub fn import_file(path: impl AsRef<Path>) -> Result<Graph, Error> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     import_bytes(&bytes, &name).map_err(|e| match e {
         Error::Onnx(m) => Error::Onnx(format!("{}: {m}", path.display())),
         other => other,
@@ -257,18 +295,28 @@ pub fn import_file(path: impl AsRef<Path>) -> Result<Graph, Error> {
 
 /// Parses ONNX bytes into a [`Graph`] with BatchNorm folded where it is exact.
 pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
-    let model = ModelProto::decode(bytes).map_err(|e| Error::Onnx(format!("not a valid ONNX protobuf: {e}")))?;
-    let g = model.graph.ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| Error::Onnx(format!("not a valid ONNX protobuf: {e}")))?;
+    let g = model
+        .graph
+        .ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let mut consts: HashMap<String, Constant> = HashMap::new();
     for t in &g.initializer {
         consts.insert(t.name.clone(), decode_tensor(t)?);
     }
-    let data_inputs: Vec<&ValueInfoProto> = g.input.iter().filter(|i| !consts.contains_key(&i.name)).collect();
+    let data_inputs: Vec<&ValueInfoProto> = g
+        .input
+        .iter()
+        .filter(|i| !consts.contains_key(&i.name))
+        .collect();
     let input = match data_inputs.as_slice() {
         [one] => *one,
         [] => return Err(Error::Onnx("graph has no data input".into())),
         many => {
-            return Err(Error::Onnx(format!("graph has {} data inputs; a face model has one image input", many.len())));
+            return Err(Error::Onnx(format!(
+                "graph has {} data inputs; a face model has one image input",
+                many.len()
+            )));
         }
     };
     let dims: Vec<Option<i64>> = input
@@ -279,9 +327,16 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
         .map(|s| s.dim.iter().map(|d| d.dim_value).collect())
         .unwrap_or_default();
     let input_shape = match dims.as_slice() {
-        [_, Some(c), Some(h), Some(w)] if *c > 0 && *h > 0 && *w > 0 => [*c as usize, *h as usize, *w as usize],
+        [_, Some(c), Some(h), Some(w)] if *c > 0 && *h > 0 && *w > 0 => {
+            [*c as usize, *h as usize, *w as usize]
+        }
         [] | [_, _, _, _] => [3, 112, 112],
-        other => return Err(Error::Onnx(format!("input '{}' has shape {other:?}, expected NCHW", input.name))),
+        other => {
+            return Err(Error::Onnx(format!(
+                "input '{}' has shape {other:?}, expected NCHW",
+                input.name
+            )));
+        }
     };
 
     let mut values: HashMap<String, ValueId> = HashMap::new();
@@ -290,42 +345,70 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
     let mut num_values = 1usize;
 
     for (idx, n) in g.node.iter().enumerate() {
-        let node_name = if n.name.is_empty() { format!("{}_{idx}", n.op_type) } else { n.name.clone() };
+        let node_name = if n.name.is_empty() {
+            format!("{}_{idx}", n.op_type)
+        } else {
+            n.name.clone()
+        };
         let a = Attrs(n);
         let err = |m: String| Error::Onnx(format!("node '{node_name}' ({}): {m}", n.op_type));
         let value = |i: usize| -> Result<ValueId, Error> {
-            let nm = n.input.get(i).ok_or_else(|| err(format!("missing input {i}")))?;
-            values.get(nm).copied().ok_or_else(|| err(format!("input '{nm}' is not a computed value")))
+            let nm = n
+                .input
+                .get(i)
+                .ok_or_else(|| err(format!("missing input {i}")))?;
+            values
+                .get(nm)
+                .copied()
+                .ok_or_else(|| err(format!("input '{nm}' is not a computed value")))
         };
         let float_const = |i: usize| -> Result<Tensor, Error> {
-            let nm = n.input.get(i).ok_or_else(|| err(format!("missing input {i}")))?;
+            let nm = n
+                .input
+                .get(i)
+                .ok_or_else(|| err(format!("missing input {i}")))?;
             match consts.get(nm) {
                 Some(Constant::F32(t)) => Ok(t.clone()),
-                Some(Constant::I64(_)) => Err(err(format!("input '{nm}' must be a float constant"))),
-                None => Err(err(format!("input '{nm}' must be a constant (initializer)"))),
+                Some(Constant::I64(_)) => {
+                    Err(err(format!("input '{nm}' must be a float constant")))
+                }
+                None => Err(err(format!(
+                    "input '{nm}' must be a constant (initializer)"
+                ))),
             }
         };
-        let out_name = n.output.first().cloned().ok_or_else(|| err("node has no output".into()))?;
+        let out_name = n
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| err("node has no output".into()))?;
 
         let op = match n.op_type.as_str() {
             "Conv" => {
                 let w = float_const(1)?;
                 if w.shape.len() != 4 {
-                    return Err(err(format!("only 2-D convolution is supported, weight shape {:?}", w.shape)));
+                    return Err(err(format!(
+                        "only 2-D convolution is supported, weight shape {:?}",
+                        w.shape
+                    )));
                 }
                 let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
                     Some(_) => float_const(2)?.data,
                     None => vec![0.0; w.shape[0]],
                 };
                 if let Some(p) = a.string("auto_pad").filter(|p| p != "NOTSET") {
-                    return Err(err(format!("auto_pad={p} is not supported; export with explicit pads")));
+                    return Err(err(format!(
+                        "auto_pad={p} is not supported; export with explicit pads"
+                    )));
                 }
                 let pads = match a.ints("pads") {
                     None => [0; 4],
                     Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
                         [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
                     }
-                    Some(p) => return Err(err(format!("pads {p:?} are not four non-negative values"))),
+                    Some(p) => {
+                        return Err(err(format!("pads {p:?} are not four non-negative values")));
+                    }
                 };
                 let group = a.int("group", 1);
                 if group < 1 {
@@ -337,20 +420,36 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                     pads,
                     group: group as usize,
                 };
-                Op::Conv { weights: Weights::Float(w), bias, attrs, input_quant: None }
+                Op::Conv {
+                    weights: Weights::Float(w),
+                    bias,
+                    attrs,
+                    input_quant: None,
+                }
             }
             "BatchNormalization" => {
-                let (gamma, beta, mean, var) = (float_const(1)?, float_const(2)?, float_const(3)?, float_const(4)?);
+                let (gamma, beta, mean, var) = (
+                    float_const(1)?,
+                    float_const(2)?,
+                    float_const(3)?,
+                    float_const(4)?,
+                );
                 let c = gamma.numel();
                 if beta.numel() != c || mean.numel() != c || var.numel() != c {
                     return Err(err("scale, bias, mean and var differ in length".into()));
                 }
                 let eps = a.float("epsilon", 1e-5);
-                let scale: Vec<f32> = (0..c).map(|i| gamma.data[i] / (var.data[i] + eps).sqrt()).collect();
-                let shift = (0..c).map(|i| beta.data[i] - mean.data[i] * scale[i]).collect();
+                let scale: Vec<f32> = (0..c)
+                    .map(|i| gamma.data[i] / (var.data[i] + eps).sqrt())
+                    .collect();
+                let shift = (0..c)
+                    .map(|i| beta.data[i] - mean.data[i] * scale[i])
+                    .collect();
                 Op::Affine { scale, shift }
             }
-            "PRelu" => Op::PRelu { slope: float_const(1)?.data },
+            "PRelu" => Op::PRelu {
+                slope: float_const(1)?.data,
+            },
             "Relu" => Op::Relu,
             "Add" => {
                 if n.input.iter().any(|i| consts.contains_key(i)) {
@@ -361,13 +460,23 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
             "Flatten" => {
                 let axis = a.int("axis", 1);
                 if axis != 1 {
-                    return Err(err(format!("Flatten axis {axis} is not supported (only 1)")));
+                    return Err(err(format!(
+                        "Flatten axis {axis} is not supported (only 1)"
+                    )));
                 }
                 Op::Flatten
             }
             "Reshape" => match n.input.get(1).and_then(|s| consts.get(s)) {
-                Some(Constant::I64(s)) if s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0) => Op::Flatten,
-                _ => return Err(err("only Reshape to [batch, -1] (a flatten) is supported".into())),
+                Some(Constant::I64(s))
+                    if s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0) =>
+                {
+                    Op::Flatten
+                }
+                _ => {
+                    return Err(err(
+                        "only Reshape to [batch, -1] (a flatten) is supported".into()
+                    ));
+                }
             },
             "Gemm" => {
                 if a.int("transA", 0) != 0 {
@@ -386,7 +495,10 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                             t[j * k + i] = w.data[i * m + j];
                         }
                     }
-                    w = Tensor { shape: vec![m, k], data: t };
+                    w = Tensor {
+                        shape: vec![m, k],
+                        data: t,
+                    };
                 }
                 w.data.iter_mut().for_each(|v| *v *= alpha);
                 let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
@@ -394,9 +506,17 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                     None => vec![0.0; w.shape[0]],
                 };
                 if bias.len() != w.shape[0] {
-                    return Err(err(format!("bias of {} values for {} outputs", bias.len(), w.shape[0])));
+                    return Err(err(format!(
+                        "bias of {} values for {} outputs",
+                        bias.len(),
+                        w.shape[0]
+                    )));
                 }
-                Op::Gemm { weights: Weights::Float(w), bias, input_quant: None }
+                Op::Gemm {
+                    weights: Weights::Float(w),
+                    bias,
+                    input_quant: None,
+                }
             }
             "Dropout" | "Identity" => {
                 let v = value(0)?;
@@ -404,11 +524,19 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                 continue;
             }
             "Constant" => {
-                let t = a.get("value").and_then(|v| v.t.as_ref()).ok_or_else(|| err("Constant without a tensor value".into()))?;
+                let t = a
+                    .get("value")
+                    .and_then(|v| v.t.as_ref())
+                    .ok_or_else(|| err("Constant without a tensor value".into()))?;
                 consts.insert(out_name, decode_tensor(t)?);
                 continue;
             }
-            other => return Err(Error::UnsupportedOp { op: other.to_string(), node: node_name }),
+            other => {
+                return Err(Error::UnsupportedOp {
+                    op: other.to_string(),
+                    node: node_name,
+                });
+            }
         };
         let mut inputs = vec![value(0)?];
         if matches!(op, Op::Add) {
@@ -417,11 +545,28 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
         let output = num_values;
         num_values += 1;
         values.insert(out_name, output);
-        nodes.push(Node { name: node_name, op, inputs, output });
+        nodes.push(Node {
+            name: node_name,
+            op,
+            inputs,
+            output,
+        });
     }
-    let out_name = &g.output.first().ok_or_else(|| Error::Onnx("graph has no output".into()))?.name;
-    let output = *values.get(out_name).ok_or_else(|| Error::Onnx(format!("graph output '{out_name}' is never computed")))?;
-    let mut graph = Graph { name: name.to_string(), input_shape, num_values, nodes, output };
+    let out_name = &g
+        .output
+        .first()
+        .ok_or_else(|| Error::Onnx("graph has no output".into()))?
+        .name;
+    let output = *values
+        .get(out_name)
+        .ok_or_else(|| Error::Onnx(format!("graph output '{out_name}' is never computed")))?;
+    let mut graph = Graph {
+        name: name.to_string(),
+        input_shape,
+        num_values,
+        nodes,
+        output,
+    };
     graph.infer_shapes()?;
     graph.fold_batchnorm();
     graph.infer_shapes()?;
@@ -429,7 +574,12 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
 }
 
 fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
-    AttributeProto { name: name.into(), ints: v.iter().map(|&x| x as i64).collect(), r#type: ATTR_INTS, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        ints: v.iter().map(|&x| x as i64).collect(),
+        r#type: ATTR_INTS,
+        ..Default::default()
+    }
 }
 
 fn float_tensor(name: &str, shape: &[usize], data: &[f32]) -> TensorProto {
@@ -448,7 +598,13 @@ fn float_tensor(name: &str, shape: &[usize], data: &[f32]) -> TensorProto {
 /// dequantized.
 pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
     let shapes = graph.infer_shapes()?;
-    let vname = |v: ValueId| if v == 0 { "input.1".to_string() } else { format!("v{v}") };
+    let vname = |v: ValueId| {
+        if v == 0 {
+            "input.1".to_string()
+        } else {
+            format!("v{v}")
+        }
+    };
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     for n in &graph.nodes {
@@ -456,14 +612,24 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
         let mut inputs: Vec<String> = n.inputs.iter().map(|&v| vname(v)).collect();
         let mut attribute = Vec::new();
         let op_type = match &n.op {
-            Op::Conv { weights, bias, attrs, .. } => {
+            Op::Conv {
+                weights,
+                bias,
+                attrs,
+                ..
+            } => {
                 let w = weights.to_float();
                 inits.push(float_tensor(&format!("{nm}.weight"), &w.shape, &w.data));
                 inits.push(float_tensor(&format!("{nm}.bias"), &[bias.len()], bias));
                 inputs.extend([format!("{nm}.weight"), format!("{nm}.bias")]);
                 attribute.extend([
                     attr_ints("dilations", &attrs.dilation),
-                    AttributeProto { name: "group".into(), i: attrs.group as i64, r#type: ATTR_INT, ..Default::default() },
+                    AttributeProto {
+                        name: "group".into(),
+                        i: attrs.group as i64,
+                        r#type: ATTR_INT,
+                        ..Default::default()
+                    },
                     attr_ints("kernel_shape", &w.shape[2..]),
                     attr_ints("pads", &attrs.pads),
                     attr_ints("strides", &attrs.stride),
@@ -475,21 +641,40 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
                 inits.push(float_tensor(&format!("{nm}.weight"), &w.shape, &w.data));
                 inits.push(float_tensor(&format!("{nm}.bias"), &[bias.len()], bias));
                 inputs.extend([format!("{nm}.weight"), format!("{nm}.bias")]);
-                attribute.push(AttributeProto { name: "transB".into(), i: 1, r#type: ATTR_INT, ..Default::default() });
+                attribute.push(AttributeProto {
+                    name: "transB".into(),
+                    i: 1,
+                    r#type: ATTR_INT,
+                    ..Default::default()
+                });
                 "Gemm"
             }
             Op::Affine { scale, shift } => {
                 // Running statistics chosen so that BN reproduces the affine exactly: mean 0, var 1, eps 0.
                 let c = scale.len();
-                for (suffix, data) in [("weight", scale.clone()), ("bias", shift.clone()), ("running_mean", vec![0.0; c]), ("running_var", vec![1.0; c])] {
+                for (suffix, data) in [
+                    ("weight", scale.clone()),
+                    ("bias", shift.clone()),
+                    ("running_mean", vec![0.0; c]),
+                    ("running_var", vec![1.0; c]),
+                ] {
                     inits.push(float_tensor(&format!("{nm}.{suffix}"), &[c], &data));
                     inputs.push(format!("{nm}.{suffix}"));
                 }
-                attribute.push(AttributeProto { name: "epsilon".into(), f: 0.0, r#type: ATTR_FLOAT, ..Default::default() });
+                attribute.push(AttributeProto {
+                    name: "epsilon".into(),
+                    f: 0.0,
+                    r#type: ATTR_FLOAT,
+                    ..Default::default()
+                });
                 "BatchNormalization"
             }
             Op::PRelu { slope } => {
-                let shape = if slope.len() == 1 { vec![1] } else { vec![slope.len(), 1, 1] };
+                let shape = if slope.len() == 1 {
+                    vec![1]
+                } else {
+                    vec![slope.len(), 1, 1]
+                };
                 inits.push(float_tensor(&format!("{nm}.slope"), &shape, slope));
                 inputs.push(format!("{nm}.slope"));
                 "PRelu"
@@ -497,7 +682,12 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
             Op::Relu => "Relu",
             Op::Add => "Add",
             Op::Flatten => {
-                attribute.push(AttributeProto { name: "axis".into(), i: 1, r#type: ATTR_INT, ..Default::default() });
+                attribute.push(AttributeProto {
+                    name: "axis".into(),
+                    i: 1,
+                    r#type: ATTR_INT,
+                    ..Default::default()
+                });
                 "Flatten"
             }
         };
@@ -513,11 +703,20 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
     let value_info = |name: String, dims: Vec<Dimension>| ValueInfoProto {
         name,
         r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor { elem_type: FLOAT, shape: Some(TensorShapeProto { dim: dims }) }),
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: FLOAT,
+                shape: Some(TensorShapeProto { dim: dims }),
+            }),
         }),
     };
-    let batch = Dimension { dim_value: None, dim_param: Some("None".into()) };
-    let fixed = |d: usize| Dimension { dim_value: Some(d as i64), dim_param: None };
+    let batch = Dimension {
+        dim_value: None,
+        dim_param: Some("None".into()),
+    };
+    let fixed = |d: usize| Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    };
     let mut in_dims = vec![batch.clone()];
     in_dims.extend(graph.input_shape.iter().map(|&d| fixed(d)));
     let mut out_dims = vec![batch];
@@ -525,7 +724,10 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
     let model = ModelProto {
         ir_version: 6,
         producer_name: "efquantface".into(),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 11 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 11,
+        }],
         graph: Some(GraphProto {
             node: nodes,
             name: graph.name.clone(),

@@ -3,15 +3,18 @@
 
 use std::path::Path;
 
-use crate::format::Preprocessing;
 use crate::Error;
+use crate::format::Preprocessing;
 
 /// Decodes an aligned face crop into a CHW float tensor.
 pub fn load_face(path: impl AsRef<Path>, pre: &Preprocessing) -> Result<Vec<f32>, Error> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_face(&bytes, pre).map_err(|e| match e {
-        Error::Image { source, .. } => Error::Image { path: path.display().to_string(), source },
+        Error::Image { source, .. } => Error::Image {
+            path: path.display().to_string(),
+            source,
+        },
         Error::Input(m) => Error::Input(format!("{}: {m}", path.display())),
         other => other,
     })
@@ -19,7 +22,10 @@ pub fn load_face(path: impl AsRef<Path>, pre: &Preprocessing) -> Result<Vec<f32>
 
 /// Like [`load_face`], from encoded bytes (JPEG or PNG).
 pub fn decode_face(bytes: &[u8], pre: &Preprocessing) -> Result<Vec<f32>, Error> {
-    let img = image::load_from_memory(bytes).map_err(|source| Error::Image { path: "<bytes>".into(), source })?;
+    let img = image::load_from_memory(bytes).map_err(|source| Error::Image {
+        path: "<bytes>".into(),
+        source,
+    })?;
     let rgb = img.to_rgb8();
     let [h, w] = pre.size;
     if (rgb.width() as usize, rgb.height() as usize) != (w, h) {
@@ -61,7 +67,10 @@ mod tests {
 
     #[test]
     fn normalisation_matches_insightface() {
-        let pre = Preprocessing { size: [1, 2], ..Default::default() };
+        let pre = Preprocessing {
+            size: [1, 2],
+            ..Default::default()
+        };
         let x = pixels_to_chw(&[0, 127, 255, 255, 0, 128], 2, 1, &pre);
         // R plane, G plane, B plane
         let e = |p: f32| (p - 127.5) * (1.0 / 127.5);
@@ -70,7 +79,10 @@ mod tests {
 
     #[test]
     fn flip_reverses_each_row() {
-        assert_eq!(flip_horizontal(&[1., 2., 3., 4., 5., 6.], 3), vec![3., 2., 1., 6., 5., 4.]);
+        assert_eq!(
+            flip_horizontal(&[1., 2., 3., 4., 5., 6.], 3),
+            vec![3., 2., 1., 6., 5., 4.]
+        );
     }
 
     #[test]
@@ -79,9 +91,13 @@ mod tests {
         image::RgbImage::new(50, 40)
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let err = decode_face(&png, &Preprocessing::default()).unwrap_err().to_string();
+        let err = decode_face(&png, &Preprocessing::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("50×40") && err.contains("112×112"), "{err}");
-        let err = decode_face(b"not an image", &Preprocessing::default()).unwrap_err().to_string();
+        let err = decode_face(b"not an image", &Preprocessing::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot decode"), "{err}");
     }
 }

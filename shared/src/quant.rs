@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Graph, Op, Tensor, Weights};
 use crate::Error;
+use crate::graph::{Graph, Op, Tensor, Weights};
 
 pub const MIN_BITS: u8 = 2;
 pub const MAX_BITS: u8 = 8;
@@ -22,7 +22,9 @@ pub fn check_bits(bits: u8) -> Result<(), Error> {
     if (MIN_BITS..=MAX_BITS).contains(&bits) {
         Ok(())
     } else {
-        Err(Error::Quant(format!("bit-width {bits} is outside {MIN_BITS}..={MAX_BITS}")))
+        Err(Error::Quant(format!(
+            "bit-width {bits} is outside {MIN_BITS}..={MAX_BITS}"
+        )))
     }
 }
 
@@ -51,9 +53,14 @@ impl ActQuant {
     pub fn from_range(bits: u8, range: f32) -> Result<Self, Error> {
         check_bits(bits)?;
         if !(range.is_finite() && range > 0.0) {
-            return Err(Error::Quant(format!("activation range {range} must be finite and positive")));
+            return Err(Error::Quant(format!(
+                "activation range {range} must be finite and positive"
+            )));
         }
-        Ok(ActQuant { bits, scale: range / qmax(bits) as f32 })
+        Ok(ActQuant {
+            bits,
+            scale: range / qmax(bits) as f32,
+        })
     }
     /// The reciprocal every implementation multiplies by (computed once, in f32).
     pub fn inv_scale(&self) -> f32 {
@@ -62,7 +69,10 @@ impl ActQuant {
     pub fn validate(&self) -> Result<(), Error> {
         check_bits(self.bits)?;
         if !(self.scale.is_finite() && self.scale > 0.0) {
-            return Err(Error::Quant(format!("activation scale {} must be finite and positive", self.scale)));
+            return Err(Error::Quant(format!(
+                "activation scale {} must be finite and positive",
+                self.scale
+            )));
         }
         Ok(())
     }
@@ -84,8 +94,11 @@ impl QuantWeights {
     /// Quantizes float weights with `scale[o] = max|w[o,…]| / qmax` (an all-zero channel gets scale 1).
     pub fn from_float(w: &Tensor, bits: u8) -> Result<Self, Error> {
         check_bits(bits)?;
-        let out = *w.shape.first().ok_or_else(|| Error::Quant("weights without an output axis".into()))?;
-        if out == 0 || w.numel() % out != 0 {
+        let out = *w
+            .shape
+            .first()
+            .ok_or_else(|| Error::Quant("weights without an output axis".into()))?;
+        if out == 0 || !w.numel().is_multiple_of(out) {
             return Err(Error::Quant(format!("bad weight shape {:?}", w.shape)));
         }
         let per = w.numel() / out;
@@ -94,12 +107,21 @@ impl QuantWeights {
         let mut values = Vec::with_capacity(w.numel());
         for row in w.data.chunks(per) {
             let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if absmax > 0.0 && absmax.is_finite() { absmax / q } else { 1.0 };
+            let scale = if absmax > 0.0 && absmax.is_finite() {
+                absmax / q
+            } else {
+                1.0
+            };
             let inv = 1.0 / scale;
             values.extend(row.iter().map(|&v| quantize(v, inv, bits)));
             scales.push(scale);
         }
-        Ok(QuantWeights { bits, shape: w.shape.clone(), values, scales })
+        Ok(QuantWeights {
+            bits,
+            shape: w.shape.clone(),
+            values,
+            scales,
+        })
     }
 
     pub fn dequantize(&self) -> Tensor {
@@ -110,7 +132,10 @@ impl QuantWeights {
             .zip(&self.scales)
             .flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s))
             .collect();
-        Tensor { shape: self.shape.clone(), data }
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
 
     /// The integers reordered for the file and the GPU: OIHW → OHWI (input channels innermost,
@@ -122,7 +147,12 @@ impl QuantWeights {
     /// Inverse of [`values_ohwi`](Self::values_ohwi).
     pub fn from_ohwi(bits: u8, shape: Vec<usize>, ohwi: &[i8], scales: Vec<f32>) -> Self {
         let values = reorder(ohwi, &shape, false);
-        QuantWeights { bits, shape, values, scales }
+        QuantWeights {
+            bits,
+            shape,
+            values,
+            scales,
+        }
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -138,10 +168,15 @@ impl QuantWeights {
         }
         let q = qmax(self.bits);
         if let Some(v) = self.values.iter().find(|&&v| (v as i32).abs() > q) {
-            return Err(Error::Quant(format!("weight value {v} exceeds the {}-bit range ±{q}", self.bits)));
+            return Err(Error::Quant(format!(
+                "weight value {v} exceeds the {}-bit range ±{q}",
+                self.bits
+            )));
         }
         if let Some(s) = self.scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(Error::Quant(format!("weight scale {s} must be finite and positive")));
+            return Err(Error::Quant(format!(
+                "weight scale {s} must be finite and positive"
+            )));
         }
         Ok(())
     }
@@ -232,7 +267,11 @@ impl QuantConfig {
     pub fn new(weight_bits: u8, act_bits: u8) -> Result<Self, Error> {
         check_bits(weight_bits)?;
         check_bits(act_bits)?;
-        Ok(QuantConfig { weight_bits, act_bits, first_last_8bit: true })
+        Ok(QuantConfig {
+            weight_bits,
+            act_bits,
+            first_last_8bit: true,
+        })
     }
     /// Parses `w8a8`, `w6a6`, `w4a8` ….
     pub fn parse(s: &str) -> Result<Self, Error> {
@@ -249,7 +288,11 @@ impl QuantConfig {
 /// Turns a float graph into the quantized student: every Conv/Gemm gets quantized weights and
 /// a quantized input. `input_ranges[k]` is the calibrated range (max |x|) of the input of the
 /// k-th Conv/Gemm in node order.
-pub fn quantize_graph(graph: &Graph, cfg: &QuantConfig, input_ranges: &[f32]) -> Result<Graph, Error> {
+pub fn quantize_graph(
+    graph: &Graph,
+    cfg: &QuantConfig,
+    input_ranges: &[f32],
+) -> Result<Graph, Error> {
     let layers: Vec<usize> = graph
         .nodes
         .iter()
@@ -267,11 +310,24 @@ pub fn quantize_graph(graph: &Graph, cfg: &QuantConfig, input_ranges: &[f32]) ->
     let mut out = graph.clone();
     for (k, &idx) in layers.iter().enumerate() {
         let edge = cfg.first_last_8bit && (k == 0 || k + 1 == layers.len());
-        let (wb, ab) = if edge { (8, 8) } else { (cfg.weight_bits, cfg.act_bits) };
+        let (wb, ab) = if edge {
+            (8, 8)
+        } else {
+            (cfg.weight_bits, cfg.act_bits)
+        };
         let aq = ActQuant::from_range(ab, input_ranges[k])
             .map_err(|e| Error::Quant(format!("layer '{}': {e}", graph.nodes[idx].name)))?;
         match &mut out.nodes[idx].op {
-            Op::Conv { weights, input_quant, .. } | Op::Gemm { weights, input_quant, .. } => {
+            Op::Conv {
+                weights,
+                input_quant,
+                ..
+            }
+            | Op::Gemm {
+                weights,
+                input_quant,
+                ..
+            } => {
                 *weights = Weights::Quant(QuantWeights::from_float(&weights.to_float(), wb)?);
                 *input_quant = Some(aq);
             }
@@ -300,7 +356,11 @@ mod tests {
         assert_eq!(quantize(-2.5, 1.0, 8), -2);
         assert_eq!(quantize(1000.0, 1.0, 8), 127);
         assert_eq!(quantize(-1000.0, 1.0, 4), -7);
-        assert_eq!(quantize(f32::NAN, 1.0, 8), 0, "NaN must not poison the integer path");
+        assert_eq!(
+            quantize(f32::NAN, 1.0, 8),
+            0,
+            "NaN must not poison the integer path"
+        );
     }
 
     #[test]

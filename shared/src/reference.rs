@@ -3,9 +3,9 @@
 //! adapter exists, so it favours obviously-correct loops over cleverness (the float convolution
 //! still goes through `matrixmultiply` so that whole-model checks on real images stay quick).
 
-use crate::graph::{ConvAttrs, Graph, Op, Tensor, Weights};
-use crate::quant::{quantize, ActQuant, QuantWeights};
 use crate::Error;
+use crate::graph::{ConvAttrs, Graph, Op, Tensor, Weights};
+use crate::quant::{ActQuant, QuantWeights, quantize};
 
 /// Runs `graph` on a batch of NCHW images; returns `batch × dim` raw (unnormalised) embeddings.
 pub fn forward(graph: &Graph, input: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
@@ -34,20 +34,38 @@ pub fn forward_observed(
     values[0] = Some(input.to_vec());
     let mut layer = 0;
     for node in &graph.nodes {
-        let x = values[node.inputs[0]].as_ref().expect("topological order checked by infer_shapes");
+        let x = values[node.inputs[0]]
+            .as_ref()
+            .expect("topological order checked by infer_shapes");
         let xs = &shapes[node.inputs[0]];
         let ys = &shapes[node.output];
         let y = match &node.op {
-            Op::Conv { weights, bias, attrs, input_quant } => {
+            Op::Conv {
+                weights,
+                bias,
+                attrs,
+                input_quant,
+            } => {
                 observe(layer, x);
                 layer += 1;
                 let (c, h, w) = (xs[0], xs[1], xs[2]);
                 let (oh, ow) = (ys[1], ys[2]);
-                let geo = ConvGeometry { batch, c, h, w, oh, ow, attrs: *attrs };
+                let geo = ConvGeometry {
+                    batch,
+                    c,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    attrs: *attrs,
+                };
                 match (weights, input_quant) {
                     (Weights::Quant(q), Some(aq)) => conv_int(x, &geo, q, bias, aq),
                     (Weights::Quant(_), None) => {
-                        return Err(Error::Graph(format!("layer '{}' has quantized weights but no input quantization", node.name)));
+                        return Err(Error::Graph(format!(
+                            "layer '{}' has quantized weights but no input quantization",
+                            node.name
+                        )));
                     }
                     (Weights::Float(wt), aq) => {
                         let xq = aq.map(|aq| fake_quant(x, &aq));
@@ -55,14 +73,21 @@ pub fn forward_observed(
                     }
                 }
             }
-            Op::Gemm { weights, bias, input_quant } => {
+            Op::Gemm {
+                weights,
+                bias,
+                input_quant,
+            } => {
                 observe(layer, x);
                 layer += 1;
                 let fin = xs[0];
                 match (weights, input_quant) {
                     (Weights::Quant(q), Some(aq)) => gemm_int(x, batch, fin, q, bias, aq),
                     (Weights::Quant(_), None) => {
-                        return Err(Error::Graph(format!("layer '{}' has quantized weights but no input quantization", node.name)));
+                        return Err(Error::Graph(format!(
+                            "layer '{}' has quantized weights but no input quantization",
+                            node.name
+                        )));
                     }
                     (Weights::Float(wt), aq) => {
                         let xq = aq.map(|aq| fake_quant(x, &aq));
@@ -83,7 +108,17 @@ pub fn forward_observed(
                 let (c, spatial) = (xs[0], xs[1..].iter().product::<usize>());
                 x.iter()
                     .enumerate()
-                    .map(|(i, &v)| if v > 0.0 { v } else { v * slope[if slope.len() == 1 { 0 } else { (i / spatial) % c }] })
+                    .map(|(i, &v)| {
+                        if v > 0.0 {
+                            v
+                        } else {
+                            v * slope[if slope.len() == 1 {
+                                0
+                            } else {
+                                (i / spatial) % c
+                            }]
+                        }
+                    })
                     .collect()
             }
             Op::Relu => x.iter().map(|&v| v.max(0.0)).collect(),
@@ -130,7 +165,9 @@ pub fn l2_normalize_rows(m: &mut [f32], dim: usize) {
 
 fn fake_quant(x: &[f32], aq: &ActQuant) -> Vec<f32> {
     let inv = aq.inv_scale();
-    x.iter().map(|&v| quantize(v, inv, aq.bits) as f32 * aq.scale).collect()
+    x.iter()
+        .map(|&v| quantize(v, inv, aq.bits) as f32 * aq.scale)
+        .collect()
 }
 
 /// Shape bookkeeping of one convolution call.
@@ -156,7 +193,14 @@ impl ConvGeometry {
 }
 
 /// Lays out one group of one image as `[P][K]` patches, K ordered (channel, ky, kx) like OIHW.
-fn im2col<T: Copy + Default>(x: &[T], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: usize) -> Vec<T> {
+fn im2col<T: Copy + Default>(
+    x: &[T],
+    geo: &ConvGeometry,
+    c0: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+) -> Vec<T> {
     let k = cg * kh * kw;
     let p = geo.oh * geo.ow;
     let mut col = vec![T::default(); p * k];
@@ -167,7 +211,8 @@ fn im2col<T: Copy + Default>(x: &[T], geo: &ConvGeometry, c0: usize, cg: usize, 
                 for ky in 0..kh {
                     for kx in 0..kw {
                         if let Some((iy, ix)) = geo.source(oy, ox, ky, kx) {
-                            row[(ci * kh + ky) * kw + kx] = x[((c0 + ci) * geo.h + iy) * geo.w + ix];
+                            row[(ci * kh + ky) * kw + kx] =
+                                x[((c0 + ci) * geo.h + iy) * geo.w + ix];
                         }
                     }
                 }
@@ -193,10 +238,20 @@ pub fn conv_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec
             // SAFETY: slices are sized m·k, p·k and m·p with the strides passed.
             unsafe {
                 matrixmultiply::sgemm(
-                    og, k, p, 1.0,
-                    wg.as_ptr(), k as isize, 1,
-                    col.as_ptr(), 1, k as isize,
-                    0.0, yg.as_mut_ptr(), p as isize, 1,
+                    og,
+                    k,
+                    p,
+                    1.0,
+                    wg.as_ptr(),
+                    k as isize,
+                    1,
+                    col.as_ptr(),
+                    1,
+                    k as isize,
+                    0.0,
+                    yg.as_mut_ptr(),
+                    p as isize,
+                    1,
                 );
             }
             for (oc, row) in yg.chunks_mut(p).enumerate() {
@@ -246,7 +301,13 @@ pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32>
 
 /// Dequantization epilogue shared by every integer layer: `y = acc · (s_x · s_w[o]) + b[o]`,
 /// with the combined multiplier rounded to f32 once.
-pub fn dequantize_acc(acc: &[i32], per_channel: usize, q: &QuantWeights, aq: &ActQuant, bias: &[f32]) -> Vec<f32> {
+pub fn dequantize_acc(
+    acc: &[i32],
+    per_channel: usize,
+    q: &QuantWeights,
+    aq: &ActQuant,
+    bias: &[f32],
+) -> Vec<f32> {
     let o = q.scales.len();
     let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
     acc.iter()
@@ -258,7 +319,13 @@ pub fn dequantize_acc(acc: &[i32], per_channel: usize, q: &QuantWeights, aq: &Ac
         .collect()
 }
 
-fn conv_int(x: &[f32], geo: &ConvGeometry, q: &QuantWeights, bias: &[f32], aq: &ActQuant) -> Vec<f32> {
+fn conv_int(
+    x: &[f32],
+    geo: &ConvGeometry,
+    q: &QuantWeights,
+    bias: &[f32],
+    aq: &ActQuant,
+) -> Vec<f32> {
     let xq = quantize_activations(x, aq);
     let acc = conv_int_acc(&xq, geo, q);
     dequantize_acc(&acc, geo.oh * geo.ow, q, aq, bias)
@@ -271,10 +338,20 @@ pub fn gemm_f32(x: &[f32], batch: usize, fin: usize, wt: &Tensor, bias: &[f32]) 
     // SAFETY: x is batch·fin, W is o·fin (read transposed), out is batch·o.
     unsafe {
         matrixmultiply::sgemm(
-            batch, fin, o, 1.0,
-            x.as_ptr(), fin as isize, 1,
-            wt.data.as_ptr(), 1, fin as isize,
-            0.0, out.as_mut_ptr(), o as isize, 1,
+            batch,
+            fin,
+            o,
+            1.0,
+            x.as_ptr(),
+            fin as isize,
+            1,
+            wt.data.as_ptr(),
+            1,
+            fin as isize,
+            0.0,
+            out.as_mut_ptr(),
+            o as isize,
+            1,
         );
     }
     for row in out.chunks_mut(o) {
@@ -296,7 +373,14 @@ pub fn gemm_int_acc(xq: &[i8], batch: usize, fin: usize, q: &QuantWeights) -> Ve
     acc
 }
 
-fn gemm_int(x: &[f32], batch: usize, fin: usize, q: &QuantWeights, bias: &[f32], aq: &ActQuant) -> Vec<f32> {
+fn gemm_int(
+    x: &[f32],
+    batch: usize,
+    fin: usize,
+    q: &QuantWeights,
+    bias: &[f32],
+    aq: &ActQuant,
+) -> Vec<f32> {
     let xq = quantize_activations(x, aq);
     let acc = gemm_int_acc(&xq, batch, fin, q);
     dequantize_acc(&acc, 1, q, aq, bias)

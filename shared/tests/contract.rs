@@ -4,8 +4,8 @@
 use efq_shared::builders::{iresnet, random_images, tiny_mobilefacenet};
 use efq_shared::format::PackedModel;
 use efq_shared::graph::{Op, Weights};
-use efq_shared::quant::{quantize_graph, QuantConfig};
-use efq_shared::{onnx, reference, Error};
+use efq_shared::quant::{QuantConfig, quantize_graph};
+use efq_shared::{Error, onnx, reference};
 
 fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -25,21 +25,39 @@ fn iresnet18_in_insightface_onnx_layout_imports_and_matches_the_generated_graph(
     let bytes = onnx::export_bytes(&g).unwrap();
     let imported = onnx::import_bytes(&bytes, "r18").unwrap();
     // The head's BN2d and BN1d fold into the FC; the block-input BatchNorms must stay.
-    let affines = |g: &efq_shared::graph::Graph| g.nodes.iter().filter(|n| matches!(n.op, Op::Affine { .. })).count();
+    let affines = |g: &efq_shared::graph::Graph| {
+        g.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Affine { .. }))
+            .count()
+    };
     assert_eq!(affines(&g), 8 + 2);
     assert_eq!(affines(&imported), 8);
     assert_eq!(imported.embedding_dim().unwrap(), 512);
     let x = random_images(2, [3, 112, 112], 1);
     let a = reference::forward(&g, &x, 2).unwrap();
     let b = reference::forward(&imported, &x, 2).unwrap();
-    assert!(max_rel_err(&a, &b) < 1e-4, "rel err {}", max_rel_err(&a, &b));
+    assert!(
+        max_rel_err(&a, &b) < 1e-4,
+        "rel err {}",
+        max_rel_err(&a, &b)
+    );
 }
 
 #[test]
 fn every_iresnet_depth_builds_with_the_published_stage_sizes() {
-    for (depth, convs) in [(18, 1 + 8 * 2 + 4), (34, 1 + 16 * 2 + 4), (50, 1 + 24 * 2 + 4), (100, 1 + 49 * 2 + 4)] {
+    for (depth, convs) in [
+        (18, 1 + 8 * 2 + 4),
+        (34, 1 + 16 * 2 + 4),
+        (50, 1 + 24 * 2 + 4),
+        (100, 1 + 49 * 2 + 4),
+    ] {
         let g = iresnet(depth, 1).unwrap();
-        let n = g.nodes.iter().filter(|n| matches!(n.op, Op::Conv { .. })).count();
+        let n = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Conv { .. }))
+            .count();
         assert_eq!(n, convs, "iresnet{depth}");
         assert_eq!(g.embedding_dim().unwrap(), 512);
     }
@@ -89,7 +107,10 @@ fn packed_file_roundtrips_float_and_every_bit_width() {
         assert_eq!(back.graph, s, "{cfg}");
         assert_eq!(back.manifest, m.manifest);
         let x = random_images(2, s.input_shape, 9);
-        assert_eq!(reference::forward(&s, &x, 2).unwrap(), reference::forward(&back.graph, &x, 2).unwrap());
+        assert_eq!(
+            reference::forward(&s, &x, 2).unwrap(),
+            reference::forward(&back.graph, &x, 2).unwrap()
+        );
     }
 }
 
@@ -120,7 +141,11 @@ fn integer_path_equals_fake_quant_float_path() {
         let x = random_images(3, s.input_shape, 21);
         let a = reference::forward(&s, &x, 3).unwrap();
         let b = reference::forward(&fq, &x, 3).unwrap();
-        assert!(max_rel_err(&a, &b) < 1e-4, "{cfg}: rel err {}", max_rel_err(&a, &b));
+        assert!(
+            max_rel_err(&a, &b) < 1e-4,
+            "{cfg}: rel err {}",
+            max_rel_err(&a, &b)
+        );
     }
 }
 
@@ -139,6 +164,8 @@ fn w8a8_student_stays_close_to_its_float_teacher() {
 #[test]
 fn wrong_input_size_is_rejected() {
     let g = tiny_mobilefacenet(20, 16, 11).unwrap();
-    let err = reference::forward(&g, &[0.5; 10], 1).unwrap_err().to_string();
+    let err = reference::forward(&g, &[0.5; 10], 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("expected 1 images"), "{err}");
 }

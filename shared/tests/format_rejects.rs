@@ -1,8 +1,8 @@
 //! Bad model files are rejected with a reason, never a panic or a huge allocation.
 
 use efq_shared::builders::{random_images, tiny_mobilefacenet};
-use efq_shared::format::{PackedModel, MANIFEST_KEY};
-use efq_shared::quant::{quantize_graph, QuantConfig};
+use efq_shared::format::{MANIFEST_KEY, PackedModel};
+use efq_shared::quant::{QuantConfig, quantize_graph};
 use efq_shared::reference;
 use proptest::prelude::*;
 use safetensors::SafeTensors;
@@ -18,7 +18,8 @@ fn student_bytes() -> Vec<u8> {
 /// Rewrites the manifest JSON of a valid file and keeps the tensors.
 fn with_manifest(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()[MANIFEST_KEY]).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()[MANIFEST_KEY]).unwrap();
     edit(&mut manifest);
     let st = SafeTensors::deserialize(bytes).unwrap();
     let tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
@@ -51,12 +52,16 @@ fn corrupt_header_is_rejected() {
 fn wrong_version_is_rejected_with_both_versions() {
     let b = with_manifest(&student_bytes(), |m| m["format_version"] = 99.into());
     let e = err(&b);
-    assert!(e.contains("format version 99") && e.contains("version 1"), "{e}");
+    assert!(
+        e.contains("format version 99") && e.contains("version 1"),
+        "{e}"
+    );
 }
 
 #[test]
 fn plain_safetensors_without_manifest_is_not_a_model() {
-    let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap();
+    let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0])
+        .unwrap();
     let b = safetensors::serialize(vec![("x", t)], None).unwrap();
     assert!(err(&b).contains("not an EfQuantFace model"));
 }
@@ -65,14 +70,39 @@ fn plain_safetensors_without_manifest_is_not_a_model() {
 fn inconsistent_manifests_are_rejected_naming_the_node() {
     let b = student_bytes();
     let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-        (Box::new(|m| m["nodes"][0]["out_channels"] = 9.into()), "conv1"),
+        (
+            Box::new(|m| m["nodes"][0]["out_channels"] = 9.into()),
+            "conv1",
+        ),
         (Box::new(|m| m["nodes"][2]["weight_bits"] = 9.into()), "dw1"),
-        (Box::new(|m| m["nodes"][2]["input_quant"] = serde_json::Value::Null), "no input quantization"),
-        (Box::new(|m| m["nodes"][1]["inputs"] = serde_json::json!([5])), "prelu1"),
-        (Box::new(|m| m["nodes"][0]["output"] = 1_000_000_000_000u64.into()), "defines value"),
+        (
+            Box::new(|m| m["nodes"][2]["input_quant"] = serde_json::Value::Null),
+            "no input quantization",
+        ),
+        (
+            Box::new(|m| m["nodes"][1]["inputs"] = serde_json::json!([5])),
+            "prelu1",
+        ),
+        (
+            Box::new(|m| m["nodes"][0]["output"] = 1_000_000_000_000u64.into()),
+            "defines value",
+        ),
         (Box::new(|m| m["embedding_dim"] = 3.into()), "16-d"),
-        (Box::new(|m| m["nodes"].as_array_mut().unwrap().pop().map(|_| ()).unwrap()), "not used by any node"),
-        (Box::new(|m| m["nodes"][0]["input_quant"]["scale"] = (-1.0).into()), "scale"),
+        (
+            Box::new(|m| {
+                m["nodes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop()
+                    .map(|_| ())
+                    .unwrap()
+            }),
+            "not used by any node",
+        ),
+        (
+            Box::new(|m| m["nodes"][0]["input_quant"]["scale"] = (-1.0).into()),
+            "scale",
+        ),
     ];
     for (edit, needle) in cases {
         let e = err(&with_manifest(&b, edit));
@@ -90,7 +120,8 @@ fn out_of_range_packed_values_are_rejected() {
     let s = quantize_graph(&g, &cfg, &ranges).unwrap();
     let bytes = PackedModel::new(s, Some(cfg)).unwrap().to_bytes().unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let off = st.tensor("conv1.weight_q").unwrap().data().as_ptr() as usize - bytes.as_ptr() as usize;
+    let off =
+        st.tensor("conv1.weight_q").unwrap().data().as_ptr() as usize - bytes.as_ptr() as usize;
     let mut bad = bytes.clone();
     bad[off] = 0b1010_1010;
     assert!(err(&bad).contains("exceeds the 2-bit range"));

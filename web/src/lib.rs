@@ -5,6 +5,7 @@ use wasm_bindgen::prelude::*;
 /// Parses a packed model file and returns its manifest as JSON, or an error naming what is wrong.
 #[wasm_bindgen]
 pub fn describe_model(bytes: &[u8]) -> Result<String, JsError> {
-    let model = efq_shared::format::PackedModel::from_bytes(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+    let model = efq_shared::format::PackedModel::from_bytes(bytes)
+        .map_err(|e| JsError::new(&e.to_string()))?;
     Ok(serde_json::to_string(&model.manifest).expect("manifest serialises"))
 }

@@ -1,0 +1,7 @@
+//! The trainer as a library, so that cross-crate tests and benchmarks drive the same code as
+//! the `trainer` binary.
+
+pub mod embed;
+pub mod eval;
+pub mod net;
+pub mod plot;

@@ -1,0 +1,96 @@
+//! The real teacher computes the same embeddings in libtorch, in the shared CPU reference and in
+//! onnxruntime; its quantized student computes the same function in libtorch (fake
+//! quantization) and in the reference's integer path.
+
+use std::process::Command;
+
+use efq_shared::format::Preprocessing;
+use efq_shared::preprocess::load_face;
+use efq_shared::quant::{QuantConfig, quantize_graph};
+use efq_shared::{onnx, reference};
+use efq_tests::{cosine, lfw, python, teacher};
+use efq_trainer::embed::FaceFolder;
+use efq_trainer::net::TchNet;
+
+const N: usize = 6;
+
+fn first_images() -> (Vec<String>, Vec<f32>) {
+    let root = lfw().join("insightface112");
+    let folder = FaceFolder::scan(&root).unwrap();
+    let names: Vec<String> = folder.images[..N]
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let pixels = names
+        .iter()
+        .flat_map(|n| load_face(root.join(n), &Preprocessing::default()).unwrap())
+        .collect();
+    (names, pixels)
+}
+
+fn tch_forward(graph: &efq_shared::graph::Graph, x: &[f32]) -> Vec<f32> {
+    let net = TchNet::new(graph, tch::Device::Cpu).unwrap();
+    let t = tch::Tensor::from_slice(x).reshape([N as i64, 3, 112, 112]);
+    let y = tch::no_grad(|| net.forward(&t).unwrap());
+    Vec::<f32>::try_from(y.flatten(0, -1)).unwrap()
+}
+
+#[test]
+fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
+    let graph = onnx::import_file(teacher()).unwrap();
+    assert_eq!(graph.embedding_dim().unwrap(), 512);
+    let (names, x) = first_images();
+
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("ort.json");
+    let status = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
+        .args([
+            "--model".as_ref(),
+            teacher().as_os_str(),
+            "--lfw".as_ref(),
+            lfw().as_os_str(),
+        ])
+        .args(["--dump", &N.to_string(), "--dump-out"])
+        .arg(&dump)
+        .status()
+        .unwrap();
+    assert!(status.success(), "onnxruntime script failed");
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    let ort_names: Vec<String> = serde_json::from_value(ort["images"].clone()).unwrap();
+    assert_eq!(ort_names, names, "both sides must embed the same images");
+    let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
+
+    let t = tch_forward(&graph, &x);
+    let r = reference::forward(&graph, &x, N).unwrap();
+    for i in 0..N {
+        let (ti, ri, oi) = (&t[i * 512..][..512], &r[i * 512..][..512], &ort_raw[i][..]);
+        let (tr, to, ro) = (cosine(ti, ri), cosine(ti, oi), cosine(ri, oi));
+        assert!(
+            tr >= 0.99999 && to >= 0.99999 && ro >= 0.99999,
+            "{}: tch~ref {tr}, tch~ort {to}, ref~ort {ro}",
+            names[i]
+        );
+    }
+    // Different people must not look alike: guards against a degenerate (constant) network.
+    assert!(cosine(&t[..512], &t[5 * 512..][..512]) < 0.9);
+}
+
+#[test]
+fn quantized_student_fake_quant_in_tch_matches_reference_integer_path() {
+    let graph = onnx::import_file(teacher()).unwrap();
+    let (_, x) = first_images();
+    let ranges = reference::input_absmax(&graph, &x, N).unwrap();
+    for (cfg, min_cos) in [("w8a8", 0.9999), ("w4a4", 0.999)] {
+        let student = quantize_graph(&graph, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap();
+        let t = tch_forward(&student, &x);
+        let r = reference::forward(&student, &x, N).unwrap();
+        for i in 0..N {
+            let c = cosine(&t[i * 512..][..512], &r[i * 512..][..512]);
+            assert!(
+                c >= min_cos,
+                "{cfg} image {i}: tch fake-quant vs integer reference cosine {c}"
+            );
+        }
+    }
+}
