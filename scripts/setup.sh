@@ -89,7 +89,8 @@ fi
 WB_VERSION="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' "$EFQ_ROOT/Cargo.lock" 2>/dev/null || true)"
 if [ -n "$WB_VERSION" ] && [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WB_VERSION" ]; then
   log "cargo install wasm-bindgen-cli $WB_VERSION"
-  cargo install -q --locked wasm-bindgen-cli --version "$WB_VERSION"
+  # Not --locked: the CLI's own lock file pins a webpki-roots release the registry no longer serves.
+  cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
 log "ready (LIBTORCH=$LIBTORCH, teacher=$EFQ_TEACHER, lfw=$EFQ_LFW)"
 set +euo pipefail

@@ -64,9 +64,10 @@ struct EvalCmd {
     /// Teacher to measure the model's fidelity against (cosine of embeddings).
     #[arg(long)]
     teacher: Option<PathBuf>,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Images per forward pass [default: 4 on the CPU, where small batches stay in cache
+    /// and run fastest; 128 on CUDA].
+    #[arg(long)]
+    batch: Option<usize>,
     /// Use the CPU even when CUDA is available.
     #[arg(long)]
     cpu: bool,
@@ -99,7 +100,7 @@ fn main() -> Result<()> {
                 crops: &crops,
                 pairs: &pairs,
                 teacher: c.teacher.as_deref(),
-                batch: c.batch,
+                batch: c.batch.unwrap_or(if device.is_cuda() { 128 } else { 4 }),
                 device,
                 limit: c.limit,
             })?;

@@ -85,7 +85,7 @@ impl TchNet {
                         ([0, 0], Some([l, r, t, b]))
                     };
                     Layer::Conv {
-                        w: tensor(&w.data, &w.shape, device),
+                        w: channels_last(tensor(&w.data, &w.shape, device)),
                         b: tensor(bias, &[bias.len()], device),
                         stride: attrs.stride.map(|s| s as i64),
                         padding,
@@ -158,7 +158,7 @@ impl TchNet {
             );
         }
         let mut values: Vec<Option<Tensor>> = (0..self.num_values).map(|_| None).collect();
-        values[0] = Some(x.to_device(self.device).to_kind(Kind::Float));
+        values[0] = Some(channels_last(x.to_device(self.device).to_kind(Kind::Float)));
         for (i, s) in self.steps.iter().enumerate() {
             let x = values[s.inputs[0]].as_ref().expect("topological order");
             let y = match &s.layer {
@@ -210,6 +210,12 @@ impl TchNet {
         }
         Ok(values[self.output].take().expect("output computed"))
     }
+}
+
+/// NHWC strides on an NCHW-shaped tensor: libtorch's oneDNN convolutions (and cuDNN) run
+/// fastest in this layout and keep it from layer to layer.
+fn channels_last(t: Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// CUDA when present, otherwise the CPU with every core.
