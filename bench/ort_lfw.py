@@ -107,6 +107,7 @@ def main():
     ap.add_argument("--limit", type=int, help="only the first N crops: a throughput measurement, no metrics")
     ap.add_argument("--dump", type=int, help="only embed the first N crops and write them to --dump-out")
     ap.add_argument("--dump-out")
+    ap.add_argument("--input-raw", help="with --dump: little-endian f32 NCHW input to use instead of decoding")
     a = ap.parse_args()
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
@@ -116,8 +117,10 @@ def main():
     images, labels = scan(root)
     if a.dump:
         images = images[: a.dump]
-        plain, flip, _ = embed(sess, root, images, a.batch)
-        raw = sess.run(None, {sess.get_inputs()[0].name: np.stack([load(root, p) for p in images])})[0]
+        x = np.stack([load(root, p) for p in images])
+        if a.input_raw:  # the caller's own decoded pixels: compares networks, not JPEG decoders
+            x = np.fromfile(a.input_raw, dtype="<f4").reshape(x.shape)
+        raw = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         Path(a.dump_out).write_text(json.dumps({"images": images, "raw": raw.tolist()}))
         return
     if a.limit:

@@ -1,11 +1,36 @@
-//! The shared graph as a libtorch network. A quantized graph runs as fake quantization —
-//! dequantized weights and inputs rounded to the activation grid — which is the same function
-//! the CPU reference and the engine compute with integers (docs/quantization.md).
+//! The shared graph as a libtorch network. A quantized layer runs the integer layer of
+//! docs/quantization.md in float arithmetic on integer-valued operands, which reproduces the CPU
+//! reference's i32 path exactly (see [`Arith::Integer`]).
 
 use anyhow::{Result, bail};
-use efq_shared::graph::{Graph, Op};
+use efq_shared::graph::{Graph, Op, Weights};
 use efq_shared::quant::{ActQuant, qmax};
 use tch::{Device, Kind, Tensor};
+
+/// How a Conv/Gemm computes.
+enum Arith {
+    /// Float weights and float input.
+    Float,
+    /// Float weights, fake-quantized input.
+    FakeQuantInput(ActQuant),
+    /// The integer layer in float arithmetic: the weights are the integers themselves, the input
+    /// is rounded to integers, and the product is rescaled by `mult[o] = f32(s_a · s_w[o])` before
+    /// the bias is added. Integer-valued operands make every product and (below 2^24) every
+    /// partial sum exact, so this equals the reference's i32 accumulator bit for bit. That
+    /// matters: in a deep quantized network a one-ulp difference that moves a single activation
+    /// across a rounding boundary cascades into visibly different embeddings.
+    Integer { aq: ActQuant, mult: Tensor },
+}
+
+impl Arith {
+    fn input(&self, x: &Tensor) -> Tensor {
+        match self {
+            Arith::Float => x.shallow_clone(),
+            Arith::FakeQuantInput(aq) => fake_quant(x, aq),
+            Arith::Integer { aq, .. } => quantize_to_grid(x, aq),
+        }
+    }
+}
 
 enum Layer {
     Conv {
@@ -17,12 +42,12 @@ enum Layer {
         pre_pad: Option<[i64; 4]>,
         dilation: [i64; 2],
         groups: i64,
-        aq: Option<ActQuant>,
+        arith: Arith,
     },
     Gemm {
         w: Tensor,
         b: Tensor,
-        aq: Option<ActQuant>,
+        arith: Arith,
     },
     Affine {
         scale: Tensor,
@@ -58,11 +83,53 @@ fn tensor(data: &[f32], shape: &[usize], device: Device) -> Tensor {
     Tensor::from_slice(data).reshape(&shape).to_device(device)
 }
 
-/// `round_half_even(x · (1/s))` clamped to the symmetric grid, times `s`: the reference's
+/// `clamp(round_half_even(x · (1/s)), −qmax, qmax)` as float integers: the reference's
 /// `quantize` in tensor form (torch.round rounds half to even, like `round_ties_even`).
-pub fn fake_quant(x: &Tensor, aq: &ActQuant) -> Tensor {
+pub fn quantize_to_grid(x: &Tensor, aq: &ActQuant) -> Tensor {
     let q = qmax(aq.bits) as f64;
-    (x * aq.inv_scale() as f64).round().clamp(-q, q) * aq.scale as f64
+    (x * aq.inv_scale() as f64).round().clamp(-q, q)
+}
+
+/// Quantize-dequantize: the activation as the integer path sees it, in float.
+pub fn fake_quant(x: &Tensor, aq: &ActQuant) -> Tensor {
+    quantize_to_grid(x, aq) * aq.scale as f64
+}
+
+/// Weights as libtorch sees them, and how the layer computes: quantized weights stay integers.
+fn arith(
+    weights: &Weights,
+    aq: &Option<ActQuant>,
+    rank: usize,
+    device: Device,
+) -> Result<(Tensor, Arith)> {
+    Ok(match (weights, aq) {
+        (Weights::Float(t), None) => (tensor(&t.data, &t.shape, device), Arith::Float),
+        (Weights::Float(t), Some(aq)) => (
+            tensor(&t.data, &t.shape, device),
+            Arith::FakeQuantInput(*aq),
+        ),
+        (Weights::Quant(q), Some(aq)) => {
+            let ints: Vec<f32> = q.values.iter().map(|&v| v as f32).collect();
+            // Rounded to f32 once, exactly as the reference's epilogue does.
+            let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
+            let mut shape = vec![mult.len()];
+            shape.extend(std::iter::repeat_n(1, rank - 2));
+            (
+                tensor(&ints, &q.shape, device),
+                Arith::Integer {
+                    aq: *aq,
+                    mult: tensor(&mult, &shape, device),
+                },
+            )
+        }
+        (Weights::Quant(_), None) => bail!("quantized weights without input quantization"),
+    })
+}
+
+/// NHWC strides on an NCHW-shaped tensor: libtorch's oneDNN convolutions (and cuDNN) run
+/// fastest in this layout and keep it from layer to layer.
+fn channels_last(t: Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 impl TchNet {
@@ -77,7 +144,7 @@ impl TchNet {
                     attrs,
                     input_quant,
                 } => {
-                    let w = weights.to_float();
+                    let (w, arith) = arith(weights, input_quant, 4, device)?;
                     let [t, l, b, r] = attrs.pads.map(|p| p as i64);
                     let (padding, pre_pad) = if t == b && l == r {
                         ([t, l], None)
@@ -85,14 +152,14 @@ impl TchNet {
                         ([0, 0], Some([l, r, t, b]))
                     };
                     Layer::Conv {
-                        w: channels_last(tensor(&w.data, &w.shape, device)),
+                        w: channels_last(w),
                         b: tensor(bias, &[bias.len()], device),
                         stride: attrs.stride.map(|s| s as i64),
                         padding,
                         pre_pad,
                         dilation: attrs.dilation.map(|d| d as i64),
                         groups: attrs.group as i64,
-                        aq: *input_quant,
+                        arith,
                     }
                 }
                 Op::Gemm {
@@ -100,11 +167,11 @@ impl TchNet {
                     bias,
                     input_quant,
                 } => {
-                    let w = weights.to_float();
+                    let (w, arith) = arith(weights, input_quant, 2, device)?;
                     Layer::Gemm {
-                        w: tensor(&w.data, &w.shape, device),
+                        w,
                         b: tensor(bias, &[bias.len()], device),
-                        aq: *input_quant,
+                        arith,
                     }
                 }
                 Op::Affine { scale, shift } => {
@@ -170,30 +237,36 @@ impl TchNet {
                     pre_pad,
                     dilation,
                     groups,
-                    aq,
+                    arith,
                 } => {
-                    let mut x = match aq {
-                        Some(aq) => fake_quant(x, aq),
-                        None => x.shallow_clone(),
-                    };
+                    let mut x = arith.input(x);
                     if let Some(p) = pre_pad {
                         x = x.constant_pad_nd(p.as_slice());
                     }
-                    x.conv2d(
-                        w,
-                        Some(b),
-                        stride.as_slice(),
-                        padding.as_slice(),
-                        dilation.as_slice(),
-                        *groups,
-                    )
-                }
-                Layer::Gemm { w, b, aq } => {
-                    let x = match aq {
-                        Some(aq) => fake_quant(x, aq),
-                        None => x.shallow_clone(),
+                    let conv = |bias: Option<&Tensor>| {
+                        x.conv2d(
+                            w,
+                            bias,
+                            stride.as_slice(),
+                            padding.as_slice(),
+                            dilation.as_slice(),
+                            *groups,
+                        )
                     };
-                    x.linear(w, Some(b))
+                    match arith {
+                        // Two roundings (multiply, then add), as the reference's epilogue.
+                        Arith::Integer { mult, .. } => conv(None) * mult + b.view([1, -1, 1, 1]),
+                        _ => conv(Some(b)),
+                    }
+                }
+                Layer::Gemm { w, b, arith } => {
+                    let x = arith.input(x);
+                    match arith {
+                        Arith::Integer { mult, .. } => {
+                            x.linear::<&Tensor>(w, None) * mult.view([1, -1]) + b
+                        }
+                        _ => x.linear(w, Some(b)),
+                    }
                 }
                 Layer::Affine { scale, shift } => x * scale + shift,
                 Layer::PRelu { slope } => x.prelu(slope),
@@ -212,13 +285,7 @@ impl TchNet {
     }
 }
 
-/// NHWC strides on an NCHW-shaped tensor: libtorch's oneDNN convolutions (and cuDNN) run
-/// fastest in this layout and keep it from layer to layer.
-fn channels_last(t: Tensor) -> Tensor {
-    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-/// CUDA when present, otherwise the CPU with every core.
+/// CUDA when present (unless `cpu`), otherwise the CPU.
 pub fn pick_device(cpu: bool) -> Device {
     if !cpu && tch::Cuda::is_available() {
         Device::Cuda(0)

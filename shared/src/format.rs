@@ -418,7 +418,7 @@ impl Reader<'_> {
         let n = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&n| n > 0 && n <= 1 << 32);
+            .filter(|&n| n > 0 && n <= 1 << 30);
         let n = n.ok_or_else(|| {
             bad(format!(
                 "node '{node}': weight shape {shape:?} is empty or too large"

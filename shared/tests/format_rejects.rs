@@ -69,7 +69,8 @@ fn plain_safetensors_without_manifest_is_not_a_model() {
 #[test]
 fn inconsistent_manifests_are_rejected_naming_the_node() {
     let b = student_bytes();
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|m| m["nodes"][0]["out_channels"] = 9.into()),
             "conv1",
