@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json")
+    ap.add_argument("--teacher", help="FP32 model to measure fidelity against (mean / 1st-percentile cosine)")
     ap.add_argument("--limit", type=int, help="only the first N crops: a throughput measurement, no metrics")
     ap.add_argument("--dump", type=int, help="only embed the first N crops and write them to --dump-out")
     ap.add_argument("--dump-out")
@@ -139,6 +140,14 @@ def main():
         d = ((e[ia] - e[ib]) ** 2).sum(axis=1).astype(np.float32)
         m, s = ten_fold(d, same)
         report[name] = {"ten_fold": {"mean_accuracy": m, "std_accuracy": s}, "all_pairs": all_pairs(e, labels, fars)}
+    if a.teacher:
+        ts = ort.InferenceSession(a.teacher, so, providers=["CPUExecutionProvider"])
+        tplain, tflip, _ = embed(ts, root, images, a.batch)
+        def fid(s, t):
+            c = np.sort((s * t).sum(axis=1).astype(np.float64))
+            return {"mean_cosine": float(c.mean()), "p1_cosine": float(c[(len(c) - 1) // 100]), "min_cosine": float(c[0])}
+        report["fidelity"] = {"flip": fid(flip, tflip), "no_flip": fid(plain, tplain)}
+        print("fidelity", json.dumps(report["fidelity"]))
     print(f"onnxruntime {ort.__version__}, {a.threads} threads, batch {a.batch}: {ips:.1f} images/s")
     for name in ("flip", "no_flip"):
         r = report[name]

@@ -5,3 +5,4 @@ pub mod embed;
 pub mod eval;
 pub mod net;
 pub mod plot;
+pub mod quantize;

@@ -1,7 +1,8 @@
 //! `trainer`: turns a full-precision face-recognition teacher into a low-bit student
 //! (Ef-QuantFace) and evaluates both.
 
-use efq_trainer::{eval, net};
+use efq_shared::quant::QuantConfig;
+use efq_trainer::{eval, net, quantize};
 
 use std::path::PathBuf;
 
@@ -39,6 +40,48 @@ enum Command {
         Writes report.json and roc.png into --out.\n\n\
         Example: trainer eval --model student.efq --teacher w600k_mbf.onnx --json")]
     Eval(EvalCmd),
+    /// Quantize a float teacher into a packed low-bit student (post-training quantization).
+    #[command(
+        long_about = "Quantize a float teacher into a packed low-bit student.\n\n\
+        Weights: symmetric per output channel at --bits' w width; activations: symmetric per\n\
+        tensor at its a width, ranges calibrated on --calib-images training crops (the\n\
+        --percentile of |x| per batch, averaged). The first conv and the last FC stay at 8 bits\n\
+        unless --all-layers. See docs/quantization.md.\n\n\
+        Example: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq"
+    )]
+    Quantize(QuantizeCmd),
+}
+
+#[derive(Args)]
+struct QuantizeCmd {
+    /// Float teacher (ONNX).
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Training crops for calibration, relative to --lfw unless absolute.
+    #[arg(long, default_value = "aligned112")]
+    train_crops: PathBuf,
+    /// Bit-widths: w<weights>a<activations>, each 2..8 (w8a8, w6a6, w4a8, w4a4 …).
+    #[arg(long, default_value = "w8a8", value_parser = |s: &str| QuantConfig::parse(s).map_err(|e| e.to_string()))]
+    bits: QuantConfig,
+    /// Quantize the first conv and the last FC at --bits too (default: keep them at 8 bits).
+    #[arg(long)]
+    all_layers: bool,
+    /// Calibration images, drawn at random (seeded) from --train-crops.
+    #[arg(long, default_value_t = 512)]
+    calib_images: usize,
+    /// Percentile of |x| taken as an activation's range (per batch, then averaged).
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the CPU even when CUDA is available.
+    #[arg(long)]
+    cpu: bool,
+    /// Output model file [default: out/<teacher>-<bits>-ptq.efq].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -120,6 +163,33 @@ fn main() -> Result<()> {
                 eval::print_table(&report);
                 println!("wrote {0}/report.json and {0}/roc.png", out.display());
             }
+        }
+        Command::Quantize(c) => {
+            let mut config = c.bits;
+            config.first_last_8bit = !c.all_layers;
+            let crops = c.data.lfw.join(&c.train_crops);
+            let model = quantize::run(&quantize::QuantizeArgs {
+                teacher: &c.model,
+                crops: &crops,
+                config,
+                calibration: quantize::Calibration {
+                    images: c.calib_images,
+                    batch: 32,
+                    percentile: c.percentile,
+                    seed: c.seed,
+                },
+                device: net::pick_device(c.cpu),
+            })?;
+            let stem = c
+                .model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let out = c.out.unwrap_or_else(|| {
+                PathBuf::from("out").join(format!("{stem}-{}-ptq.efq", config.label()))
+            });
+            quantize::save(&model, &out)?;
+            println!("{}", quantize::describe(&model, &out));
         }
     }
     Ok(())

@@ -216,6 +216,16 @@ impl TchNet {
 
     /// `x`: `[N, C, H, W]` float on any device; returns `[N, dim]` raw embeddings.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_observed(x, &mut |_, _| {})
+    }
+
+    /// Like [`forward`](Self::forward), calling `observe(k, x)` with the input of the k-th
+    /// Conv/Gemm (node order) before it runs: calibration reads activation ranges through this.
+    pub fn forward_observed(
+        &self,
+        x: &Tensor,
+        observe: &mut dyn FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
         let size = x.size();
         let want: Vec<i64> = self.input_shape.iter().map(|&d| d as i64).collect();
         if size.len() != 4 || size[1..] != want[..] {
@@ -226,8 +236,13 @@ impl TchNet {
         }
         let mut values: Vec<Option<Tensor>> = (0..self.num_values).map(|_| None).collect();
         values[0] = Some(channels_last(x.to_device(self.device).to_kind(Kind::Float)));
+        let mut layer = 0;
         for (i, s) in self.steps.iter().enumerate() {
             let x = values[s.inputs[0]].as_ref().expect("topological order");
+            if matches!(s.layer, Layer::Conv { .. } | Layer::Gemm { .. }) {
+                observe(layer, x);
+                layer += 1;
+            }
             let y = match &s.layer {
                 Layer::Conv {
                     w,

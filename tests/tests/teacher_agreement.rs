@@ -71,6 +71,7 @@ fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
     for i in 0..N {
         let (ti, ri, oi) = (&t[i * 512..][..512], &r[i * 512..][..512], &ort_raw[i][..]);
         let (tr, to, ro) = (cosine(ti, ri), cosine(ti, oi), cosine(ri, oi));
+        eprintln!("{}: tch~ref {tr:.12}, tch~ort {to:.12}, ref~ort {ro:.12}", names[i]);
         assert!(
             tr >= 0.99999 && to >= 0.99999 && ro >= 0.99999,
             "{}: tch~ref {tr}, tch~ort {to}, ref~ort {ro}",
@@ -101,5 +102,48 @@ fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
         if cfg == "w8a8" {
             assert!(c > 0.95, "w8a8 student~teacher cosine {c}");
         }
+    }
+}
+
+#[test]
+fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_reference() {
+    // The generated file must be ONNX that onnxruntime accepts, in InsightFace's export layout,
+    // and mean what our importer thinks it means.
+    let g = efq_shared::builders::iresnet(18, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("r18.onnx");
+    std::fs::write(&model, onnx::export_bytes(&g).unwrap()).unwrap();
+    let imported = onnx::import_file(&model).unwrap();
+    let (_, x) = first_images();
+    let x = &x[..2 * 3 * 112 * 112];
+    let raw = dir.path().join("input.f32");
+    std::fs::write(
+        &raw,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let dump = dir.path().join("ort.json");
+    let status = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--lfw")
+        .arg(lfw())
+        .args(["--dump", "2", "--dump-out"])
+        .arg(&dump)
+        .arg("--input-raw")
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "onnxruntime rejected the generated iresnet18"
+    );
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
+    let r = reference::forward(&imported, x, 2).unwrap();
+    for i in 0..2 {
+        let c = cosine(&r[i * 512..][..512], &ort_raw[i]);
+        assert!(c >= 0.99999, "image {i}: reference~onnxruntime cosine {c}");
     }
 }
