@@ -3,6 +3,9 @@
 
 pub mod embed;
 pub mod eval;
+pub mod finetune;
+pub mod loss;
 pub mod net;
 pub mod plot;
 pub mod quantize;
+pub mod student;

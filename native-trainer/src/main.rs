@@ -2,6 +2,7 @@
 //! (Ef-QuantFace) and evaluates both.
 
 use efq_shared::quant::QuantConfig;
+use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Protocol};
 use efq_trainer::{eval, net, quantize};
 
 use std::path::PathBuf;
@@ -50,6 +51,74 @@ enum Command {
         Example: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq"
     )]
     Quantize(QuantizeCmd),
+    /// Fine-tune a quantized student with distillation (EKD by default), export it, evaluate it.
+    #[command(
+        long_about = "Fine-tune a quantized student from the teacher (Ef-QuantFace).\n\n\
+        Starts from --student-init, or quantizes the teacher at --bits first (as `quantize`).\n\
+        One epoch over --train-crops with two views per image (the image and an augmented copy:\n\
+        positives without labels), EKD loss by default, no classification head. Checkpoints\n\
+        every --checkpoint-every steps into --out-dir; --resume continues from the last one.\n\
+        Writes student.efq (packed weights) and, unless --no-eval, evaluates it on LFW with the\n\
+        teacher's fidelity and stores the FAR = 1e-3 threshold in the model.\n\n\
+        Example: trainer finetune --bits w6a6 --out-dir out/ekd-w6a6"
+    )]
+    Finetune(FinetuneCmd),
+}
+
+#[derive(Args)]
+struct FinetuneCmd {
+    /// Float teacher (ONNX).
+    #[arg(long, env = "EFQ_TEACHER")]
+    teacher: PathBuf,
+    /// Quantized starting point; default: quantize the teacher at --bits.
+    #[arg(long)]
+    student_init: Option<PathBuf>,
+    #[arg(long, default_value = "w8a8", value_parser = |s: &str| QuantConfig::parse(s).map_err(|e| e.to_string()))]
+    bits: QuantConfig,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Training crops, relative to --lfw unless absolute (falls back to insightface112).
+    #[arg(long, default_value = "aligned112")]
+    train_crops: PathBuf,
+    #[arg(long, value_enum, default_value = "paper")]
+    protocol: Protocol,
+    /// Fraction of the training images (0.25, 0.5, 0.75, 1.0 …), drawn with --seed.
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    /// Treat images of one identity folder as positives too (the two views always are).
+    #[arg(long)]
+    labels: bool,
+    #[arg(long, value_enum, default_value = "ekd")]
+    loss: LossKind,
+    /// Samples per step: two views of batch/2 images.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.001)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: Optimizer,
+    /// Hardest negatives (by student cosine) in the EKD negative term.
+    #[arg(long, default_value_t = 64)]
+    hard_negatives: i64,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Continue from the checkpoint in --out-dir.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps (the checkpoint stays resumable).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Skip the LFW evaluation after training.
+    #[arg(long)]
+    no_eval: bool,
+    #[arg(long)]
+    cpu: bool,
+    #[arg(long)]
+    out_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -191,6 +260,132 @@ fn main() -> Result<()> {
             quantize::save(&model, &out)?;
             println!("{}", quantize::describe(&model, &out));
         }
+        Command::Finetune(c) => run_finetune(c)?,
     }
     Ok(())
+}
+
+fn run_finetune(c: FinetuneCmd) -> Result<()> {
+    let device = net::pick_device(c.cpu);
+    let mut train_crops = c.data.lfw.join(&c.train_crops);
+    if !train_crops.exists() && c.train_crops.as_os_str() == "aligned112" {
+        train_crops = c.data.lfw.join("insightface112");
+        eprintln!(
+            "aligned112 not found; training on {}",
+            train_crops.display()
+        );
+    }
+    std::fs::create_dir_all(&c.out_dir)
+        .with_context(|| format!("cannot create {}", c.out_dir.display()))?;
+    let student_init = match c.student_init {
+        Some(p) => p,
+        None => {
+            let p = c.out_dir.join("student-init.efq");
+            if !(c.resume && p.exists()) {
+                let model = quantize::run(&quantize::QuantizeArgs {
+                    teacher: &c.teacher,
+                    crops: &train_crops,
+                    config: c.bits,
+                    calibration: quantize::Calibration {
+                        images: 512,
+                        batch: 32,
+                        percentile: 99.99,
+                        seed: c.seed,
+                    },
+                    device,
+                })?;
+                quantize::save(&model, &p)?;
+            }
+            p
+        }
+    };
+    let cfg = FinetuneConfig {
+        student_init,
+        teacher: c.teacher.clone(),
+        train_crops,
+        pairs: c.data.lfw.join("pairs.txt"),
+        protocol: c.protocol,
+        labels: c.labels,
+        fraction: c.fraction,
+        seed: c.seed,
+        batch: c.batch,
+        lr: c.lr,
+        optimizer: c.optimizer,
+        loss: c.loss,
+        hard_negatives: c.hard_negatives,
+        epochs: c.epochs,
+        checkpoint_every: c.checkpoint_every,
+    };
+    let peak_before = peak_rss_mb();
+    let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;
+    let init = efq_shared::format::PackedModel::load(&cfg.student_init)?;
+    let mut model = efq_shared::format::PackedModel::new(outcome.graph, init.manifest.quant)?;
+    model.manifest.preprocessing = init.manifest.preprocessing.clone();
+    model.manifest.name = format!("{}-{:?}", init.manifest.name, c.loss).to_lowercase();
+    let training = serde_json::json!({
+        "config": cfg,
+        "steps": outcome.steps,
+        "images": outcome.images,
+        "seconds": outcome.seconds,
+        "images_per_second": outcome.images_per_second,
+        "final_loss": outcome.final_loss,
+        "peak_rss_mb": peak_rss_mb().max(peak_before),
+        "device": format!("{device:?}"),
+    });
+    model
+        .manifest
+        .extra
+        .insert("training".into(), training.clone());
+    model
+        .manifest
+        .extra
+        .insert("size_mb".into(), quantize::size_mb(&model).into());
+    let out = c.out_dir.join("student.efq");
+    quantize::save(&model, &out)?;
+    println!("{}", serde_json::to_string_pretty(&training)?);
+    println!("{}", quantize::describe(&model, &out));
+    if !c.no_eval {
+        let report = eval::run(&eval::EvalArgs {
+            model: &out,
+            crops: &c.data.lfw.join("insightface112"),
+            pairs: &c.data.lfw.join("pairs.txt"),
+            teacher: Some(&c.teacher),
+            batch: if device.is_cuda() { 128 } else { 4 },
+            device,
+            limit: None,
+        })?;
+        let t = report
+            .flip
+            .all_pairs
+            .tar_at_far
+            .iter()
+            .find(|t| t.far == 1e-3)
+            .expect("table FARs include 1e-3");
+        model.manifest.threshold = Some(efq_shared::format::Threshold {
+            far: 1e-3,
+            cosine: t.threshold,
+            source: "LFW insightface112, all pairs, flip".into(),
+        });
+        quantize::save(&model, &out)?;
+        eval::write_outputs(&report, &c.out_dir.join("eval"))?;
+        eval::print_table(&report);
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process in MB (Linux `VmHWM`), 0 where unknown.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

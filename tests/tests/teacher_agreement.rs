@@ -71,7 +71,10 @@ fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
     for i in 0..N {
         let (ti, ri, oi) = (&t[i * 512..][..512], &r[i * 512..][..512], &ort_raw[i][..]);
         let (tr, to, ro) = (cosine(ti, ri), cosine(ti, oi), cosine(ri, oi));
-        eprintln!("{}: tch~ref {tr:.12}, tch~ort {to:.12}, ref~ort {ro:.12}", names[i]);
+        eprintln!(
+            "{}: tch~ref {tr:.12}, tch~ort {to:.12}, ref~ort {ro:.12}",
+            names[i]
+        );
         assert!(
             tr >= 0.99999 && to >= 0.99999 && ro >= 0.99999,
             "{}: tch~ref {tr}, tch~ort {to}, ref~ort {ro}",

@@ -1,0 +1,404 @@
+//! `trainer finetune`: one epoch (by default) of distillation from the float teacher into the
+//! quantized student, on a few thousand aligned faces, with no classification head.
+//!
+//! Each step takes `batch / 2` images and two views of each: the image itself and an augmented
+//! copy (random flip, shift of up to 6 px, brightness/contrast jitter). The two views of an
+//! image are a positive pair, so training needs no labels; with `labels`, images of the same
+//! identity (folder) are positives too. Everything random is drawn from `seed` and the step
+//! number, so a resumed run sees exactly the batches an uninterrupted one would.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use efq_shared::eval::read_lfw_pairs;
+use efq_shared::format::{PackedModel, Preprocessing};
+use efq_shared::preprocess::load_face;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::embed::FaceFolder;
+use crate::loss::{EkdState, LossParts, ekd_loss, quantface_loss};
+use crate::net::TchNet;
+use crate::student::Student;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Evaluation-oriented KD without classification (the paper's Eq. 4).
+    Ekd,
+    /// QuantFace's loss: MSE between normalised student and teacher embeddings.
+    Quantface,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Train on every training image (the paper's protocol: train and test on LFW).
+    Paper,
+    /// Train only on people who do not appear in pairs.txt.
+    Clean,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// Adam (β = 0.9, 0.999).
+    Adam,
+}
+
+/// The effective configuration, saved beside every output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub student_init: PathBuf,
+    pub teacher: PathBuf,
+    pub train_crops: PathBuf,
+    pub pairs: PathBuf,
+    pub protocol: Protocol,
+    pub labels: bool,
+    pub fraction: f64,
+    pub seed: u64,
+    /// Samples per step (two views of batch/2 images).
+    pub batch: usize,
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    pub loss: LossKind,
+    pub hard_negatives: i64,
+    pub epochs: usize,
+    pub checkpoint_every: usize,
+}
+
+/// Everything needed to continue a run: parameters, optimizer buffers, EKD thresholds, step.
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const CHECKPOINT_META: &str = "checkpoint.json";
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    step: usize,
+    ekd: EkdState,
+}
+
+struct Opt {
+    kind: Optimizer,
+    lr: f64,
+    /// SGD: momentum buffers; Adam: first moments.
+    m: Vec<Tensor>,
+    /// Adam: second moments.
+    v: Vec<Tensor>,
+    t: i64,
+}
+
+impl Opt {
+    fn new(kind: Optimizer, lr: f64, params: &[(String, Tensor)]) -> Self {
+        let zeros = || {
+            params
+                .iter()
+                .map(|(_, p)| p.zeros_like().detach())
+                .collect()
+        };
+        Opt {
+            kind,
+            lr,
+            m: zeros(),
+            v: zeros(),
+            t: 0,
+        }
+    }
+
+    fn step(&mut self, params: &[(String, Tensor)]) {
+        self.t += 1;
+        tch::no_grad(|| {
+            for (k, (_, p)) in params.iter().enumerate() {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                match self.kind {
+                    Optimizer::Sgd => {
+                        let _ = self.m[k].g_mul_scalar_(0.9).g_add_(&g);
+                        let mut p = p.shallow_clone();
+                        let _ = p.g_sub_(&(&self.m[k] * self.lr));
+                    }
+                    Optimizer::Adam => {
+                        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+                        let _ = self.m[k].g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                        let _ = self.v[k]
+                            .g_mul_scalar_(b2)
+                            .g_add_(&(g.square() * (1.0 - b2)));
+                        let mh = &self.m[k] / (1.0 - b1.powi(self.t as i32));
+                        let vh = &self.v[k] / (1.0 - b2.powi(self.t as i32));
+                        let mut p = p.shallow_clone();
+                        let _ = p.g_sub_(&(mh / (vh.sqrt() + eps) * self.lr));
+                    }
+                }
+                let mut g = g;
+                let _ = g.zero_();
+            }
+        });
+    }
+}
+
+/// Training images after the protocol and the fraction: (relative path, identity).
+pub fn training_set(
+    folder: &FaceFolder,
+    pairs: &Path,
+    protocol: Protocol,
+    fraction: f64,
+    seed: u64,
+) -> Result<Vec<(PathBuf, u32)>> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        bail!("--fraction {fraction} must be in (0, 1]");
+    }
+    let excluded: HashSet<String> = match protocol {
+        Protocol::Paper => HashSet::new(),
+        Protocol::Clean => read_lfw_pairs(pairs)?
+            .iter()
+            .flat_map(|p| [&p.a, &p.b])
+            .filter_map(|p| p.iter().next().map(|s| s.to_string_lossy().into_owned()))
+            .collect(),
+    };
+    let mut items: Vec<(PathBuf, u32)> = folder
+        .images
+        .iter()
+        .zip(&folder.labels)
+        .filter(|(_, l)| !excluded.contains(&folder.identities[**l as usize]))
+        .map(|(p, l)| (p.clone(), *l))
+        .collect();
+    if items.is_empty() {
+        bail!(
+            "no training images left in {} under the {protocol:?} protocol (every identity there appears in {})",
+            folder.root.display(),
+            pairs.display()
+        );
+    }
+    items.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    items.truncate(((items.len() as f64) * fraction).round().max(1.0) as usize);
+    Ok(items)
+}
+
+/// The second view: random flip, shift up to 6 px (zero = mid-grey fill), colour jitter.
+fn augment(chw: &[f32], hw: [usize; 2], rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let [h, w] = hw;
+    let flip = rng.random_bool(0.5);
+    let (dy, dx) = (rng.random_range(-6i64..=6), rng.random_range(-6i64..=6));
+    let contrast = rng.random_range(0.8f32..1.2);
+    let brightness = rng.random_range(-0.1f32..0.1);
+    let mut out = vec![0f32; chw.len()];
+    for c in 0..chw.len() / (h * w) {
+        for y in 0..h {
+            for x in 0..w {
+                let sy = y as i64 - dy;
+                let sx0 = if flip { (w - 1 - x) as i64 } else { x as i64 };
+                let sx = sx0 - dx;
+                if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 {
+                    let v = chw[(c * h + sy as usize) * w + sx as usize];
+                    out[(c * h + y) * w + x] = (v * contrast + brightness).clamp(-1.0, 1.0);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub struct FinetuneOutcome {
+    pub graph: efq_shared::graph::Graph,
+    pub steps: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub final_loss: f64,
+}
+
+/// Runs (or resumes) the fine-tuning in `out_dir`; returns the trained student graph.
+pub fn run(
+    cfg: &FinetuneConfig,
+    out_dir: &Path,
+    resume: bool,
+    device: Device,
+    stop_after: Option<usize>,
+) -> Result<FinetuneOutcome> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    efq_shared::format::write_atomic(
+        &out_dir.join("config.json"),
+        &serde_json::to_vec_pretty(cfg)?,
+    )?;
+    let init = PackedModel::load(&cfg.student_init)?;
+    let pre: Preprocessing = init.manifest.preprocessing.clone();
+    let (tgraph, _) = crate::eval::load_model(&cfg.teacher)?;
+    let teacher = TchNet::new(&tgraph, device)?;
+    let student = Student::new(&init.graph, device)?;
+    let folder = FaceFolder::scan(&cfg.train_crops)?;
+    let items = training_set(&folder, &cfg.pairs, cfg.protocol, cfg.fraction, cfg.seed)?;
+    let per_step = (cfg.batch / 2).max(1);
+    let steps_per_epoch = items.len().div_ceil(per_step);
+    let total = steps_per_epoch * cfg.epochs.max(1);
+
+    let mut opt = Opt::new(cfg.optimizer, cfg.lr, &student.params);
+    let mut ekd = EkdState::new();
+    let mut start_step = 0;
+    let ckpt = out_dir.join(CHECKPOINT);
+    if resume && ckpt.exists() {
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&std::fs::read(out_dir.join(CHECKPOINT_META))?)?;
+        let saved = Tensor::read_safetensors(&ckpt)
+            .with_context(|| format!("cannot read checkpoint {}", ckpt.display()))?;
+        let saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
+        tch::no_grad(|| -> Result<()> {
+            for (k, (name, p)) in student.params.iter().enumerate() {
+                let get = |n: &str| {
+                    saved
+                        .get(n)
+                        .with_context(|| format!("checkpoint lacks '{n}'"))
+                };
+                p.shallow_clone().copy_(get(name)?);
+                opt.m[k].copy_(get(&format!("opt.m.{name}"))?);
+                opt.v[k].copy_(get(&format!("opt.v.{name}"))?);
+            }
+            Ok(())
+        })?;
+        opt.t = meta.step as i64;
+        ekd = meta.ekd;
+        start_step = meta.step;
+        eprintln!(
+            "resuming {} at step {start_step}/{total}",
+            out_dir.display()
+        );
+    }
+
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "finetune {bar:30.cyan/blue} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    pb.set_position(start_step as u64);
+    let t0 = Instant::now();
+    let mut last_loss = f64::NAN;
+    let [_, h, w] = init.graph.input_shape;
+    let mut step = start_step;
+    while step < total {
+        let epoch = step / steps_per_epoch;
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9),
+        ));
+        let within = step % steps_per_epoch;
+        let chosen: Vec<&(PathBuf, u32)> = order
+            [within * per_step..((within + 1) * per_step).min(items.len())]
+            .iter()
+            .map(|&i| &items[i])
+            .collect();
+        let pixels: Vec<Vec<f32>> = chosen
+            .par_iter()
+            .map(|(p, _)| load_face(folder.root.join(p), &pre).map_err(anyhow::Error::from))
+            .collect::<Result<_>>()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1 + step as u64));
+        let views: Vec<Vec<f32>> = pixels
+            .iter()
+            .map(|p| augment(p, [h, w], &mut rng))
+            .collect();
+        let n = chosen.len();
+        let flat: Vec<f32> = pixels.into_iter().chain(views).flatten().collect();
+        let x = Tensor::from_slice(&flat)
+            .reshape([2 * n as i64, 3, h as i64, w as i64])
+            .to_device(device);
+        let labels: Vec<i64> = chosen
+            .iter()
+            .chain(chosen.iter())
+            .map(|(_, l)| *l as i64)
+            .collect();
+
+        let et = tch::no_grad(|| teacher.forward(&x))?;
+        let et = &et / et.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+        let es = student.forward(&x);
+        let es = &es / es.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+        let b = 2 * n as i64;
+        let idx = Tensor::arange(b, (Kind::Int64, Device::Cpu));
+        let image = &idx.remainder(n as i64);
+        let same_image = image.unsqueeze(1).eq_tensor(&image.unsqueeze(0));
+        let lab = Tensor::from_slice(&labels);
+        let same_label = lab.unsqueeze(1).eq_tensor(&lab.unsqueeze(0));
+        let upper = Tensor::ones([b, b], (Kind::Bool, Device::Cpu)).triu(1);
+        let positive = if cfg.labels {
+            same_image.logical_or(&same_label)
+        } else {
+            same_image
+        };
+        let pos = positive.logical_and(&upper).to_device(device);
+        let neg = positive.logical_not().logical_and(&upper).to_device(device);
+        let (loss, parts) = match cfg.loss {
+            LossKind::Ekd => ekd_loss(&es, &et, &pos, &neg, cfg.hard_negatives, &mut ekd),
+            LossKind::Quantface => (quantface_loss(&es, &et), LossParts::default()),
+        };
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            bail!("loss became {lv} at step {step}; lower --lr");
+        }
+        last_loss = lv;
+        loss.backward();
+        opt.step(&student.params);
+        step += 1;
+        pb.set_position(step as u64);
+        let done = (step - start_step) * per_step;
+        pb.set_message(format!(
+            "loss {lv:.5} (pos {:.4}, neg {:.4}, {} pos pairs)  {:.1} img/s",
+            parts.positive,
+            parts.negative,
+            parts.n_pos,
+            done as f64 / t0.elapsed().as_secs_f64()
+        ));
+        if step % cfg.checkpoint_every.max(1) == 0 || step == total {
+            save_checkpoint(out_dir, &student, &opt, &ekd, step)?;
+        }
+        if stop_after.is_some_and(|s| step >= s) {
+            break;
+        }
+    }
+    pb.finish();
+    let seconds = t0.elapsed().as_secs_f64();
+    let images = (step - start_step) * per_step;
+    Ok(FinetuneOutcome {
+        graph: student.to_graph()?,
+        steps: step,
+        images,
+        seconds,
+        images_per_second: images as f64 / seconds,
+        final_loss: last_loss,
+    })
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    student: &Student,
+    opt: &Opt,
+    ekd: &EkdState,
+    step: usize,
+) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (k, (name, p)) in student.params.iter().enumerate() {
+        named.push((name.clone(), p.detach().to_device(Device::Cpu)));
+        named.push((format!("opt.m.{name}"), opt.m[k].to_device(Device::Cpu)));
+        named.push((format!("opt.v.{name}"), opt.v[k].to_device(Device::Cpu)));
+    }
+    // Both files go through temporaries and renames; the tensors first, so a crash between the
+    // two renames leaves new tensors with the old step count, which a resume re-trains from.
+    let tmp = dir.join(format!(".{CHECKPOINT}.tmp"));
+    Tensor::write_safetensors(&named, &tmp)?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT))?;
+    let meta = CheckpointMeta {
+        step,
+        ekd: ekd.clone(),
+    };
+    efq_shared::format::write_atomic(&dir.join(CHECKPOINT_META), &serde_json::to_vec(&meta)?)?;
+    Ok(())
+}

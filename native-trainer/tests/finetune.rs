@@ -1,0 +1,124 @@
+//! Fine-tuning on a tiny generated network and a handful of LFW crops: resumption is exact, and
+//! the exported file reproduces the trainer's embeddings in the CPU reference.
+
+use std::path::Path;
+
+use efq_shared::builders::tiny_mobilefacenet;
+use efq_shared::format::PackedModel;
+use efq_shared::quant::QuantConfig;
+use efq_shared::reference;
+use efq_tests::{cosine, lfw};
+use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Protocol};
+use efq_trainer::net::TchNet;
+use efq_trainer::quantize::{self, Calibration, QuantizeArgs};
+
+fn setup(dir: &Path) -> FinetuneConfig {
+    let teacher = dir.join("tiny.onnx");
+    let g = tiny_mobilefacenet(112, 32, 5).unwrap();
+    std::fs::write(&teacher, efq_shared::onnx::export_bytes(&g).unwrap()).unwrap();
+    let crops = lfw().join("insightface112");
+    let student = quantize::run(&QuantizeArgs {
+        teacher: &teacher,
+        crops: &crops,
+        config: QuantConfig::parse("w4a8").unwrap(),
+        calibration: Calibration {
+            images: 16,
+            batch: 8,
+            percentile: 99.9,
+            seed: 1,
+        },
+        device: tch::Device::Cpu,
+    })
+    .unwrap();
+    let init = dir.join("init.efq");
+    student.save(&init).unwrap();
+    FinetuneConfig {
+        student_init: init,
+        teacher,
+        train_crops: crops,
+        pairs: lfw().join("pairs.txt"),
+        protocol: Protocol::Paper,
+        labels: true,
+        fraction: 0.006,
+        seed: 3,
+        batch: 8,
+        lr: 0.01,
+        optimizer: Optimizer::Adam,
+        loss: LossKind::Ekd,
+        hard_negatives: 8,
+        epochs: 1,
+        checkpoint_every: 2,
+    }
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let whole = finetune::run(&cfg, &dir.path().join("a"), false, tch::Device::Cpu, None).unwrap();
+    assert!(
+        whole.steps >= 6,
+        "the test needs several steps, got {}",
+        whole.steps
+    );
+    let b = dir.path().join("b");
+    let part = finetune::run(&cfg, &b, false, tch::Device::Cpu, Some(3)).unwrap();
+    assert_eq!(part.steps, 3);
+    let resumed = finetune::run(&cfg, &b, true, tch::Device::Cpu, None).unwrap();
+    assert_eq!(resumed.steps, whole.steps);
+    assert_eq!(
+        resumed.graph, whole.graph,
+        "resumed weights differ from the uninterrupted run"
+    );
+    let init = PackedModel::load(&cfg.student_init).unwrap();
+    assert_ne!(whole.graph, init.graph, "training changed nothing");
+}
+
+#[test]
+fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.loss = LossKind::Quantface;
+    cfg.labels = false;
+    let out = finetune::run(
+        &cfg,
+        &dir.path().join("q"),
+        false,
+        tch::Device::Cpu,
+        Some(4),
+    )
+    .unwrap();
+    let file = dir.path().join("student.efq");
+    PackedModel::new(out.graph.clone(), Some(QuantConfig::parse("w4a8").unwrap()))
+        .unwrap()
+        .save(&file)
+        .unwrap();
+    let loaded = PackedModel::load(&file).unwrap();
+    let x = efq_shared::builders::random_images(3, [3, 112, 112], 8);
+    let r = reference::forward(&loaded.graph, &x, 3).unwrap();
+    let net = TchNet::new(&out.graph, tch::Device::Cpu).unwrap();
+    let t = tch::no_grad(|| {
+        net.forward(&tch::Tensor::from_slice(&x).reshape([3, 3, 112, 112]))
+            .unwrap()
+    });
+    let t = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    for i in 0..3 {
+        let c = cosine(&r[i * 32..][..32], &t[i * 32..][..32]);
+        assert!(c >= 0.999, "image {i}: cosine {c}");
+    }
+}
+
+#[test]
+fn clean_protocol_excludes_every_person_of_the_test_pairs() {
+    let folder = efq_trainer::embed::FaceFolder::scan(&lfw().join("insightface112")).unwrap();
+    // insightface112 holds exactly the pairs.txt people: nothing is left to train on.
+    let err = finetune::training_set(&folder, &lfw().join("pairs.txt"), Protocol::Clean, 1.0, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("no training images left"), "{err}");
+    let all =
+        finetune::training_set(&folder, &lfw().join("pairs.txt"), Protocol::Paper, 0.5, 0).unwrap();
+    assert_eq!(
+        all.len(),
+        (folder.images.len() as f64 * 0.5).round() as usize
+    );
+}
