@@ -128,7 +128,7 @@ fn arith(
 
 /// NHWC strides on an NCHW-shaped tensor: libtorch's oneDNN convolutions (and cuDNN) run
 /// fastest in this layout and keep it from layer to layer.
-fn channels_last(t: Tensor) -> Tensor {
+pub fn channels_last(t: Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
