@@ -44,7 +44,10 @@ def main():
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(a.model, str(pre))
+    # Per-channel QDQ needs DequantizeLinear's `axis` (opset >= 13); w600k_mbf is opset 11.
+    from onnx import version_converter
+    onnx.save(version_converter.convert_version(onnx.load(a.model), 13), str(pre))
+    quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
     name = onnx.load(str(pre)).graph.input[0].name
     quantize_static(str(pre), str(out), Reader(root, images[: a.calib_images], 32, name),
                     quant_format=QuantFormat.QDQ, per_channel=True,
