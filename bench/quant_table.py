@@ -18,27 +18,23 @@ def row(name, r, size):
             f"| {t[1e-4]:.2f} | {t[1e-5]:.2f} | {t[1e-6]:.2f} | {fid} |")
 
 
-def size(efq):
-    # safetensors header: the manifest records nothing about size; recompute from the file.
-    import struct
-    b = Path(efq).read_bytes()
-    n = struct.unpack("<Q", b[:8])[0]
-    meta = json.loads(b[8:8 + n])
-    return f"{json.loads(meta['__metadata__']['efquantface']).get('extra', {}).get('size_mb', 0) or 0:.2f}"
+def mb(path):
+    return f"{Path(path).stat().st_size / 1e6:.2f}"
 
 
-print("| model | size MB | LFW 10-fold % (flip) | TAR % @ 1e-4 | 1e-5 | 1e-6 | fidelity mean / 1st pct |")
+teacher_model = json.load(open(teacher_dir / "trainer/report.json"))["model_path"]
+print("| model | file MB | LFW 10-fold % (flip) | TAR % @ 1e-4 | 1e-5 | 1e-6 | fidelity mean / 1st pct |")
 print("|---|---|---|---|---|---|---|")
-print(row("FP32 teacher (w600k_mbf)", json.load(open(teacher_dir / "trainer/report.json")), "13.0"))
+print(row("FP32 teacher (w600k_mbf.onnx)", json.load(open(teacher_dir / "trainer/report.json")), mb(teacher_model)))
 ort = quant / "ort-int8-qdq.json"
 if ort.exists():
     o = json.load(open(ort))
-    print(row("onnxruntime int8 QDQ per-channel (PTQ)", o, "—"))
+    print(row("onnxruntime int8 QDQ per-channel (PTQ)", o, mb(quant / "w600k_mbf-int8-qdq.onnx")))
 for bits in ("w8a8", "w6a6", "w4a4"):
     p = quant / f"eval-ptq-{bits}/report.json"
     if p.exists():
         r = json.load(open(p))
-        print(row(f"ours, PTQ {bits}", r, "see text"))
+        print(row(f"ours, PTQ {bits}", r, mb(quant / f"mbf-{bits}-ptq.efq")))
     e = quant / f"ekd-{bits}/eval/report.json"
     if e.exists():
-        print(row(f"ours, EKD {bits}, 1 epoch, paper protocol", json.load(open(e)), size(quant / f"ekd-{bits}/student.efq")))
+        print(row(f"ours, EKD {bits}, 1 epoch, paper protocol", json.load(open(e)), mb(quant / f"ekd-{bits}/student.efq")))
