@@ -212,15 +212,11 @@ fn main() -> Result<()> {
                 crops: &crops,
                 pairs: &pairs,
                 teacher: c.teacher.as_deref(),
-                batch: c.batch.unwrap_or(if device.is_cuda() { 128 } else { 4 }),
+                batch: c.batch.unwrap_or(eval::default_batch(device)),
                 device,
                 limit: c.limit,
             })?;
-            let stem = c
-                .model
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = file_stem(&c.model);
             let out = c
                 .out
                 .unwrap_or_else(|| PathBuf::from("out").join(format!("eval-{stem}")));
@@ -249,11 +245,7 @@ fn main() -> Result<()> {
                 },
                 device: net::pick_device(c.cpu),
             })?;
-            let stem = c
-                .model
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = file_stem(&c.model);
             let out = c.out.unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("{stem}-{}-ptq.efq", config.label()))
             });
@@ -350,7 +342,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
             crops: &c.data.lfw.join("insightface112"),
             pairs: &c.data.lfw.join("pairs.txt"),
             teacher: Some(&c.teacher),
-            batch: if device.is_cuda() { 128 } else { 4 },
+            batch: eval::default_batch(device),
             device,
             limit: None,
         })?;
@@ -388,4 +380,11 @@ fn peak_rss_mb() -> f64 {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The model file's name without its extension, for default output names.
+fn file_stem(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -83,6 +83,15 @@ fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
     w.fake_quantize_per_channel_affine(&scale, &zero, 0, -q, q)
 }
 
+/// Trainable float masters (the dequantized weights) and bias of a quantized Conv/Gemm.
+fn linear_params(q: &QuantWeights, bias: &[f32], device: Device) -> (Tensor, Tensor) {
+    let wf = q.dequantize();
+    (
+        param(&wf.data, &wf.shape, device),
+        param(bias, &[bias.len()], device),
+    )
+}
+
 impl Student {
     /// From a quantized graph (a calibrated post-training student).
     pub fn new(graph: &Graph, device: Device) -> Result<Self> {
@@ -101,11 +110,7 @@ impl Student {
                     attrs,
                     input_quant: Some(aq),
                 } => {
-                    let wf = q.dequantize();
-                    let (w, b) = (
-                        param(&wf.data, &wf.shape, device),
-                        param(bias, &[bias.len()], device),
-                    );
+                    let (w, b) = linear_params(q, bias, device);
                     reg("weight", &w);
                     reg("bias", &b);
                     Layer::Conv {
@@ -121,11 +126,7 @@ impl Student {
                     bias,
                     input_quant: Some(aq),
                 } => {
-                    let wf = q.dequantize();
-                    let (w, b) = (
-                        param(&wf.data, &wf.shape, device),
-                        param(bias, &[bias.len()], device),
-                    );
+                    let (w, b) = linear_params(q, bias, device);
                     reg("weight", &w);
                     reg("bias", &b);
                     Layer::Gemm {
