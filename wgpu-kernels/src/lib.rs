@@ -1,3 +1,29 @@
-//! The wgpu engine (issue #4). Until its kernels land it exposes the shared CPU reference
-//! executor, which is also its fallback when no GPU adapter exists.
+//! EfQuantFace's engine: runs packed low-bit face-recognition models with WGSL integer kernels
+//! through wgpu — natively (Vulkan, Metal, DX12, GL) and in the browser (WebGPU).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use efq_engine::{GpuModel, GpuOptions, Images, request_blocking};
+//! let gpu = request_blocking(&GpuOptions::default())?;
+//! let model = GpuModel::from_bytes(&gpu, &std::fs::read("student.efq")?)?;
+//! let (a, b) = (vec![128u8; 112 * 112 * 3], vec![64u8; 112 * 112 * 3]);
+//! let v = model.verify_blocking(&a, &b)?;
+//! println!("cosine {:.3}, same person: {:?}", v.similarity, v.same);
+//! # Ok(()) }
+//! ```
+//!
+//! The integer path is bit-exact with `efq_shared::reference` (see `docs/quantization.md`);
+//! that executor is re-exported as the CPU fallback.
+
+mod error;
+mod gpu;
+pub mod kernels;
+mod model;
+pub mod weights;
+
 pub use efq_shared::reference;
+pub use error::EngineError;
+#[cfg(not(target_arch = "wasm32"))]
+pub use gpu::request_blocking;
+pub use gpu::{AdapterSummary, Dot4, Gpu, GpuOptions};
+pub use model::{DEFAULT_MAX_BATCH, GpuModel, Images, ModelInfo, Verification};

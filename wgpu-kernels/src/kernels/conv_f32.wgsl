@@ -1,0 +1,106 @@
+// Float32 convolution (NHWC activations, OHWI weights), for unquantized teachers: the same
+// TILE_O × TILE_P register tiling as conv_int.wgsl over float multiply-adds. Grouped and
+// depthwise convolutions are the cases group_channels < channels. PReLU can be fused.
+
+override TILE_O: u32 = 4u;
+override PRELU: bool = false;
+const TILE_P: u32 = 4u;
+
+struct Params {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    group_channels: u32, // input channels per group
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    out_per_group: u32,
+    k_h: u32,
+    k_w: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_top: u32,
+    pad_left: u32,
+    dil_y: u32,
+    dil_x: u32,
+    shared_slope: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> slope: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let out_pixels = p.out_h * p.out_w;
+    let p0 = gid.x * TILE_P;
+    let o0 = gid.y * TILE_O;
+    if p0 >= out_pixels || o0 >= p.out_c {
+        return;
+    }
+    let n = gid.z;
+    let cg = p.group_channels;
+    let in_base = (o0 / p.out_per_group) * cg;
+    let image = n * p.in_h * p.in_w;
+    var top: array<i32, TILE_P>;
+    var left: array<i32, TILE_P>;
+    for (var pi = 0u; pi < TILE_P; pi++) {
+        let pp = min(p0 + pi, out_pixels - 1u);
+        top[pi] = i32((pp / p.out_w) * p.stride_y) - i32(p.pad_top);
+        left[pi] = i32((pp % p.out_w) * p.stride_x) - i32(p.pad_left);
+    }
+    var oc: array<u32, 4>;
+    for (var oi = 0u; oi < TILE_O; oi++) {
+        oc[oi] = min(o0 + oi, p.out_c - 1u);
+    }
+    var acc: array<array<f32, TILE_P>, 4>;
+    for (var ky = 0u; ky < p.k_h; ky++) {
+        for (var kx = 0u; kx < p.k_w; kx++) {
+            var base: array<u32, TILE_P>;
+            var inside: array<bool, TILE_P>;
+            for (var pi = 0u; pi < TILE_P; pi++) {
+                let iy = top[pi] + i32(ky * p.dil_y);
+                let ix = left[pi] + i32(kx * p.dil_x);
+                inside[pi] = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
+                base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_c + in_base, inside[pi]);
+            }
+            let tap = ky * p.k_w + kx;
+            for (var ci = 0u; ci < cg; ci++) {
+                var xv: array<f32, TILE_P>;
+                for (var pi = 0u; pi < TILE_P; pi++) {
+                    xv[pi] = select(0.0, x[base[pi] + ci], inside[pi]);
+                }
+                for (var oi = 0u; oi < TILE_O; oi++) {
+                    let wv = w[(oc[oi] * p.k_h * p.k_w + tap) * cg + ci];
+                    for (var pi = 0u; pi < TILE_P; pi++) {
+                        acc[oi][pi] += xv[pi] * wv;
+                    }
+                }
+            }
+        }
+    }
+    for (var oi = 0u; oi < TILE_O; oi++) {
+        let o = o0 + oi;
+        if o >= p.out_c {
+            break;
+        }
+        let b = bias[o];
+        let s = slope[select(o, 0u, p.shared_slope != 0u)];
+        for (var pi = 0u; pi < TILE_P; pi++) {
+            let pp = p0 + pi;
+            if pp < out_pixels {
+                var v = acc[oi][pi] + b;
+                if PRELU && !(v > 0.0) {
+                    v = v * s;
+                }
+                y[(n * out_pixels + pp) * p.out_c + o] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+// Integer convolution as an implicit GEMM over packed 4×i8 activations (NHWC, channels packed
+// per group, see quantize.wgsl) and packed W_BITS weights (packed_weights.wgsl), followed by the
+// float epilogue of docs/quantization.md: y = f32(acc)·m[o] + bias[o], then PReLU if fused.
+//
+// Each invocation owns a register tile of TILE_O output channels × TILE_P output pixels, so one
+// weight word serves TILE_P pixels and one activation word serves TILE_O channels. A Gemm is the
+// case of a 1×1 image. Accumulation is exact in i32, so the result is bit-identical to the CPU
+// reference whatever the order.
+
+override TILE_O: u32 = 4u; // 4 when a group's output channels come in fours, else 1
+override PRELU: bool = false;
+const TILE_P: u32 = 4u;
+
+struct Params {
+    in_h: u32,
+    in_w: u32,
+    in_words: u32,        // packed words per input pixel
+    words_per_group: u32, // packed words per group per kernel tap
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    out_per_group: u32,
+    k_h: u32,
+    k_w: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_top: u32,
+    pad_left: u32,
+    dil_y: u32,
+    dil_x: u32,
+    shared_slope: u32,
+    zero: u32, // always 0; see no_contract
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// binding 1: wq, declared in packed_weights.wgsl
+@group(0) @binding(2) var<storage, read> x: array<u32>;
+@group(0) @binding(3) var<storage, read> mult: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> slope: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// The reference rounds f32(acc)·m and then +bias separately. GPU compilers may contract the
+// pair into one fused multiply-add (one rounding), which changes the last bit and, through the
+// next layer's rounding to the integer grid, the whole network's output. XOR with a uniform
+// zero is an identity the compiler cannot see through, so the product is rounded on its own.
+fn no_contract(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
+}
+
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let out_pixels = p.out_h * p.out_w;
+    let p0 = gid.x * TILE_P;
+    let o0 = gid.y * TILE_O;
+    if p0 >= out_pixels || o0 >= p.out_c {
+        return;
+    }
+    let n = gid.z;
+    let g = o0 / p.out_per_group;
+    let in_base = g * p.words_per_group;
+    let image = n * p.in_h * p.in_w;
+
+    var top: array<i32, TILE_P>;
+    var left: array<i32, TILE_P>;
+    for (var pi = 0u; pi < TILE_P; pi++) {
+        let pp = min(p0 + pi, out_pixels - 1u);
+        top[pi] = i32((pp / p.out_w) * p.stride_y) - i32(p.pad_top);
+        left[pi] = i32((pp % p.out_w) * p.stride_x) - i32(p.pad_left);
+    }
+    var oc: array<u32, 4>;
+    for (var oi = 0u; oi < TILE_O; oi++) {
+        oc[oi] = min(o0 + oi, p.out_c - 1u);
+    }
+
+    var acc: array<array<i32, TILE_P>, 4>;
+    for (var ky = 0u; ky < p.k_h; ky++) {
+        for (var kx = 0u; kx < p.k_w; kx++) {
+            var base: array<u32, TILE_P>;
+            var inside: array<bool, TILE_P>;
+            for (var pi = 0u; pi < TILE_P; pi++) {
+                let iy = top[pi] + i32(ky * p.dil_y);
+                let ix = left[pi] + i32(kx * p.dil_x);
+                inside[pi] = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
+                base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_words + in_base, inside[pi]);
+            }
+            let tap = ky * p.k_w + kx;
+            for (var j = 0u; j < p.words_per_group; j++) {
+                var xw: array<u32, TILE_P>;
+                for (var pi = 0u; pi < TILE_P; pi++) {
+                    // padding is exactly 0: the zero point is 0
+                    xw[pi] = select(0u, x[base[pi] + j], inside[pi]);
+                }
+                for (var oi = 0u; oi < TILE_O; oi++) {
+                    let ww = weight_i8x4((oc[oi] * p.k_h * p.k_w + tap) * p.words_per_group + j);
+                    for (var pi = 0u; pi < TILE_P; pi++) {
+                        acc[oi][pi] += dot4(xw[pi], ww);
+                    }
+                }
+            }
+        }
+    }
+
+    for (var oi = 0u; oi < TILE_O; oi++) {
+        let o = o0 + oi;
+        if o >= p.out_c {
+            break;
+        }
+        let m = mult[o];
+        let b = bias[o];
+        let s = slope[select(o, 0u, p.shared_slope != 0u)];
+        for (var pi = 0u; pi < TILE_P; pi++) {
+            let pp = p0 + pi;
+            if pp < out_pixels {
+                var v = no_contract(f32(acc[oi][pi]) * m) + b;
+                if PRELU && !(v > 0.0) {
+                    v = v * s;
+                }
+                y[(n * out_pixels + pp) * p.out_c + o] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+// Moves between the engine's NHWC activations and the outside world: normalised network input
+// from RGB bytes or from an NCHW float tensor, and Flatten's NCHW order for a Gemm.
+
+struct Params {
+    pixels: u32,   // H·W
+    channels: u32, // C
+    mean: f32,
+    inv_std: f32,
+    bgr: u32,      // 1: the network wants BGR
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>; // bytes or f32 bits
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// Interleaved RGB bytes (HWC, packed four to a word) → normalised NHWC, (x − mean)·(1/std).
+@compute @workgroup_size(256)
+fn from_rgb8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let count = p.pixels * 3u;
+    let i = element(gid, nwg);
+    if i >= count {
+        return;
+    }
+    let c = i % 3u;
+    let src_c = select(c, 2u - c, p.bgr != 0u);
+    let byte_index = gid.z * count + i - c + src_c;
+    let byte = (src[byte_index / 4u] >> (8u * (byte_index % 4u))) & 0xffu;
+    dst[gid.z * count + i] = (f32(byte) - p.mean) * p.inv_std;
+}
+
+// NCHW float tensor → NHWC.
+@compute @workgroup_size(256)
+fn from_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let count = p.pixels * p.channels;
+    let i = element(gid, nwg);
+    if i >= count {
+        return;
+    }
+    let c = i % p.channels;
+    let pixel = i / p.channels;
+    dst[gid.z * count + i] = bitcast<f32>(src[gid.z * count + c * p.pixels + pixel]);
+}
+
+// NHWC → NCHW, the order in which ONNX's Flatten hands features to a Gemm.
+@compute @workgroup_size(256)
+fn to_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let count = p.pixels * p.channels;
+    let i = element(gid, nwg);
+    if i >= count {
+        return;
+    }
+    let c = i / p.pixels;
+    let pixel = i % p.pixels;
+    dst[gid.z * count + i] = bitcast<f32>(src[gid.z * count + pixel * p.channels + c]);
+}

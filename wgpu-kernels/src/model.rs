@@ -1,0 +1,1044 @@
+//! A packed model on the GPU: the graph compiled once into a list of dispatches over
+//! preallocated buffers, run for a batch in one submission.
+//!
+//! Activations live in NHWC f32 between layers; each quantized layer's input is packed to
+//! 4×i8 words just before it (the scale belongs to the consumer). Buffers are pooled by
+//! liveness, so a 50-layer network needs a handful of activation buffers; a PReLU that is the
+//! only reader of a convolution runs in that convolution's epilogue.
+
+use efq_shared::format::{PackedModel, Preprocessing, Threshold};
+use efq_shared::graph::{ConvAttrs, Graph, Op, Weights};
+use efq_shared::quant::{ActQuant, qmax};
+use wgpu::util::DeviceExt;
+
+use crate::error::EngineError;
+use crate::gpu::Gpu;
+use crate::kernels::{
+    ConvParams, DepthwiseParams, ElementwiseParams, Kernel, L2NormParams, LayoutParams,
+    PipelineKey, QuantizeParams, grid_1d, pipeline,
+};
+use crate::weights::{float_ohwi, pack_conv, pack_depthwise, words_for};
+
+/// Largest batch a model is planned for unless the caller asks otherwise.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+/// What a loaded model is.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub input_shape: [usize; 3],
+    pub embedding_dim: usize,
+    pub preprocessing: Preprocessing,
+    pub threshold: Option<Threshold>,
+    /// `"w6a6"` and so on; `None` for a float model.
+    pub quant: Option<String>,
+    /// Bytes of parameters in GPU memory (packed weights, scales, biases).
+    pub gpu_parameter_bytes: u64,
+    /// Bytes of activation buffers at `max_batch`.
+    pub gpu_activation_bytes: u64,
+    /// Images per submission; larger batches are split.
+    pub max_batch: usize,
+    pub dispatches: usize,
+}
+
+/// Two images compared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verification {
+    /// Cosine similarity of the two L2-normalised embeddings.
+    pub similarity: f32,
+    /// The model's threshold and the decision at it, when the model carries one.
+    pub threshold: Option<f32>,
+    pub same: Option<bool>,
+}
+
+/// How the network input is handed over.
+#[derive(Clone, Copy, Debug)]
+pub enum Images<'a> {
+    /// Interleaved RGB bytes, `n × H × W × 3`; normalised on the GPU.
+    Rgb8(&'a [u8]),
+    /// Already normalised NCHW floats, `n × C × H × W`.
+    Nchw(&'a [f32]),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Res {
+    Uniform(u64, u64),
+    Pool(usize),
+    Param(usize),
+    Upload,
+    Embeddings,
+    Dummy,
+}
+
+struct StepDesc {
+    key: PipelineKey,
+    resources: Vec<Res>,
+    grid: [u32; 2],
+    /// Dispatch one z-slice per image (false: exactly one).
+    per_image: bool,
+}
+
+struct Step {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 2],
+}
+
+/// Where a value lives: a pooled buffer holding it as NHWC f32.
+#[derive(Clone, Copy, Debug)]
+struct Val {
+    buf: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Val {
+    fn per_image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+struct Planner<'g> {
+    gpu: &'g Gpu,
+    steps: Vec<StepDesc>,
+    uniforms: Vec<u8>,
+    uniform_align: usize,
+    /// Per-image bytes of each pooled buffer, whether it is free, and its readers.
+    pool: Vec<u64>,
+    pool_refs: Vec<usize>,
+    params: Vec<wgpu::Buffer>,
+    param_bytes: u64,
+    max_dim: u32,
+    binding_limit: u64,
+}
+
+impl Planner<'_> {
+    fn uniform<T: bytemuck::Pod>(&mut self, p: &T) -> Res {
+        let offset = self.uniforms.len().next_multiple_of(self.uniform_align);
+        self.uniforms.resize(offset, 0);
+        self.uniforms.extend_from_slice(bytemuck::bytes_of(p));
+        Res::Uniform(offset as u64, std::mem::size_of::<T>() as u64)
+    }
+
+    fn param<T: bytemuck::Pod>(&mut self, what: &str, data: &[T]) -> Result<Res, EngineError> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let bytes = if bytes.is_empty() {
+            &[0u8; 4][..]
+        } else {
+            bytes
+        };
+        if bytes.len() as u64 > self.binding_limit {
+            return Err(EngineError::TooLarge {
+                what: what.to_string(),
+                needed: bytes.len() as u64,
+                limit: self.binding_limit,
+            });
+        }
+        self.param_bytes += bytes.len() as u64;
+        self.params.push(
+            self.gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(what),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+        );
+        Ok(Res::Param(self.params.len() - 1))
+    }
+
+    /// A pooled buffer of `per_image` f32 (or u32) elements: the smallest free one that fits,
+    /// grown if needed, or a new one.
+    fn alloc(&mut self, per_image: usize) -> usize {
+        let bytes = (per_image.max(1) * 4) as u64;
+        let free = (0..self.pool.len()).filter(|&i| self.pool_refs[i] == 0);
+        let best = free
+            .clone()
+            .filter(|&i| self.pool[i] >= bytes)
+            .min_by_key(|&i| self.pool[i])
+            .or_else(|| free.max_by_key(|&i| self.pool[i]));
+        let i = match best {
+            Some(i) => {
+                self.pool[i] = self.pool[i].max(bytes);
+                i
+            }
+            None => {
+                self.pool.push(bytes);
+                self.pool_refs.push(0);
+                self.pool.len() - 1
+            }
+        };
+        self.pool_refs[i] = 1;
+        i
+    }
+
+    fn release(&mut self, buf: usize) {
+        self.pool_refs[buf] -= 1;
+    }
+
+    fn check_grid(&self, what: &str, grid: [u32; 2]) -> Result<[u32; 2], EngineError> {
+        for g in grid {
+            if g > self.max_dim {
+                return Err(EngineError::TooLarge {
+                    what: format!("{what}: workgroups per dimension"),
+                    needed: g as u64,
+                    limit: self.max_dim as u64,
+                });
+            }
+        }
+        Ok(grid)
+    }
+
+    fn push(&mut self, key: PipelineKey, resources: Vec<Res>, grid: [u32; 2]) {
+        self.steps.push(StepDesc {
+            key,
+            resources,
+            grid,
+            per_image: true,
+        });
+    }
+
+    fn elementwise(
+        &mut self,
+        kernel: Kernel,
+        x: Val,
+        operands: [Res; 2],
+        shared: bool,
+    ) -> Result<Val, EngineError> {
+        let count = x.per_image();
+        let u = self.uniform(&ElementwiseParams {
+            count: count as u32,
+            channels: x.c as u32,
+            shared_param: shared as u32,
+            zero: 0,
+        });
+        let out = self.alloc(count);
+        let grid = self.check_grid(kernel.entry_point(), grid_1d(count as u64, self.max_dim))?;
+        self.push(
+            PipelineKey {
+                kernel,
+                constants: vec![],
+            },
+            vec![
+                u,
+                Res::Pool(x.buf),
+                operands[0],
+                operands[1],
+                Res::Pool(out),
+            ],
+            grid,
+        );
+        Ok(Val { buf: out, ..x })
+    }
+
+    /// Packs `x` into 4×i8 words for a quantized consumer; returns the buffer.
+    fn quantize(
+        &mut self,
+        x: Val,
+        aq: &ActQuant,
+        group_channels: usize,
+        groups: usize,
+    ) -> Result<usize, EngineError> {
+        let words_per_group = words_for(group_channels);
+        let words_per_pixel = groups * words_per_group;
+        let pixels = x.h * x.w;
+        let u = self.uniform(&QuantizeParams {
+            pixels: pixels as u32,
+            channels: x.c as u32,
+            group_channels: group_channels as u32,
+            words_per_group: words_per_group as u32,
+            words_per_pixel: words_per_pixel as u32,
+            qmax: qmax(aq.bits) as f32,
+            inv_scale: aq.inv_scale(),
+            _pad: 0,
+        });
+        let out = self.alloc(pixels * words_per_pixel);
+        let grid = self.check_grid(
+            "quantize",
+            grid_1d((pixels * words_per_pixel) as u64, self.max_dim),
+        )?;
+        self.push(
+            PipelineKey {
+                kernel: Kernel::Quantize,
+                constants: vec![],
+            },
+            vec![u, Res::Pool(x.buf), Res::Pool(out)],
+            grid,
+        );
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: &str,
+        x: Val,
+        weights: &Weights,
+        bias: &[f32],
+        attrs: &ConvAttrs,
+        input_quant: Option<&ActQuant>,
+        out_hw: (usize, usize),
+        prelu: Option<&[f32]>,
+    ) -> Result<Val, EngineError> {
+        let shape = weights.shape();
+        let (o, cg, kh, kw) = match *shape {
+            [o, i, kh, kw] => (o, i, kh, kw),
+            [o, i] => (o, i, 1, 1),
+            _ => unreachable!("checked by infer_shapes"),
+        };
+        let (oh, ow) = out_hw;
+        let groups = attrs.group;
+        let og = o / groups;
+        let slope_res = match prelu {
+            Some(s) => self.param(&format!("{name}: slopes"), s)?,
+            None => Res::Dummy,
+        };
+        let shared_slope = prelu.is_some_and(|s| s.len() == 1) as u32;
+        let out_pixels = oh * ow;
+        let geometry = ConvParams {
+            in_h: x.h as u32,
+            in_w: x.w as u32,
+            c: 0,
+            group: 0,
+            out_h: oh as u32,
+            out_w: ow as u32,
+            out_c: o as u32,
+            out_per_group: og as u32,
+            k_h: kh as u32,
+            k_w: kw as u32,
+            stride_y: attrs.stride[0] as u32,
+            stride_x: attrs.stride[1] as u32,
+            pad_top: attrs.pads[0] as u32,
+            pad_left: attrs.pads[1] as u32,
+            dil_y: attrs.dilation[0] as u32,
+            dil_x: attrs.dilation[1] as u32,
+            shared_slope,
+            zero: 0,
+            _pad: [0; 2],
+        };
+        let prelu_const = ("PRELU", prelu.is_some() as u32);
+        let out = match (weights, input_quant) {
+            (Weights::Quant(q), Some(aq)) => {
+                let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
+                let depthwise = cg == 1 && og == 1 && groups == x.c;
+                let (xq, wq) = if depthwise {
+                    (self.quantize(x, aq, x.c, 1)?, pack_depthwise(q))
+                } else {
+                    (self.quantize(x, aq, cg, groups)?, pack_conv(q))
+                };
+                let wq = self.param(&format!("{name}: packed weights"), &wq)?;
+                let mult = self.param(&format!("{name}: multipliers"), &mult)?;
+                let bias = self.param(&format!("{name}: bias"), bias)?;
+                let out = self.alloc(o * out_pixels);
+                let bits = ("W_BITS", q.bits as u32);
+                if depthwise {
+                    let words = words_for(o);
+                    let u = self.uniform(&DepthwiseParams {
+                        in_h: x.h as u32,
+                        in_w: x.w as u32,
+                        channels: o as u32,
+                        words: words as u32,
+                        out_h: oh as u32,
+                        out_w: ow as u32,
+                        k_h: kh as u32,
+                        k_w: kw as u32,
+                        stride_y: geometry.stride_y,
+                        stride_x: geometry.stride_x,
+                        pad_top: geometry.pad_top,
+                        pad_left: geometry.pad_left,
+                        dil_y: geometry.dil_y,
+                        dil_x: geometry.dil_x,
+                        shared_slope,
+                        zero: 0,
+                    });
+                    let grid = self.check_grid(
+                        name,
+                        [
+                            out_pixels.div_ceil(4).div_ceil(16) as u32,
+                            words.div_ceil(4) as u32,
+                        ],
+                    )?;
+                    self.push(
+                        PipelineKey {
+                            kernel: Kernel::ConvDepthwiseInt,
+                            constants: vec![bits, prelu_const],
+                        },
+                        vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
+                        grid,
+                    );
+                } else {
+                    let words_per_group = words_for(cg);
+                    let tile_o = if og.is_multiple_of(4) { 4 } else { 1 };
+                    let u = self.uniform(&ConvParams {
+                        c: (groups * words_per_group) as u32,
+                        group: words_per_group as u32,
+                        ..geometry
+                    });
+                    let grid = self.check_grid(
+                        name,
+                        [
+                            out_pixels.div_ceil(4).div_ceil(8) as u32,
+                            o.div_ceil(tile_o).div_ceil(8) as u32,
+                        ],
+                    )?;
+                    self.push(
+                        PipelineKey {
+                            kernel: Kernel::ConvInt,
+                            constants: vec![bits, ("TILE_O", tile_o as u32), prelu_const],
+                        },
+                        vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
+                        grid,
+                    );
+                }
+                self.release(xq);
+                out
+            }
+            (Weights::Float(w), None) => {
+                let wf = self.param(&format!("{name}: weights"), &float_ohwi(w))?;
+                let bias = self.param(&format!("{name}: bias"), bias)?;
+                let out = self.alloc(o * out_pixels);
+                let tile_o = if og.is_multiple_of(4) { 4 } else { 1 };
+                let u = self.uniform(&ConvParams {
+                    c: x.c as u32,
+                    group: cg as u32,
+                    ..geometry
+                });
+                let grid = self.check_grid(
+                    name,
+                    [
+                        out_pixels.div_ceil(4).div_ceil(8) as u32,
+                        o.div_ceil(tile_o).div_ceil(8) as u32,
+                    ],
+                )?;
+                self.push(
+                    PipelineKey {
+                        kernel: Kernel::ConvF32,
+                        constants: vec![("TILE_O", tile_o as u32), prelu_const],
+                    },
+                    vec![u, wf, Res::Pool(x.buf), bias, slope_res, Res::Pool(out)],
+                    grid,
+                );
+                out
+            }
+            (Weights::Quant(_), None) => {
+                return Err(EngineError::Unsupported(format!(
+                    "layer '{name}' has quantized weights but no input quantization"
+                )));
+            }
+            (Weights::Float(_), Some(_)) => {
+                return Err(EngineError::Unsupported(format!(
+                    "layer '{name}' quantizes its input but keeps float weights (fake-quantized \
+                     float layers are a training-time state; export the student first)"
+                )));
+            }
+        };
+        Ok(Val {
+            buf: out,
+            c: o,
+            h: oh,
+            w: ow,
+        })
+    }
+}
+
+/// A model compiled for one device.
+pub struct GpuModel {
+    gpu: Gpu,
+    info: ModelInfo,
+    entry_rgb8: Step,
+    entry_nchw: Step,
+    body: Vec<Step>,
+    normalize: Step,
+    upload: wgpu::Buffer,
+    raw_output: wgpu::Buffer,
+    embeddings: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl GpuModel {
+    /// Loads a packed model file's bytes.
+    pub fn from_bytes(gpu: &Gpu, bytes: &[u8]) -> Result<GpuModel, EngineError> {
+        let model = PackedModel::from_bytes(bytes)?;
+        GpuModel::new(gpu, &model, DEFAULT_MAX_BATCH)
+    }
+
+    /// Compiles a model for `gpu`, planning buffers for batches of up to `max_batch` images
+    /// (fewer when the device's buffer limits demand it).
+    pub fn new(gpu: &Gpu, model: &PackedModel, max_batch: usize) -> Result<GpuModel, EngineError> {
+        let m = &model.manifest;
+        let mut info = ModelInfo {
+            name: m.name.clone(),
+            input_shape: m.input_shape,
+            embedding_dim: m.embedding_dim,
+            preprocessing: m.preprocessing.clone(),
+            threshold: m.threshold.clone(),
+            quant: m.quant.map(|q| q.label()),
+            gpu_parameter_bytes: 0,
+            gpu_activation_bytes: 0,
+            max_batch: 0,
+            dispatches: 0,
+        };
+        GpuModel::compile(gpu, &model.graph, &mut info, max_batch)
+    }
+
+    /// Compiles a bare graph (tests, tools); preprocessing is InsightFace's default.
+    pub fn from_graph(gpu: &Gpu, graph: &Graph, max_batch: usize) -> Result<GpuModel, EngineError> {
+        let mut info = ModelInfo {
+            name: graph.name.clone(),
+            input_shape: graph.input_shape,
+            embedding_dim: graph.embedding_dim()?,
+            preprocessing: Preprocessing::default(),
+            threshold: None,
+            quant: None,
+            gpu_parameter_bytes: 0,
+            gpu_activation_bytes: 0,
+            max_batch: 0,
+            dispatches: 0,
+        };
+        GpuModel::compile(gpu, graph, &mut info, max_batch)
+    }
+
+    fn compile(
+        gpu: &Gpu,
+        graph: &Graph,
+        info: &mut ModelInfo,
+        max_batch: usize,
+    ) -> Result<GpuModel, EngineError> {
+        gpu.check_alive()?;
+        let shapes = graph.infer_shapes()?;
+        let limits = gpu.limits();
+        let binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let mut pl = Planner {
+            gpu,
+            steps: Vec::new(),
+            uniforms: Vec::new(),
+            uniform_align: limits.min_uniform_buffer_offset_alignment as usize,
+            pool: Vec::new(),
+            pool_refs: Vec::new(),
+            params: Vec::new(),
+            param_bytes: 0,
+            max_dim: limits.max_compute_workgroups_per_dimension,
+            binding_limit,
+        };
+        let error_scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+
+        let [c0, h0, w0] = graph.input_shape;
+        let input = Val {
+            buf: pl.alloc(c0 * h0 * w0),
+            c: c0,
+            h: h0,
+            w: w0,
+        };
+        let pre = &info.preprocessing;
+        let entry = |pl: &mut Planner, kernel: Kernel| -> Result<StepDesc, EngineError> {
+            let u = pl.uniform(&LayoutParams {
+                pixels: (h0 * w0) as u32,
+                channels: c0 as u32,
+                mean: pre.mean,
+                inv_std: 1.0 / pre.std,
+                bgr: pre.color.eq_ignore_ascii_case("BGR") as u32,
+                _pad: [0; 3],
+            });
+            Ok(StepDesc {
+                key: PipelineKey {
+                    kernel,
+                    constants: vec![],
+                },
+                resources: vec![u, Res::Upload, Res::Pool(input.buf)],
+                grid: pl.check_grid("input", grid_1d((c0 * h0 * w0) as u64, pl.max_dim))?,
+                per_image: true,
+            })
+        };
+        let entry_rgb8 = entry(&mut pl, Kernel::FromRgb8)?;
+        let entry_nchw = entry(&mut pl, Kernel::FromNchw)?;
+
+        let mut remaining = graph.use_counts();
+        let mut vals: Vec<Option<Val>> = vec![None; graph.num_values];
+        vals[0] = Some(input);
+        let mut fused_into_previous = vec![false; graph.nodes.len()];
+        for (k, node) in graph.nodes.iter().enumerate() {
+            if fused_into_previous[k] {
+                continue;
+            }
+            let x = vals[node.inputs[0]].expect("topological order checked by infer_shapes");
+            let out_shape = &shapes[node.output];
+            // A PReLU that is the only reader of this convolution runs in its epilogue.
+            let fusable_prelu = || -> Option<(usize, &[f32])> {
+                let next = graph.nodes.get(k + 1)?;
+                match &next.op {
+                    Op::PRelu { slope }
+                        if next.inputs == [node.output]
+                            && remaining[node.output] == 1
+                            && graph.output != node.output =>
+                    {
+                        Some((k + 1, slope.as_slice()))
+                    }
+                    _ => None,
+                }
+            };
+            let (y, output) = match &node.op {
+                Op::Conv {
+                    weights,
+                    bias,
+                    attrs,
+                    input_quant,
+                } => {
+                    let fused = fusable_prelu();
+                    let y = pl.conv(
+                        &node.name,
+                        x,
+                        weights,
+                        bias,
+                        attrs,
+                        input_quant.as_ref(),
+                        (out_shape[1], out_shape[2]),
+                        fused.map(|f| f.1),
+                    )?;
+                    match fused {
+                        Some((j, _)) => {
+                            fused_into_previous[j] = true;
+                            (y, graph.nodes[j].output)
+                        }
+                        None => (y, node.output),
+                    }
+                }
+                Op::Gemm {
+                    weights,
+                    bias,
+                    input_quant,
+                } => {
+                    let fused = fusable_prelu();
+                    let flat = Val {
+                        c: x.per_image(),
+                        h: 1,
+                        w: 1,
+                        ..x
+                    };
+                    let y = pl.conv(
+                        &node.name,
+                        flat,
+                        weights,
+                        bias,
+                        &ConvAttrs::default(),
+                        input_quant.as_ref(),
+                        (1, 1),
+                        fused.map(|f| f.1),
+                    )?;
+                    match fused {
+                        Some((j, _)) => {
+                            fused_into_previous[j] = true;
+                            (y, graph.nodes[j].output)
+                        }
+                        None => (y, node.output),
+                    }
+                }
+                Op::Affine { scale, shift } => {
+                    let s = pl.param(&format!("{}: scale", node.name), scale)?;
+                    let t = pl.param(&format!("{}: shift", node.name), shift)?;
+                    (
+                        pl.elementwise(Kernel::Affine, x, [s, t], false)?,
+                        node.output,
+                    )
+                }
+                Op::PRelu { slope } => {
+                    let s = pl.param(&format!("{}: slopes", node.name), slope)?;
+                    (
+                        pl.elementwise(Kernel::Prelu, x, [s, Res::Dummy], slope.len() == 1)?,
+                        node.output,
+                    )
+                }
+                Op::Relu => (
+                    pl.elementwise(Kernel::Relu, x, [Res::Dummy, Res::Dummy], false)?,
+                    node.output,
+                ),
+                Op::Add => {
+                    let b = vals[node.inputs[1]].expect("checked");
+                    (
+                        pl.elementwise(Kernel::Add, x, [Res::Pool(b.buf), Res::Dummy], false)?,
+                        node.output,
+                    )
+                }
+                Op::Flatten => {
+                    if x.h * x.w == 1 {
+                        pl.pool_refs[x.buf] += 1;
+                        (x, node.output)
+                    } else {
+                        let u = pl.uniform(&LayoutParams {
+                            pixels: (x.h * x.w) as u32,
+                            channels: x.c as u32,
+                            mean: 0.0,
+                            inv_std: 1.0,
+                            bgr: 0,
+                            _pad: [0; 3],
+                        });
+                        let out = pl.alloc(x.per_image());
+                        let grid =
+                            pl.check_grid("flatten", grid_1d(x.per_image() as u64, pl.max_dim))?;
+                        pl.push(
+                            PipelineKey {
+                                kernel: Kernel::ToNchw,
+                                constants: vec![],
+                            },
+                            vec![u, Res::Pool(x.buf), Res::Pool(out)],
+                            grid,
+                        );
+                        (
+                            Val {
+                                buf: out,
+                                c: x.per_image(),
+                                h: 1,
+                                w: 1,
+                            },
+                            node.output,
+                        )
+                    }
+                }
+            };
+            for &i in &node.inputs {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    pl.release(vals[i].expect("defined").buf);
+                }
+            }
+            vals[output] = Some(y);
+        }
+        let out = vals[graph.output].expect("output computed");
+        let dim = out.per_image();
+        let u = pl.uniform(&L2NormParams {
+            dim: dim as u32,
+            _pad: [0; 3],
+        });
+        let normalize = StepDesc {
+            key: PipelineKey {
+                kernel: Kernel::L2Norm,
+                constants: vec![],
+            },
+            resources: vec![u, Res::Pool(out.buf), Res::Embeddings],
+            grid: [1, 1],
+            per_image: true,
+        };
+
+        // Batch size: every per-image buffer times the batch must fit one binding.
+        let upload_per_image = (c0 * h0 * w0 * 4) as u64;
+        let largest = pl
+            .pool
+            .iter()
+            .copied()
+            .chain([upload_per_image, (dim * 4) as u64])
+            .max()
+            .unwrap_or(4);
+        let fit = (binding_limit / largest) as usize;
+        if fit == 0 {
+            return Err(EngineError::TooLarge {
+                what: "one image's largest activation buffer".into(),
+                needed: largest,
+                limit: binding_limit,
+            });
+        }
+        let max_batch = max_batch.clamp(1, fit);
+        let storage = |label: &str, bytes: u64, usage: wgpu::BufferUsages| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.next_multiple_of(4),
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let pool: Vec<wgpu::Buffer> = pl
+            .pool
+            .iter()
+            .map(|&b| storage("activations", b * max_batch as u64, rw))
+            .collect();
+        let upload = storage(
+            "upload",
+            upload_per_image * max_batch as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let embeddings = storage("embeddings", (dim * 4 * max_batch) as u64, rw);
+        let readback = storage(
+            "readback",
+            (dim * 4 * max_batch) as u64,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let dummy = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("unused binding"),
+                contents: &[0u8; 16],
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        if pl.uniforms.is_empty() {
+            pl.uniforms.resize(16, 0);
+        }
+        let uniforms = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("parameters"),
+                contents: &pl.uniforms,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let materialize = |d: &StepDesc| -> Step {
+            let p = pipeline(gpu, &d.key);
+            let entries: Vec<wgpu::BindGroupEntry> = d
+                .resources
+                .iter()
+                .enumerate()
+                .map(|(i, r)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: match *r {
+                        Res::Uniform(offset, size) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniforms,
+                                offset,
+                                size: wgpu::BufferSize::new(size),
+                            })
+                        }
+                        Res::Pool(b) => pool[b].as_entire_binding(),
+                        Res::Param(b) => pl.params[b].as_entire_binding(),
+                        Res::Upload => upload.as_entire_binding(),
+                        Res::Embeddings => embeddings.as_entire_binding(),
+                        Res::Dummy => dummy.as_entire_binding(),
+                    },
+                })
+                .collect();
+            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.key.kernel.entry_point()),
+                layout: &p.layout,
+                entries: &entries,
+            });
+            debug_assert!(d.per_image);
+            Step {
+                pipeline: p.pipeline,
+                bind_group,
+                grid: d.grid,
+            }
+        };
+        let body: Vec<Step> = pl.steps.iter().map(materialize).collect();
+        let entry_rgb8 = materialize(&entry_rgb8);
+        let entry_nchw = materialize(&entry_nchw);
+        let normalize = materialize(&normalize);
+        if let Some(e) = pollster_free_pop(error_scope) {
+            return Err(EngineError::Gpu(format!("compiling '{}': {e}", info.name)));
+        }
+        info.gpu_parameter_bytes = pl.param_bytes + pl.uniforms.len() as u64;
+        info.gpu_activation_bytes =
+            (pl.pool.iter().sum::<u64>() + upload_per_image + 2 * (dim * 4) as u64)
+                * max_batch as u64;
+        info.max_batch = max_batch;
+        info.dispatches = body.len() + 2;
+        let raw_output = pool[out.buf].clone();
+        let mut keep = pl.params;
+        keep.extend(pool);
+        keep.extend([dummy, uniforms]);
+        Ok(GpuModel {
+            gpu: gpu.clone(),
+            info: info.clone(),
+            entry_rgb8,
+            entry_nchw,
+            body,
+            normalize,
+            upload,
+            raw_output,
+            embeddings,
+            readback,
+            _keep: keep,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// L2-normalised embeddings (`n × dim`) of `n` images.
+    pub async fn embed(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
+        self.run(images, n, true).await
+    }
+
+    /// The network's raw output (`n × dim`), before normalisation: what the CPU reference's
+    /// `forward` returns, for bit-exact comparisons.
+    pub async fn forward(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
+        self.run(images, n, false).await
+    }
+
+    /// Compares two RGB8 images (`H × W × 3` each).
+    pub async fn verify(&self, a: &[u8], b: &[u8]) -> Result<Verification, EngineError> {
+        let mut both = Vec::with_capacity(a.len() * 2);
+        both.extend_from_slice(a);
+        both.extend_from_slice(b);
+        let e = self.embed(Images::Rgb8(&both), 2).await?;
+        let dim = self.info.embedding_dim;
+        let similarity: f32 = e[..dim].iter().zip(&e[dim..]).map(|(x, y)| x * y).sum();
+        let threshold = self.info.threshold.as_ref().map(|t| t.cosine);
+        Ok(Verification {
+            similarity,
+            threshold,
+            same: threshold.map(|t| similarity >= t),
+        })
+    }
+
+    async fn run(
+        &self,
+        images: Images<'_>,
+        n: usize,
+        normalize: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.gpu.check_alive()?;
+        let [c, h, w] = self.info.input_shape;
+        let per_image = c * h * w;
+        let got = match images {
+            Images::Rgb8(b) => b.len(),
+            Images::Nchw(f) => f.len(),
+        };
+        if let Images::Rgb8(_) = images
+            && c != 3
+        {
+            return Err(EngineError::Input(format!(
+                "RGB images given to a model with {c} input channels"
+            )));
+        }
+        if n == 0 || got != n * per_image {
+            return Err(EngineError::Input(format!(
+                "expected {n} image(s) of {h}×{w}×{c} ({} values), got {got} values",
+                n * per_image
+            )));
+        }
+        let dim = self.info.embedding_dim;
+        let mut out = Vec::with_capacity(n * dim);
+        for start in (0..n).step_by(self.info.max_batch) {
+            let b = self.info.max_batch.min(n - start);
+            let chunk = match images {
+                Images::Rgb8(bytes) => {
+                    let mut v = bytes[start * per_image..(start + b) * per_image].to_vec();
+                    v.resize(v.len().next_multiple_of(4), 0);
+                    v
+                }
+                Images::Nchw(f) => {
+                    bytemuck::cast_slice(&f[start * per_image..(start + b) * per_image]).to_vec()
+                }
+            };
+            let entry = match images {
+                Images::Rgb8(_) => &self.entry_rgb8,
+                Images::Nchw(_) => &self.entry_nchw,
+            };
+            out.extend(self.submit(&chunk, entry, b, normalize).await?);
+        }
+        Ok(out)
+    }
+
+    /// One batch, one submission: upload, every layer, normalisation, read-back.
+    async fn submit(
+        &self,
+        upload: &[u8],
+        entry: &Step,
+        b: usize,
+        normalize: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        let device = &self.gpu.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.gpu.queue.write_buffer(&self.upload, 0, upload);
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("embed"),
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&self.info.name),
+                timestamp_writes: None,
+            });
+            let steps = std::iter::once(entry)
+                .chain(&self.body)
+                .chain(normalize.then_some(&self.normalize));
+            for s in steps {
+                pass.set_pipeline(&s.pipeline);
+                pass.set_bind_group(0, &s.bind_group, &[]);
+                pass.dispatch_workgroups(s.grid[0], s.grid[1], b as u32);
+            }
+        }
+        let bytes = (b * self.info.embedding_dim * 4) as u64;
+        let source = if normalize {
+            &self.embeddings
+        } else {
+            &self.raw_output
+        };
+        encoder.copy_buffer_to_buffer(source, 0, &self.readback, 0, bytes);
+        self.gpu.queue.submit([encoder.finish()]);
+        let validation = validation.pop();
+        let oom = oom.pop();
+
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.readback
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.gpu
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| EngineError::Gpu(e.to_string()))?;
+        if let Some(e) = validation.await {
+            return Err(EngineError::Gpu(e.to_string()));
+        }
+        if let Some(e) = oom.await {
+            return Err(EngineError::Gpu(format!(
+                "out of GPU memory at batch {b}: {e}"
+            )));
+        }
+        let mapped = rx
+            .await
+            .map_err(|_| EngineError::DeviceLost("read-back was cancelled".into()))?;
+        self.gpu.check_alive()?;
+        mapped.map_err(|e| EngineError::Gpu(format!("reading results back: {e}")))?;
+        let values = {
+            let view = self
+                .readback
+                .slice(..bytes)
+                .get_mapped_range()
+                .map_err(|e| EngineError::Gpu(format!("reading results back: {e:?}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        self.readback.unmap();
+        Ok(values)
+    }
+
+    /// Blocking [`GpuModel::embed`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn embed_blocking(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
+        pollster::block_on(self.embed(images, n))
+    }
+
+    /// Blocking [`GpuModel::forward`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
+        pollster::block_on(self.forward(images, n))
+    }
+
+    /// Blocking [`GpuModel::verify`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn verify_blocking(&self, a: &[u8], b: &[u8]) -> Result<Verification, EngineError> {
+        pollster::block_on(self.verify(a, b))
+    }
+}
+
+/// Pops a validation scope after pipeline creation. wgpu-core reports these errors
+/// synchronously, so the future is ready at once; on the web it resolves later and the error
+/// surfaces at the first submission instead.
+fn pollster_free_pop(scope: wgpu::ErrorScopeGuard) -> Option<wgpu::Error> {
+    let fut = scope.pop();
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(e) => e,
+        std::task::Poll::Pending => None,
+    }
+}

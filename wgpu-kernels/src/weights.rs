@@ -1,0 +1,128 @@
+//! Weight layouts in GPU memory. Quantized weights stay at their bit-width: the same dense
+//! LSB-first two's-complement stream as the file (`shared::quant::pack`), reordered so that the
+//! four values one `dot4` needs are adjacent — input channels innermost, each group's channels
+//! zero-padded to a multiple of four — and followed by one spare word (a group of 4·w bits may
+//! straddle two words when w is not a power of two).
+
+use efq_shared::graph::Tensor;
+use efq_shared::quant::{QuantWeights, pack};
+
+/// Packed bytes → little-endian words, plus the spare word the shader may read past the end.
+fn to_words(bytes: &[u8]) -> Vec<u32> {
+    let mut words: Vec<u32> = bytes
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect();
+    words.push(0);
+    words
+}
+
+/// Words per kernel tap for `channels` input channels: four channels to a word.
+pub fn words_for(channels: usize) -> usize {
+    channels.div_ceil(4)
+}
+
+/// OIHW quantized weights → `[O][KH][KW][4·ceil(cg/4)]` at `q.bits` bits per value.
+pub fn pack_conv(q: &QuantWeights) -> Vec<u32> {
+    let (o, cg, kh, kw) = dims(&q.shape);
+    let cp = 4 * words_for(cg);
+    let mut v = vec![0i8; o * kh * kw * cp];
+    for oc in 0..o {
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    v[((oc * kh + ky) * kw + kx) * cp + ci] =
+                        q.values[((oc * cg + ci) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    to_words(&pack(&v, q.bits))
+}
+
+/// Depthwise `[C][1][KH][KW]` quantized weights → `[KH][KW][4·ceil(C/4)]` (channels innermost).
+pub fn pack_depthwise(q: &QuantWeights) -> Vec<u32> {
+    let (c, _, kh, kw) = dims(&q.shape);
+    let cp = 4 * words_for(c);
+    let mut v = vec![0i8; kh * kw * cp];
+    for ch in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                v[(ky * kw + kx) * cp + ch] = q.values[(ch * kh + ky) * kw + kx];
+            }
+        }
+    }
+    to_words(&pack(&v, q.bits))
+}
+
+/// OIHW float weights → OHWI.
+pub fn float_ohwi(w: &Tensor) -> Vec<f32> {
+    let (o, cg, kh, kw) = dims(&w.shape);
+    let mut v = vec![0f32; w.numel()];
+    for oc in 0..o {
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    v[((oc * kh + ky) * kw + kx) * cg + ci] =
+                        w.data[((oc * cg + ci) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `[O, I, KH, KW]`, with a Gemm's `[O, I]` read as a 1×1 convolution.
+fn dims(shape: &[usize]) -> (usize, usize, usize, usize) {
+    match *shape {
+        [o, i, kh, kw] => (o, i, kh, kw),
+        [o, i] => (o, i, 1, 1),
+        _ => unreachable!("weights are checked to be rank 2 or 4 by Graph::infer_shapes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use efq_shared::quant::unpack;
+
+    #[test]
+    fn conv_stream_puts_four_channels_of_one_tap_side_by_side() {
+        // 2 outputs, 3 channels, 1×2 kernel, 5-bit: each tap gets channels 0,1,2 then a zero.
+        let values: Vec<i8> = (0..12).map(|i| (i as i8) - 6).collect();
+        let q = QuantWeights {
+            bits: 5,
+            shape: vec![2, 3, 1, 2],
+            values: values.clone(),
+            scales: vec![1.0, 1.0],
+        };
+        let words = pack_conv(&q);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let got = unpack(&bytes, 5, 16).unwrap();
+        let at = |o: usize, c: usize, kx: usize| values[(o * 3 + c) * 2 + kx];
+        let expected = vec![
+            at(0, 0, 0),
+            at(0, 1, 0),
+            at(0, 2, 0),
+            0,
+            at(0, 0, 1),
+            at(0, 1, 1),
+            at(0, 2, 1),
+            0,
+            at(1, 0, 0),
+            at(1, 1, 0),
+            at(1, 2, 0),
+            0,
+            at(1, 0, 1),
+            at(1, 1, 1),
+            at(1, 2, 1),
+            0,
+        ];
+        assert_eq!(got, expected);
+        assert_eq!(*words.last().unwrap(), 0, "spare word");
+    }
+}

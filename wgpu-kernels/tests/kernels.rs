@@ -1,0 +1,179 @@
+//! Each kernel against the shared CPU reference on random shapes and values. The integer path
+//! must agree bit for bit (quantize → dot4 convolution → epilogue → PReLU); the float path within
+//! 1e-5 of the output's magnitude.
+
+mod common;
+
+use common::*;
+use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
+use efq_shared::quant::{ActQuant, QuantWeights};
+use proptest::prelude::*;
+
+fn attrs(stride: usize, pad: [usize; 4], dilation: usize, group: usize) -> ConvAttrs {
+    ConvAttrs {
+        stride: [stride, stride],
+        pads: pad,
+        dilation: [dilation, dilation],
+        group,
+    }
+}
+
+/// Random convolution problems: channels per group 1–9, groups 1–3, output channels per group
+/// 1–9 (often a multiple of four, the tiled case), kernels up to 3×3, stride and dilation up to
+/// 2, asymmetric padding up to 2, batches of 1–3, every weight and activation width.
+fn conv_cases(quantized: bool) -> impl Strategy<Value = ConvCase> {
+    (
+        (
+            1usize..=9,
+            1usize..=3,
+            prop_oneof![1usize..=9, Just(4), Just(8)],
+        ),
+        (1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        (1usize..=3, 0usize..=6, 0usize..=6),
+        (2u8..=8, 2u8..=8, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            move |(
+                (cg, groups, og),
+                (kh, kw, stride, dil),
+                pads,
+                (batch, dh, dw),
+                (wb, ab, prelu, seed),
+            )| {
+                ConvCase {
+                    batch,
+                    in_c: cg * groups,
+                    h: dil * (kh - 1) + 1 + dh,
+                    w: dil * (kw - 1) + 1 + dw,
+                    out_c: og * groups,
+                    kernel: [kh, kw],
+                    attrs: attrs(stride, [pads.0, pads.1, pads.2, pads.3], dil, groups),
+                    bits: quantized.then_some((wb, ab)),
+                    prelu,
+                    seed,
+                }
+            },
+        )
+}
+
+/// Depthwise problems (one filter per channel), the MobileFaceNet case.
+fn depthwise_cases() -> impl Strategy<Value = ConvCase> {
+    (
+        1usize..=13,
+        (1usize..=3, 1usize..=2, 0usize..=1),
+        (1usize..=3, 0usize..=6),
+        (2u8..=8, 2u8..=8, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |(c, (k, stride, pad), (batch, extra), (wb, ab, prelu, seed))| ConvCase {
+                batch,
+                in_c: c,
+                h: k + extra,
+                w: k + extra + 1,
+                out_c: c,
+                kernel: [k, k],
+                attrs: attrs(stride, [pad; 4], 1, c),
+                bits: Some((wb, ab)),
+                prelu,
+                seed,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn integer_conv_matches_reference_bit_for_bit_with_stride_padding_dilation_and_groups(case in conv_cases(true)) {
+        let (graph, input) = conv_graph(&case);
+        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        assert_bit_exact(&got, &want, &format!("{case:?}"));
+    }
+
+    #[test]
+    fn integer_depthwise_conv_matches_reference_bit_for_bit(case in depthwise_cases()) {
+        let (graph, input) = conv_graph(&case);
+        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        assert_bit_exact(&got, &want, &format!("{case:?}"));
+    }
+
+    #[test]
+    fn float_conv_matches_reference_within_1e5_relative(case in conv_cases(false)) {
+        let (graph, input) = conv_graph(&case);
+        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn polyfill_dot4_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
+        let (graph, input) = conv_graph(&case);
+        let (got, want) = engine_and_reference(polyfill_gpu(), &graph, &input, case.batch);
+        assert_bit_exact(&got, &want, &format!("{case:?}"));
+    }
+
+    #[test]
+    fn quantized_gemm_after_flatten_matches_reference_bit_for_bit(
+        (c, h, w, out, wb, ab, batch, seed) in (1usize..=9, 1usize..=4, 1usize..=4, 1usize..=12, 2u8..=8, 2u8..=8, 1usize..=3, any::<u64>())
+    ) {
+        let mut r = rng(seed);
+        let fin = c * h * w;
+        let wt = Tensor::new(vec![out, fin], random_vec(&mut r, out * fin, 0.5)).unwrap();
+        let input = random_vec(&mut r, batch * fin, 1.5);
+        let mut b = GraphBuilder::new("gemm", [c, h, w]);
+        let f = b.push("flatten", Op::Flatten, &[GraphBuilder::INPUT]);
+        let y = b.push("fc", Op::Gemm {
+            weights: Weights::Quant(QuantWeights::from_float(&wt, wb).unwrap()),
+            bias: random_vec(&mut r, out, 0.2),
+            input_quant: Some(ActQuant::from_range(ab, 1.2).unwrap()),
+        }, &[f]);
+        let graph = b.finish(y).unwrap();
+        let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
+        assert_bit_exact(&got, &want, "gemm");
+    }
+
+    #[test]
+    fn affine_prelu_add_relu_match_reference_bit_for_bit(
+        (c, h, w, batch, shared_slope, seed) in (1usize..=11, 1usize..=6, 1usize..=6, 1usize..=3, any::<bool>(), any::<u64>())
+    ) {
+        let mut r = rng(seed);
+        let input = random_vec(&mut r, batch * c * h * w, 3.0);
+        let mut b = GraphBuilder::new("elementwise", [c, h, w]);
+        let a = b.push("bn", Op::Affine { scale: random_vec(&mut r, c, 2.0), shift: random_vec(&mut r, c, 1.0) }, &[GraphBuilder::INPUT]);
+        let slope = random_vec(&mut r, if shared_slope { 1 } else { c }, 0.5);
+        let p = b.push("prelu", Op::PRelu { slope }, &[a]);
+        let s = b.push("add", Op::Add, &[p, GraphBuilder::INPUT]);
+        let q = b.push("relu", Op::Relu, &[s]);
+        let y = b.push("flatten", Op::Flatten, &[q]);
+        let graph = b.finish(y).unwrap();
+        let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
+        assert_bit_exact(&got, &want, "elementwise chain");
+    }
+}
+
+#[test]
+fn conv_with_fused_prelu_is_exact_on_a_large_tiled_case() {
+    // 64 → 64 channels, 3×3, 28×28 with padding: many tiles in both dispatch dimensions.
+    let case = ConvCase {
+        batch: 2,
+        in_c: 64,
+        h: 28,
+        w: 28,
+        out_c: 64,
+        kernel: [3, 3],
+        attrs: attrs(1, [1; 4], 1, 1),
+        bits: Some((6, 6)),
+        prelu: true,
+        seed: 7,
+    };
+    let (graph, input) = conv_graph(&case);
+    let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+    assert!(want.iter().any(|v| *v != 0.0));
+    assert_bit_exact(&got, &want, "64×64 3×3 w6a6");
+}
