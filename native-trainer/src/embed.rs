@@ -104,15 +104,114 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Embeds `paths` (relative to `root`) in batches.
+/// Where embeddings are computed: libtorch (CPU or CUDA), the wgpu engine, or the shared CPU
+/// reference executor. All three run the same graph; `eval --backend` picks one.
+pub enum Backend {
+    Tch(tch::Device),
+    Wgpu(efq_engine::Gpu),
+    Reference,
+}
+
+impl Backend {
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Tch(d) => format!("libtorch {d:?}"),
+            Backend::Wgpu(g) => format!("wgpu engine on {} (dot4: {:?})", g.adapter, g.dot4),
+            Backend::Reference => "CPU reference executor".into(),
+        }
+    }
+
+    /// Images per forward pass that run fastest on this backend on this machine's 2 cores
+    /// (see docs/RESULTS.md), or on a CUDA GPU.
+    pub fn default_batch(&self) -> usize {
+        match self {
+            Backend::Tch(d) if d.is_cuda() => 128,
+            Backend::Tch(_) => 4,
+            Backend::Wgpu(_) => 32,
+            Backend::Reference => 4,
+        }
+    }
+
+    /// Compiles `graph` for this backend.
+    pub fn load(&self, graph: &efq_shared::graph::Graph, batch: usize) -> Result<Net> {
+        Ok(match self {
+            Backend::Tch(d) => Net::Tch(TchNet::new(graph, *d)?),
+            // Plain and flipped views go through the engine together: 2·batch images.
+            Backend::Wgpu(g) => Net::Wgpu(Box::new(efq_engine::GpuModel::from_graph(
+                g,
+                graph,
+                2 * batch,
+            )?)),
+            Backend::Reference => Net::Reference(graph.clone()),
+        })
+    }
+}
+
+/// A graph compiled for one [`Backend`].
+pub enum Net {
+    Tch(TchNet),
+    Wgpu(Box<efq_engine::GpuModel>),
+    Reference(efq_shared::graph::Graph),
+}
+
+impl Net {
+    pub fn embedding_dim(&self) -> usize {
+        match self {
+            Net::Tch(n) => n.embedding_dim,
+            Net::Wgpu(m) => m.info().embedding_dim,
+            Net::Reference(g) => g.embedding_dim().unwrap_or(0),
+        }
+    }
+
+    pub fn input_shape(&self) -> [usize; 3] {
+        match self {
+            Net::Tch(n) => n.input_shape,
+            Net::Wgpu(m) => m.info().input_shape,
+            Net::Reference(g) => g.input_shape,
+        }
+    }
+
+    /// Raw embeddings of `n` NCHW images and of their mirror images.
+    pub fn forward_with_flip(&self, x: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let dim = self.embedding_dim();
+        match self {
+            Net::Tch(net) => {
+                let [c, h, w] = self.input_shape().map(|d| d as i64);
+                let t = Tensor::from_slice(x).reshape([n as i64, c, h, w]);
+                let (a, b) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+                    Ok((net.forward(&t)?, net.forward(&t.flip([3]))?))
+                })?;
+                let v =
+                    |t: Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).flatten(0, -1));
+                Ok((v(a)?, v(b)?))
+            }
+            Net::Wgpu(_) | Net::Reference(_) => {
+                let mut both = x.to_vec();
+                both.extend(efq_shared::preprocess::flip_horizontal(
+                    x,
+                    self.input_shape()[2],
+                ));
+                let y = match self {
+                    Net::Wgpu(m) => m.forward_blocking(efq_engine::Images::Nchw(&both), 2 * n)?,
+                    Net::Reference(g) => efq_shared::reference::forward(g, &both, 2 * n)?,
+                    Net::Tch(_) => unreachable!(),
+                };
+                let (a, b) = y.split_at(n * dim);
+                Ok((a.to_vec(), b.to_vec()))
+            }
+        }
+    }
+}
+
 pub fn embed_images(
-    net: &TchNet,
+    net: &Net,
     root: &Path,
     paths: &[PathBuf],
     pre: &Preprocessing,
     batch: usize,
     label: &str,
 ) -> Result<Embeddings> {
-    let dim = net.embedding_dim;
+    let dim = net.embedding_dim();
     let mut plain = Vec::with_capacity(paths.len() * dim);
     let mut flip = Vec::with_capacity(paths.len() * dim);
     let pb = progress(paths.len() as u64, label);
@@ -122,21 +221,10 @@ pub fn embed_images(
             .par_iter()
             .map(|p| load_face(root.join(p), pre).map_err(anyhow::Error::from))
             .collect::<Result<_>>()?;
-        let [c, h, w] = net.input_shape.map(|d| d as i64);
         let flat: Vec<f32> = pixels.concat();
-        let x = Tensor::from_slice(&flat).reshape([chunk.len() as i64, c, h, w]);
-        let (a, b) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-            let a = net.forward(&x)?;
-            let b = net.forward(&x.flip([3]))?;
-            Ok((a, b))
-        })?;
-        let sum = &a + &b;
-        plain.extend(Vec::<f32>::try_from(
-            a.to_device(tch::Device::Cpu).flatten(0, -1),
-        )?);
-        flip.extend(Vec::<f32>::try_from(
-            sum.to_device(tch::Device::Cpu).flatten(0, -1),
-        )?);
+        let (a, b) = net.forward_with_flip(&flat, chunk.len())?;
+        flip.extend(a.iter().zip(&b).map(|(x, y)| x + y));
+        plain.extend(a);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

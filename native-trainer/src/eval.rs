@@ -13,18 +13,11 @@ use efq_shared::format::{PackedModel, Preprocessing};
 use efq_shared::graph::Graph;
 use serde::Serialize;
 
-use crate::embed::{Embeddings, FaceFolder, embed_images};
-use crate::net::TchNet;
+use crate::embed::{Backend, Embeddings, FaceFolder, embed_images};
 use crate::plot::{Curve, roc_png};
 
 /// The FARs of the summary table (the paper's IJB-C columns and two easier points).
 pub const TABLE_FARS: [f64; 5] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
-
-/// Inference batch: small on the CPU, where batches of 4 stay in cache and run fastest here;
-/// large on CUDA.
-pub fn default_batch(device: tch::Device) -> usize {
-    if device.is_cuda() { 128 } else { 4 }
-}
 
 /// Loads a float ONNX teacher or a packed `.efq` model.
 pub fn load_model(path: &Path) -> Result<(Graph, Preprocessing)> {
@@ -97,7 +90,7 @@ pub struct EvalArgs<'a> {
     pub pairs: &'a Path,
     pub teacher: Option<&'a Path>,
     pub batch: usize,
-    pub device: tch::Device,
+    pub backend: &'a Backend,
     pub limit: Option<usize>,
 }
 
@@ -173,7 +166,7 @@ fn variant(
 pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let start = Instant::now();
     let (graph, pre) = load_model(args.model)?;
-    let net = TchNet::new(&graph, args.device)?;
+    let net = args.backend.load(&graph, args.batch)?;
     let mut folder = FaceFolder::scan(args.crops)?;
     if let Some(n) = args.limit {
         folder.images.truncate(n);
@@ -209,7 +202,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let fidelity = match args.teacher {
         Some(t) => {
             let (tg, tpre) = load_model(t)?;
-            let tnet = TchNet::new(&tg, args.device)?;
+            let tnet = args.backend.load(&tg, args.batch)?;
             let temb: Embeddings = embed_images(
                 &tnet,
                 &folder.root,
@@ -238,7 +231,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     Ok(EvalReport {
         model: graph.name.clone(),
         model_path: args.model.to_path_buf(),
-        device: format!("{:?}", args.device),
+        device: args.backend.describe(),
         crops: args.crops.to_path_buf(),
         pairs_file: args.pairs.to_path_buf(),
         images: folder.images.len(),

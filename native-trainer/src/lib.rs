@@ -2,6 +2,7 @@
 //! the `trainer` binary.
 
 pub mod embed;
+pub mod engine_cli;
 pub mod eval;
 pub mod finetune;
 pub mod loss;

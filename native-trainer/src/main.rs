@@ -2,6 +2,7 @@
 //! (Ef-QuantFace) and evaluates both.
 
 use efq_shared::quant::QuantConfig;
+use efq_trainer::engine_cli::{self, BackendArgs, file_stem, peak_rss_mb};
 use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Protocol};
 use efq_trainer::{eval, net, quantize};
 
@@ -63,6 +64,92 @@ enum Command {
         Example: trainer finetune --bits w6a6 --out-dir out/ekd-w6a6"
     )]
     Finetune(FinetuneCmd),
+    /// Compare two aligned face crops: cosine similarity and same/different at the model's threshold.
+    #[command(long_about = "Compare two aligned 112×112 face crops.\n\n\
+        Embeds both (with the flip test) through --backend (the wgpu engine by default) and\n\
+        prints their cosine similarity and, for a packed model that stores one, the decision at\n\
+        its FAR = 1e-3 threshold.\n\n\
+        Example: trainer verify --model out/ekd-w6a6/student.efq a.jpg b.jpg")]
+    Verify(VerifyCmd),
+    /// Write the L2-normalised embeddings of aligned face crops as JSON.
+    Embed(EmbedCmd),
+    /// Measure images/s and latency of a model at several batch sizes on one backend.
+    #[command(
+        long_about = "Measure images/s and median batch latency of plain forward passes\n\
+        on random inputs at each --batches size, on one --backend, and the peak memory of the\n\
+        process. bench/engine_bench.sh runs every backend and onnxruntime side by side.\n\n\
+        Example: trainer bench --model out/mbf-w8a8.efq --backend wgpu --batches 1,32,256"
+    )]
+    Bench(BenchCmd),
+    /// Write a generated network (random weights, seeded) as an InsightFace-layout ONNX file.
+    #[command(
+        long_about = "Write a generated network with seeded random weights as ONNX, in\n\
+        the layout of InsightFace's model zoo: for benchmarks and for testing the import of\n\
+        architectures whose trained weights are not available here (iresnet R18–R200).\n\n\
+        Example: trainer generate --arch iresnet50 --out out/r50-random.onnx"
+    )]
+    Generate(GenerateCmd),
+}
+
+#[derive(Args)]
+struct VerifyCmd {
+    /// Model: an ONNX teacher or a packed .efq student.
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// First aligned crop.
+    a: PathBuf,
+    /// Second aligned crop.
+    b: PathBuf,
+    /// Print JSON instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EmbedCmd {
+    /// Model: an ONNX teacher or a packed .efq student.
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Aligned 112×112 crops.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Output JSON file [default: stdout].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchCmd {
+    /// Model: an ONNX teacher or a packed .efq student.
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    batches: Vec<usize>,
+    /// Keep timing each batch size for at least this many seconds (and 3 runs).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateCmd {
+    /// iresnet18, iresnet34, iresnet50, iresnet100 or iresnet200.
+    #[arg(long, default_value = "iresnet50")]
+    arch: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output ONNX file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -176,13 +263,19 @@ struct EvalCmd {
     /// Teacher to measure the model's fidelity against (cosine of embeddings).
     #[arg(long)]
     teacher: Option<PathBuf>,
-    /// Images per forward pass [default: 4 on the CPU, where small batches stay in cache
-    /// and run fastest; 128 on CUDA].
+    /// Images per forward pass [default: libtorch 4 on the CPU (small batches stay in cache
+    /// and run fastest), 128 on CUDA; wgpu 32].
     #[arg(long)]
     batch: Option<usize>,
-    /// Use the CPU even when CUDA is available.
+    /// Where to run the network: libtorch (default), the wgpu engine, or the CPU reference.
+    #[arg(long, value_enum, default_value = "tch")]
+    backend: engine_cli::BackendKind,
+    /// libtorch: use the CPU even when CUDA is available.
     #[arg(long)]
     cpu: bool,
+    /// wgpu: use the dot4 polyfill even where `dot4I8Packed` exists.
+    #[arg(long)]
+    polyfill: bool,
     /// Only the first N images (a quick smoke run; pairs outside them are skipped).
     #[arg(long)]
     limit: Option<usize>,
@@ -206,14 +299,19 @@ fn main() -> Result<()> {
                     c.model.display()
                 );
             }
-            let device = net::pick_device(c.cpu);
+            let backend = BackendArgs {
+                backend: c.backend,
+                cpu: c.cpu,
+                polyfill: c.polyfill,
+            }
+            .open()?;
             let report = eval::run(&eval::EvalArgs {
                 model: &c.model,
                 crops: &crops,
                 pairs: &pairs,
                 teacher: c.teacher.as_deref(),
-                batch: c.batch.unwrap_or(eval::default_batch(device)),
-                device,
+                batch: c.batch.unwrap_or(backend.default_batch()),
+                backend: &backend,
                 limit: c.limit,
             })?;
             let stem = file_stem(&c.model);
@@ -253,6 +351,64 @@ fn main() -> Result<()> {
             println!("{}", quantize::describe(&model, &out));
         }
         Command::Finetune(c) => run_finetune(c)?,
+        Command::Verify(c) => {
+            let backend = c.backend.open()?;
+            let r = engine_cli::verify(&backend, &c.model, &c.a, &c.b)?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verdict = match r.same {
+                    Some(true) => "same person".to_string(),
+                    Some(false) => "different people".to_string(),
+                    None => "no decision: the model stores no threshold (export a student)".into(),
+                };
+                println!(
+                    "cosine {:.4}{} → {verdict}  ({:.1} ms on {})",
+                    r.similarity,
+                    r.threshold
+                        .as_ref()
+                        .map(|t| format!(" vs threshold {:.4} (FAR {:e})", t.cosine, t.far))
+                        .unwrap_or_default(),
+                    r.latency_ms,
+                    r.backend
+                );
+            }
+        }
+        Command::Embed(c) => {
+            let backend = c.backend.open()?;
+            let rows = engine_cli::embed_files(&backend, &c.model, &c.images)?;
+            let json = serde_json::to_vec_pretty(&rows)?;
+            match c.out {
+                Some(p) => efq_shared::format::write_atomic(&p, &json)?,
+                None => println!("{}", String::from_utf8_lossy(&json)),
+            }
+        }
+        Command::Bench(c) => {
+            let backend = c.backend.open()?;
+            let rows = engine_cli::bench(&backend, &c.model, &c.batches, c.seconds)?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                engine_cli::print_bench(&rows);
+            }
+        }
+        Command::Generate(c) => {
+            let depth: usize = c
+                .arch
+                .strip_prefix("iresnet")
+                .and_then(|d| d.parse().ok())
+                .with_context(|| format!("unknown --arch {} (iresnet18 … iresnet200)", c.arch))?;
+            let graph = efq_shared::builders::iresnet(depth, c.seed)?;
+            let bytes = efq_shared::onnx::export_bytes(&graph)?;
+            efq_shared::format::write_atomic(&c.out, &bytes)?;
+            println!(
+                "wrote {} ({}, {:.2} GMAC per image, {:.1} MB)",
+                c.out.display(),
+                c.arch,
+                graph.macs()? as f64 / 1e9,
+                bytes.len() as f64 / 1e6
+            );
+        }
     }
     Ok(())
 }
@@ -337,13 +493,14 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&training)?);
     println!("{}", quantize::describe(&model, &out));
     if !c.no_eval {
+        let backend = efq_trainer::embed::Backend::Tch(device);
         let report = eval::run(&eval::EvalArgs {
             model: &out,
             crops: &c.data.lfw.join("insightface112"),
             pairs: &c.data.lfw.join("pairs.txt"),
             teacher: Some(&c.teacher),
-            batch: eval::default_batch(device),
-            device,
+            batch: backend.default_batch(),
+            backend: &backend,
             limit: None,
         })?;
         let t = report
@@ -363,28 +520,4 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         eval::print_table(&report);
     }
     Ok(())
-}
-
-/// Peak resident memory of this process in MB (Linux `VmHWM`), 0 where unknown.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The model file's name without its extension, for default output names.
-fn file_stem(path: &std::path::Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -1,0 +1,240 @@
+//! The engine's command-line face: `embed`, `verify` and `bench` over any backend (the wgpu
+//! engine by default), sharing model loading and image decoding with `eval`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use efq_shared::format::{PackedModel, Preprocessing, Threshold};
+use efq_shared::preprocess::load_face;
+use efq_shared::reference::l2_normalize_rows;
+use serde::Serialize;
+
+use crate::embed::Backend;
+use crate::eval::load_model;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The WGSL engine through wgpu (Vulkan/Metal/DX12/GL; lavapipe without a GPU).
+    Wgpu,
+    /// libtorch, CUDA when present.
+    Tch,
+    /// The shared CPU reference executor (exact integer path, slow).
+    Reference,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Where to run the network.
+    #[arg(long, value_enum, default_value = "wgpu")]
+    pub backend: BackendKind,
+    /// libtorch: use the CPU even when CUDA is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// wgpu: use the dot4 polyfill even where `dot4I8Packed` exists.
+    #[arg(long)]
+    pub polyfill: bool,
+}
+
+impl BackendArgs {
+    pub fn open(&self) -> Result<Backend> {
+        Ok(match self.backend {
+            BackendKind::Tch => Backend::Tch(crate::net::pick_device(self.cpu)),
+            BackendKind::Reference => Backend::Reference,
+            BackendKind::Wgpu => {
+                Backend::Wgpu(efq_engine::request_blocking(&efq_engine::GpuOptions {
+                    force_polyfill: self.polyfill,
+                    ..Default::default()
+                })?)
+            }
+        })
+    }
+}
+
+/// The model's stored threshold (packed files only).
+fn threshold_of(path: &Path) -> Option<Threshold> {
+    PackedModel::load(path).ok()?.manifest.threshold
+}
+
+fn load_images(pre: &Preprocessing, images: &[PathBuf]) -> Result<Vec<f32>> {
+    let mut x = Vec::new();
+    for p in images {
+        x.extend(load_face(p, pre)?);
+    }
+    Ok(x)
+}
+
+#[derive(Serialize)]
+pub struct EmbeddingRow {
+    pub image: PathBuf,
+    pub embedding: Vec<f32>,
+}
+
+/// L2-normalised embeddings of image files (aligned crops).
+pub fn embed_files(
+    backend: &Backend,
+    model: &Path,
+    images: &[PathBuf],
+) -> Result<Vec<EmbeddingRow>> {
+    if images.is_empty() {
+        bail!("no images given");
+    }
+    let (graph, pre) = load_model(model)?;
+    let x = load_images(&pre, images)?;
+    let net = backend.load(&graph, images.len())?;
+    let (mut plain, _) = net.forward_with_flip(&x, images.len())?;
+    let dim = net.embedding_dim();
+    l2_normalize_rows(&mut plain, dim);
+    Ok(images
+        .iter()
+        .zip(plain.chunks(dim))
+        .map(|(p, e)| EmbeddingRow {
+            image: p.clone(),
+            embedding: e.to_vec(),
+        })
+        .collect())
+}
+
+#[derive(Serialize)]
+pub struct VerifyReport {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub model: PathBuf,
+    pub backend: String,
+    /// Cosine similarity of the flip-test embeddings.
+    pub similarity: f32,
+    pub threshold: Option<Threshold>,
+    /// `None` when the model has no stored threshold (ONNX teachers).
+    pub same: Option<bool>,
+    /// Wall time of the forward passes (both images, plain and flipped), milliseconds.
+    pub latency_ms: f64,
+}
+
+pub fn verify(backend: &Backend, model: &Path, a: &Path, b: &Path) -> Result<VerifyReport> {
+    let (graph, pre) = load_model(model)?;
+    let x = load_images(&pre, &[a.to_path_buf(), b.to_path_buf()])?;
+    let net = backend.load(&graph, 2)?;
+    net.forward_with_flip(&x, 2)?; // warm-up: first dispatches compile lazily on some drivers
+    let start = Instant::now();
+    let (p, f) = net.forward_with_flip(&x, 2)?;
+    let latency_ms = start.elapsed().as_secs_f64() * 1e3;
+    let dim = net.embedding_dim();
+    let mut e: Vec<f32> = p.iter().zip(&f).map(|(x, y)| x + y).collect();
+    l2_normalize_rows(&mut e, dim);
+    let similarity: f32 = e[..dim].iter().zip(&e[dim..]).map(|(x, y)| x * y).sum();
+    let threshold = threshold_of(model);
+    Ok(VerifyReport {
+        a: a.to_path_buf(),
+        b: b.to_path_buf(),
+        model: model.to_path_buf(),
+        backend: backend.describe(),
+        similarity,
+        same: threshold.as_ref().map(|t| similarity >= t.cosine),
+        threshold,
+        latency_ms,
+    })
+}
+
+#[derive(Serialize)]
+pub struct BenchRow {
+    pub model: String,
+    pub backend: String,
+    pub batch: usize,
+    pub iterations: usize,
+    pub images_per_second: f64,
+    /// Median wall time of one batch, milliseconds.
+    pub latency_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Throughput and latency of plain forward passes (no flip) on random images.
+pub fn bench(
+    backend: &Backend,
+    model: &Path,
+    batches: &[usize],
+    min_seconds: f64,
+) -> Result<Vec<BenchRow>> {
+    let (graph, _) = load_model(model)?;
+    let name = file_stem(model);
+    let mut rows = Vec::new();
+    for &batch in batches {
+        let net = backend.load(&graph, batch.div_ceil(2).max(1))?;
+        let x = efq_shared::builders::random_images(batch, graph.input_shape, 1);
+        let run = || -> Result<()> {
+            match &net {
+                crate::embed::Net::Tch(n) => {
+                    let [c, h, w] = n.input_shape.map(|d| d as i64);
+                    let t = tch::Tensor::from_slice(&x).reshape([batch as i64, c, h, w]);
+                    let y = tch::no_grad(|| n.forward(&t))?;
+                    let _ = Vec::<f32>::try_from(y.to_device(tch::Device::Cpu).flatten(0, -1))?;
+                }
+                crate::embed::Net::Wgpu(m) => {
+                    m.forward_blocking(efq_engine::Images::Nchw(&x), batch)?;
+                }
+                crate::embed::Net::Reference(g) => {
+                    efq_shared::reference::forward(g, &x, batch)?;
+                }
+            }
+            Ok(())
+        };
+        run().context("warm-up")?;
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while times.len() < 3 || start.elapsed().as_secs_f64() < min_seconds {
+            let t = Instant::now();
+            run()?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        rows.push(BenchRow {
+            model: name.clone(),
+            backend: backend.describe(),
+            batch,
+            iterations: times.len(),
+            images_per_second: batch as f64 / median,
+            latency_ms: median * 1e3,
+            peak_rss_mb: peak_rss_mb(),
+        });
+    }
+    Ok(rows)
+}
+
+pub fn print_bench(rows: &[BenchRow]) {
+    println!("| model | backend | batch | images/s | latency ms (median) | runs | peak RSS MB |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.1} | {} | {:.0} |",
+            r.model,
+            r.backend,
+            r.batch,
+            r.images_per_second,
+            r.latency_ms,
+            r.iterations,
+            r.peak_rss_mb
+        );
+    }
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), MB; 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
