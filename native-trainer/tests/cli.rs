@@ -69,3 +69,94 @@ fn corrupt_model_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.efq") && err.contains("corrupt"), "{err}");
 }
+
+/// A w8a8 post-training-quantized teacher, calibrated on a few crops (quick).
+fn quantized_teacher(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("mbf-w8a8.efq");
+    let o = trainer()
+        .args(["quantize", "--bits", "w8a8", "--calib-images", "32", "--model"])
+        .arg(teacher())
+        .arg("--lfw")
+        .arg(lfw())
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    model
+}
+
+#[test]
+fn eval_through_the_wgpu_engine_reports_exactly_what_libtorch_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = quantized_teacher(dir.path());
+    let report = |backend: &str| -> serde_json::Value {
+        let o = trainer()
+            .args(["eval", "--limit", "240", "--batch", "16", "--json", "--backend", backend])
+            .arg("--model")
+            .arg(&model)
+            .arg("--lfw")
+            .arg(lfw())
+            .arg("--out")
+            .arg(dir.path().join(backend))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{backend}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (tch, wgpu) = (report("tch"), report("wgpu"));
+    assert!(wgpu["device"].as_str().unwrap().contains("wgpu engine"));
+    // The integer path is bit-exact in both, so every metric is identical, not merely close.
+    for key in ["flip", "no_flip"] {
+        assert_eq!(tch[key], wgpu[key], "{key}");
+    }
+    assert!(tch["flip"]["ten_fold"]["mean_accuracy"].as_f64().unwrap() > 0.9);
+}
+
+#[test]
+fn verify_scores_the_same_person_above_two_different_people() {
+    let crops = lfw().join("insightface112");
+    let first = |person: &str, k: usize| {
+        let mut v: Vec<_> = std::fs::read_dir(crops.join(person))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v[k].clone()
+    };
+    let verify = |a: &std::path::Path, b: &std::path::Path| -> serde_json::Value {
+        let o = trainer()
+            .args(["verify", "--json", "--model"])
+            .arg(teacher())
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let same = verify(&first("Abel_Pacheco", 0), &first("Abel_Pacheco", 1));
+    let diff = verify(&first("Abel_Pacheco", 0), &first("Aaron_Peirsol", 0));
+    let s = same["similarity"].as_f64().unwrap();
+    let d = diff["similarity"].as_f64().unwrap();
+    assert!(s > 0.4 && d < 0.2, "same {s}, different {d}");
+    // An ONNX teacher stores no threshold, so there is no verdict rather than a made-up one.
+    assert!(same["same"].is_null() && same["threshold"].is_null());
+}
+
+#[test]
+fn verify_rejects_a_file_that_is_not_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("notes.jpg");
+    std::fs::write(&bad, b"not a jpeg").unwrap();
+    let o = trainer()
+        .args(["verify", "--backend", "reference", "--model"])
+        .arg(teacher())
+        .arg(&bad)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("notes.jpg") && err.contains("cannot decode"), "{err}");
+}

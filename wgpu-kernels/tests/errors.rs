@@ -1,0 +1,90 @@
+//! Bad input and missing or lost GPUs give errors that name the problem, never panics.
+
+mod common;
+
+use common::*;
+use efq_engine::{EngineError, GpuModel, GpuOptions, Images, request_blocking};
+use efq_shared::builders;
+use efq_shared::format::PackedModel;
+use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
+
+fn tiny_model_bytes() -> Vec<u8> {
+    let g = builders::tiny_mobilefacenet(16, 8, 3).unwrap();
+    PackedModel::new(g, None).unwrap().to_bytes().unwrap()
+}
+
+#[test]
+fn no_adapter_is_an_error_that_says_what_to_install() {
+    let err = request_blocking(&GpuOptions {
+        backends: Some(wgpu::Backends::empty()),
+        ..Default::default()
+    })
+    .err()
+    .expect("no backends means no adapter");
+    assert!(matches!(err, EngineError::NoAdapter(_)), "{err:?}");
+    assert!(err.to_string().contains("mesa-vulkan-drivers"), "{err}");
+}
+
+#[test]
+fn corrupt_and_truncated_model_files_are_rejected_with_a_reason() {
+    let bytes = tiny_model_bytes();
+    for (what, bad) in [
+        ("empty", Vec::new()),
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("not a model", b"GIF89a this is not a model".to_vec()),
+    ] {
+        let err = GpuModel::from_bytes(gpu(), &bad).err().unwrap_or_else(|| panic!("{what} accepted"));
+        assert!(matches!(err, EngineError::Model(_)), "{what}: {err:?}");
+        assert!(err.to_string().contains("model file"), "{what}: {err}");
+    }
+    assert!(GpuModel::from_bytes(gpu(), &bytes).is_ok());
+}
+
+#[test]
+fn wrong_input_sizes_are_rejected_before_anything_runs() {
+    let model = GpuModel::from_bytes(gpu(), &tiny_model_bytes()).unwrap();
+    let per = 3 * 16 * 16;
+    let err = model.embed_blocking(Images::Rgb8(&vec![0u8; per * 2 - 1]), 2).unwrap_err();
+    assert!(matches!(err, EngineError::Input(_)), "{err:?}");
+    assert!(err.to_string().contains("expected 2 image(s) of 16×16×3"), "{err}");
+    let err = model.forward_blocking(Images::Nchw(&[]), 0).unwrap_err();
+    assert!(matches!(err, EngineError::Input(_)), "{err:?}");
+    // And the model still works afterwards.
+    let e = model.embed_blocking(Images::Rgb8(&vec![7u8; per]), 1).unwrap();
+    assert_eq!(e.len(), 8);
+}
+
+#[test]
+fn a_layer_larger_than_the_device_allows_is_reported_not_allocated() {
+    // 64 channels of 4096×4096 floats: 4 GiB for one image, beyond any storage binding.
+    let mut b = GraphBuilder::new("huge", [1, 4096, 4096]);
+    let y = b.push(
+        "conv",
+        Op::Conv {
+            weights: Weights::Float(Tensor::new(vec![64, 1, 1, 1], vec![0.5; 64]).unwrap()),
+            bias: vec![0.0; 64],
+            attrs: ConvAttrs::default(),
+            input_quant: None,
+        },
+        &[GraphBuilder::INPUT],
+    );
+    let g = b.finish(y).unwrap();
+    let err = GpuModel::from_graph(gpu(), &g, 1).err().expect("too large");
+    assert!(matches!(err, EngineError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("model too large for this device"), "{err}");
+}
+
+#[test]
+fn a_lost_device_fails_later_calls_cleanly() {
+    let gpu = request_blocking(&GpuOptions::default()).unwrap();
+    let model = GpuModel::from_bytes(&gpu, &tiny_model_bytes()).unwrap();
+    let img = vec![9u8; 3 * 16 * 16];
+    model.embed_blocking(Images::Rgb8(&img), 1).unwrap();
+    gpu.device.destroy();
+    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    let err = model.embed_blocking(Images::Rgb8(&img), 1).unwrap_err();
+    assert!(
+        matches!(err, EngineError::DeviceLost(_) | EngineError::Gpu(_)),
+        "{err:?}"
+    );
+}
