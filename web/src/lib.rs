@@ -1,11 +1,367 @@
-//! Browser bindings (issue #5). For now: the packed-model format check, so that the page can
-//! tell a user early that a file is not a model.
+//! Browser bindings (issue #5): load a packed model from bytes, run it on WebGPU through the
+//! engine or on the CPU integer reference compiled to wasm, and embed or verify faces given as
+//! canvas pixels.
+//!
+//! Everything a page needs to say about the run is in [`Verifier::describe`]: which path is in
+//! use and why, the adapter, whether `dot4I8Packed` is native, the model's size and bit-widths.
+//! The page (`www/`) runs this module in a dedicated worker, so a slow CPU forward pass never
+//! freezes the tab.
+
+use efq_engine::{Dot4, Gpu, GpuModel, GpuOptions, Images};
+use efq_shared::format::{Manifest, PackedModel};
+use efq_shared::graph::Graph;
+use efq_shared::{preprocess, reference};
+use serde_json::json;
 use wasm_bindgen::prelude::*;
+
+/// Largest model file the page accepts (the engine checks device limits on top of this).
+pub const MAX_MODEL_BYTES: usize = 256 << 20;
+
+/// Images per GPU submission the model is planned for (larger batches are split).
+pub const GPU_MAX_BATCH: usize = 32;
+
+#[wasm_bindgen(js_name = maxModelBytes)]
+pub fn max_model_bytes() -> usize {
+    MAX_MODEL_BYTES
+}
 
 /// Parses a packed model file and returns its manifest as JSON, or an error naming what is wrong.
 #[wasm_bindgen]
 pub fn describe_model(bytes: &[u8]) -> Result<String, JsError> {
-    let model = efq_shared::format::PackedModel::from_bytes(bytes)
-        .map_err(|e| JsError::new(&e.to_string()))?;
+    let model = parse_model(bytes).map_err(|e| JsError::new(&e))?;
     Ok(serde_json::to_string(&model.manifest).expect("manifest serialises"))
+}
+
+/// Which execution path to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// WebGPU when an adapter exists and is not a software rasteriser, else the CPU.
+    Auto,
+    WebGpu,
+    Cpu,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Result<Backend, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Backend::Auto),
+            "webgpu" | "gpu" => Ok(Backend::WebGpu),
+            "cpu" | "wasm" => Ok(Backend::Cpu),
+            other => Err(format!(
+                "unknown backend {other:?}: use auto, webgpu or cpu"
+            )),
+        }
+    }
+}
+
+/// Validates the size, then the packed format (the loader names what is wrong).
+pub fn parse_model(bytes: &[u8]) -> Result<PackedModel, String> {
+    if bytes.len() > MAX_MODEL_BYTES {
+        return Err(format!(
+            "model file is {:.1} MB, more than the {} MB this page accepts",
+            bytes.len() as f64 / 1e6,
+            MAX_MODEL_BYTES >> 20
+        ));
+    }
+    if bytes.is_empty() {
+        return Err("model file is empty".into());
+    }
+    PackedModel::from_bytes(bytes).map_err(|e| format!("not a usable EfQuantFace model: {e}"))
+}
+
+/// The CPU path: the shared reference executor (exact integer arithmetic).
+pub struct CpuModel {
+    pub graph: Graph,
+    pub manifest: Manifest,
+}
+
+impl CpuModel {
+    /// L2-normalised embeddings of `n` RGB images.
+    pub fn embed_rgb(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
+        let x = self.input(rgb, n)?;
+        let mut e = reference::forward(&self.graph, &x, n).map_err(|e| e.to_string())?;
+        reference::l2_normalize_rows(&mut e, self.manifest.embedding_dim);
+        Ok(e)
+    }
+
+    /// Raw network outputs of `n` RGB images (what the engine's `forward` returns).
+    pub fn forward_rgb(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
+        let x = self.input(rgb, n)?;
+        reference::forward(&self.graph, &x, n).map_err(|e| e.to_string())
+    }
+
+    fn input(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
+        let [_, h, w] = self.manifest.input_shape;
+        check_len(rgb.len(), n, h * w * 3, h, w, 3)?;
+        let pre = &self.manifest.preprocessing;
+        Ok(rgb
+            .chunks_exact(h * w * 3)
+            .flat_map(|img| preprocess::pixels_to_chw(img, w, h, pre))
+            .collect())
+    }
+}
+
+fn check_len(got: usize, n: usize, per: usize, h: usize, w: usize, c: usize) -> Result<(), String> {
+    if n == 0 || got != n * per {
+        return Err(format!(
+            "expected {n} image(s) of {w}×{h} with {c} channels ({} bytes), got {got} bytes",
+            n * per
+        ));
+    }
+    Ok(())
+}
+
+/// RGBA (canvas `ImageData`) to RGB.
+pub fn rgba_to_rgb(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect()
+}
+
+enum Runner {
+    Gpu(Box<GpuModel>),
+    Cpu(Box<CpuModel>),
+}
+
+/// A loaded model on its execution path.
+#[wasm_bindgen]
+pub struct Verifier {
+    runner: Runner,
+    report: serde_json::Value,
+    input_shape: [usize; 3],
+    dim: usize,
+    threshold: Option<f32>,
+}
+
+/// Opens WebGPU, or says why not.
+async fn open_gpu() -> Result<Gpu, String> {
+    #[cfg(target_arch = "wasm32")]
+    if !wgpu::util::is_browser_webgpu_supported().await {
+        return Err("this browser does not expose WebGPU (navigator.gpu is missing)".into());
+    }
+    Gpu::request(&GpuOptions::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[wasm_bindgen]
+impl Verifier {
+    /// Loads a packed model (`.efq` bytes) on `backend` (`auto`, `webgpu` or `cpu`).
+    pub async fn load(bytes: Vec<u8>, backend: String) -> Result<Verifier, JsError> {
+        Verifier::load_native(&bytes, &backend)
+            .await
+            .map_err(|e| JsError::new(&e))
+    }
+
+    /// JSON: `{backend, reason, adapter, dot4, model: {...}}`.
+    pub fn describe(&self) -> String {
+        self.report.to_string()
+    }
+
+    /// `"webgpu"` or `"cpu"`.
+    pub fn backend(&self) -> String {
+        self.report["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Uses this cosine threshold for decisions (models without a stored one).
+    #[wasm_bindgen(js_name = setThreshold)]
+    pub fn set_threshold(&mut self, cosine: f32) {
+        self.threshold = Some(cosine);
+        self.report["threshold"] = json!({"cosine": cosine, "source": "set by the page"});
+    }
+
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// L2-normalised embeddings (`n × dim`) of `n` images given as RGBA (`channels` = 4, canvas
+    /// `ImageData`) or RGB (3) bytes of the model's input size.
+    pub async fn embed(
+        &self,
+        pixels: Vec<u8>,
+        n: usize,
+        channels: usize,
+    ) -> Result<Vec<f32>, JsError> {
+        self.embed_native(&pixels, n, channels)
+            .await
+            .map_err(|e| JsError::new(&e))
+    }
+
+    /// Raw network outputs (before L2 normalisation) of `n` RGB/RGBA images.
+    pub async fn forward(
+        &self,
+        pixels: Vec<u8>,
+        n: usize,
+        channels: usize,
+    ) -> Result<Vec<f32>, JsError> {
+        let rgb = self
+            .rgb(&pixels, n, channels)
+            .map_err(|e| JsError::new(&e))?;
+        match &self.runner {
+            Runner::Gpu(m) => m
+                .forward(Images::Nchw(&self.chw(&rgb, m.info())), n)
+                .await
+                .map_err(|e| JsError::new(&e.to_string())),
+            Runner::Cpu(m) => m.forward_rgb(&rgb, n).map_err(|e| JsError::new(&e)),
+        }
+    }
+
+    /// Compares two faces: JSON `{similarity, threshold, same}` (`same` is null without a
+    /// threshold).
+    pub async fn verify(&self, a: Vec<u8>, b: Vec<u8>, channels: usize) -> Result<String, JsError> {
+        let mut both = a;
+        both.extend_from_slice(&b);
+        let e = self
+            .embed_native(&both, 2, channels)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        let similarity: f32 = e[..self.dim]
+            .iter()
+            .zip(&e[self.dim..])
+            .map(|(x, y)| x * y)
+            .sum();
+        Ok(json!({
+            "similarity": similarity,
+            "threshold": self.threshold,
+            "same": self.threshold.map(|t| similarity >= t),
+        })
+        .to_string())
+    }
+}
+
+impl Verifier {
+    /// [`Verifier::load`] with plain errors (for Rust callers and tests).
+    pub async fn load_native(bytes: &[u8], backend: &str) -> Result<Verifier, String> {
+        let choice = Backend::parse(backend)?;
+        let packed = parse_model(bytes)?;
+        let manifest = packed.manifest.clone();
+        let mut adapter = serde_json::Value::Null;
+        let mut dot4 = serde_json::Value::Null;
+        let mut gpu_bytes = serde_json::Value::Null;
+        let (runner, reason) = match choice {
+            Backend::Cpu => (None, "CPU path requested".to_string()),
+            Backend::WebGpu | Backend::Auto => match open_gpu().await {
+                Ok(gpu) => {
+                    adapter = json!({
+                        "name": gpu.adapter.name,
+                        "backend": gpu.adapter.backend,
+                        "device_type": gpu.adapter.device_type,
+                        "driver": gpu.adapter.driver,
+                        "software": gpu.adapter.software,
+                    });
+                    dot4 = json!(match gpu.dot4 {
+                        Dot4::Native => "native",
+                        Dot4::Polyfill => "polyfill",
+                    });
+                    if choice == Backend::Auto && gpu.adapter.software {
+                        (
+                            None,
+                            format!(
+                                "the WebGPU adapter ({}) is a software rasteriser; the CPU path \
+                                 is used (force WebGPU with ?backend=webgpu)",
+                                gpu.adapter
+                            ),
+                        )
+                    } else {
+                        let m = GpuModel::new(&gpu, &packed, GPU_MAX_BATCH)
+                            .map_err(|e| format!("cannot load the model on WebGPU: {e}"))?;
+                        gpu_bytes = json!({
+                            "parameters": m.info().gpu_parameter_bytes,
+                            "activations": m.info().gpu_activation_bytes,
+                            "max_batch": m.info().max_batch,
+                            "dispatches": m.info().dispatches,
+                        });
+                        let why = if choice == Backend::WebGpu {
+                            "WebGPU requested".to_string()
+                        } else {
+                            format!("WebGPU adapter {}", gpu.adapter)
+                        };
+                        (Some(Runner::Gpu(Box::new(m))), why)
+                    }
+                }
+                Err(e) if choice == Backend::Auto => {
+                    (None, format!("no WebGPU ({e}); the CPU path is used"))
+                }
+                Err(e) => return Err(format!("WebGPU requested but unavailable: {e}")),
+            },
+        };
+        let runner = match runner {
+            Some(r) => r,
+            None => Runner::Cpu(Box::new(CpuModel {
+                graph: packed.graph.clone(),
+                manifest: manifest.clone(),
+            })),
+        };
+        let backend = match runner {
+            Runner::Gpu(_) => "webgpu",
+            Runner::Cpu(_) => "cpu",
+        };
+        let threshold = manifest.threshold.as_ref().map(|t| t.cosine);
+        let report = json!({
+            "backend": backend,
+            "reason": reason,
+            "adapter": adapter,
+            "dot4": dot4,
+            "gpu_memory": gpu_bytes,
+            "threshold": manifest.threshold,
+            "model": {
+                "name": manifest.name,
+                "file_bytes": bytes.len(),
+                "parameter_bytes": packed.parameter_bytes(),
+                "quant": manifest.quant.map(|q| q.label()),
+                "bits": manifest.quant,
+                "input_shape": manifest.input_shape,
+                "embedding_dim": manifest.embedding_dim,
+            },
+        });
+        Ok(Verifier {
+            runner,
+            report,
+            input_shape: manifest.input_shape,
+            dim: manifest.embedding_dim,
+            threshold,
+        })
+    }
+
+    /// [`Verifier::embed`] with plain errors.
+    pub async fn embed_native(
+        &self,
+        pixels: &[u8],
+        n: usize,
+        channels: usize,
+    ) -> Result<Vec<f32>, String> {
+        let rgb = self.rgb(pixels, n, channels)?;
+        match &self.runner {
+            Runner::Gpu(m) => m
+                .embed(Images::Rgb8(&rgb), n)
+                .await
+                .map_err(|e| e.to_string()),
+            Runner::Cpu(m) => m.embed_rgb(&rgb, n),
+        }
+    }
+
+    fn rgb(&self, pixels: &[u8], n: usize, channels: usize) -> Result<Vec<u8>, String> {
+        let [c, h, w] = self.input_shape;
+        if c != 3 {
+            return Err(format!("the model takes {c} input channels, not RGB"));
+        }
+        check_len(pixels.len(), n, h * w * channels, h, w, channels)?;
+        match channels {
+            3 => Ok(pixels.to_vec()),
+            4 => Ok(rgba_to_rgb(pixels)),
+            _ => Err(format!(
+                "pixels must be RGB or RGBA, not {channels} channels"
+            )),
+        }
+    }
+
+    fn chw(&self, rgb: &[u8], info: &efq_engine::ModelInfo) -> Vec<f32> {
+        let [_, h, w] = self.input_shape;
+        rgb.chunks_exact(h * w * 3)
+            .flat_map(|img| preprocess::pixels_to_chw(img, w, h, &info.preprocessing))
+            .collect()
+    }
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the demo page into web/dist (gitignored):
+#   web/dist/{index.html,app.js,worker.js,style.css}   from web/www
+#   web/dist/pkg/                                      the wasm module (wasm-bindgen --target web)
+#   web/dist/models/default.efq                        the default model
+# The default model is w600k_mbf quantized at w8a8 (out/web/w600k_mbf-w8a8.efq; built here if
+# missing, never committed: the teacher's weights are non-commercial). The page needs a decision
+# threshold in the model; a PTQ model has none, so it is measured once with `trainer eval` on
+# the first $EFQ_WEB_EVAL_LIMIT LFW test crops (default 2000, ~2 min; 0 = all 7,701, ~7 min)
+# without the flip test, as the page compares single crops, and stored at FAR 1e-3 by
+# `web-tool threshold`. EFQ_WEB_EVAL_REPORT=path/report.json reuses an existing eval report.
+#
+# Serve:  python3 -m http.server -d web/dist 8000   then open http://localhost:8000/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${EFQ_TEACHER:-}" ] || [ -z "${LIBTORCH:-}" ]; then . scripts/setup.sh; set -euo pipefail; fi
+log() { printf '\033[1;34m[web]\033[0m %s\n' "$*" >&2; }
+JOBS="${EFQ_JOBS:-2}"
+DIST=web/dist
+MODEL="${EFQ_WEB_MODEL:-out/web/w600k_mbf-w8a8.efq}"
+
+log "building the wasm module"
+cargo build -q -j"$JOBS" --release -p efq-web --lib --target wasm32-unknown-unknown
+cargo build -q -j"$JOBS" --release -p efq-web --bin web-tool
+mkdir -p "$DIST"
+rm -rf "$DIST/pkg"
+wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg" \
+  target/wasm32-unknown-unknown/release/efq_web.wasm
+cp web/www/* "$DIST/"
+
+if [ ! -f "$MODEL" ]; then
+  log "quantizing the default model into $MODEL"
+  cargo build -q -j"$JOBS" --release -p efq-trainer --bin trainer
+  mkdir -p "$(dirname "$MODEL")"
+  target/release/trainer quantize --model "$EFQ_TEACHER" --bits w8a8 --out "$MODEL"
+fi
+if ! target/release/web-tool has-threshold --model "$MODEL"; then
+  REPORT="${EFQ_WEB_EVAL_REPORT:-out/web/eval/report.json}"
+  if [ ! -f "$REPORT" ]; then
+    LIMIT="${EFQ_WEB_EVAL_LIMIT:-2000}"
+    log "measuring the decision threshold of $MODEL on LFW (${LIMIT/#0/all} crops)"
+    cargo build -q -j"$JOBS" --release -p efq-trainer --bin trainer
+    args=(); [ "$LIMIT" != 0 ] && args=(--limit "$LIMIT")
+    target/release/trainer eval --model "$MODEL" "${args[@]}" --out "$(dirname "$REPORT")" >/dev/null
+  fi
+  target/release/web-tool threshold --model "$MODEL" --report "$REPORT"
+fi
+mkdir -p "$DIST/models"
+cp "$MODEL" "$DIST/models/default.efq"
+log "built $DIST ($(du -sh "$DIST" | cut -f1)); serve it with: python3 -m http.server -d $DIST 8000"

@@ -1,0 +1,165 @@
+//! Native helper for the web build and tests (does nothing on wasm):
+//!
+//! ```text
+//! web-tool threshold --model M.efq --report report.json [--far 0.001]
+//!     stores the no-flip all-pairs threshold at --far from a `trainer eval` report in the model
+//!     (the page compares single crops without the flip test)
+//! web-tool has-threshold --model M.efq
+//!     exits 0 when the model stores a threshold, 1 when not
+//! web-tool fixture --model M.efq --lfw DIR --out DIR [--n 4]
+//!     writes the browser test fixture: the model, the first n LFW test crops as RGB bytes and
+//!     their embeddings from the native CPU reference
+//! ```
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> anyhow::Result<()> {
+    native::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, Result, bail};
+    use efq_shared::format::{PackedModel, Threshold};
+    use efq_shared::{preprocess, reference};
+
+    fn flags(args: &[String]) -> Result<HashMap<String, String>> {
+        let mut m = HashMap::new();
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let Some(name) = k.strip_prefix("--") else {
+                bail!("unexpected argument {k}");
+            };
+            let v = it
+                .next()
+                .with_context(|| format!("--{name} needs a value"))?;
+            m.insert(name.to_string(), v.clone());
+        }
+        Ok(m)
+    }
+
+    fn need<'a>(f: &'a HashMap<String, String>, k: &str) -> Result<&'a String> {
+        f.get(k).with_context(|| format!("--{k} is required"))
+    }
+
+    pub fn main() -> Result<()> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let Some((cmd, rest)) = args.split_first() else {
+            bail!("usage: web-tool threshold|fixture --flag value … (see the source's header)");
+        };
+        let f = flags(rest)?;
+        match cmd.as_str() {
+            "threshold" => threshold(
+                Path::new(need(&f, "model")?),
+                Path::new(need(&f, "report")?),
+                f.get("far").map(|s| s.parse()).transpose()?.unwrap_or(1e-3),
+            ),
+            "has-threshold" => {
+                let m = PackedModel::load(Path::new(need(&f, "model")?))?;
+                std::process::exit(if m.manifest.threshold.is_some() { 0 } else { 1 })
+            }
+            "fixture" => fixture(
+                Path::new(need(&f, "model")?),
+                Path::new(need(&f, "lfw")?),
+                Path::new(need(&f, "out")?),
+                f.get("n").map(|s| s.parse()).transpose()?.unwrap_or(4),
+            ),
+            other => bail!("unknown command {other}: threshold, has-threshold or fixture"),
+        }
+    }
+
+    fn threshold(model: &Path, report: &Path, far: f64) -> Result<()> {
+        let mut m = PackedModel::load(model)?;
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(report).with_context(|| format!("reading {}", report.display()))?,
+        )?;
+        let t = r["no_flip"]["all_pairs"]["tar_at_far"]
+            .as_array()
+            .context("report has no no_flip.all_pairs.tar_at_far")?
+            .iter()
+            .find(|t| t["far"].as_f64() == Some(far))
+            .with_context(|| format!("report has no threshold at FAR {far}"))?;
+        let cosine = t["threshold"]
+            .as_f64()
+            .context("threshold is not a number")? as f32;
+        let images = r["images"].as_u64().unwrap_or(0);
+        let crops = r["crops"].as_str().unwrap_or("?");
+        m.manifest.threshold = Some(Threshold {
+            far,
+            cosine,
+            source: format!("LFW all pairs of {images} images of {crops}, no flip"),
+        });
+        m.save(model)?;
+        println!(
+            "{}: threshold {cosine:.4} at FAR {far:e} ({images} images)",
+            model.display()
+        );
+        Ok(())
+    }
+
+    fn fixture(model: &Path, lfw: &Path, out: &Path, n: usize) -> Result<()> {
+        let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+        let m = PackedModel::from_bytes(&bytes)?;
+        let root = lfw.join("insightface112");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+            .with_context(|| format!("reading {}", root.display()))?
+            .map(|d| Ok(std::fs::read_dir(d?.path())?))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .map(|e| Ok(e?.path()))
+            .collect::<Result<_>>()?;
+        files.sort();
+        if files.len() < n {
+            bail!("only {} crops in {}", files.len(), root.display());
+        }
+        let [_, h, w] = m.manifest.input_shape;
+        let mut rgb = Vec::new();
+        let mut x = Vec::new();
+        for f in &files[..n] {
+            let img = image::open(f)
+                .with_context(|| format!("decoding {}", f.display()))?
+                .to_rgb8();
+            if (img.width() as usize, img.height() as usize) != (w, h) {
+                bail!("{} is not {w}×{h}", f.display());
+            }
+            x.extend(preprocess::pixels_to_chw(
+                img.as_raw(),
+                w,
+                h,
+                &m.manifest.preprocessing,
+            ));
+            rgb.extend(img.into_raw());
+        }
+        let raw = reference::forward(&m.graph, &x, n)?;
+        let mut emb = raw.clone();
+        reference::l2_normalize_rows(&mut emb, m.manifest.embedding_dim);
+        std::fs::create_dir_all(out)?;
+        let le = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        std::fs::write(out.join("model.efq"), &bytes)?;
+        std::fs::write(out.join("images.rgb"), &rgb)?;
+        std::fs::write(out.join("raw.f32"), le(&raw))?;
+        std::fs::write(out.join("embeddings.f32"), le(&emb))?;
+        let names: Vec<String> = files[..n].iter().map(|f| f.display().to_string()).collect();
+        std::fs::write(
+            out.join("fixture.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": model.display().to_string(),
+                "name": m.manifest.name,
+                "n": n,
+                "images": names,
+                "embedding_dim": m.manifest.embedding_dim,
+            }))?,
+        )?;
+        println!(
+            "wrote the browser fixture for {n} images to {}",
+            out.display()
+        );
+        Ok(())
+    }
+}

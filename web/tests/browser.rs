@@ -1,0 +1,126 @@
+//! The bindings in a real browser (headless Chromium through `wasm-bindgen-test`; WebGPU is
+//! SwiftShader there). The fixture is written natively by `web-tool fixture` before this test
+//! is compiled (`scripts/test.sh` does it; `web/test.sh` runs just this): a packed model, a few
+//! LFW crops as RGB bytes, and the embeddings the native CPU reference computed for them. The
+//! browser's WebGPU engine and the CPU reference compiled to wasm must both reproduce them.
+#![cfg(target_arch = "wasm32")]
+
+use efq_web::Verifier;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const MODEL: &[u8] = include_bytes!("../../out/web/fixture/model.efq");
+const IMAGES: &[u8] = include_bytes!("../../out/web/fixture/images.rgb");
+const RAW: &[u8] = include_bytes!("../../out/web/fixture/raw.f32");
+const EMBEDDINGS: &[u8] = include_bytes!("../../out/web/fixture/embeddings.f32");
+const DIM: usize = 512;
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn n() -> usize {
+    IMAGES.len() / (112 * 112 * 3)
+}
+
+fn rgba() -> Vec<u8> {
+    IMAGES
+        .chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect()
+}
+
+/// Smallest per-row cosine of two `n × DIM` matrices.
+fn min_cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.chunks(DIM)
+        .zip(b.chunks(DIM))
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn log(s: &str) {
+    web_sys_log(s);
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn web_sys_log(s: &str);
+}
+
+#[wasm_bindgen_test]
+async fn cpu_path_in_wasm_equals_native_reference() {
+    let v = Verifier::load_native(MODEL, "cpu").await.unwrap();
+    assert_eq!(v.backend(), "cpu");
+    let want = floats(EMBEDDINGS);
+    let got = v.embed_native(&rgba(), n(), 4).await.unwrap();
+    let c = min_cosine(&got, &want);
+    log(&format!(
+        "cpu-wasm vs native: min cosine {c}, bit-exact {}",
+        got == want
+    ));
+    assert!(c >= 0.99999, "cpu path in wasm: cosine {c} to native");
+    // Same code, exact integer arithmetic: the raw outputs agree bit for bit.
+    assert_eq!(
+        v.forward(IMAGES.to_vec(), n(), 3).await.ok().unwrap(),
+        floats(RAW)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_engine_in_browser_equals_native_reference() {
+    let v = Verifier::load_native(MODEL, "webgpu").await.unwrap();
+    assert_eq!(v.backend(), "webgpu");
+    log(&format!("webgpu: {}", v.describe()));
+    let want = floats(EMBEDDINGS);
+    // RGBA from a canvas, normalised on the GPU.
+    let got = v.embed_native(&rgba(), n(), 4).await.unwrap();
+    let c = min_cosine(&got, &want);
+    // Normalised NCHW input: the raw outputs of the integer path.
+    let raw = v.forward(IMAGES.to_vec(), n(), 3).await.ok().unwrap();
+    let raw_want = floats(RAW);
+    let max_diff = raw
+        .iter()
+        .zip(&raw_want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    log(&format!(
+        "webgpu vs native: embeddings min cosine {c}; raw outputs bit-exact {}, max |diff| {max_diff}",
+        raw == raw_want
+    ));
+    assert!(
+        c >= 0.99999,
+        "webgpu engine in the browser: cosine {c} to native"
+    );
+    let rc = min_cosine(&raw, &raw_want);
+    assert!(rc >= 0.99999, "webgpu raw outputs: cosine {rc} to native");
+}
+
+#[wasm_bindgen_test]
+async fn verdicts_and_errors() {
+    let v = Verifier::load_native(MODEL, "cpu").await.unwrap();
+    let img = |i: usize| rgba()[i * 112 * 112 * 4..(i + 1) * 112 * 112 * 4].to_vec();
+    let same: serde_json::Value =
+        serde_json::from_str(&v.verify(img(0), img(0), 4).await.ok().unwrap()).unwrap();
+    assert!((same["similarity"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    assert_eq!(same["same"], serde_json::Value::Bool(true));
+    // Wrong sizes and bad files are errors that say what is wrong.
+    let e = v.embed_native(&img(0)[..100], 1, 4).await.unwrap_err();
+    assert!(e.contains("expected 1 image(s) of 112×112"), "{e}");
+    let e = Verifier::load_native(b"not a model at all", "cpu")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.starts_with("not a usable EfQuantFace model"), "{e}");
+    let e = Verifier::load_native(MODEL, "vulkan").await.err().unwrap();
+    assert!(e.contains("unknown backend"), "{e}");
+}

@@ -1,0 +1,250 @@
+// The demo page: the UI thread only decodes photos and draws; the model runs in worker.js.
+const $ = (s) => document.querySelector(s);
+const params = new URLSearchParams(location.search);
+const backend = params.get('backend') || 'auto';
+const SIZE = 112;
+
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+let nextId = 1;
+const pending = new Map();
+worker.onmessage = (ev) => {
+  const m = ev.data;
+  if (m.type === 'progress') { setStatus(m.text, 'loading'); return; }
+  const p = pending.get(m.id);
+  if (!p) return;
+  pending.delete(m.id);
+  m.ok ? p.resolve(m.result) : p.reject(new Error(m.error));
+};
+worker.onerror = (e) => showError(`the worker failed: ${e.message || 'could not start (is this served over http?)'}`);
+function call(type, payload = {}, transfer = []) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, type, ...payload }, transfer);
+  });
+}
+
+function setStatus(text, state) {
+  const el = $('#load-status');
+  el.textContent = text;
+  el.dataset.state = state;
+}
+function showError(text) {
+  $('#error').textContent = text;
+}
+function clearError() { $('#error').textContent = ''; }
+const mb = (b) => `${(b / 1e6).toFixed(2)} MB`;
+
+let maxModelBytes = 256 << 20;
+let modelReady = false;
+const faces = [null, null]; // RGBA Uint8ClampedArray per slot
+
+// ---- Model loading, with progress.
+async function fetchWithProgress(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`cannot download ${url}: HTTP ${res.status}`);
+  const total = Number(res.headers.get('Content-Length')) || 0;
+  if (total > maxModelBytes) throw new Error(`model file is ${mb(total)}, more than the ${mb(maxModelBytes)} this page accepts`);
+  const reader = res.body.getReader();
+  const chunks = [];
+  let got = 0;
+  const bar = $('#load-progress');
+  bar.hidden = false;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    got += value.length;
+    if (got > maxModelBytes) throw new Error(`model file is larger than the ${mb(maxModelBytes)} this page accepts`);
+    if (total) bar.value = got / total;
+    setStatus(`Downloading model… ${mb(got)}${total ? ` of ${mb(total)}` : ''}`, 'loading');
+  }
+  const bytes = new Uint8Array(got);
+  let o = 0;
+  for (const c of chunks) { bytes.set(c, o); o += c.length; }
+  return bytes.buffer;
+}
+
+function describeEngine(info, ms) {
+  const dl = $('#engine-info');
+  dl.innerHTML = '';
+  const add = (k, v) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = v;
+    dl.append(dt, dd);
+  };
+  const m = info.model;
+  add('path', info.backend === 'webgpu' ? 'WebGPU (efq-engine, WGSL integer kernels)' : 'CPU (integer reference in wasm)');
+  dl.lastChild.id = 'backend';
+  dl.lastChild.dataset.backend = info.backend;
+  add('why', info.reason);
+  if (info.adapter) {
+    const a = info.adapter;
+    add('adapter', `${a.name || '(name hidden by the browser)'} — ${a.device_type}${a.software ? ', software' : ''}`);
+    add('dot4I8Packed', info.dot4 === 'native' ? 'native' : 'polyfill (shifts)');
+  }
+  add('model', `${m.name} — ${m.quant || 'float'}${m.bits && m.bits.first_last_8bit ? ' (first and last layer 8-bit)' : ''}`);
+  add('size', `${mb(m.file_bytes)} file, ${mb(m.parameter_bytes)} parameters`);
+  if (info.gpu_memory) add('GPU memory', `${mb(info.gpu_memory.parameters)} parameters, ${mb(info.gpu_memory.activations)} activations (batch ${info.gpu_memory.max_batch})`);
+  add('threshold', info.threshold ? `${info.threshold.cosine.toFixed(4)}${info.threshold.far ? ` (FAR ${info.threshold.far})` : ''}` : 'none: similarity only (add ?threshold=0.23)');
+  add('load time', `${ms.toFixed(0)} ms`);
+}
+
+async function loadModel(getBytes, label) {
+  modelReady = false;
+  clearError();
+  setStatus(`Loading ${label}…`, 'loading');
+  try {
+    const bytes = await getBytes();
+    setStatus(`Compiling ${label} (${mb(bytes.byteLength)})…`, 'loading');
+    const { info, ms } = await call('load', { bytes, backend }, [bytes]);
+    let shown = info;
+    const t = params.get('threshold');
+    if (t !== null) shown = await call('setThreshold', { cosine: Number(t) });
+    describeEngine(shown, ms);
+    $('#load-progress').hidden = true;
+    setStatus(`Ready: ${info.model.name} on ${info.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}`, 'ready');
+    modelReady = true;
+    await maybeVerify();
+  } catch (e) {
+    $('#load-progress').hidden = true;
+    setStatus(`Could not load ${label}: ${e.message}`, 'error');
+    showError(e.message);
+  }
+}
+
+$('#model-file').addEventListener('change', (ev) => {
+  const f = ev.target.files[0];
+  if (!f) return;
+  if (f.size > maxModelBytes) {
+    const msg = `${f.name} is ${mb(f.size)}, more than the ${mb(maxModelBytes)} this page accepts`;
+    setStatus(msg, 'error');
+    showError(msg);
+    return;
+  }
+  loadModel(() => f.arrayBuffer(), f.name);
+});
+
+// ---- Photos: decode, centre-crop to a square, scale to 112×112, keep the RGBA pixels.
+async function setFace(slot, file) {
+  const box = slot === 0 ? $('#face-a') : $('#face-b');
+  const msg = box.querySelector('.face-msg');
+  msg.textContent = '';
+  faces[slot] = null;
+  resetResult();
+  let bmp;
+  try {
+    bmp = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (e) {
+    msg.textContent = `cannot decode ${file.name || 'this file'} as an image`;
+    showError(msg.textContent);
+    return;
+  }
+  const s = Math.min(bmp.width, bmp.height);
+  const canvas = box.querySelector('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.imageSmoothingQuality = 'high';
+  ctx.clearRect(0, 0, SIZE, SIZE);
+  ctx.drawImage(bmp, (bmp.width - s) / 2, (bmp.height - s) / 2, s, s, 0, 0, SIZE, SIZE);
+  bmp.close();
+  faces[slot] = ctx.getImageData(0, 0, SIZE, SIZE).data;
+  box.dataset.loaded = file.name || 'photo';
+  clearError();
+  await maybeVerify();
+}
+
+for (const box of [$('#face-a'), $('#face-b')]) {
+  const input = box.querySelector('input');
+  const slot = Number(input.dataset.slot);
+  input.addEventListener('change', () => input.files[0] && setFace(slot, input.files[0]));
+  box.addEventListener('dragover', (e) => { e.preventDefault(); box.classList.add('over'); });
+  box.addEventListener('dragleave', () => box.classList.remove('over'));
+  box.addEventListener('drop', (e) => {
+    e.preventDefault();
+    box.classList.remove('over');
+    const f = e.dataTransfer.files[0];
+    if (f) setFace(slot, f);
+  });
+}
+
+function resetResult() {
+  $('#result').textContent = 'Load two photos.';
+  $('#result').dataset.state = 'idle';
+  $('#verdict').textContent = '';
+  $('#verdict').dataset.verdict = '';
+  $('#result-details').innerHTML = '';
+}
+
+let generation = 0;
+async function maybeVerify() {
+  if (!modelReady || !faces[0] || !faces[1]) return;
+  const mine = ++generation;
+  $('#result').textContent = 'Comparing…';
+  $('#result').dataset.state = 'busy';
+  try {
+    const a = faces[0].slice().buffer;
+    const b = faces[1].slice().buffer;
+    const r = await call('verify', { a, b }, [a, b]);
+    if (mine !== generation) return; // a newer photo arrived meanwhile
+    $('#result').textContent = `Similarity ${r.similarity.toFixed(4)}`;
+    $('#result').dataset.state = 'done';
+    $('#result').dataset.similarity = String(r.similarity);
+    const v = $('#verdict');
+    if (r.same === null || r.same === undefined) {
+      v.textContent = 'no verdict: the model has no threshold';
+      v.dataset.verdict = 'none';
+    } else {
+      v.textContent = r.same ? 'Same person' : 'Different people';
+      v.dataset.verdict = r.same ? 'same' : 'different';
+    }
+    const dl = $('#result-details');
+    dl.innerHTML = '';
+    for (const [k, val] of [['cosine similarity', r.similarity.toFixed(5)],
+      ['threshold', r.threshold === null ? '—' : r.threshold.toFixed(4)],
+      ['latency (2 images)', `${r.ms.toFixed(1)} ms on ${r.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}`]]) {
+      const dt = document.createElement('dt'); dt.textContent = k;
+      const dd = document.createElement('dd'); dd.textContent = val;
+      dl.append(dt, dd);
+    }
+    dl.lastChild.id = 'latency';
+    dl.lastChild.dataset.ms = String(r.ms);
+  } catch (e) {
+    $('#result').textContent = `Could not compare: ${e.message}`;
+    $('#result').dataset.state = 'error';
+    showError(e.message);
+  }
+}
+
+// ---- Benchmark mode (?bench=1): images/s at batch 1 and 32 on each path.
+async function runBench() {
+  $('#bench-panel').hidden = false;
+  const out = $('#bench-out');
+  const backends = (params.get('backends') || 'webgpu,cpu').split(',');
+  const batches = (params.get('batches') || '1,32').split(',').map(Number);
+  const seconds = Number(params.get('seconds') || 3);
+  out.textContent = 'running…';
+  try {
+    const bytes = await fetchWithProgress(params.get('model') || 'models/default.efq');
+    const rows = await call('bench', { bytes, backends, batches, seconds }, [bytes]);
+    window.benchResult = rows;
+    out.textContent = JSON.stringify(rows, null, 2);
+    out.dataset.done = '1';
+    setStatus('Benchmark done', 'ready');
+  } catch (e) {
+    out.textContent = `benchmark failed: ${e.message}`;
+    out.dataset.done = 'error';
+  }
+}
+
+(async () => {
+  try {
+    ({ maxModelBytes } = await call('init'));
+  } catch (e) {
+    setStatus(`Could not start the engine: ${e.message}`, 'error');
+    showError(e.message);
+    return;
+  }
+  if (params.has('bench')) { await runBench(); return; }
+  const url = params.get('model') || 'models/default.efq';
+  loadModel(() => fetchWithProgress(url), url.split('/').pop());
+})();

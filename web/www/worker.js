@@ -1,0 +1,97 @@
+// Runs the wasm module off the main thread: loading a model, WebGPU set-up and the CPU path's
+// forward passes never freeze the tab. Messages: {id, type, ...} in, {id, ok, result|error} out.
+import init, { Verifier, maxModelBytes } from './pkg/efq_web.js';
+
+let verifier = null;
+const ready = init();
+
+function errorText(e) {
+  return (e && e.message) ? e.message : String(e);
+}
+
+// Deterministic pseudo-random pixels for the benchmark (xorshift32).
+function randomPixels(n, seed) {
+  const px = new Uint8Array(n * 112 * 112 * 4);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < px.length; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    px[i] = s & 255;
+  }
+  return px;
+}
+
+async function bench(bytes, backends, batches, seconds) {
+  const rows = [];
+  for (const backend of backends) {
+    let v;
+    try {
+      v = await Verifier.load(new Uint8Array(bytes), backend);
+    } catch (e) {
+      rows.push({ backend, error: errorText(e) });
+      continue;
+    }
+    const info = JSON.parse(v.describe());
+    for (const n of batches) {
+      const px = randomPixels(n, 7 + n);
+      await v.embed(px, n, 4); // warm-up: pipelines, buffers, caches
+      const times = [];
+      const t0 = performance.now();
+      while (times.length < 2 || (performance.now() - t0) < seconds * 1000) {
+        const t = performance.now();
+        await v.embed(px, n, 4);
+        times.push(performance.now() - t);
+        postMessage({ type: 'progress', text: `${backend} batch ${n}: run ${times.length}` });
+      }
+      times.sort((a, b) => a - b);
+      const median = times[Math.floor(times.length / 2)];
+      rows.push({
+        runtime: 'efq-engine', backend: info.backend, adapter: info.adapter, dot4: info.dot4,
+        model: info.model.name, batch: n, runs: times.length,
+        median_ms: median, images_per_s: n / (median / 1000),
+      });
+    }
+    v.free();
+  }
+  return rows;
+}
+
+const handlers = {
+  async init() {
+    await ready;
+    return { maxModelBytes: maxModelBytes() };
+  },
+  async load({ bytes, backend }) {
+    await ready;
+    if (verifier) { verifier.free(); verifier = null; }
+    const t = performance.now();
+    verifier = await Verifier.load(new Uint8Array(bytes), backend || 'auto');
+    const info = JSON.parse(verifier.describe());
+    return { info, ms: performance.now() - t };
+  },
+  async setThreshold({ cosine }) {
+    verifier.setThreshold(cosine);
+    return JSON.parse(verifier.describe());
+  },
+  async verify({ a, b }) {
+    if (!verifier) throw new Error('no model is loaded');
+    const t = performance.now();
+    const r = JSON.parse(await verifier.verify(new Uint8Array(a), new Uint8Array(b), 4));
+    r.ms = performance.now() - t;
+    r.backend = verifier.backend();
+    return r;
+  },
+  async bench({ bytes, backends, batches, seconds }) {
+    await ready;
+    return bench(bytes, backends, batches, seconds);
+  },
+};
+
+onmessage = async (ev) => {
+  const { id, type } = ev.data;
+  try {
+    const result = await handlers[type](ev.data);
+    postMessage({ id, ok: true, result });
+  } catch (e) {
+    postMessage({ id, ok: false, error: errorText(e) });
+  }
+};
