@@ -202,6 +202,52 @@ pub fn bench(
     Ok(rows)
 }
 
+/// Per-kernel time of one forward pass of `batch` random images through the wgpu engine, each
+/// dispatch timed on its own; printed as totals per kernel and the ten slowest layers.
+pub fn profile(backend: &Backend, model: &Path, batch: usize) -> Result<()> {
+    let (graph, _) = load_model(model)?;
+    let net = backend.load(&graph, batch.div_ceil(2).max(1))?;
+    let crate::embed::Net::Wgpu(m) = &net else {
+        bail!("--profile needs --backend wgpu");
+    };
+    let x = efq_shared::builders::random_images(batch, graph.input_shape, 1);
+    m.profile(&x, batch)?; // warm-up
+    let steps = m.profile(&x, batch)?;
+    let total: f64 = steps.iter().map(|s| s.2).sum();
+    let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
+    for (_, k, t) in &steps {
+        let name = format!("{k:?}");
+        match by_kernel.iter_mut().find(|e| e.0 == name) {
+            Some(e) => {
+                e.1 += t;
+                e.2 += 1
+            }
+            None => by_kernel.push((name, *t, 1)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "profile of one forward pass, batch {batch}: {:.1} ms in {} dispatches",
+        total * 1e3,
+        steps.len()
+    );
+    println!("| kernel | dispatches | ms | share |\n|---|---:|---:|---:|");
+    for (k, t, n) in &by_kernel {
+        println!(
+            "| {k} | {n} | {:.1} | {:.1} % |",
+            t * 1e3,
+            100.0 * t / total
+        );
+    }
+    let mut slow = steps.clone();
+    slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("\nslowest dispatches:");
+    for (l, k, t) in slow.iter().take(10) {
+        println!("  {:>8.2} ms  {k:?}  {l}", t * 1e3);
+    }
+    Ok(())
+}
+
 pub fn print_bench(rows: &[BenchRow]) {
     println!("| model | backend | batch | images/s | latency ms (median) | runs | peak RSS MB |");
     println!("|---|---|---:|---:|---:|---:|---:|");

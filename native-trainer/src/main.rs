@@ -138,6 +138,10 @@ struct BenchCmd {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// wgpu: instead of timing, show where one forward pass at the first batch size spends
+    /// its time, kernel by kernel.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -385,6 +389,9 @@ fn main() -> Result<()> {
         }
         Command::Bench(c) => {
             let backend = c.backend.open()?;
+            if c.profile {
+                return engine_cli::profile(&backend, &c.model, c.batches[0]);
+            }
             let rows = engine_cli::bench(&backend, &c.model, &c.batches, c.seconds)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -74,7 +74,14 @@ fn corrupt_model_is_a_clear_error() {
 fn quantized_teacher(dir: &std::path::Path) -> std::path::PathBuf {
     let model = dir.join("mbf-w8a8.efq");
     let o = trainer()
-        .args(["quantize", "--bits", "w8a8", "--calib-images", "32", "--model"])
+        .args([
+            "quantize",
+            "--bits",
+            "w8a8",
+            "--calib-images",
+            "32",
+            "--model",
+        ])
         .arg(teacher())
         .arg("--lfw")
         .arg(lfw())
@@ -92,7 +99,16 @@ fn eval_through_the_wgpu_engine_reports_exactly_what_libtorch_reports() {
     let model = quantized_teacher(dir.path());
     let report = |backend: &str| -> serde_json::Value {
         let o = trainer()
-            .args(["eval", "--limit", "240", "--batch", "16", "--json", "--backend", backend])
+            .args([
+                "eval",
+                "--limit",
+                "240",
+                "--batch",
+                "16",
+                "--json",
+                "--backend",
+                backend,
+            ])
             .arg("--model")
             .arg(&model)
             .arg("--lfw")
@@ -101,7 +117,11 @@ fn eval_through_the_wgpu_engine_reports_exactly_what_libtorch_reports() {
             .arg(dir.path().join(backend))
             .output()
             .unwrap();
-        assert!(o.status.success(), "{backend}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let (tch, wgpu) = (report("tch"), report("wgpu"));
@@ -158,5 +178,8 @@ fn verify_rejects_a_file_that_is_not_an_image() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("notes.jpg") && err.contains("cannot decode"), "{err}");
+    assert!(
+        err.contains("notes.jpg") && err.contains("cannot decode"),
+        "{err}"
+    );
 }

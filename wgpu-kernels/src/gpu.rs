@@ -63,6 +63,9 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Force the dot4 polyfill even where the extension exists (to test and compare it).
     pub force_polyfill: bool,
+    /// How the integer convolutions multiply: `None` picks float multiply-adds on software
+    /// adapters and packed dot4 elsewhere (see conv_int.wgsl).
+    pub float_dot: Option<bool>,
 }
 
 /// A device and queue plus the engine's compiled pipelines, shared by every model on it.
@@ -72,6 +75,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub dot4: Dot4,
+    /// Integer convolutions accumulate exact integer products in f32 multiply-adds instead of
+    /// dot4 (faster on CPU rasterisers, identical results).
+    pub float_dot: bool,
     pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, Pipelines>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -114,7 +120,11 @@ impl Gpu {
         } else {
             Dot4::Polyfill
         };
-        Ok(Gpu::from_device(device, queue, &info, dot4))
+        let mut gpu = Gpu::from_device(device, queue, &info, dot4);
+        if let Some(f) = options.float_dot {
+            gpu.float_dot = f;
+        }
+        Ok(gpu)
     }
 
     /// Wraps a device an app already has. `dot4` should be [`Dot4::Native`] when
@@ -131,10 +141,12 @@ impl Gpu {
             *flag.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(format!("{reason:?}: {message}"));
         });
+        let adapter = AdapterSummary::from_info(info);
         Gpu {
             device,
             queue,
-            adapter: AdapterSummary::from_info(info),
+            float_dot: adapter.software,
+            adapter,
             dot4,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
             lost,
@@ -147,6 +159,10 @@ impl Gpu {
             Some(reason) => Err(EngineError::DeviceLost(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    pub fn float_dot(&self) -> bool {
+        self.float_dot
     }
 
     pub fn limits(&self) -> wgpu::Limits {

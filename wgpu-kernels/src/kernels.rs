@@ -93,10 +93,9 @@ impl Kernel {
     pub fn bindings(self) -> &'static [Access] {
         match self {
             Kernel::Quantize => &[Uniform, Read, ReadWrite],
-            Kernel::ConvInt | Kernel::ConvDepthwiseInt => {
-                &[Uniform, Read, Read, Read, Read, Read, ReadWrite]
-            }
-            Kernel::ConvF32 => &[Uniform, Read, Read, Read, Read, ReadWrite],
+            Kernel::ConvInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite, Uniform],
+            Kernel::ConvDepthwiseInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite],
+            Kernel::ConvF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
             }

@@ -68,20 +68,42 @@ enum Res {
     Upload,
     Embeddings,
     Dummy,
+    /// The per-submission uniform holding the number of images.
+    Run,
 }
 
 struct StepDesc {
+    label: String,
     key: PipelineKey,
     resources: Vec<Res>,
     grid: [u32; 2],
-    /// Dispatch one z-slice per image (false: exactly one).
-    per_image: bool,
+    /// The batch is the pixel axis (Gemm): x is sized by the batch at dispatch, z is 1.
+    images_as_pixels: bool,
+    /// Pixels per invocation of a convolution (sizes x for `images_as_pixels`).
+    tile_p: usize,
 }
 
 struct Step {
+    label: String,
+    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: [u32; 2],
+    images_as_pixels: bool,
+    tile_p: usize,
+}
+
+impl Step {
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, images: usize) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        if self.images_as_pixels {
+            let x = images.div_ceil(self.tile_p).div_ceil(64) as u32;
+            pass.dispatch_workgroups(x, self.grid[1], 1);
+        } else {
+            pass.dispatch_workgroups(self.grid[0], self.grid[1], images as u32);
+        }
+    }
 }
 
 /// Where a value lives: a pooled buffer holding it as NHWC f32.
@@ -111,6 +133,8 @@ struct Planner<'g> {
     param_bytes: u64,
     max_dim: u32,
     binding_limit: u64,
+    /// Name of the graph node being planned (for profiles and GPU error messages).
+    label: String,
 }
 
 impl Planner<'_> {
@@ -192,10 +216,12 @@ impl Planner<'_> {
 
     fn push(&mut self, key: PipelineKey, resources: Vec<Res>, grid: [u32; 2]) {
         self.steps.push(StepDesc {
+            label: self.label.clone(),
             key,
             resources,
             grid,
-            per_image: true,
+            images_as_pixels: false,
+            tile_p: 4,
         });
     }
 
@@ -280,6 +306,7 @@ impl Planner<'_> {
         input_quant: Option<&ActQuant>,
         out_hw: (usize, usize),
         prelu: Option<&[f32]>,
+        images_as_pixels: bool,
     ) -> Result<Val, EngineError> {
         let shape = weights.shape();
         let (o, cg, kh, kw) = match *shape {
@@ -318,10 +345,25 @@ impl Planner<'_> {
             _pad: [0; 2],
         };
         let prelu_const = ("PRELU", prelu.is_some() as u32);
+        let images_const = ("IMAGES_AS_PIXELS", images_as_pixels as u32);
+        // With images as pixels, each image is one pixel of an unbounded row.
+        const ROW: u32 = 1 << 30;
+        let geometry = if images_as_pixels {
+            ConvParams {
+                in_h: 1,
+                in_w: ROW,
+                out_h: 1,
+                out_w: ROW,
+                ..geometry
+            }
+        } else {
+            geometry
+        };
         let out = match (weights, input_quant) {
             (Weights::Quant(q), Some(aq)) => {
                 let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
-                let depthwise = cg == 1 && og == 1 && groups == x.c;
+                // Depthwise, or narrow groups whose four-channel words never straddle a group.
+                let depthwise = cg == og && matches!(cg, 1 | 2 | 4) && groups > 1;
                 let (xq, wq) = if depthwise {
                     (self.quantize(x, aq, x.c, 1)?, pack_depthwise(q))
                 } else {
@@ -354,22 +396,20 @@ impl Planner<'_> {
                     });
                     let grid = self.check_grid(
                         name,
-                        [
-                            out_pixels.div_ceil(4).div_ceil(16) as u32,
-                            words.div_ceil(4) as u32,
-                        ],
+                        [out_pixels.div_ceil(4).div_ceil(64) as u32, words as u32],
                     )?;
                     self.push(
                         PipelineKey {
                             kernel: Kernel::ConvDepthwiseInt,
-                            constants: vec![bits, prelu_const],
+                            constants: vec![bits, prelu_const, ("CG", cg as u32)],
                         },
                         vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
                         grid,
                     );
                 } else {
                     let words_per_group = words_for(cg);
-                    let tile_o = if og.is_multiple_of(4) { 4 } else { 1 };
+                    let tile_o = channel_tile(og);
+                    let tile_p = 4usize;
                     let u = self.uniform(&ConvParams {
                         c: (groups * words_per_group) as u32,
                         group: words_per_group as u32,
@@ -378,18 +418,37 @@ impl Planner<'_> {
                     let grid = self.check_grid(
                         name,
                         [
-                            out_pixels.div_ceil(4).div_ceil(8) as u32,
-                            o.div_ceil(tile_o).div_ceil(8) as u32,
+                            out_pixels.div_ceil(tile_p).div_ceil(64) as u32,
+                            o.div_ceil(tile_o) as u32,
                         ],
                     )?;
                     self.push(
                         PipelineKey {
                             kernel: Kernel::ConvInt,
-                            constants: vec![bits, ("TILE_O", tile_o as u32), prelu_const],
+                            constants: vec![
+                                bits,
+                                ("TILE_O", tile_o as u32),
+                                prelu_const,
+                                images_const,
+                                ("FLOAT_DOT", self.gpu.float_dot() as u32),
+                                ("TILE_P", tile_p as u32),
+                            ],
                         },
-                        vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
+                        vec![
+                            u,
+                            wq,
+                            Res::Pool(xq),
+                            mult,
+                            bias,
+                            slope_res,
+                            Res::Pool(out),
+                            Res::Run,
+                        ],
                         grid,
                     );
+                    let step = self.steps.last_mut().expect("pushed");
+                    step.images_as_pixels = images_as_pixels;
+                    step.tile_p = tile_p;
                 }
                 self.release(xq);
                 out
@@ -398,7 +457,7 @@ impl Planner<'_> {
                 let wf = self.param(&format!("{name}: weights"), &float_ohwi(w))?;
                 let bias = self.param(&format!("{name}: bias"), bias)?;
                 let out = self.alloc(o * out_pixels);
-                let tile_o = if og.is_multiple_of(4) { 4 } else { 1 };
+                let tile_o = channel_tile(og);
                 let u = self.uniform(&ConvParams {
                     c: x.c as u32,
                     group: cg as u32,
@@ -407,18 +466,27 @@ impl Planner<'_> {
                 let grid = self.check_grid(
                     name,
                     [
-                        out_pixels.div_ceil(4).div_ceil(8) as u32,
-                        o.div_ceil(tile_o).div_ceil(8) as u32,
+                        out_pixels.div_ceil(4).div_ceil(64) as u32,
+                        o.div_ceil(tile_o) as u32,
                     ],
                 )?;
                 self.push(
                     PipelineKey {
                         kernel: Kernel::ConvF32,
-                        constants: vec![("TILE_O", tile_o as u32), prelu_const],
+                        constants: vec![("TILE_O", tile_o as u32), prelu_const, images_const],
                     },
-                    vec![u, wf, Res::Pool(x.buf), bias, slope_res, Res::Pool(out)],
+                    vec![
+                        u,
+                        wf,
+                        Res::Pool(x.buf),
+                        bias,
+                        slope_res,
+                        Res::Pool(out),
+                        Res::Run,
+                    ],
                     grid,
                 );
+                self.steps.last_mut().expect("pushed").images_as_pixels = images_as_pixels;
                 out
             }
             (Weights::Quant(_), None) => {
@@ -442,6 +510,15 @@ impl Planner<'_> {
     }
 }
 
+/// Output channels per invocation: the largest of 8, 4, 1 that divides a group's outputs (a
+/// tile never straddles two groups, which read different input channels).
+fn channel_tile(out_per_group: usize) -> usize {
+    [8, 4]
+        .into_iter()
+        .find(|t| out_per_group.is_multiple_of(*t))
+        .unwrap_or(1)
+}
+
 /// A model compiled for one device.
 pub struct GpuModel {
     gpu: Gpu,
@@ -451,6 +528,7 @@ pub struct GpuModel {
     body: Vec<Step>,
     normalize: Step,
     upload: wgpu::Buffer,
+    run_uniform: wgpu::Buffer,
     raw_output: wgpu::Buffer,
     embeddings: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -523,6 +601,7 @@ impl GpuModel {
             param_bytes: 0,
             max_dim: limits.max_compute_workgroups_per_dimension,
             binding_limit,
+            label: "input".into(),
         };
         let error_scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
 
@@ -544,13 +623,15 @@ impl GpuModel {
                 _pad: [0; 3],
             });
             Ok(StepDesc {
+                label: "input".into(),
                 key: PipelineKey {
                     kernel,
                     constants: vec![],
                 },
                 resources: vec![u, Res::Upload, Res::Pool(input.buf)],
                 grid: pl.check_grid("input", grid_1d((c0 * h0 * w0) as u64, pl.max_dim))?,
-                per_image: true,
+                images_as_pixels: false,
+                tile_p: 4,
             })
         };
         let entry_rgb8 = entry(&mut pl, Kernel::FromRgb8)?;
@@ -564,6 +645,7 @@ impl GpuModel {
             if fused_into_previous[k] {
                 continue;
             }
+            pl.label = node.name.clone();
             let x = vals[node.inputs[0]].expect("topological order checked by infer_shapes");
             let out_shape = &shapes[node.output];
             // A PReLU that is the only reader of this convolution runs in its epilogue.
@@ -597,6 +679,7 @@ impl GpuModel {
                         input_quant.as_ref(),
                         (out_shape[1], out_shape[2]),
                         fused.map(|f| f.1),
+                        false,
                     )?;
                     match fused {
                         Some((j, _)) => {
@@ -627,6 +710,7 @@ impl GpuModel {
                         input_quant.as_ref(),
                         (1, 1),
                         fused.map(|f| f.1),
+                        true,
                     )?;
                     match fused {
                         Some((j, _)) => {
@@ -713,13 +797,15 @@ impl GpuModel {
             _pad: [0; 3],
         });
         let normalize = StepDesc {
+            label: "l2norm".into(),
             key: PipelineKey {
                 kernel: Kernel::L2Norm,
                 constants: vec![],
             },
             resources: vec![u, Res::Pool(out.buf), Res::Embeddings],
             grid: [1, 1],
-            per_image: true,
+            images_as_pixels: false,
+            tile_p: 4,
         };
 
         // Batch size: every per-image buffer times the batch must fit one binding.
@@ -782,6 +868,11 @@ impl GpuModel {
                 contents: &pl.uniforms,
                 usage: wgpu::BufferUsages::UNIFORM,
             });
+        let run_uniform = storage(
+            "images per submission",
+            16,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         let materialize = |d: &StepDesc| -> Step {
             let p = pipeline(gpu, &d.key);
             let entries: Vec<wgpu::BindGroupEntry> = d
@@ -803,6 +894,7 @@ impl GpuModel {
                         Res::Upload => upload.as_entire_binding(),
                         Res::Embeddings => embeddings.as_entire_binding(),
                         Res::Dummy => dummy.as_entire_binding(),
+                        Res::Run => run_uniform.as_entire_binding(),
                     },
                 })
                 .collect();
@@ -811,11 +903,14 @@ impl GpuModel {
                 layout: &p.layout,
                 entries: &entries,
             });
-            debug_assert!(d.per_image);
             Step {
+                label: d.label.clone(),
+                kernel: d.key.kernel,
                 pipeline: p.pipeline,
                 bind_group,
                 grid: d.grid,
+                images_as_pixels: d.images_as_pixels,
+                tile_p: d.tile_p,
             }
         };
         let body: Vec<Step> = pl.steps.iter().map(materialize).collect();
@@ -843,6 +938,7 @@ impl GpuModel {
             body,
             normalize,
             upload,
+            run_uniform,
             raw_output,
             embeddings,
             readback,
@@ -946,6 +1042,11 @@ impl GpuModel {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.gpu.queue.write_buffer(&self.upload, 0, upload);
+        self.gpu.queue.write_buffer(
+            &self.run_uniform,
+            0,
+            bytemuck::bytes_of(&[b as u32, 0, 0, 0]),
+        );
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("embed"),
         });
@@ -958,9 +1059,7 @@ impl GpuModel {
                 .chain(&self.body)
                 .chain(normalize.then_some(&self.normalize));
             for s in steps {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.grid[0], s.grid[1], b as u32);
+                s.dispatch(&mut pass, b);
             }
         }
         let bytes = (b * self.info.embedding_dim * 4) as u64;
@@ -1008,6 +1107,52 @@ impl GpuModel {
         };
         self.readback.unmap();
         Ok(values)
+    }
+
+    /// Times every dispatch on its own (one submission each, waiting for each): where the
+    /// time of a forward pass goes. Returns (node name, kernel, seconds) in execution order.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(
+        &self,
+        nchw: &[f32],
+        n: usize,
+    ) -> Result<Vec<(String, Kernel, f64)>, EngineError> {
+        if n == 0
+            || n > self.info.max_batch
+            || nchw.len() != n * self.info.input_shape.iter().product::<usize>()
+        {
+            return Err(EngineError::Input(format!(
+                "profile takes 1..={} NCHW images",
+                self.info.max_batch
+            )));
+        }
+        self.gpu
+            .queue
+            .write_buffer(&self.upload, 0, bytemuck::cast_slice(nchw));
+        self.gpu.queue.write_buffer(
+            &self.run_uniform,
+            0,
+            bytemuck::bytes_of(&[n as u32, 0, 0, 0]),
+        );
+        let mut out = Vec::new();
+        for s in std::iter::once(&self.entry_nchw).chain(&self.body) {
+            let mut encoder = self
+                .gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                s.dispatch(&mut pass, n);
+            }
+            let start = std::time::Instant::now();
+            self.gpu.queue.submit([encoder.finish()]);
+            self.gpu
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| EngineError::Gpu(e.to_string()))?;
+            out.push((s.label.clone(), s.kernel, start.elapsed().as_secs_f64()));
+        }
+        Ok(out)
     }
 
     /// Blocking [`GpuModel::embed`] for native code.

@@ -44,15 +44,20 @@ pub fn pack_conv(q: &QuantWeights) -> Vec<u32> {
     to_words(&pack(&v, q.bits))
 }
 
-/// Depthwise `[C][1][KH][KW]` quantized weights → `[KH][KW][4·ceil(C/4)]` (channels innermost).
+/// Grouped weights with `cg` input and output channels per group (`[C][cg][KH][KW]`, depthwise
+/// when `cg = 1`) → `[KH][KW][cg][4·ceil(C/4)]`: for each tap and each in-group input index, the
+/// weights of four consecutive output channels side by side.
 pub fn pack_depthwise(q: &QuantWeights) -> Vec<u32> {
-    let (c, _, kh, kw) = dims(&q.shape);
+    let (c, cg, kh, kw) = dims(&q.shape);
     let cp = 4 * words_for(c);
-    let mut v = vec![0i8; kh * kw * cp];
-    for ch in 0..c {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                v[(ky * kw + kx) * cp + ch] = q.values[(ch * kh + ky) * kw + kx];
+    let mut v = vec![0i8; kh * kw * cg * cp];
+    for o in 0..c {
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    v[((ky * kw + kx) * cg + ci) * cp + o] =
+                        q.values[((o * cg + ci) * kh + ky) * kw + kx];
+                }
             }
         }
     }
@@ -102,7 +107,7 @@ mod tests {
         };
         let words = pack_conv(&q);
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let got = unpack(&bytes, 5, 16).unwrap();
+        let got = unpack(&bytes[..efq_shared::quant::packed_len(16, 5)], 5, 16).unwrap();
         let at = |o: usize, c: usize, kx: usize| values[(o * 3 + c) * 2 + kx];
         let expected = vec![
             at(0, 0, 0),

@@ -33,7 +33,9 @@ fn corrupt_and_truncated_model_files_are_rejected_with_a_reason() {
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
         ("not a model", b"GIF89a this is not a model".to_vec()),
     ] {
-        let err = GpuModel::from_bytes(gpu(), &bad).err().unwrap_or_else(|| panic!("{what} accepted"));
+        let err = GpuModel::from_bytes(gpu(), &bad)
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
         assert!(matches!(err, EngineError::Model(_)), "{what}: {err:?}");
         assert!(err.to_string().contains("model file"), "{what}: {err}");
     }
@@ -44,13 +46,20 @@ fn corrupt_and_truncated_model_files_are_rejected_with_a_reason() {
 fn wrong_input_sizes_are_rejected_before_anything_runs() {
     let model = GpuModel::from_bytes(gpu(), &tiny_model_bytes()).unwrap();
     let per = 3 * 16 * 16;
-    let err = model.embed_blocking(Images::Rgb8(&vec![0u8; per * 2 - 1]), 2).unwrap_err();
+    let err = model
+        .embed_blocking(Images::Rgb8(&vec![0u8; per * 2 - 1]), 2)
+        .unwrap_err();
     assert!(matches!(err, EngineError::Input(_)), "{err:?}");
-    assert!(err.to_string().contains("expected 2 image(s) of 16×16×3"), "{err}");
+    assert!(
+        err.to_string().contains("expected 2 image(s) of 16×16×3"),
+        "{err}"
+    );
     let err = model.forward_blocking(Images::Nchw(&[]), 0).unwrap_err();
     assert!(matches!(err, EngineError::Input(_)), "{err:?}");
     // And the model still works afterwards.
-    let e = model.embed_blocking(Images::Rgb8(&vec![7u8; per]), 1).unwrap();
+    let e = model
+        .embed_blocking(Images::Rgb8(&vec![7u8; per]), 1)
+        .unwrap();
     assert_eq!(e.len(), 8);
 }
 
@@ -71,7 +80,10 @@ fn a_layer_larger_than_the_device_allows_is_reported_not_allocated() {
     let g = b.finish(y).unwrap();
     let err = GpuModel::from_graph(gpu(), &g, 1).err().expect("too large");
     assert!(matches!(err, EngineError::TooLarge { .. }), "{err:?}");
-    assert!(err.to_string().contains("model too large for this device"), "{err}");
+    assert!(
+        err.to_string().contains("model too large for this device"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use common::*;
 use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
 use efq_shared::quant::{ActQuant, QuantWeights};
 use proptest::prelude::*;
+use rand::Rng;
 
 fn attrs(stride: usize, pad: [usize; 4], dilation: usize, group: usize) -> ConvAttrs {
     ConvAttrs {
@@ -57,23 +58,24 @@ fn conv_cases(quantized: bool) -> impl Strategy<Value = ConvCase> {
         )
 }
 
-/// Depthwise problems (one filter per channel), the MobileFaceNet case.
+/// Depthwise problems (one filter per channel, the MobileFaceNet case) and narrow groups of
+/// 2 or 4 input and output channels (MobileFaceNet's first "depthwise" layer).
 fn depthwise_cases() -> impl Strategy<Value = ConvCase> {
     (
-        1usize..=13,
+        (1usize..=7, prop_oneof![Just(1usize), Just(2), Just(4)]),
         (1usize..=3, 1usize..=2, 0usize..=1),
         (1usize..=3, 0usize..=6),
         (2u8..=8, 2u8..=8, any::<bool>(), any::<u64>()),
     )
         .prop_map(
-            |(c, (k, stride, pad), (batch, extra), (wb, ab, prelu, seed))| ConvCase {
+            |((groups, cg), (k, stride, pad), (batch, extra), (wb, ab, prelu, seed))| ConvCase {
                 batch,
-                in_c: c,
+                in_c: groups * cg,
                 h: k + extra,
                 w: k + extra + 1,
-                out_c: c,
+                out_c: groups * cg,
                 kernel: [k, k],
-                attrs: attrs(stride, [pad; 4], 1, c),
+                attrs: attrs(stride, [pad; 4], 1, groups),
                 bits: Some((wb, ab)),
                 prelu,
                 seed,
@@ -92,7 +94,7 @@ proptest! {
     }
 
     #[test]
-    fn integer_depthwise_conv_matches_reference_bit_for_bit(case in depthwise_cases()) {
+    fn integer_depthwise_and_narrow_group_conv_matches_reference_bit_for_bit(case in depthwise_cases()) {
         let (graph, input) = conv_graph(&case);
         let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
@@ -110,6 +112,13 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn packed_dot4_path_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
+        let (graph, input) = conv_graph(&case);
+        let (got, want) = engine_and_reference(dot4_gpu(), &graph, &input, case.batch);
+        assert_bit_exact(&got, &want, &format!("{case:?}"));
+    }
 
     #[test]
     fn polyfill_dot4_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
@@ -176,4 +185,46 @@ fn conv_with_fused_prelu_is_exact_on_a_large_tiled_case() {
     let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
     assert!(want.iter().any(|v| *v != 0.0));
     assert_bit_exact(&got, &want, "64×64 3×3 w6a6");
+}
+
+#[test]
+fn accumulation_stays_exact_beyond_the_f32_integer_range() {
+    // 4,096 products of ±127·±127 all of one sign sum to 66 million, past 2^24, where an f32
+    // accumulator would start rounding: both multiply paths must still give the exact sum.
+    let fin = 4096;
+    let mut r = rng(3);
+    let mut b = GraphBuilder::new("wide-gemm", [fin, 1, 1]);
+    let f = b.push("flatten", Op::Flatten, &[GraphBuilder::INPUT]);
+    let mut w = vec![0.5f32; 2 * fin];
+    // the second output alternates signs, so its sum is small but its partial sums are not
+    for (k, v) in w[fin..].iter_mut().enumerate() {
+        *v = if k % 3 == 0 { -0.5 } else { 0.5 };
+    }
+    let y = b.push(
+        "fc",
+        Op::Gemm {
+            weights: Weights::Quant(
+                QuantWeights::from_float(&Tensor::new(vec![2, fin], w).unwrap(), 8).unwrap(),
+            ),
+            bias: vec![0.25, -0.25],
+            input_quant: Some(ActQuant::from_range(8, 1.0).unwrap()),
+        },
+        &[f],
+    );
+    let graph = b.finish(y).unwrap();
+    let input: Vec<f32> = (0..2 * fin)
+        .map(|i| {
+            if i < fin {
+                1.0
+            } else {
+                r.random_range(-1.0..1.0)
+            }
+        })
+        .collect();
+    for gpu in [gpu(), dot4_gpu()] {
+        let (got, want) = engine_and_reference(gpu, &graph, &input, 2);
+        // acc = 4096·127·127 ≈ 6.6e7 > 2^24, so y = acc·(1/127)·(0.5/127) + 0.25 ≈ 2048.25
+        assert!((want[0] - 2048.25).abs() < 0.01, "{}", want[0]);
+        assert_bit_exact(&got, &want, "4096-wide Gemm");
+    }
 }

@@ -1,9 +1,12 @@
-// Depthwise integer convolution (one filter per channel): four channels per packed word, so
-// each invocation works on one word (4 channels) × TILE_P output pixels with vec4<i32>
-// arithmetic. Memory-bound; there is no reduction over channels for dot4 to speed up.
-// Epilogue as in conv_int.wgsl.
+// Depthwise and narrow grouped integer convolution: groups of CG input and CG output channels
+// (CG = 1, 2 or 4; MobileFaceNet's first "depthwise" layer has two channels per group). Four
+// channels share a packed word and a word never straddles a group, so each invocation works on
+// one output word (4 channels) × TILE_P pixels with vec4<i32> arithmetic, reading only the
+// same input word. Memory-bound; dot4's reduction over channels has nothing to reduce here.
+// Weights: [k_h][k_w][CG][words] groups of four. Epilogue as in conv_int.wgsl.
 
 override PRELU: bool = false;
+override CG: u32 = 1u;
 const TILE_P: u32 = 4u;
 
 struct Params {
@@ -37,11 +40,12 @@ fn no_contract(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
 }
 
-@compute @workgroup_size(16, 4)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+// The channel word comes from workgroup_id: weights are uniform across the workgroup.
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let out_pixels = p.out_h * p.out_w;
     let p0 = gid.x * TILE_P;
-    let j = gid.y;
+    let j = wid.y;
     if p0 >= out_pixels || j >= p.words {
         return;
     }
@@ -57,13 +61,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: array<vec4<i32>, TILE_P>;
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
-            let w = weight_vec4((ky * p.k_w + kx) * p.words + j);
+            var w: array<vec4<i32>, 4>;
+            for (var ci = 0u; ci < CG; ci++) {
+                w[ci] = weight_vec4(((ky * p.k_w + kx) * CG + ci) * p.words + j);
+            }
             for (var pi = 0u; pi < TILE_P; pi++) {
                 let iy = top[pi] + i32(ky * p.dil_y);
                 let ix = left[pi] + i32(kx * p.dil_x);
                 if iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w) {
-                    let xw = x[(image + u32(iy) * p.in_w + u32(ix)) * p.words + j];
-                    acc[pi] += unpack4(xw) * w;
+                    let xv = unpack4(x[(image + u32(iy) * p.in_w + u32(ix)) * p.words + j]);
+                    for (var ci = 0u; ci < CG; ci++) {
+                        // output lane b reads input lane (b / CG)·CG + ci of the same word
+                        let xs = vec4<i32>(
+                            xv[ci],
+                            xv[(1u / CG) * CG + ci],
+                            xv[(2u / CG) * CG + ci],
+                            xv[(3u / CG) * CG + ci],
+                        );
+                        acc[pi] += xs * w[ci];
+                    }
                 }
             }
         }

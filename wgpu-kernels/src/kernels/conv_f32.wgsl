@@ -2,8 +2,9 @@
 // TILE_O × TILE_P register tiling as conv_int.wgsl over float multiply-adds. Grouped and
 // depthwise convolutions are the cases group_channels < channels. PReLU can be fused.
 
-override TILE_O: u32 = 4u;
+override TILE_O: u32 = 8u; // as in conv_int.wgsl: the channel tile is uniform per workgroup
 override PRELU: bool = false;
+override IMAGES_AS_PIXELS: bool = false; // as in conv_int.wgsl
 const TILE_P: u32 = 4u;
 
 struct Params {
@@ -36,15 +37,20 @@ struct Params {
 @group(0) @binding(4) var<storage, read> slope: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(8, 8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let out_pixels = p.out_h * p.out_w;
+struct Run {
+    images: u32,
+}
+@group(0) @binding(6) var<uniform> run: Run;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let out_pixels = select(p.out_h * p.out_w, run.images, IMAGES_AS_PIXELS);
     let p0 = gid.x * TILE_P;
-    let o0 = gid.y * TILE_O;
+    let o0 = wid.y * TILE_O;
     if p0 >= out_pixels || o0 >= p.out_c {
         return;
     }
-    let n = gid.z;
+    let n = select(gid.z, 0u, IMAGES_AS_PIXELS);
     let cg = p.group_channels;
     let in_base = (o0 / p.out_per_group) * cg;
     let image = n * p.in_h * p.in_w;
@@ -55,11 +61,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         top[pi] = i32((pp / p.out_w) * p.stride_y) - i32(p.pad_top);
         left[pi] = i32((pp % p.out_w) * p.stride_x) - i32(p.pad_left);
     }
-    var oc: array<u32, 4>;
+    var oc: array<u32, 8>;
     for (var oi = 0u; oi < TILE_O; oi++) {
         oc[oi] = min(o0 + oi, p.out_c - 1u);
     }
-    var acc: array<array<f32, TILE_P>, 4>;
+    var acc: array<array<f32, TILE_P>, 8>;
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
             var base: array<u32, TILE_P>;

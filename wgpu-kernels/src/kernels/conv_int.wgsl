@@ -3,13 +3,29 @@
 // float epilogue of docs/quantization.md: y = f32(acc)·m[o] + bias[o], then PReLU if fused.
 //
 // Each invocation owns a register tile of TILE_O output channels × TILE_P output pixels, so one
-// weight word serves TILE_P pixels and one activation word serves TILE_O channels. A Gemm is the
-// case of a 1×1 image. Accumulation is exact in i32, so the result is bit-identical to the CPU
-// reference whatever the order.
+// weight word serves TILE_P pixels and one activation word serves TILE_O channels. The channel
+// tile comes from workgroup_id, so it is uniform across the workgroup: every weight read is a
+// broadcast (a scalar load on software rasterisers, a constant-cache hit on GPUs) and only the
+// activations are gathered. A Gemm is the case of a 1×1 image. Accumulation is exact in i32, so
+// the result is bit-identical to the CPU reference whatever the order.
 
-override TILE_O: u32 = 4u; // 4 when a group's output channels come in fours, else 1
+override TILE_O: u32 = 8u; // 8 or 4 when a group's output channels come in such multiples, else 1
 override PRELU: bool = false;
-const TILE_P: u32 = 4u;
+// A Gemm (1×1 input, 1×1 output) tiles over images instead of pixels: the batch becomes the
+// pixel axis, so a tile of TILE_P images shares each weight word.
+override IMAGES_AS_PIXELS: bool = false;
+// Software rasterisers (lavapipe, SwiftShader) have no dot-product instruction: each dot4 costs
+// byte extractions and four 32-bit integer multiplies, the slowest vector multiply of a CPU.
+// There, the operands are unpacked once per tile into f32 and accumulated with fused
+// multiply-adds, which is still exact: every product and partial sum is an integer below 2^24
+// as long as at most FLOAT_CHUNK words (4·127·127 each) are summed before moving to the i32
+// accumulator. GPUs keep the packed dot4 (one DP4a instruction).
+override FLOAT_DOT: bool = false;
+const FLOAT_CHUNK: u32 = 256u;
+// Output pixels per invocation, at most 4. CPU rasterisers hold every per-invocation array
+// in SIMD registers (16 on AVX2): a small tile there avoids spilling; GPUs have registers to
+// spare and reuse each weight word across four pixels.
+override TILE_P: u32 = 4u;
 
 struct Params {
     in_h: u32,
@@ -42,6 +58,11 @@ struct Params {
 @group(0) @binding(5) var<storage, read> slope: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
+struct Run {
+    images: u32, // images in this submission
+}
+@group(0) @binding(7) var<uniform> run: Run;
+
 // The reference rounds f32(acc)·m and then +bias separately. GPU compilers may contract the
 // pair into one fused multiply-add (one rounding), which changes the last bit and, through the
 // next layer's rounding to the integer grid, the whole network's output. XOR with a uniform
@@ -50,36 +71,39 @@ fn no_contract(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
 }
 
-@compute @workgroup_size(8, 8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let out_pixels = p.out_h * p.out_w;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let out_pixels = select(p.out_h * p.out_w, run.images, IMAGES_AS_PIXELS);
     let p0 = gid.x * TILE_P;
-    let o0 = gid.y * TILE_O;
-    if p0 >= out_pixels || o0 >= p.out_c {
+    let o0 = wid.y * TILE_O;
+    // Only a workgroup-uniform early return: lanes past the last pixel compute on clamped
+    // pixels and skip their stores. A divergent return would put every later load and loop
+    // under an execution mask, which CPU rasterisers pay for on every access.
+    if o0 >= p.out_c {
         return;
     }
-    let n = gid.z;
+    let n = select(gid.z, 0u, IMAGES_AS_PIXELS);
     let g = o0 / p.out_per_group;
     let in_base = g * p.words_per_group;
     let image = n * p.in_h * p.in_w;
 
-    var top: array<i32, TILE_P>;
-    var left: array<i32, TILE_P>;
+    var top: array<i32, 4>;
+    var left: array<i32, 4>;
     for (var pi = 0u; pi < TILE_P; pi++) {
         let pp = min(p0 + pi, out_pixels - 1u);
         top[pi] = i32((pp / p.out_w) * p.stride_y) - i32(p.pad_top);
         left[pi] = i32((pp % p.out_w) * p.stride_x) - i32(p.pad_left);
     }
-    var oc: array<u32, 4>;
+    var oc: array<u32, 8>;
     for (var oi = 0u; oi < TILE_O; oi++) {
         oc[oi] = min(o0 + oi, p.out_c - 1u);
     }
 
-    var acc: array<array<i32, TILE_P>, 4>;
+    var acc: array<array<i32, 4>, 8>;
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
-            var base: array<u32, TILE_P>;
-            var inside: array<bool, TILE_P>;
+            var base: array<u32, 4>;
+            var inside: array<bool, 4>;
             for (var pi = 0u; pi < TILE_P; pi++) {
                 let iy = top[pi] + i32(ky * p.dil_y);
                 let ix = left[pi] + i32(kx * p.dil_x);
@@ -87,16 +111,44 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_words + in_base, inside[pi]);
             }
             let tap = ky * p.k_w + kx;
-            for (var j = 0u; j < p.words_per_group; j++) {
-                var xw: array<u32, TILE_P>;
-                for (var pi = 0u; pi < TILE_P; pi++) {
-                    // padding is exactly 0: the zero point is 0
-                    xw[pi] = select(0u, x[base[pi] + j], inside[pi]);
+            if FLOAT_DOT {
+                for (var j0 = 0u; j0 < p.words_per_group; j0 += FLOAT_CHUNK) {
+                    let j1 = min(j0 + FLOAT_CHUNK, p.words_per_group);
+                    var facc: array<array<f32, 4>, 8>;
+                    for (var j = j0; j < j1; j++) {
+                        var xf: array<vec4<f32>, 4>;
+                        for (var pi = 0u; pi < TILE_P; pi++) {
+                            xf[pi] = vec4<f32>(unpack4(select(0u, x[base[pi] + j], inside[pi])));
+                        }
+                        for (var oi = 0u; oi < TILE_O; oi++) {
+                            let wf = vec4<f32>(weight_vec4((oc[oi] * p.k_h * p.k_w + tap) * p.words_per_group + j));
+                            for (var pi = 0u; pi < TILE_P; pi++) {
+                                var a = facc[oi][pi];
+                                a = fma(xf[pi].x, wf.x, a);
+                                a = fma(xf[pi].y, wf.y, a);
+                                a = fma(xf[pi].z, wf.z, a);
+                                facc[oi][pi] = fma(xf[pi].w, wf.w, a);
+                            }
+                        }
+                    }
+                    for (var oi = 0u; oi < TILE_O; oi++) {
+                        for (var pi = 0u; pi < TILE_P; pi++) {
+                            acc[oi][pi] += i32(facc[oi][pi]);
+                        }
+                    }
                 }
-                for (var oi = 0u; oi < TILE_O; oi++) {
-                    let ww = weight_i8x4((oc[oi] * p.k_h * p.k_w + tap) * p.words_per_group + j);
+            } else {
+                for (var j = 0u; j < p.words_per_group; j++) {
+                    var xw: array<u32, 4>;
                     for (var pi = 0u; pi < TILE_P; pi++) {
-                        acc[oi][pi] += dot4(xw[pi], ww);
+                        // padding is exactly 0: the zero point is 0
+                        xw[pi] = select(0u, x[base[pi] + j], inside[pi]);
+                    }
+                    for (var oi = 0u; oi < TILE_O; oi++) {
+                        let ww = weight_i8x4((oc[oi] * p.k_h * p.k_w + tap) * p.words_per_group + j);
+                        for (var pi = 0u; pi < TILE_P; pi++) {
+                            acc[oi][pi] += dot4(xw[pi], ww);
+                        }
                     }
                 }
             }

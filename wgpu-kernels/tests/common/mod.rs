@@ -24,11 +24,26 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// The dot4 polyfill, with the packed dot4 path forced on (software adapters default to the
+/// f32 multiply-add path).
 pub fn polyfill_gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         request_blocking(&GpuOptions {
             force_polyfill: true,
+            float_dot: Some(false),
+            ..Default::default()
+        })
+        .expect("a GPU adapter")
+    })
+}
+
+/// The native `dot4I8Packed` path, forced on (as on a GPU).
+pub fn dot4_gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        request_blocking(&GpuOptions {
+            float_dot: Some(false),
             ..Default::default()
         })
         .expect("a GPU adapter")
