@@ -17,6 +17,7 @@ if [ -z "${EFQ_TEACHER:-}" ] || [ -z "${LIBTORCH:-}" ]; then . scripts/setup.sh;
 log() { printf '\033[1;34m[web]\033[0m %s\n' "$*" >&2; }
 JOBS="${EFQ_JOBS:-2}"
 DIST=web/dist
+TARGET="${CARGO_TARGET_DIR:-target}"
 MODEL="${EFQ_WEB_MODEL:-out/web/w600k_mbf-w8a8.efq}"
 
 log "building the wasm module"
@@ -25,25 +26,25 @@ cargo build -q -j"$JOBS" --release -p efq-web --bin web-tool
 mkdir -p "$DIST"
 rm -rf "$DIST/pkg"
 wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg" \
-  target/wasm32-unknown-unknown/release/efq_web.wasm
+  "$TARGET/wasm32-unknown-unknown/release/efq_web.wasm"
 cp web/www/* "$DIST/"
 
 if [ ! -f "$MODEL" ]; then
   log "quantizing the default model into $MODEL"
   cargo build -q -j"$JOBS" --release -p efq-trainer --bin trainer
   mkdir -p "$(dirname "$MODEL")"
-  target/release/trainer quantize --model "$EFQ_TEACHER" --bits w8a8 --out "$MODEL"
+  "$TARGET"/release/trainer quantize --model "$EFQ_TEACHER" --bits w8a8 --out "$MODEL"
 fi
-if ! target/release/web-tool has-threshold --model "$MODEL"; then
+if ! "$TARGET"/release/web-tool has-threshold --model "$MODEL"; then
   REPORT="${EFQ_WEB_EVAL_REPORT:-out/web/eval/report.json}"
   if [ ! -f "$REPORT" ]; then
     LIMIT="${EFQ_WEB_EVAL_LIMIT:-2000}"
     log "measuring the decision threshold of $MODEL on LFW (${LIMIT/#0/all} crops)"
     cargo build -q -j"$JOBS" --release -p efq-trainer --bin trainer
     args=(); [ "$LIMIT" != 0 ] && args=(--limit "$LIMIT")
-    target/release/trainer eval --model "$MODEL" "${args[@]}" --out "$(dirname "$REPORT")" >/dev/null
+    "$TARGET"/release/trainer eval --model "$MODEL" "${args[@]}" --out "$(dirname "$REPORT")" >/dev/null
   fi
-  target/release/web-tool threshold --model "$MODEL" --report "$REPORT"
+  "$TARGET"/release/web-tool threshold --model "$MODEL" --report "$REPORT"
 fi
 mkdir -p "$DIST/models"
 cp "$MODEL" "$DIST/models/default.efq"

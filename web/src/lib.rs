@@ -118,6 +118,14 @@ pub fn rgba_to_rgb(rgba: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+struct Busy<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 enum Runner {
     Gpu(Box<GpuModel>),
     Cpu(Box<CpuModel>),
@@ -127,10 +135,21 @@ enum Runner {
 #[wasm_bindgen]
 pub struct Verifier {
     runner: Runner,
+    /// A GPU model has one set of buffers: one request at a time.
+    busy: std::cell::Cell<bool>,
     report: serde_json::Value,
     input_shape: [usize; 3],
     dim: usize,
     threshold: Option<f32>,
+}
+
+/// " (name)" or nothing: browsers may hide the adapter's name.
+fn named(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({name})")
+    }
 }
 
 /// Opens WebGPU, or says why not.
@@ -260,9 +279,9 @@ impl Verifier {
                         (
                             None,
                             format!(
-                                "the WebGPU adapter ({}) is a software rasteriser; the CPU path \
-                                 is used (force WebGPU with ?backend=webgpu)",
-                                gpu.adapter
+                                "the WebGPU adapter{} is a software rasteriser; the CPU path is \
+                                 used (force WebGPU with ?backend=webgpu)",
+                                named(&gpu.adapter.name)
                             ),
                         )
                     } else {
@@ -277,7 +296,7 @@ impl Verifier {
                         let why = if choice == Backend::WebGpu {
                             "WebGPU requested".to_string()
                         } else {
-                            format!("WebGPU adapter {}", gpu.adapter)
+                            format!("a hardware WebGPU adapter{}", named(&gpu.adapter.name))
                         };
                         (Some(Runner::Gpu(Box::new(m))), why)
                     }
@@ -319,6 +338,7 @@ impl Verifier {
         });
         Ok(Verifier {
             runner,
+            busy: std::cell::Cell::new(false),
             report,
             input_shape: manifest.input_shape,
             dim: manifest.embedding_dim,
@@ -334,6 +354,7 @@ impl Verifier {
         channels: usize,
     ) -> Result<Vec<f32>, String> {
         let rgb = self.rgb(pixels, n, channels)?;
+        let _busy = self.claim()?;
         match &self.runner {
             Runner::Gpu(m) => m
                 .embed(Images::Rgb8(&rgb), n)
@@ -341,6 +362,14 @@ impl Verifier {
                 .map_err(|e| e.to_string()),
             Runner::Cpu(m) => m.embed_rgb(&rgb, n),
         }
+    }
+
+    /// Marks the model busy until the returned guard drops.
+    fn claim(&self) -> Result<Busy<'_>, String> {
+        if self.busy.replace(true) {
+            return Err("the model is still busy with the previous request: await it first".into());
+        }
+        Ok(Busy(&self.busy))
     }
 
     fn rgb(&self, pixels: &[u8], n: usize, channels: usize) -> Result<Vec<u8>, String> {

@@ -124,3 +124,66 @@ async fn verdicts_and_errors() {
     let e = Verifier::load_native(MODEL, "vulkan").await.err().unwrap();
     assert!(e.contains("unknown backend"), "{e}");
 }
+
+#[wasm_bindgen_test]
+async fn verify_agrees_between_paths() {
+    let cpu = Verifier::load_native(MODEL, "cpu").await.unwrap();
+    let gpu = Verifier::load_native(MODEL, "webgpu").await.unwrap();
+    let px = rgba();
+    let img = |i: usize| px[i * 112 * 112 * 4..(i + 1) * 112 * 112 * 4].to_vec();
+    for (a, b) in [(0, 1), (2, 3), (1, 3)] {
+        let c: serde_json::Value =
+            serde_json::from_str(&cpu.verify(img(a), img(b), 4).await.ok().unwrap()).unwrap();
+        let g: serde_json::Value =
+            serde_json::from_str(&gpu.verify(img(a), img(b), 4).await.ok().unwrap()).unwrap();
+        log(&format!("verify {a}-{b}: cpu {c} webgpu {g}"));
+        let (sc, sg) = (
+            c["similarity"].as_f64().unwrap(),
+            g["similarity"].as_f64().unwrap(),
+        );
+        assert!((sc - sg).abs() < 1e-4, "pair {a}-{b}: cpu {sc} webgpu {sg}");
+        assert_eq!(c["same"], g["same"]);
+    }
+}
+
+#[wasm_bindgen_test]
+async fn concurrent_requests_are_refused_not_garbled() {
+    let v = Verifier::load_native(MODEL, "webgpu").await.unwrap();
+    let px = rgba();
+    let one = &px[..112 * 112 * 4];
+    let (a, b) = futures_join(v.embed_native(one, 1, 4), v.embed_native(one, 1, 4)).await;
+    let want = &floats(EMBEDDINGS)[..DIM];
+    assert!(min_cosine(&a.unwrap(), want) >= 0.99999);
+    let e = b.unwrap_err();
+    assert!(e.contains("busy"), "{e}");
+}
+
+/// Polls both futures to completion (the second starts while the first is in flight).
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (ra.unwrap(), rb.unwrap())
+}

@@ -38,6 +38,7 @@ const mb = (b) => `${(b / 1e6).toFixed(2)} MB`;
 let maxModelBytes = 256 << 20;
 let modelReady = false;
 const faces = [null, null]; // RGBA Uint8ClampedArray per slot
+const faceNames = ['', ''];
 
 // ---- Model loading, with progress.
 async function fetchWithProgress(url) {
@@ -148,7 +149,8 @@ async function setFace(slot, file) {
   ctx.drawImage(bmp, (bmp.width - s) / 2, (bmp.height - s) / 2, s, s, 0, 0, SIZE, SIZE);
   bmp.close();
   faces[slot] = ctx.getImageData(0, 0, SIZE, SIZE).data;
-  box.dataset.loaded = file.name || 'photo';
+  faceNames[slot] = file.name || 'photo';
+  box.dataset.loaded = faceNames[slot];
   clearError();
   await maybeVerify();
 }
@@ -170,6 +172,7 @@ for (const box of [$('#face-a'), $('#face-b')]) {
 function resetResult() {
   $('#result').textContent = 'Load two photos.';
   $('#result').dataset.state = 'idle';
+  $('#result').dataset.pair = '';
   $('#verdict').textContent = '';
   $('#verdict').dataset.verdict = '';
   $('#result-details').innerHTML = '';
@@ -182,6 +185,7 @@ async function maybeVerify() {
   $('#result').textContent = 'Comparing…';
   $('#result').dataset.state = 'busy';
   try {
+    const pair = `${faceNames[0]}|${faceNames[1]}`;
     const a = faces[0].slice().buffer;
     const b = faces[1].slice().buffer;
     const r = await call('verify', { a, b }, [a, b]);
@@ -189,6 +193,7 @@ async function maybeVerify() {
     $('#result').textContent = `Similarity ${r.similarity.toFixed(4)}`;
     $('#result').dataset.state = 'done';
     $('#result').dataset.similarity = String(r.similarity);
+    $('#result').dataset.pair = pair;
     const v = $('#verdict');
     if (r.same === null || r.same === undefined) {
       v.textContent = 'no verdict: the model has no threshold';

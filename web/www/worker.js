@@ -86,12 +86,16 @@ const handlers = {
   },
 };
 
-onmessage = async (ev) => {
-  const { id, type } = ev.data;
-  try {
-    const result = await handlers[type](ev.data);
-    postMessage({ id, ok: true, result });
-  } catch (e) {
-    postMessage({ id, ok: false, error: errorText(e) });
-  }
+// One request at a time, in arrival order: a model has one set of GPU buffers.
+let queue = Promise.resolve();
+onmessage = (ev) => {
+  queue = queue.then(async () => {
+    const { id, type } = ev.data;
+    try {
+      const result = await handlers[type](ev.data);
+      postMessage({ id, ok: true, result });
+    } catch (e) {
+      postMessage({ id, ok: false, error: errorText(e) });
+    }
+  });
 };
