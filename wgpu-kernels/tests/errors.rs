@@ -100,3 +100,30 @@ fn a_lost_device_fails_later_calls_cleanly() {
         "{err:?}"
     );
 }
+
+#[test]
+fn an_app_can_hand_the_engine_its_own_device_and_get_decisions_at_the_stored_threshold() {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let gpu =
+        efq_engine::Gpu::from_device(device, queue, &adapter.get_info(), efq_engine::Dot4::Native);
+    let g = builders::tiny_mobilefacenet(16, 8, 3).unwrap();
+    let mut packed = PackedModel::new(g, None).unwrap();
+    packed.manifest.threshold = Some(efq_shared::format::Threshold {
+        far: 1e-3,
+        cosine: 0.5,
+        source: "test".into(),
+    });
+    let model = GpuModel::new(&gpu, &packed, 4).unwrap();
+    let a: Vec<u8> = (0..3 * 16 * 16).map(|i| (i * 7 % 251) as u8).collect();
+    let b: Vec<u8> = a.iter().rev().copied().collect();
+    let same = model.verify_blocking(&a, &a).unwrap();
+    assert!((same.similarity - 1.0).abs() < 1e-5, "{same:?}");
+    assert_eq!(same.same, Some(true));
+    let other = model.verify_blocking(&a, &b).unwrap();
+    assert_eq!(other.threshold, Some(0.5));
+    assert_eq!(other.same, Some(other.similarity >= 0.5));
+    assert!(other.similarity < 0.9999, "{other:?}");
+}
