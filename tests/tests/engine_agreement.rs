@@ -99,7 +99,6 @@ fn generated_iresnet18_student_matches_reference_bit_for_bit() {
 }
 
 #[test]
-#[ignore = "R50 on a software rasteriser takes minutes; run with --ignored"]
 fn generated_iresnet50_student_matches_reference_bit_for_bit() {
     let gpu = gpu();
     let (student, x) = iresnet_student(50, "w6a6");
