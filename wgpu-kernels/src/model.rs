@@ -84,7 +84,10 @@ struct StepDesc {
 }
 
 struct Step {
+    // Read only by the native-only per-dispatch profile.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     label: String,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
