@@ -17,6 +17,12 @@ use wasm_bindgen::prelude::*;
 /// Largest model file the page accepts (the engine checks device limits on top of this).
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 
+/// The engine's integer-convolution arithmetic on the web: packed dot4 (`Some(false)`). The
+/// engine's default on software adapters, exact f32 multiply-adds, gives wrong embeddings in
+/// Chromium's WebGPU on SwiftShader (cosine 0.51 to the reference at engine f2101c6, see the
+/// ignored test `engine_float_dot_path_in_browser`), while dot4 is bit-exact there.
+pub const DEFAULT_FLOAT_DOT: Option<bool> = Some(false);
+
 /// Images per GPU submission the model is planned for (larger batches are split).
 pub const GPU_MAX_BATCH: usize = 32;
 
@@ -153,21 +159,29 @@ fn named(name: &str) -> String {
 }
 
 /// Opens WebGPU, or says why not.
-async fn open_gpu() -> Result<Gpu, String> {
+async fn open_gpu(float_dot: Option<bool>) -> Result<Gpu, String> {
     #[cfg(target_arch = "wasm32")]
     if !wgpu::util::is_browser_webgpu_supported().await {
         return Err("this browser does not expose WebGPU (navigator.gpu is missing)".into());
     }
-    Gpu::request(&GpuOptions::default())
-        .await
-        .map_err(|e| e.to_string())
+    Gpu::request(&GpuOptions {
+        float_dot,
+        ..GpuOptions::default()
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[wasm_bindgen]
 impl Verifier {
     /// Loads a packed model (`.efq` bytes) on `backend` (`auto`, `webgpu` or `cpu`).
-    pub async fn load(bytes: Vec<u8>, backend: String) -> Result<Verifier, JsError> {
-        Verifier::load_native(&bytes, &backend)
+    /// `float_dot` picks the engine's convolution arithmetic (default [`DEFAULT_FLOAT_DOT`]).
+    pub async fn load(
+        bytes: Vec<u8>,
+        backend: String,
+        float_dot: Option<bool>,
+    ) -> Result<Verifier, JsError> {
+        Verifier::load_native(&bytes, &backend, float_dot.or(DEFAULT_FLOAT_DOT))
             .await
             .map_err(|e| JsError::new(&e))
     }
@@ -253,16 +267,22 @@ impl Verifier {
 
 impl Verifier {
     /// [`Verifier::load`] with plain errors (for Rust callers and tests).
-    pub async fn load_native(bytes: &[u8], backend: &str) -> Result<Verifier, String> {
+    /// `float_dot`: the engine's integer-convolution arithmetic (`None`: its default).
+    pub async fn load_native(
+        bytes: &[u8],
+        backend: &str,
+        float_dot: Option<bool>,
+    ) -> Result<Verifier, String> {
         let choice = Backend::parse(backend)?;
         let packed = parse_model(bytes)?;
         let manifest = packed.manifest.clone();
         let mut adapter = serde_json::Value::Null;
         let mut dot4 = serde_json::Value::Null;
+        let mut arithmetic = serde_json::Value::Null;
         let mut gpu_bytes = serde_json::Value::Null;
         let (runner, reason) = match choice {
             Backend::Cpu => (None, "CPU path requested".to_string()),
-            Backend::WebGpu | Backend::Auto => match open_gpu().await {
+            Backend::WebGpu | Backend::Auto => match open_gpu(float_dot).await {
                 Ok(gpu) => {
                     adapter = json!({
                         "name": gpu.adapter.name,
@@ -274,6 +294,11 @@ impl Verifier {
                     dot4 = json!(match gpu.dot4 {
                         Dot4::Native => "native",
                         Dot4::Polyfill => "polyfill",
+                    });
+                    arithmetic = json!(if gpu.float_dot() {
+                        "f32 multiply-add"
+                    } else {
+                        "dot4"
                     });
                     if choice == Backend::Auto && gpu.adapter.software {
                         (
@@ -324,6 +349,7 @@ impl Verifier {
             "reason": reason,
             "adapter": adapter,
             "dot4": dot4,
+            "arithmetic": arithmetic,
             "gpu_memory": gpu_bytes,
             "threshold": manifest.threshold,
             "model": {

@@ -3,6 +3,8 @@ const $ = (s) => document.querySelector(s);
 const params = new URLSearchParams(location.search);
 const backend = params.get('backend') || 'auto';
 const SIZE = 112;
+// ?floatdot=1 tries the engine's f32 multiply-add convolutions (default: dot4, exact everywhere).
+const floatDot = params.has('floatdot') ? params.get('floatdot') === '1' : undefined;
 
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 let nextId = 1;
@@ -83,6 +85,7 @@ function describeEngine(info, ms) {
     const a = info.adapter;
     add('adapter', `${a.name || '(name hidden by the browser)'} — ${a.device_type}${a.software ? ', software' : ''}`);
     add('dot4I8Packed', info.dot4 === 'native' ? 'native' : 'polyfill (shifts)');
+    add('convolutions', info.arithmetic);
   }
   add('model', `${m.name} — ${m.quant || 'float'}${m.bits && m.bits.first_last_8bit ? ' (first and last layer 8-bit)' : ''}`);
   add('size', `${mb(m.file_bytes)} file, ${mb(m.parameter_bytes)} parameters`);
@@ -98,7 +101,7 @@ async function loadModel(getBytes, label) {
   try {
     const bytes = await getBytes();
     setStatus(`Compiling ${label} (${mb(bytes.byteLength)})…`, 'loading');
-    const { info, ms } = await call('load', { bytes, backend }, [bytes]);
+    const { info, ms } = await call('load', { bytes, backend, floatDot }, [bytes]);
     let shown = info;
     const t = params.get('threshold');
     if (t !== null) shown = await call('setThreshold', { cosine: Number(t) });
@@ -230,7 +233,7 @@ async function runBench() {
   out.textContent = 'running…';
   try {
     const bytes = await fetchWithProgress(params.get('model') || 'models/default.efq');
-    const rows = await call('bench', { bytes, backends, batches, seconds }, [bytes]);
+    const rows = await call('bench', { bytes, backends, batches, seconds, floatDot }, [bytes]);
     window.benchResult = rows;
     out.textContent = JSON.stringify(rows, null, 2);
     out.dataset.done = '1';

@@ -20,12 +20,12 @@ function randomPixels(n, seed) {
   return px;
 }
 
-async function bench(bytes, backends, batches, seconds) {
+async function bench(bytes, backends, batches, seconds, floatDot) {
   const rows = [];
   for (const backend of backends) {
     let v;
     try {
-      v = await Verifier.load(new Uint8Array(bytes), backend);
+      v = await Verifier.load(new Uint8Array(bytes), backend, floatDot);
     } catch (e) {
       rows.push({ backend, error: errorText(e) });
       continue;
@@ -46,6 +46,7 @@ async function bench(bytes, backends, batches, seconds) {
       const median = times[Math.floor(times.length / 2)];
       rows.push({
         runtime: 'efq-engine', backend: info.backend, adapter: info.adapter, dot4: info.dot4,
+        arithmetic: info.arithmetic,
         model: info.model.name, batch: n, runs: times.length,
         median_ms: median, images_per_s: n / (median / 1000),
       });
@@ -60,11 +61,11 @@ const handlers = {
     await ready;
     return { maxModelBytes: maxModelBytes() };
   },
-  async load({ bytes, backend }) {
+  async load({ bytes, backend, floatDot }) {
     await ready;
     if (verifier) { verifier.free(); verifier = null; }
     const t = performance.now();
-    verifier = await Verifier.load(new Uint8Array(bytes), backend || 'auto');
+    verifier = await Verifier.load(new Uint8Array(bytes), backend || 'auto', floatDot);
     const info = JSON.parse(verifier.describe());
     return { info, ms: performance.now() - t };
   },
@@ -80,9 +81,9 @@ const handlers = {
     r.backend = verifier.backend();
     return r;
   },
-  async bench({ bytes, backends, batches, seconds }) {
+  async bench({ bytes, backends, batches, seconds, floatDot }) {
     await ready;
-    return bench(bytes, backends, batches, seconds);
+    return bench(bytes, backends, batches, seconds, floatDot);
   },
 };
 
