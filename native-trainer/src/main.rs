@@ -81,6 +81,11 @@ enum Command {
         Example: trainer bench --model out/mbf-w8a8.efq --backend wgpu --batches 1,32,256"
     )]
     Bench(BenchCmd),
+    /// Draw the all-pairs ROC curves of several `eval` reports in one PNG.
+    #[command(long_about = "Draw the all-pairs ROC curves (flip test) of several `eval` reports\n\
+        in one PNG, to compare a teacher with its students at low FAR.\n\n\
+        Example: trainer roc --out roc.png teacher=out/eval-t/report.json w6a6=out/eval-s/report.json")]
+    Roc(RocCmd),
     /// Write a generated network (random weights, seeded) as an InsightFace-layout ONNX file.
     #[command(
         long_about = "Write a generated network with seeded random weights as ONNX, in\n\
@@ -142,6 +147,19 @@ struct BenchCmd {
     /// its time, kernel by kernel.
     #[arg(long)]
     profile: bool,
+}
+
+#[derive(Args)]
+struct RocCmd {
+    /// Reports as LABEL=PATH (or PATH, labelled by the model name in the report).
+    #[arg(required = true)]
+    reports: Vec<String>,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lowest FAR on the x axis.
+    #[arg(long, default_value_t = 1e-6)]
+    far_min: f64,
 }
 
 #[derive(Args)]
@@ -398,6 +416,25 @@ fn main() -> Result<()> {
             } else {
                 engine_cli::print_bench(&rows);
             }
+        }
+        Command::Roc(c) => {
+            let mut curves = Vec::new();
+            for r in &c.reports {
+                let (label, path) = match r.split_once('=') {
+                    Some((l, p)) => (Some(l.to_string()), PathBuf::from(p)),
+                    None => (None, PathBuf::from(r)),
+                };
+                let report: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                )
+                .with_context(|| format!("{} is not an eval report.json", path.display()))?;
+                let points: Vec<(f64, f64)> = serde_json::from_value(report["all_pairs_roc"].clone())
+                    .with_context(|| format!("{} has no all_pairs_roc", path.display()))?;
+                let label = label.unwrap_or_else(|| report["model"].as_str().unwrap_or("?").to_string());
+                curves.push(efq_trainer::plot::Curve { label, points });
+            }
+            efq_trainer::plot::roc_png(&c.out, "ROC, all pairs of the LFW test crops (flip)", &curves, c.far_min)?;
+            println!("wrote {}", c.out.display());
         }
         Command::Generate(c) => {
             let depth: usize = c

@@ -49,12 +49,18 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve], far_min: f64) -> Resu
             .flat_map(|c| c.points.iter().filter(|p| p.0 >= far_min).map(|p| p.1))
             .fold(1.0f64, f64::min);
         let y_min = ((lowest * 100.0).floor() / 100.0 - 0.01).max(0.0);
+        // The x axis ends where the data does (all-pairs curves stop at FAR 1e-2).
+        let far_max = curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .fold(far_min * 10.0, f64::max)
+            .min(1.0);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(64)
-            .build_cartesian_2d((far_min..1.0).log_scale(), y_min..1.0)?;
+            .build_cartesian_2d((far_min..far_max).log_scale(), y_min..1.0)?;
         chart
             .configure_mesh()
             .x_desc("false accept rate (log)")
