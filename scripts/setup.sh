@@ -92,5 +92,20 @@ if [ -n "$WB_VERSION" ] && [ "$(wasm-bindgen --version 2>/dev/null | awk '{print
   # Not --locked: the CLI's own lock file pins a webpki-roots release the registry no longer serves.
   cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
+# ---- Node packages for the browser tests (playwright-core drives the system Chromium; it never
+# downloads a browser). Debian 12's nodejs is 18, enough for playwright-core.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "apt-get install nodejs npm"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+LOCK_SHA="$(sha256sum "$EFQ_ROOT/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$EFQ_ROOT/node_modules/.efq-lock-sha256" 2>/dev/null)" != "$LOCK_SHA" ]; then
+  log "npm ci (browser test packages)"
+  (cd "$EFQ_ROOT" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  echo "$LOCK_SHA" > "$EFQ_ROOT/node_modules/.efq-lock-sha256"
+fi
+
 log "ready (LIBTORCH=$LIBTORCH, teacher=$EFQ_TEACHER, lfw=$EFQ_LFW)"
 set +euo pipefail
