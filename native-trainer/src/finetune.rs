@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::embed::FaceFolder;
-use crate::loss::{EkdState, LossParts, ekd_loss, quantface_loss};
+use crate::loss::{EkdState, LossParts, ekd_loss, margin_ce_loss, quantface_loss};
 use crate::net::TchNet;
 use crate::student::Student;
 
@@ -35,6 +35,11 @@ pub enum LossKind {
     Ekd,
     /// QuantFace's loss: MSE between normalised student and teacher embeddings.
     Quantface,
+    /// EKD plus a margin classification loss over the identity folders (margin `ce_margin`,
+    /// scale `ce_scale`): the paper's Table-3 ablation. The class centres are a training-only
+    /// head, each initialised from the teacher's embedding of the first image of its class
+    /// seen in training; the exported student has no head.
+    EkdCe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -74,10 +79,30 @@ pub struct FinetuneConfig {
     pub hard_negatives: i64,
     pub epochs: usize,
     pub checkpoint_every: usize,
+    /// Weight of the margin classification term (`--loss ekd-ce`).
+    #[serde(default = "default_ce_weight")]
+    pub ce_weight: f64,
+    #[serde(default = "default_ce_margin")]
+    pub ce_margin: f64,
+    #[serde(default = "default_ce_scale")]
+    pub ce_scale: f64,
+}
+
+fn default_ce_weight() -> f64 {
+    1.0
+}
+fn default_ce_margin() -> f64 {
+    0.4
+}
+fn default_ce_scale() -> f64 {
+    64.0
 }
 
 /// Everything needed to continue a run: parameters, optimizer buffers, EKD thresholds, step.
 const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Checkpoint names of the margin loss's class centres and of their initialised flags.
+const HEAD: &str = "ce.head";
+const HEAD_READY: &str = "ce.head_ready";
 const CHECKPOINT_META: &str = "checkpoint.json";
 
 #[derive(Serialize, Deserialize)]
@@ -242,7 +267,23 @@ pub fn run(
     let steps_per_epoch = items.len().div_ceil(per_step);
     let total = steps_per_epoch * cfg.epochs.max(1);
 
-    let mut opt = Opt::new(cfg.optimizer, cfg.lr, &student.params);
+    // Trainable tensors: the student's, plus the class centres of the margin loss.
+    let mut params: Vec<(String, Tensor)> = student
+        .params
+        .iter()
+        .map(|(n, p)| (n.clone(), p.shallow_clone()))
+        .collect();
+    let head = (cfg.loss == LossKind::EkdCe).then(|| {
+        let dim = init.manifest.embedding_dim as i64;
+        let classes = folder.identities.len() as i64;
+        let h = Tensor::zeros([classes, dim], (Kind::Float, device)).set_requires_grad(true);
+        params.push((HEAD.into(), h.shallow_clone()));
+        h
+    });
+    // Which class centres hold a teacher embedding yet (1.0) — a tensor so that it is
+    // checkpointed with the rest.
+    let head_ready = Tensor::zeros([folder.identities.len() as i64], (Kind::Float, Device::Cpu));
+    let mut opt = Opt::new(cfg.optimizer, cfg.lr, &params);
     let mut ekd = EkdState::new();
     let mut start_step = 0;
     let ckpt = out_dir.join(CHECKPOINT);
@@ -253,7 +294,13 @@ pub fn run(
             .with_context(|| format!("cannot read checkpoint {}", ckpt.display()))?;
         let saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
         tch::no_grad(|| -> Result<()> {
-            for (k, (name, p)) in student.params.iter().enumerate() {
+            if head.is_some() {
+                let r = saved
+                    .get(HEAD_READY)
+                    .with_context(|| format!("checkpoint lacks '{HEAD_READY}'"))?;
+                head_ready.shallow_clone().copy_(r);
+            }
+            for (k, (name, p)) in params.iter().enumerate() {
                 let get = |n: &str| {
                     saved
                         .get(n)
@@ -336,9 +383,32 @@ pub fn run(
         };
         let pos = positive.logical_and(&upper).to_device(device);
         let neg = positive.logical_not().logical_and(&upper).to_device(device);
+        let mut ce_value = None;
         let (loss, parts) = match cfg.loss {
             LossKind::Ekd => ekd_loss(&es, &et, &pos, &neg, cfg.hard_negatives, &mut ekd),
             LossKind::Quantface => (quantface_loss(&es, &et), LossParts::default()),
+            LossKind::EkdCe => {
+                let head = head.as_ref().expect("created for ekd-ce");
+                tch::no_grad(|| {
+                    for (i, (_, l)) in chosen.iter().enumerate() {
+                        let c = *l as i64;
+                        if head_ready.double_value(&[c]) == 0.0 {
+                            head.get(c).copy_(&et.get(i as i64));
+                            let _ = head_ready.get(c).fill_(1.0);
+                        }
+                    }
+                });
+                let (ekd_l, parts) = ekd_loss(&es, &et, &pos, &neg, cfg.hard_negatives, &mut ekd);
+                let ce = margin_ce_loss(
+                    &es,
+                    head,
+                    &lab.to_device(device),
+                    cfg.ce_margin,
+                    cfg.ce_scale,
+                );
+                ce_value = Some(ce.double_value(&[]));
+                (ekd_l + ce * cfg.ce_weight, parts)
+            }
         };
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
@@ -346,19 +416,21 @@ pub fn run(
         }
         last_loss = lv;
         loss.backward();
-        opt.step(&student.params);
+        opt.step(&params);
         step += 1;
         pb.set_position(step as u64);
         let done = (step - start_step) * per_step;
         pb.set_message(format!(
-            "loss {lv:.5} (pos {:.4}, neg {:.4}, {} pos pairs)  {:.1} img/s",
+            "loss {lv:.5} (pos {:.4}, neg {:.4}, {} pos pairs{})  {:.1} img/s",
             parts.positive,
             parts.negative,
             parts.n_pos,
+            ce_value.map(|c| format!(", ce {c:.3}")).unwrap_or_default(),
             done as f64 / t0.elapsed().as_secs_f64()
         ));
         if step % cfg.checkpoint_every.max(1) == 0 || step == total {
-            save_checkpoint(out_dir, &student, &opt, &ekd, step)?;
+            let extra = head.as_ref().map(|_| (HEAD_READY, &head_ready));
+            save_checkpoint(out_dir, &params, &opt, &ekd, step, extra)?;
         }
         if stop_after.is_some_and(|s| step >= s) {
             break;
@@ -379,13 +451,17 @@ pub fn run(
 
 fn save_checkpoint(
     dir: &Path,
-    student: &Student,
+    params: &[(String, Tensor)],
     opt: &Opt,
     ekd: &EkdState,
     step: usize,
+    extra: Option<(&str, &Tensor)>,
 ) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = Vec::new();
-    for (k, (name, p)) in student.params.iter().enumerate() {
+    if let Some((name, t)) = extra {
+        named.push((name.to_string(), t.shallow_clone()));
+    }
+    for (k, (name, p)) in params.iter().enumerate() {
         named.push((name.clone(), p.detach().to_device(Device::Cpu)));
         named.push((format!("opt.m.{name}"), opt.m[k].to_device(Device::Cpu)));
         named.push((format!("opt.v.{name}"), opt.v[k].to_device(Device::Cpu)));

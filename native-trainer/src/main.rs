@@ -82,9 +82,11 @@ enum Command {
     )]
     Bench(BenchCmd),
     /// Draw the all-pairs ROC curves of several `eval` reports in one PNG.
-    #[command(long_about = "Draw the all-pairs ROC curves (flip test) of several `eval` reports\n\
+    #[command(
+        long_about = "Draw the all-pairs ROC curves (flip test) of several `eval` reports\n\
         in one PNG, to compare a teacher with its students at low FAR.\n\n\
-        Example: trainer roc --out roc.png teacher=out/eval-t/report.json w6a6=out/eval-s/report.json")]
+        Example: trainer roc --out roc.png teacher=out/eval-t/report.json w6a6=out/eval-s/report.json"
+    )]
     Roc(RocCmd),
     /// Write a generated network (random weights, seeded) as an InsightFace-layout ONNX file.
     #[command(
@@ -209,6 +211,9 @@ struct FinetuneCmd {
     /// Hardest negatives (by student cosine) in the EKD negative term.
     #[arg(long, default_value_t = 64)]
     hard_negatives: i64,
+    /// --loss ekd-ce: weight of the margin classification term (margin 0.4, scale 64).
+    #[arg(long, default_value_t = 1.0)]
+    ce_weight: f64,
     #[arg(long, default_value_t = 1)]
     epochs: usize,
     #[arg(long, default_value_t = 0)]
@@ -425,15 +430,23 @@ fn main() -> Result<()> {
                     None => (None, PathBuf::from(r)),
                 };
                 let report: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                    &std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
                 )
                 .with_context(|| format!("{} is not an eval report.json", path.display()))?;
-                let points: Vec<(f64, f64)> = serde_json::from_value(report["all_pairs_roc"].clone())
-                    .with_context(|| format!("{} has no all_pairs_roc", path.display()))?;
-                let label = label.unwrap_or_else(|| report["model"].as_str().unwrap_or("?").to_string());
+                let points: Vec<(f64, f64)> =
+                    serde_json::from_value(report["all_pairs_roc"].clone())
+                        .with_context(|| format!("{} has no all_pairs_roc", path.display()))?;
+                let label =
+                    label.unwrap_or_else(|| report["model"].as_str().unwrap_or("?").to_string());
                 curves.push(efq_trainer::plot::Curve { label, points });
             }
-            efq_trainer::plot::roc_png(&c.out, "ROC, all pairs of the LFW test crops (flip)", &curves, c.far_min)?;
+            efq_trainer::plot::roc_png(
+                &c.out,
+                "ROC, all pairs of the LFW test crops (flip)",
+                &curves,
+                c.far_min,
+            )?;
             println!("wrote {}", c.out.display());
         }
         Command::Generate(c) => {
@@ -507,6 +520,9 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         hard_negatives: c.hard_negatives,
         epochs: c.epochs,
         checkpoint_every: c.checkpoint_every,
+        ce_weight: c.ce_weight,
+        ce_margin: 0.4,
+        ce_scale: 64.0,
     };
     let peak_before = peak_rss_mb();
     let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;

@@ -48,6 +48,9 @@ fn setup(dir: &Path) -> FinetuneConfig {
         hard_negatives: 8,
         epochs: 1,
         checkpoint_every: 2,
+        ce_weight: 1.0,
+        ce_margin: 0.4,
+        ce_scale: 64.0,
     }
 }
 
@@ -55,16 +58,29 @@ fn setup(dir: &Path) -> FinetuneConfig {
 fn resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path());
-    let whole = finetune::run(&cfg, &dir.path().join("a"), false, tch::Device::Cpu, None).unwrap();
+    resume_matches(&cfg, dir.path());
+}
+
+#[test]
+fn resumed_run_with_the_margin_classification_head_is_exact_too() {
+    // The class centres and their initialised flags are part of the checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.loss = LossKind::EkdCe;
+    resume_matches(&cfg, dir.path());
+}
+
+fn resume_matches(cfg: &FinetuneConfig, dir: &Path) {
+    let whole = finetune::run(cfg, &dir.join("a"), false, tch::Device::Cpu, None).unwrap();
     assert!(
         whole.steps >= 6,
         "the test needs several steps, got {}",
         whole.steps
     );
-    let b = dir.path().join("b");
-    let part = finetune::run(&cfg, &b, false, tch::Device::Cpu, Some(3)).unwrap();
+    let b = dir.join("b");
+    let part = finetune::run(cfg, &b, false, tch::Device::Cpu, Some(3)).unwrap();
     assert_eq!(part.steps, 3);
-    let resumed = finetune::run(&cfg, &b, true, tch::Device::Cpu, None).unwrap();
+    let resumed = finetune::run(cfg, &b, true, tch::Device::Cpu, None).unwrap();
     assert_eq!(resumed.steps, whole.steps);
     assert_eq!(
         resumed.graph, whole.graph,
