@@ -27,12 +27,21 @@ export const CHROMIUM_ARGS = [
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
   '.css': 'text/css', '.wasm': 'application/wasm', '.json': 'application/json' };
 
-/** A static file server for `dir` on a free port. */
-export function serve(dir) {
+/** A static file server for `dir` on a free port, plus `extra` routes (path → file or folder). */
+export function serve(dir, extra = {}) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    let p = path.normalize(path.join(dir, decodeURIComponent(url.pathname)));
-    if (!p.startsWith(dir)) { res.writeHead(403).end(); return; }
+    const pathname = decodeURIComponent(url.pathname);
+    let p = path.normalize(path.join(dir, pathname));
+    // Extra routes: an exact file, or a folder prefix ending in '/'.
+    for (const [route, target] of Object.entries(extra)) {
+      if (pathname === route) p = target;
+      else if (route.endsWith('/') && pathname.startsWith(route)) {
+        p = path.normalize(path.join(target, pathname.slice(route.length)));
+        if (!p.startsWith(target)) { res.writeHead(403).end(); return; }
+      }
+    }
+    if (p === path.normalize(path.join(dir, pathname)) && !p.startsWith(dir)) { res.writeHead(403).end(); return; }
     if (p.endsWith(path.sep)) p = path.join(p, 'index.html');
     fs.stat(p, (err, st) => {
       if (err || !st.isFile()) { res.writeHead(404).end('not found'); return; }
