@@ -100,6 +100,42 @@ fn default_ce_scale() -> f64 {
 
 /// Everything needed to continue a run: parameters, optimizer buffers, EKD thresholds, step.
 const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Images per teacher forward pass on the CPU.
+const TEACHER_CHUNK: i64 = 4;
+
+/// Gradient caching, first half: the student's embeddings of the whole batch, computed without
+/// a graph in chunks of `chunk` images, as a leaf that will collect the loss's gradient. The
+/// loss then sees the full batch (every pair of the EKD similarity matrix); the second half,
+/// [`backward_through`], replays each chunk with a graph. The student has no batch-dependent
+/// state (BatchNorm is folded, activation scales are frozen), so the result is the full-batch
+/// gradient, computed at small-batch speed (tested against a direct full-batch backward).
+pub fn embed_detached(student: &Student, x: &Tensor, chunk: i64) -> Tensor {
+    tch::no_grad(|| {
+        Tensor::cat(
+            &x.split(chunk, 0)
+                .iter()
+                .map(|c| student.forward(c))
+                .collect::<Vec<_>>(),
+            0,
+        )
+    })
+    .detach()
+    .set_requires_grad(true)
+}
+
+/// Gradient caching, second half: pushes `leaf.grad()` (after `loss.backward()`) through the
+/// student, chunk by chunk, accumulating into the parameters' gradients.
+pub fn backward_through(student: &Student, x: &Tensor, leaf: &Tensor, chunk: i64) {
+    let g = leaf.grad();
+    for (xc, gc) in x.split(chunk, 0).iter().zip(g.split(chunk, 0)) {
+        (student.forward(xc) * gc).sum(Kind::Float).backward();
+    }
+}
+
+/// Views per student forward/backward chunk: small on the CPU (cache), the batch on CUDA.
+fn chunk_student(device: Device, n: usize) -> i64 {
+    if device.is_cuda() { 2 * n as i64 } else { 8 }
+}
 /// Checkpoint names of the margin loss's class centres and of their initialised flags.
 const HEAD: &str = "ce.head";
 const HEAD_READY: &str = "ce.head_ready";
@@ -365,10 +401,24 @@ pub fn run(
             .map(|(_, l)| *l as i64)
             .collect();
 
-        let et = tch::no_grad(|| teacher.forward(&x))?;
+        // The teacher needs no gradient, so it can run in small chunks: on the CPU, batches of
+        // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, batch sweep).
+        let chunk = if device.is_cuda() {
+            2 * n as i64
+        } else {
+            TEACHER_CHUNK
+        };
+        let et = tch::no_grad(|| -> Result<Tensor> {
+            let parts = x
+                .split(chunk, 0)
+                .iter()
+                .map(|c| teacher.forward(c))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&parts, 0))
+        })?;
         let et = &et / et.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-        let es = student.forward(&x);
-        let es = &es / es.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+        let es_raw = embed_detached(&student, &x, chunk_student(device, n));
+        let es = &es_raw / es_raw.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
         let b = 2 * n as i64;
         let idx = Tensor::arange(b, (Kind::Int64, Device::Cpu));
         let image = &idx.remainder(n as i64);
@@ -416,6 +466,7 @@ pub fn run(
         }
         last_loss = lv;
         loss.backward();
+        backward_through(&student, &x, &es_raw, chunk_student(device, n));
         opt.step(&params);
         step += 1;
         pb.set_position(step as u64);

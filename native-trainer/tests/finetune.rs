@@ -138,3 +138,52 @@ fn clean_protocol_excludes_every_person_of_the_test_pairs() {
         (folder.images.len() as f64 * 0.5).round() as usize
     );
 }
+
+#[test]
+fn gradient_caching_gives_the_full_batch_gradient() {
+    use efq_trainer::finetune::{backward_through, embed_detached};
+    use efq_trainer::student::Student;
+    use tch::{Kind, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let init = PackedModel::load(&cfg.student_init).unwrap();
+    let student = Student::new(&init.graph, tch::Device::Cpu).unwrap();
+    let x = Tensor::from_slice(&efq_shared::builders::random_images(12, [3, 112, 112], 4))
+        .reshape([12, 3, 112, 112]);
+    let target = Tensor::randn([12, 32], (Kind::Float, tch::Device::Cpu));
+    // A loss that couples every sample with every other, like EKD's similarity matrix.
+    let loss_of = |e: &Tensor| {
+        let e = e / e.norm_scalaropt_dim(2, [1], true);
+        (e.matmul(&e.transpose(0, 1)) - target.matmul(&target.transpose(0, 1)) * 0.01)
+            .square()
+            .mean(Kind::Float)
+    };
+    let grads = || -> Vec<Tensor> {
+        student
+            .params
+            .iter()
+            .map(|(_, p)| {
+                let g = p.grad().copy();
+                let _ = p.grad().zero_();
+                g
+            })
+            .collect()
+    };
+    loss_of(&student.forward(&x)).backward();
+    let direct = grads();
+    let leaf = embed_detached(&student, &x, 5);
+    loss_of(&leaf).backward();
+    backward_through(&student, &x, &leaf, 5);
+    let cached = grads();
+    let mut nonzero = 0;
+    for ((name, _), (a, b)) in student.params.iter().zip(direct.iter().zip(&cached)) {
+        let scale = a.abs().max().double_value(&[]);
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-5 * scale.max(1e-12),
+            "{name}: max diff {diff} vs magnitude {scale}"
+        );
+        nonzero += (scale > 0.0) as usize;
+    }
+    assert!(nonzero > 0, "no parameter received a gradient");
+}
