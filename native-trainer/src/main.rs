@@ -22,7 +22,11 @@ use clap::{Args, Parser, Subcommand};
         112×112 crops with one sub-folder per person, and the standard pairs.txt.\n\n\
         Defaults come from the environment that scripts/setup.sh prepares:\n  \
         EFQ_TEACHER  the teacher model (w600k_mbf.onnx in the setup cache)\n  \
-        EFQ_LFW      the LFW folder (../shared/data/lfw beside the checkout)"
+        EFQ_LFW      the LFW folder (../shared/data/lfw beside the checkout)\n\n\
+        `trainer finetune --config FILE.toml` reads options from a file: its keys are the long\n\
+        option names (e.g. `lr = 0.001`, `loss = \"ekd\"`, `labels = true`); options on the\n\
+        command line win. The effective configuration is saved as config.json in --out-dir.",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -178,6 +182,9 @@ struct GenerateCmd {
 
 #[derive(Args)]
 struct FinetuneCmd {
+    /// TOML file of options (keys are the long option names); command-line options win.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Float teacher (ONNX).
     #[arg(long, env = "EFQ_TEACHER")]
     teacher: PathBuf,
@@ -315,7 +322,7 @@ struct EvalCmd {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(engine_cli::expand_config(std::env::args_os().collect())?);
     match cli.command {
         Command::Eval(c) => {
             let crops = c.data.lfw.join(&c.crops);

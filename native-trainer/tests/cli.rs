@@ -183,3 +183,61 @@ fn verify_rejects_a_file_that_is_not_an_image() {
         "{err}"
     );
 }
+
+#[test]
+fn finetune_reads_a_toml_config_and_command_line_options_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = quantized_teacher(dir.path());
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "loss = \"quantface\"\nfraction = 0.005\nbatch = 8\nlr = 0.5\ncheckpoint_every = 1\nlabels = true\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = trainer()
+        .args(["finetune", "--config"])
+        .arg(&config)
+        .args([
+            "--lr",
+            "0.002",
+            "--stop-after",
+            "1",
+            "--no-eval",
+            "--train-crops",
+            "insightface112",
+        ])
+        .arg("--student-init")
+        .arg(&init)
+        .arg("--lfw")
+        .arg(lfw())
+        .arg("--teacher")
+        .arg(teacher())
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["loss"], "quantface");
+    assert_eq!(saved["fraction"], 0.005);
+    assert_eq!(saved["batch"], 8);
+    assert_eq!(saved["labels"], true);
+    assert_eq!(saved["checkpoint_every"], 1);
+    assert_eq!(saved["lr"], 0.002, "the command line overrides the file");
+    assert!(out.join("checkpoint.safetensors").exists());
+
+    std::fs::write(&config, "lr = [1, 2]\n").unwrap();
+    let o = trainer()
+        .args(["finetune", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("'lr' must be a string, number or boolean"),
+        "{err}"
+    );
+}
