@@ -1,7 +1,9 @@
 //! The contract both halves of EfQuantFace share: the graph, the quantization arithmetic, the
 //! packed model format, the CPU reference executor, preprocessing and evaluation.
 
+pub mod align;
 pub mod builders;
+pub mod detect;
 pub mod eval;
 pub mod format;
 pub mod graph;

@@ -148,12 +148,12 @@ const ATTR_INTS: i32 = 7;
 
 /// A constant: float parameters or integer shape data.
 #[derive(Clone, Debug)]
-enum Constant {
+pub(crate) enum Constant {
     F32(Tensor),
     I64(Vec<i64>),
 }
 
-fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
+pub(crate) fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
     let name = &t.name;
     if t.data_location == 1 {
         return Err(Error::Onnx(format!(
@@ -243,22 +243,22 @@ fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
     }
 }
 
-struct Attrs<'a>(&'a NodeProto);
+pub(crate) struct Attrs<'a>(pub(crate) &'a NodeProto);
 
 impl Attrs<'_> {
-    fn get(&self, name: &str) -> Option<&AttributeProto> {
+    pub(crate) fn get(&self, name: &str) -> Option<&AttributeProto> {
         self.0.attribute.iter().find(|a| a.name == name)
     }
-    fn int(&self, name: &str, default: i64) -> i64 {
+    pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
         self.get(name).map_or(default, |a| a.i)
     }
-    fn float(&self, name: &str, default: f32) -> f32 {
+    pub(crate) fn float(&self, name: &str, default: f32) -> f32 {
         self.get(name).map_or(default, |a| a.f)
     }
-    fn ints(&self, name: &str) -> Option<&[i64]> {
+    pub(crate) fn ints(&self, name: &str) -> Option<&[i64]> {
         self.get(name).map(|a| a.ints.as_slice())
     }
-    fn string(&self, name: &str) -> Option<String> {
+    pub(crate) fn string(&self, name: &str) -> Option<String> {
         self.get(name)
             .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
