@@ -1,0 +1,212 @@
+//! The SCRFD detector on the CPU reference finds the same faces as onnxruntime decoded by
+//! InsightFace's own algorithm (`tests/ort_scrfd.py`), and faces aligned from raw LFW photos
+//! embed like the `aligned112` crops made from the same photos.
+//!
+//! Both run on a few images by default (CI); set `EFQ_DETECT_SAMPLE=all` (or a number) to run
+//! them on the whole `raw250-sample` folder and print the summary figures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use efq_shared::align::align_face;
+use efq_shared::detect::{DetectConfig, Detection, Scrfd, iou, letterbox, pick_central};
+use efq_shared::format::Preprocessing;
+use efq_shared::preprocess::{load_face, pixels_to_chw};
+use efq_shared::{onnx, reference};
+use efq_tests::{cosine, lfw, python, teacher};
+
+fn detector() -> PathBuf {
+    let p = std::env::var_os("EFQ_DETECTOR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/efquantface/models/scrfd_500m_bnkps.onnx"))
+        })
+        .expect("EFQ_DETECTOR or HOME must be set");
+    assert!(
+        p.exists(),
+        "detector {} is missing: run `. scripts/setup.sh` first",
+        p.display()
+    );
+    p
+}
+
+/// `n` images of `raw250-sample`, evenly spaced over the sorted list (all with `EFQ_DETECT_SAMPLE=all`).
+fn sample(default_n: usize) -> Vec<PathBuf> {
+    let root = lfw().join("raw250-sample");
+    let mut all = Vec::new();
+    for d in std::fs::read_dir(&root).unwrap() {
+        let d = d.unwrap().path();
+        for f in std::fs::read_dir(&d).unwrap() {
+            all.push(f.unwrap().path().strip_prefix(&root).unwrap().to_path_buf());
+        }
+    }
+    all.sort();
+    assert!(all.len() > 200, "raw250-sample has {} images", all.len());
+    let n = match std::env::var("EFQ_DETECT_SAMPLE").ok().as_deref() {
+        Some("all") => all.len(),
+        Some(v) => v.parse().expect("EFQ_DETECT_SAMPLE is a number or 'all'"),
+        None => default_n,
+    }
+    .min(all.len());
+    (0..n).map(|i| all[i * all.len() / n].clone()).collect()
+}
+
+fn rgb(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap().to_rgb8()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Every face one side finds at ≥ 0.5 has a partner on the other side (found at ≥ 0.3, so that a
+/// score of 0.5 ± ε does not decide the test): box IoU ≥ 0.99, keypoints within 0.5 px, score
+/// within 1e-3. Returns the worst IoU, keypoint distance and score difference.
+fn matched(name: &str, ours: &[Detection], theirs: &[Detection], who: &str) -> (f32, f32, f32) {
+    let (mut worst_iou, mut worst_kp, mut worst_score) = (1f32, 0f32, 0f32);
+    for t in theirs.iter().filter(|d| d.score >= 0.5) {
+        let best = ours
+            .iter()
+            .max_by(|a, b| iou(&a.bbox, &t.bbox).total_cmp(&iou(&b.bbox, &t.bbox)))
+            .unwrap_or_else(|| panic!("{name}: {who} face {t:?} has no partner at all"));
+        let i = iou(&best.bbox, &t.bbox);
+        let kp = best
+            .kps
+            .iter()
+            .zip(&t.kps)
+            .map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt())
+            .fold(0f32, f32::max);
+        let ds = (best.score - t.score).abs();
+        assert!(
+            i >= 0.99 && kp <= 0.5 && ds <= 1e-3,
+            "{name}: {who} face {t:?} vs {best:?}: IoU {i}, keypoints {kp} px, score Δ {ds}"
+        );
+        worst_iou = worst_iou.min(i);
+        worst_kp = worst_kp.max(kp);
+        worst_score = worst_score.max(ds);
+    }
+    (worst_iou, worst_kp, worst_score)
+}
+
+#[test]
+fn scrfd_on_the_reference_finds_the_faces_onnxruntime_finds() {
+    let images = sample(8);
+    let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
+    assert_eq!(det.heads.len(), 9);
+    assert_eq!(det.num_anchors, 2);
+    let cfg = DetectConfig {
+        score_threshold: 0.3,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = Vec::new();
+    let mut ours = Vec::new();
+    let mut times = Vec::new();
+    for (k, rel) in images.iter().enumerate() {
+        let img = rgb(&lfw().join("raw250-sample").join(rel));
+        let t0 = Instant::now();
+        let (canvas, scale) = letterbox(&img, 640);
+        let dets = det.detect_letterboxed(&canvas, scale, &cfg).unwrap();
+        times.push(t0.elapsed().as_secs_f64());
+        let png = dir.path().join(format!("{k}.png"));
+        canvas.save(&png).unwrap();
+        manifest.push(serde_json::json!({"png": png, "det_scale": scale}));
+        ours.push(dets);
+    }
+    let mpath = dir.path().join("manifest.json");
+    std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let out = dir.path().join("ort.json");
+    let status = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ort_scrfd.py"))
+        .arg("--model")
+        .arg(detector())
+        .arg("--manifest")
+        .arg(&mpath)
+        .arg("--out")
+        .arg(&out)
+        .args(["--threshold", "0.3"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "onnxruntime script failed");
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let theirs: Vec<Vec<Detection>> = serde_json::from_value(ort["faces"].clone()).unwrap();
+    assert_eq!(theirs.len(), images.len());
+
+    let (mut worst_iou, mut worst_kp, mut worst_score) = (1f32, 0f32, 0f32);
+    let mut faces = 0;
+    for ((rel, o), t) in images.iter().zip(&ours).zip(&theirs) {
+        let name = rel.display().to_string();
+        let (i1, k1, s1) = matched(&name, o, t, "onnxruntime");
+        let (i2, k2, s2) = matched(&name, t, o, "reference");
+        worst_iou = worst_iou.min(i1.min(i2));
+        worst_kp = worst_kp.max(k1.max(k2));
+        worst_score = worst_score.max(s1.max(s2));
+        faces += t.iter().filter(|d| d.score >= 0.5).count();
+    }
+    let photos_with_face = theirs
+        .iter()
+        .filter(|t| t.iter().any(|d| d.score >= 0.5))
+        .count();
+    eprintln!(
+        "{} images, {faces} faces ≥ 0.5 ({photos_with_face} images with one): worst IoU {worst_iou:.5}, \
+         worst keypoint {worst_kp:.4} px, worst score Δ {worst_score:.2e}; latency at 640×640, \
+         1 thread: reference {:.1} ms (median, incl. letterbox, decode, NMS), onnxruntime {:.1} ms \
+         (median session.run)",
+        images.len(),
+        median(times) * 1e3,
+        ort["latency_ms"]["median"].as_f64().unwrap()
+    );
+    // Not vacuous: LFW photos are framed on a face.
+    assert!(
+        photos_with_face * 10 >= images.len() * 9,
+        "only {photos_with_face} of {} images have a face",
+        images.len()
+    );
+}
+
+#[test]
+fn crops_aligned_from_raw_photos_embed_like_aligned112() {
+    let images = sample(4);
+    let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
+    // aligned112's rule (data README): the detection nearest the centre with score > 0.3.
+    let cfg = DetectConfig {
+        score_threshold: 0.3,
+        ..Default::default()
+    };
+    let pre = Preprocessing::default();
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for rel in &images {
+        let img = rgb(&lfw().join("raw250-sample").join(rel));
+        let dets = det.detect(&img, &cfg).unwrap();
+        let face = pick_central(&dets, img.width() as usize, img.height() as usize)
+            .unwrap_or_else(|| panic!("{}: no face", rel.display()));
+        let crop = align_face(&img, &face.kps).unwrap();
+        ours.extend(pixels_to_chw(crop.as_raw(), 112, 112, &pre));
+        theirs.extend(load_face(lfw().join("aligned112").join(rel), &pre).unwrap());
+    }
+    let graph = onnx::import_file(teacher()).unwrap();
+    let n = images.len();
+    let (mut sum, mut worst) = (0f64, 1f64);
+    // In batches of 16: the reference keeps every activation of a batch alive.
+    for start in (0..n).step_by(16) {
+        let b = (n - start).min(16);
+        let per = 3 * 112 * 112;
+        let a = reference::forward(&graph, &ours[start * per..][..b * per], b).unwrap();
+        let t = reference::forward(&graph, &theirs[start * per..][..b * per], b).unwrap();
+        for i in 0..b {
+            let c = cosine(&a[i * 512..][..512], &t[i * 512..][..512]);
+            if c < 0.97 {
+                eprintln!("{}: cosine {c:.4}", images[start + i].display());
+            }
+            sum += c;
+            worst = worst.min(c);
+        }
+    }
+    let mean = sum / n as f64;
+    eprintln!("{n} images: mean cosine to aligned112 {mean:.5}, worst {worst:.5}");
+    assert!(mean >= 0.99, "mean cosine {mean}");
+}
