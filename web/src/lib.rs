@@ -17,10 +17,11 @@ use wasm_bindgen::prelude::*;
 /// Largest model file the page accepts (the engine checks device limits on top of this).
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 
-/// The engine's integer-convolution arithmetic on the web: packed dot4 (`Some(false)`). The
-/// engine's default on software adapters, exact f32 multiply-adds, gives wrong embeddings in
-/// Chromium's WebGPU on SwiftShader (cosine 0.51 to the reference at engine f2101c6, see the
-/// ignored test `engine_float_dot_path_in_browser`), while dot4 is bit-exact there.
+/// The engine's integer-convolution arithmetic on the web: packed dot4 (`Some(false)`), the
+/// arithmetic real GPUs use. The f32 multiply-add path (the engine's default on software
+/// adapters) is bit-exact in Chromium too since the engine zeroes its per-chunk accumulators
+/// explicitly (`engine_float_dot_path_in_browser`); at engine f2101c6 SwiftShader did not
+/// re-zero that loop-scoped array and the embeddings were wrong (cosine 0.51).
 pub const DEFAULT_FLOAT_DOT: Option<bool> = Some(false);
 
 /// Images per GPU submission the model is planned for (larger batches are split).

@@ -198,9 +198,9 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
 }
 
 /// The engine's f32 multiply-add convolution path (its default on software adapters) in the
-/// browser. Fails at engine f2101c6 on SwiftShader (cosine 0.51); the page uses dot4.
+/// browser: bit-exact too. (At engine f2101c6 SwiftShader did not re-zero a loop-scoped
+/// accumulator array and this gave cosine 0.51; the kernel now zeroes it explicitly.)
 #[wasm_bindgen_test]
-#[ignore = "engine float_dot path is wrong on Chromium/SwiftShader at f2101c6; run with --include-ignored"]
 async fn engine_float_dot_path_in_browser() {
     let v = Verifier::load_native(MODEL, "webgpu", Some(true))
         .await

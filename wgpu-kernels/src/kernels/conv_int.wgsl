@@ -114,7 +114,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             if FLOAT_DOT {
                 for (var j0 = 0u; j0 < p.words_per_group; j0 += FLOAT_CHUNK) {
                     let j1 = min(j0 + FLOAT_CHUNK, p.words_per_group);
+                    // Zeroed explicitly: SwiftShader (Chromium's software WebGPU) was seen
+                    // not to re-zero a loop-scoped array at each iteration.
                     var facc: array<array<f32, 4>, 8>;
+                    for (var oi = 0u; oi < TILE_O; oi++) {
+                        for (var pi = 0u; pi < TILE_P; pi++) {
+                            facc[oi][pi] = 0.0;
+                        }
+                    }
                     for (var j = j0; j < j1; j++) {
                         var xf: array<vec4<f32>, 4>;
                         for (var pi = 0u; pi < TILE_P; pi++) {
