@@ -535,6 +535,9 @@ pub struct GpuModel {
     raw_output: wgpu::Buffer,
     embeddings: wgpu::Buffer,
     readback: wgpu::Buffer,
+    /// One batch at a time: every call shares the model's buffers. An async lock, so that
+    /// callers on other threads (or other tasks in a browser) wait instead of garbling them.
+    busy: futures_util::lock::Mutex<()>,
     _keep: Vec<wgpu::Buffer>,
 }
 
@@ -945,6 +948,7 @@ impl GpuModel {
             raw_output,
             embeddings,
             readback,
+            busy: futures_util::lock::Mutex::new(()),
             _keep: keep,
         })
     }
@@ -1012,6 +1016,7 @@ impl GpuModel {
         }
         let dim = self.info.embedding_dim;
         let mut out = Vec::with_capacity(n * dim);
+        let _turn = self.busy.lock().await;
         for start in (0..n).step_by(self.info.max_batch) {
             let b = self.info.max_batch.min(n - start);
             let chunk = match images {

@@ -127,3 +127,37 @@ fn an_app_can_hand_the_engine_its_own_device_and_get_decisions_at_the_stored_thr
     assert_eq!(other.same, Some(other.similarity >= 0.5));
     assert!(other.similarity < 0.9999, "{other:?}");
 }
+
+#[test]
+fn concurrent_calls_from_several_threads_each_get_their_own_results() {
+    let model = GpuModel::from_bytes(gpu(), &tiny_model_bytes()).unwrap();
+    let images: Vec<Vec<u8>> = (0..4u8)
+        .map(|k| {
+            (0..3 * 16 * 16)
+                .map(|i| (i as u8).wrapping_mul(k + 3))
+                .collect()
+        })
+        .collect();
+    let alone: Vec<Vec<f32>> = images
+        .iter()
+        .map(|im| model.embed_blocking(Images::Rgb8(im), 1).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|im| {
+                let model = &model;
+                s.spawn(move || {
+                    (0..5)
+                        .map(|_| model.embed_blocking(Images::Rgb8(im), 1).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (h, want) in handles.into_iter().zip(&alone) {
+            for got in h.join().unwrap() {
+                assert_eq!(&got, want);
+            }
+        }
+    });
+}
