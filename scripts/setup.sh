@@ -80,6 +80,12 @@ export EFQ_DETECTOR="${EFQ_DETECTOR:-$MODELS/scrfd_500m_bnkps.onnx}"
 
 # ---- LFW beside the checkout unless told otherwise.
 export EFQ_LFW="${EFQ_LFW:-$EFQ_ROOT/../shared/data/lfw}"
+# Mesa's Vulkan loader probes for a Wayland display and complains on every start without a
+# runtime directory; give it one (headless machines have none).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR="/tmp/xdg-runtime-$(id -u)"
+  mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi
 
 # ---- Rust: wasm target and the wasm-bindgen CLI of exactly the version Cargo.lock pins.
 if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown; then
