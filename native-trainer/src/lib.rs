@@ -1,6 +1,7 @@
 //! The trainer as a library, so that cross-crate tests and benchmarks drive the same code as
 //! the `trainer` binary.
 
+pub mod align;
 pub mod embed;
 pub mod engine_cli;
 pub mod eval;

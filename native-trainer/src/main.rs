@@ -100,6 +100,17 @@ enum Command {
         Example: trainer generate --arch iresnet50 --out out/r50-random.onnx"
     )]
     Generate(GenerateCmd),
+    /// Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.
+    #[command(
+        long_about = "Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.\n\n\
+        Every .jpg/.jpeg/.png under SRC (recursively) gets one crop at the same relative path\n\
+        under DST. SCRFD (--detector) finds the faces at --det-size (retried at --retry-size\n\
+        when none is found); of several faces the one nearest the photo's centre is kept; its\n\
+        five keypoints are mapped onto the ArcFace template by a least-squares similarity.\n\
+        Photos without a face are listed in DST/align-report.json and the summary.\n\n\
+        Example: trainer align photos/ crops/"
+    )]
+    Align(efq_trainer::align::AlignCmd),
 }
 
 #[derive(Args)]
@@ -473,6 +484,7 @@ fn main() -> Result<()> {
                 bytes.len() as f64 / 1e6
             );
         }
+        Command::Align(c) => efq_trainer::align::run(&c)?,
     }
     Ok(())
 }
