@@ -193,7 +193,7 @@ impl Scrfd {
 
     /// Parses SCRFD ONNX bytes; see the module documentation for what is kept.
     pub fn import_bytes(bytes: &[u8], name: &str, input_size: [usize; 2]) -> Result<Self, Error> {
-        if input_size.iter().any(|&s| s == 0 || s % 32 != 0) {
+        if input_size.iter().any(|&s| s == 0 || !s.is_multiple_of(32)) {
             return Err(Error::Input(format!(
                 "detector input size {input_size:?} must be positive multiples of 32"
             )));
@@ -554,7 +554,12 @@ impl Scrfd {
                 } => {
                     let w = &weights.shape;
                     let g = attrs.group;
-                    if x[0] % g != 0 || w[0] % g != 0 || w[1] != x[0] / g || bias.len() != w[0] {
+                    if g == 0
+                        || !x[0].is_multiple_of(g)
+                        || !w[0].is_multiple_of(g)
+                        || w[1] != x[0] / g
+                        || bias.len() != w[0]
+                    {
                         return Err(err(format!("weights {w:?} do not fit input {x:?}")));
                     }
                     if attrs.stride.contains(&0) || attrs.dilation.contains(&0) {
