@@ -215,3 +215,20 @@ fn crops_aligned_from_raw_photos_embed_like_aligned112() {
     eprintln!("{n} images: mean cosine to aligned112 {mean:.5}, worst {worst:.5}");
     assert!(mean >= 0.99, "mean cosine {mean}");
 }
+
+#[test]
+fn detector_import_rejects_what_it_cannot_run() {
+    let e = Scrfd::import_file(detector(), [600, 600])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiples of 32"), "{e}");
+    // A recognition network is not a detector: its PReLU is named, not silently skipped.
+    let e = Scrfd::import_file(teacher(), [640, 640])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PRelu"), "{e}");
+    let e = Scrfd::import_bytes(b"garbage", "x", [640, 640])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ONNX"), "{e}");
+}
