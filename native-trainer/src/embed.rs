@@ -116,7 +116,14 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Tch(d) => format!("libtorch {d:?}"),
-            Backend::Wgpu(g) => format!("wgpu engine on {} (dot4: {:?})", g.adapter, g.dot4),
+            Backend::Wgpu(g) => {
+                let arith = if g.float_dot() {
+                    "exact f32 multiply-adds".to_string()
+                } else {
+                    format!("dot4 {:?}", g.dot4).to_lowercase()
+                };
+                format!("wgpu engine on {} ({arith})", g.adapter)
+            }
             Backend::Reference => "CPU reference executor".into(),
         }
     }

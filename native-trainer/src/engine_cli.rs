@@ -36,6 +36,17 @@ pub struct BackendArgs {
     /// wgpu: use the dot4 polyfill even where `dot4I8Packed` exists.
     #[arg(long)]
     pub polyfill: bool,
+    /// wgpu: how integer convolutions multiply: packed dot4 (GPUs), exact f32 multiply-adds
+    /// (CPU rasterisers), or auto (f32 on software adapters). Results are identical.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub arith: Arith,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arith {
+    Auto,
+    Dot4,
+    Float,
 }
 
 impl BackendArgs {

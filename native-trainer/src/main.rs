@@ -348,6 +348,7 @@ fn main() -> Result<()> {
                 backend: c.backend,
                 cpu: c.cpu,
                 polyfill: c.polyfill,
+                arith: engine_cli::Arith::Auto,
             }
             .open()?;
             let report = eval::run(&eval::EvalArgs {
