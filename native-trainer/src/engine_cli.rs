@@ -36,8 +36,8 @@ pub struct BackendArgs {
     /// wgpu: use the dot4 polyfill even where `dot4I8Packed` exists.
     #[arg(long)]
     pub polyfill: bool,
-    /// wgpu: how integer convolutions multiply: packed dot4 (GPUs), exact f32 multiply-adds
-    /// (CPU rasterisers), or auto (f32 on software adapters). Results are identical.
+    /// wgpu: how integer convolutions multiply: packed dot4 (auto: the engine's default) or
+    /// exact f32 multiply-adds. Results are identical; only the speed differs.
     #[arg(long, value_enum, default_value = "auto")]
     pub arith: Arith,
 }
@@ -57,6 +57,11 @@ impl BackendArgs {
             BackendKind::Wgpu => {
                 Backend::Wgpu(efq_engine::request_blocking(&efq_engine::GpuOptions {
                     force_polyfill: self.polyfill,
+                    float_dot: match self.arith {
+                        Arith::Auto => None,
+                        Arith::Dot4 => Some(false),
+                        Arith::Float => Some(true),
+                    },
                     ..Default::default()
                 })?)
             }

@@ -63,8 +63,8 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Force the dot4 polyfill even where the extension exists (to test and compare it).
     pub force_polyfill: bool,
-    /// How the integer convolutions multiply: `None` picks float multiply-adds on software
-    /// adapters and packed dot4 elsewhere (see conv_int.wgsl).
+    /// How the integer convolutions multiply: packed dot4 (`None`, the default everywhere) or
+    /// exact f32 multiply-adds (`Some(true)`; identical results, measured slower on lavapipe).
     pub float_dot: Option<bool>,
 }
 
@@ -76,7 +76,7 @@ pub struct Gpu {
     pub adapter: AdapterSummary,
     pub dot4: Dot4,
     /// Integer convolutions accumulate exact integer products in f32 multiply-adds instead of
-    /// dot4 (faster on CPU rasterisers, identical results).
+    /// dot4 (identical results; opt-in).
     pub float_dot: bool,
     pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, Pipelines>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -145,7 +145,7 @@ impl Gpu {
         Gpu {
             device,
             queue,
-            float_dot: adapter.software,
+            float_dot: false,
             adapter,
             dot4,
             pipelines: Arc::new(Mutex::new(HashMap::new())),

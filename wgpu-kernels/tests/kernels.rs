@@ -114,9 +114,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn packed_dot4_path_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
+    fn f32_multiply_add_path_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(dot4_gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_reference(float_gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
@@ -221,7 +221,7 @@ fn accumulation_stays_exact_beyond_the_f32_integer_range() {
             }
         })
         .collect();
-    for gpu in [gpu(), dot4_gpu()] {
+    for gpu in [gpu(), float_gpu()] {
         let (got, want) = engine_and_reference(gpu, &graph, &input, 2);
         // acc = 4096·127·127 ≈ 6.6e7 > 2^24, so y = acc·(1/127)·(0.5/127) + 0.25 ≈ 2048.25
         assert!((want[0] - 2048.25).abs() < 0.01, "{}", want[0]);

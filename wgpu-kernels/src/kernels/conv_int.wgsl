@@ -14,10 +14,9 @@ override PRELU: bool = false;
 // A Gemm (1×1 input, 1×1 output) tiles over images instead of pixels: the batch becomes the
 // pixel axis, so a tile of TILE_P images shares each weight word.
 override IMAGES_AS_PIXELS: bool = false;
-// Software rasterisers (lavapipe, SwiftShader) have no dot-product instruction: each dot4 costs
-// byte extractions and four 32-bit integer multiplies, the slowest vector multiply of a CPU.
-// There, the operands are unpacked once per tile into f32 and accumulated with fused
-// multiply-adds, which is still exact: every product and partial sum is an integer below 2^24
+// An alternative to dot4 for implementations without a dot-product instruction: operands
+// unpacked once per tile into f32 and accumulated with fused multiply-adds (opt-in: on lavapipe
+// it measured ~10 % slower than dot4, docs/RESULTS.md). It is still exact: every product and partial sum is an integer below 2^24
 // as long as at most FLOAT_CHUNK words (4·127·127 each) are summed before moving to the i32
 // accumulator. GPUs keep the packed dot4 (one DP4a instruction).
 override FLOAT_DOT: bool = false;

@@ -24,8 +24,7 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
-/// The dot4 polyfill, with the packed dot4 path forced on (software adapters default to the
-/// f32 multiply-add path).
+/// The dot4 polyfill.
 pub fn polyfill_gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -38,12 +37,12 @@ pub fn polyfill_gpu() -> &'static Gpu {
     })
 }
 
-/// The native `dot4I8Packed` path, forced on (as on a GPU).
-pub fn dot4_gpu() -> &'static Gpu {
+/// The exact f32 multiply-add path, forced on.
+pub fn float_gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         request_blocking(&GpuOptions {
-            float_dot: Some(false),
+            float_dot: Some(true),
             ..Default::default()
         })
         .expect("a GPU adapter")
