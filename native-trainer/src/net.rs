@@ -59,6 +59,7 @@ enum Layer {
     Relu,
     Add,
     Flatten,
+    Upsample(i64),
 }
 
 struct Step {
@@ -189,6 +190,7 @@ impl TchNet {
                 Op::Relu => Layer::Relu,
                 Op::Add => Layer::Add,
                 Op::Flatten => Layer::Flatten,
+                Op::Upsample { factor } => Layer::Upsample(*factor as i64),
             };
             steps.push(Step {
                 layer,
@@ -288,6 +290,10 @@ impl TchNet {
                 Layer::Relu => x.relu(),
                 Layer::Add => x + values[s.inputs[1]].as_ref().expect("topological order"),
                 Layer::Flatten => x.flatten(1, -1),
+                Layer::Upsample(f) => {
+                    let [h, w] = [x.size()[2] * f, x.size()[3] * f];
+                    x.upsample_nearest2d([h, w], *f as f64, *f as f64)
+                }
             };
             for &v in &s.inputs {
                 if self.last_use[v] == i {

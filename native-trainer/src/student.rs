@@ -158,6 +158,9 @@ impl Student {
                 Op::Relu => Layer::Relu,
                 Op::Add => Layer::Add,
                 Op::Flatten => Layer::Flatten,
+                Op::Upsample { .. } => {
+                    bail!("layer '{nm}': upsampling is not part of a face-recognition student")
+                }
             };
             steps.push(Step {
                 name: nm.clone(),

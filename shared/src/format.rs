@@ -78,6 +78,9 @@ pub enum OpSpec {
     Relu,
     Add,
     Flatten,
+    Upsample {
+        factor: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,6 +178,7 @@ impl PackedModel {
                     Op::Relu => OpSpec::Relu,
                     Op::Add => OpSpec::Add,
                     Op::Flatten => OpSpec::Flatten,
+                    Op::Upsample { factor } => OpSpec::Upsample { factor: *factor },
                 },
             })
             .collect();
@@ -511,6 +515,7 @@ fn graph_from_manifest(m: &Manifest, st: &SafeTensors) -> Result<Graph, Error> {
             OpSpec::Relu => Op::Relu,
             OpSpec::Add => Op::Add,
             OpSpec::Flatten => Op::Flatten,
+            OpSpec::Upsample { factor } => Op::Upsample { factor: *factor },
         };
         nodes.push(Node {
             name: nm.clone(),

@@ -106,6 +106,11 @@ pub enum Op {
     Add,
     /// Flatten all but the batch axis.
     Flatten,
+    /// Nearest-neighbour upsampling by a whole factor: `y[c, i, j] = x[c, i / f, j / f]` (ONNX
+    /// `Resize` nearest/asymmetric/floor at an integer scale, the FPN top-down path of SCRFD).
+    Upsample {
+        factor: usize,
+    },
 }
 
 impl Op {
@@ -118,6 +123,7 @@ impl Op {
             Op::Relu => "relu",
             Op::Add => "add",
             Op::Flatten => "flatten",
+            Op::Upsample { .. } => "upsample",
         }
     }
     pub fn arity(&self) -> usize {
@@ -272,6 +278,14 @@ impl Graph {
                     x.clone()
                 }
                 Op::Flatten => vec![x.iter().product()],
+                Op::Upsample { factor } => {
+                    if x.len() != 3 || *factor == 0 {
+                        return Err(err(format!(
+                            "needs a [C,H,W] input and a positive factor, got {x:?} and {factor}"
+                        )));
+                    }
+                    vec![x[0], x[1] * factor, x[2] * factor]
+                }
             };
             shapes[node.output] = Some(out);
         }
@@ -378,6 +392,13 @@ impl GraphBuilder {
             output,
         });
         output
+    }
+
+    /// Shapes of every value defined so far (for importers that need them while building).
+    pub fn shapes(&self) -> Result<Vec<SampleShape>, Error> {
+        let mut g = self.graph.clone();
+        g.output = 0;
+        g.infer_shapes()
     }
 
     pub fn finish(mut self, output: ValueId) -> Result<Graph, Error> {

@@ -144,6 +144,7 @@ const INT64: i32 = 7;
 const DOUBLE: i32 = 11;
 const ATTR_FLOAT: i32 = 1;
 const ATTR_INT: i32 = 2;
+const ATTR_STRING: i32 = 3;
 const ATTR_INTS: i32 = 7;
 
 /// A constant: float parameters or integer shape data.
@@ -264,19 +265,35 @@ impl Attrs<'_> {
     }
 }
 
-fn to_usize_pair(
-    v: Option<&[i64]>,
-    default: [usize; 2],
-    what: &str,
-    node: &str,
-) -> Result<[usize; 2], Error> {
-    match v {
-        None => Ok(default),
-        Some([a, b]) if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
-        Some(other) => Err(Error::Onnx(format!(
-            "node '{node}': {what} {other:?} is not two non-negative values"
-        ))),
+/// Conv attributes (explicit pads only), shared by the recognition and detector importers.
+pub(crate) fn conv_attrs(a: &Attrs, err: &dyn Fn(String) -> Error) -> Result<ConvAttrs, Error> {
+    if let Some(p) = a.string("auto_pad").filter(|p| p != "NOTSET") {
+        return Err(err(format!("auto_pad={p} is not supported")));
     }
+    let pair = |name: &str, default: [usize; 2]| -> Result<[usize; 2], Error> {
+        match a.ints(name) {
+            None => Ok(default),
+            Some([x, y]) if *x >= 0 && *y >= 0 => Ok([*x as usize, *y as usize]),
+            Some(v) => Err(err(format!("{name} {v:?} is not two non-negative values"))),
+        }
+    };
+    let pads = match a.ints("pads") {
+        None => [0; 4],
+        Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
+            [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
+        }
+        Some(p) => return Err(err(format!("pads {p:?} are not four non-negative values"))),
+    };
+    let group = a.int("group", 1);
+    if group < 1 {
+        return Err(err(format!("group {group} must be positive")));
+    }
+    Ok(ConvAttrs {
+        stride: pair("strides", [1, 1])?,
+        dilation: pair("dilations", [1, 1])?,
+        pads,
+        group: group as usize,
+    })
 }
 
 /// Reads an ONNX file into a [`Graph`] with BatchNorm folded where it is exact.
@@ -396,30 +413,7 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                     Some(_) => float_const(2)?.data,
                     None => vec![0.0; w.shape[0]],
                 };
-                if let Some(p) = a.string("auto_pad").filter(|p| p != "NOTSET") {
-                    return Err(err(format!(
-                        "auto_pad={p} is not supported; export with explicit pads"
-                    )));
-                }
-                let pads = match a.ints("pads") {
-                    None => [0; 4],
-                    Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
-                        [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
-                    }
-                    Some(p) => {
-                        return Err(err(format!("pads {p:?} are not four non-negative values")));
-                    }
-                };
-                let group = a.int("group", 1);
-                if group < 1 {
-                    return Err(err(format!("group {group} must be positive")));
-                }
-                let attrs = ConvAttrs {
-                    stride: to_usize_pair(a.ints("strides"), [1, 1], "strides", &node_name)?,
-                    dilation: to_usize_pair(a.ints("dilations"), [1, 1], "dilations", &node_name)?,
-                    pads,
-                    group: group as usize,
-                };
+                let attrs = conv_attrs(&a, &err)?;
                 Op::Conv {
                     weights: Weights::Float(w),
                     bias,
@@ -689,6 +683,31 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>, Error> {
                     ..Default::default()
                 });
                 "Flatten"
+            }
+            Op::Upsample { factor } => {
+                // Opset 11 Resize: X, roi (unused, empty), scales.
+                let f = *factor as f32;
+                inits.push(float_tensor(&format!("{nm}.roi"), &[0], &[]));
+                inits.push(float_tensor(
+                    &format!("{nm}.scales"),
+                    &[4],
+                    &[1.0, 1.0, f, f],
+                ));
+                inputs.push(format!("{nm}.roi"));
+                inputs.push(format!("{nm}.scales"));
+                for (name, value) in [
+                    ("mode", "nearest"),
+                    ("coordinate_transformation_mode", "asymmetric"),
+                    ("nearest_mode", "floor"),
+                ] {
+                    attribute.push(AttributeProto {
+                        name: name.into(),
+                        s: value.as_bytes().to_vec(),
+                        r#type: ATTR_STRING,
+                        ..Default::default()
+                    });
+                }
+                "Resize"
             }
         };
         nodes.push(NodeProto {

@@ -17,6 +17,7 @@ const CONV_F32: &str = include_str!("kernels/conv_f32.wgsl");
 const ELEMENTWISE: &str = include_str!("kernels/elementwise.wgsl");
 const LAYOUT: &str = include_str!("kernels/layout.wgsl");
 const L2NORM: &str = include_str!("kernels/l2norm.wgsl");
+const UPSAMPLE: &str = include_str!("kernels/upsample.wgsl");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -32,6 +33,7 @@ pub enum Kernel {
     FromNchw,
     ToNchw,
     L2Norm,
+    Upsample,
 }
 
 /// How a kernel sees one binding.
@@ -45,7 +47,7 @@ pub enum Access {
 use Access::{Read, ReadWrite, Uniform};
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::ConvDepthwiseInt,
@@ -58,6 +60,7 @@ impl Kernel {
         Kernel::FromNchw,
         Kernel::ToNchw,
         Kernel::L2Norm,
+        Kernel::Upsample,
     ];
 
     fn file(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Kernel {
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => ELEMENTWISE,
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => LAYOUT,
             Kernel::L2Norm => L2NORM,
+            Kernel::Upsample => UPSAMPLE,
         }
     }
 
@@ -99,9 +103,11 @@ impl Kernel {
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
             }
-            Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw | Kernel::L2Norm => {
-                &[Uniform, Read, ReadWrite]
-            }
+            Kernel::FromRgb8
+            | Kernel::FromNchw
+            | Kernel::ToNchw
+            | Kernel::L2Norm
+            | Kernel::Upsample => &[Uniform, Read, ReadWrite],
         }
     }
 
@@ -278,6 +284,15 @@ pub struct LayoutParams {
     pub inv_std: f32,
     pub bgr: u32,
     pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct UpsampleParams {
+    pub out_w: u32,
+    pub out_h: u32,
+    pub channels: u32,
+    pub factor: u32,
 }
 
 #[repr(C)]

@@ -7,7 +7,7 @@
 //! only reader of a convolution runs in that convolution's epilogue.
 
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
-use efq_shared::graph::{ConvAttrs, Graph, Op, Weights};
+use efq_shared::graph::{ConvAttrs, Graph, Op, ValueId, Weights};
 use efq_shared::quant::{ActQuant, qmax};
 use wgpu::util::DeviceExt;
 
@@ -15,7 +15,7 @@ use crate::error::EngineError;
 use crate::gpu::Gpu;
 use crate::kernels::{
     ConvParams, DepthwiseParams, ElementwiseParams, Kernel, L2NormParams, LayoutParams,
-    PipelineKey, QuantizeParams, grid_1d, pipeline,
+    PipelineKey, QuantizeParams, UpsampleParams, grid_1d, pipeline,
 };
 use crate::weights::{float_ohwi, pack_conv, pack_depthwise, words_for};
 
@@ -58,6 +58,14 @@ pub enum Images<'a> {
     Rgb8(&'a [u8]),
     /// Already normalised NCHW floats, `n × C × H × W`.
     Nchw(&'a [f32]),
+}
+
+/// What one pass reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Embeddings,
+    Raw,
+    Values,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -533,6 +541,10 @@ pub struct GpuModel {
     upload: wgpu::Buffer,
     run_uniform: wgpu::Buffer,
     raw_output: wgpu::Buffer,
+    /// NHWC → NCHW conversions of the values asked for at compile time, and where they land
+    /// (buffer, values per image).
+    output_steps: Vec<Step>,
+    outputs: Vec<(wgpu::Buffer, usize)>,
     embeddings: wgpu::Buffer,
     readback: wgpu::Buffer,
     /// One batch at a time: every call shares the model's buffers. An async lock, so that
@@ -564,11 +576,22 @@ impl GpuModel {
             max_batch: 0,
             dispatches: 0,
         };
-        GpuModel::compile(gpu, &model.graph, &mut info, max_batch)
+        GpuModel::compile(gpu, &model.graph, &mut info, max_batch, &[])
     }
 
     /// Compiles a bare graph (tests, tools); preprocessing is InsightFace's default.
     pub fn from_graph(gpu: &Gpu, graph: &Graph, max_batch: usize) -> Result<GpuModel, EngineError> {
+        GpuModel::from_graph_with_outputs(gpu, graph, &[], max_batch)
+    }
+
+    /// Compiles a graph whose values `outputs` [`GpuModel::forward_values`] reads back (a
+    /// detector's heads); they stay alive through the whole pass.
+    pub fn from_graph_with_outputs(
+        gpu: &Gpu,
+        graph: &Graph,
+        outputs: &[ValueId],
+        max_batch: usize,
+    ) -> Result<GpuModel, EngineError> {
         let mut info = ModelInfo {
             name: graph.name.clone(),
             input_shape: graph.input_shape,
@@ -581,7 +604,7 @@ impl GpuModel {
             max_batch: 0,
             dispatches: 0,
         };
-        GpuModel::compile(gpu, graph, &mut info, max_batch)
+        GpuModel::compile(gpu, graph, &mut info, max_batch, outputs)
     }
 
     fn compile(
@@ -589,6 +612,7 @@ impl GpuModel {
         graph: &Graph,
         info: &mut ModelInfo,
         max_batch: usize,
+        outputs: &[ValueId],
     ) -> Result<GpuModel, EngineError> {
         gpu.check_alive()?;
         let shapes = graph.infer_shapes()?;
@@ -644,6 +668,12 @@ impl GpuModel {
         let entry_nchw = entry(&mut pl, Kernel::FromNchw)?;
 
         let mut remaining = graph.use_counts();
+        for &v in outputs {
+            if v >= graph.num_values {
+                return Err(EngineError::Input(format!("output value {v} out of range")));
+            }
+            remaining[v] += 1;
+        }
         let mut vals: Vec<Option<Val>> = vec![None; graph.num_values];
         vals[0] = Some(input);
         let mut fused_into_previous = vec![false; graph.nodes.len()];
@@ -661,7 +691,8 @@ impl GpuModel {
                     Op::PRelu { slope }
                         if next.inputs == [node.output]
                             && remaining[node.output] == 1
-                            && graph.output != node.output =>
+                            && graph.output != node.output
+                            && !outputs.contains(&node.output) =>
                     {
                         Some((k + 1, slope.as_slice()))
                     }
@@ -752,6 +783,32 @@ impl GpuModel {
                         node.output,
                     )
                 }
+                Op::Upsample { factor } => {
+                    let f = *factor;
+                    let y = Val {
+                        buf: pl.alloc(x.per_image() * f * f),
+                        c: x.c,
+                        h: x.h * f,
+                        w: x.w * f,
+                    };
+                    let u = pl.uniform(&UpsampleParams {
+                        out_w: y.w as u32,
+                        out_h: y.h as u32,
+                        channels: y.c as u32,
+                        factor: f as u32,
+                    });
+                    let grid =
+                        pl.check_grid("upsample", grid_1d(y.per_image() as u64, pl.max_dim))?;
+                    pl.push(
+                        PipelineKey {
+                            kernel: Kernel::Upsample,
+                            constants: vec![],
+                        },
+                        vec![u, Res::Pool(x.buf), Res::Pool(y.buf)],
+                        grid,
+                    );
+                    (y, node.output)
+                }
                 Op::Flatten => {
                     if x.h * x.w == 1 {
                         pl.pool_refs[x.buf] += 1;
@@ -795,6 +852,36 @@ impl GpuModel {
                 }
             }
             vals[output] = Some(y);
+        }
+        // Requested outputs, converted to NCHW where they have a spatial extent.
+        let mut output_slots: Vec<(usize, usize)> = Vec::new();
+        let body_len = pl.steps.len();
+        for &v in outputs {
+            let x = vals[v].expect("every value is computed");
+            if x.h * x.w == 1 {
+                output_slots.push((x.buf, x.per_image()));
+                continue;
+            }
+            pl.label = format!("output {v}");
+            let u = pl.uniform(&LayoutParams {
+                pixels: (x.h * x.w) as u32,
+                channels: x.c as u32,
+                mean: 0.0,
+                inv_std: 1.0,
+                bgr: 0,
+                _pad: [0; 3],
+            });
+            let out = pl.alloc(x.per_image());
+            let grid = pl.check_grid("output", grid_1d(x.per_image() as u64, pl.max_dim))?;
+            pl.push(
+                PipelineKey {
+                    kernel: Kernel::ToNchw,
+                    constants: vec![],
+                },
+                vec![u, Res::Pool(x.buf), Res::Pool(out)],
+                grid,
+            );
+            output_slots.push((out, x.per_image()));
         }
         let out = vals[graph.output].expect("output computed");
         let dim = out.per_image();
@@ -852,9 +939,10 @@ impl GpuModel {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let embeddings = storage("embeddings", (dim * 4 * max_batch) as u64, rw);
+        let values_per_image: usize = output_slots.iter().map(|(_, n)| n).sum();
         let readback = storage(
             "readback",
-            (dim * 4 * max_batch) as u64,
+            (dim.max(values_per_image) * 4 * max_batch) as u64,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let dummy = gpu
@@ -919,7 +1007,8 @@ impl GpuModel {
                 tile_p: d.tile_p,
             }
         };
-        let body: Vec<Step> = pl.steps.iter().map(materialize).collect();
+        let mut body: Vec<Step> = pl.steps.iter().map(materialize).collect();
+        let output_steps = body.split_off(body_len);
         let entry_rgb8 = materialize(&entry_rgb8);
         let entry_nchw = materialize(&entry_nchw);
         let normalize = materialize(&normalize);
@@ -933,6 +1022,10 @@ impl GpuModel {
         info.max_batch = max_batch;
         info.dispatches = body.len() + 2;
         let raw_output = pool[out.buf].clone();
+        let outputs = output_slots
+            .iter()
+            .map(|&(b, n)| (pool[b].clone(), n))
+            .collect();
         let mut keep = pl.params;
         keep.extend(pool);
         keep.extend([dummy, uniforms]);
@@ -946,6 +1039,8 @@ impl GpuModel {
             upload,
             run_uniform,
             raw_output,
+            output_steps,
+            outputs,
             embeddings,
             readback,
             busy: futures_util::lock::Mutex::new(()),
@@ -963,13 +1058,28 @@ impl GpuModel {
 
     /// L2-normalised embeddings (`n × dim`) of `n` images.
     pub async fn embed(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
-        self.run(images, n, true).await
+        Ok(self.run(images, n, Read::Embeddings).await?.remove(0))
     }
 
     /// The network's raw output (`n × dim`), before normalisation: what the CPU reference's
     /// `forward` returns, for bit-exact comparisons.
     pub async fn forward(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
-        self.run(images, n, false).await
+        Ok(self.run(images, n, Read::Raw).await?.remove(0))
+    }
+
+    /// The values named at compile time ([`GpuModel::from_graph_with_outputs`]), each
+    /// `n ×` its shape in NCHW order, as the CPU reference's `forward_values` returns them.
+    pub async fn forward_values(
+        &self,
+        images: Images<'_>,
+        n: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if self.outputs.is_empty() {
+            return Err(EngineError::Input(
+                "this model was compiled without extra outputs to read".into(),
+            ));
+        }
+        self.run(images, n, Read::Values).await
     }
 
     /// Compares two RGB8 images (`H × W × 3` each).
@@ -992,8 +1102,8 @@ impl GpuModel {
         &self,
         images: Images<'_>,
         n: usize,
-        normalize: bool,
-    ) -> Result<Vec<f32>, EngineError> {
+        read: Read,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         self.gpu.check_alive()?;
         let [c, h, w] = self.info.input_shape;
         let per_image = c * h * w;
@@ -1014,8 +1124,11 @@ impl GpuModel {
                 n * per_image
             )));
         }
-        let dim = self.info.embedding_dim;
-        let mut out = Vec::with_capacity(n * dim);
+        let sizes: Vec<usize> = match read {
+            Read::Values => self.outputs.iter().map(|(_, k)| *k).collect(),
+            _ => vec![self.info.embedding_dim],
+        };
+        let mut out: Vec<Vec<f32>> = sizes.iter().map(|k| Vec::with_capacity(n * k)).collect();
         let _turn = self.busy.lock().await;
         for start in (0..n).step_by(self.info.max_batch) {
             let b = self.info.max_batch.min(n - start);
@@ -1033,7 +1146,12 @@ impl GpuModel {
                 Images::Rgb8(_) => &self.entry_rgb8,
                 Images::Nchw(_) => &self.entry_nchw,
             };
-            out.extend(self.submit(&chunk, entry, b, normalize).await?);
+            let flat = self.submit(&chunk, entry, b, read).await?;
+            let mut at = 0;
+            for (o, k) in out.iter_mut().zip(&sizes) {
+                o.extend_from_slice(&flat[at..at + b * k]);
+                at += b * k;
+            }
         }
         Ok(out)
     }
@@ -1044,7 +1162,7 @@ impl GpuModel {
         upload: &[u8],
         entry: &Step,
         b: usize,
-        normalize: bool,
+        read: Read,
     ) -> Result<Vec<f32>, EngineError> {
         let device = &self.gpu.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -1063,20 +1181,27 @@ impl GpuModel {
                 label: Some(&self.info.name),
                 timestamp_writes: None,
             });
-            let steps = std::iter::once(entry)
-                .chain(&self.body)
-                .chain(normalize.then_some(&self.normalize));
-            for s in steps {
+            let tail: &[Step] = match read {
+                Read::Embeddings => std::slice::from_ref(&self.normalize),
+                Read::Raw => &[],
+                Read::Values => &self.output_steps,
+            };
+            for s in std::iter::once(entry).chain(&self.body).chain(tail) {
                 s.dispatch(&mut pass, b);
             }
         }
-        let bytes = (b * self.info.embedding_dim * 4) as u64;
-        let source = if normalize {
-            &self.embeddings
-        } else {
-            &self.raw_output
+        let dim = self.info.embedding_dim;
+        let sources: Vec<(&wgpu::Buffer, usize)> = match read {
+            Read::Embeddings => vec![(&self.embeddings, dim)],
+            Read::Raw => vec![(&self.raw_output, dim)],
+            Read::Values => self.outputs.iter().map(|(buf, k)| (buf, *k)).collect(),
         };
-        encoder.copy_buffer_to_buffer(source, 0, &self.readback, 0, bytes);
+        let mut bytes = 0u64;
+        for (buf, k) in sources {
+            let size = (b * k * 4) as u64;
+            encoder.copy_buffer_to_buffer(buf, 0, &self.readback, bytes, size);
+            bytes += size;
+        }
         self.gpu.queue.submit([encoder.finish()]);
         let validation = validation.pop();
         let oom = oom.pop();
@@ -1173,6 +1298,16 @@ impl GpuModel {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_blocking(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
         pollster::block_on(self.forward(images, n))
+    }
+
+    /// Blocking [`GpuModel::forward_values`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_values_blocking(
+        &self,
+        images: Images<'_>,
+        n: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        pollster::block_on(self.forward_values(images, n))
     }
 
     /// Blocking [`GpuModel::verify`] for native code.

@@ -5,8 +5,10 @@
 mod common;
 
 use common::*;
+use efq_engine::{GpuModel, Images};
 use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
 use efq_shared::quant::{ActQuant, QuantWeights};
+use efq_shared::reference;
 use proptest::prelude::*;
 use rand::Rng;
 
@@ -163,6 +165,39 @@ proptest! {
         let graph = b.finish(y).unwrap();
         let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
         assert_bit_exact(&got, &want, "elementwise chain");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A small FPN: an upsampled coarse map added to a fine one, both maps and the sum read
+    /// back as separate outputs (a detector's heads), NCHW like the reference.
+    #[test]
+    fn upsample_and_several_outputs_match_reference_bit_for_bit(
+        (c, h, w, factor, batch, seed) in (1usize..=9, 1usize..=5, 1usize..=5, 1usize..=3, 1usize..=3, any::<u64>())
+    ) {
+        let mut r = rng(seed);
+        let input = random_vec(&mut r, batch * c * h * w * factor * factor, 2.0);
+        let mut b = GraphBuilder::new("fpn", [c, h * factor, w * factor]);
+        let coarse = b.push("down", Op::Conv {
+            weights: Weights::Float(Tensor::new(vec![c, 1, factor, factor], random_vec(&mut r, c * factor * factor, 1.0)).unwrap()),
+            bias: random_vec(&mut r, c, 0.5),
+            attrs: attrs(factor, [0; 4], 1, c),
+            input_quant: None,
+        }, &[GraphBuilder::INPUT]);
+        let up = b.push("up", Op::Upsample { factor }, &[coarse]);
+        let sum = b.push("lateral", Op::Add, &[up, GraphBuilder::INPUT]);
+        let y = b.push("relu", Op::Relu, &[sum]);
+        let graph = b.finish(y).unwrap();
+        let outputs = [coarse, up, y];
+        let model = GpuModel::from_graph_with_outputs(gpu(), &graph, &outputs, 4).unwrap();
+        let got = model.forward_values_blocking(Images::Nchw(&input), batch).unwrap();
+        let want = reference::forward_values(&graph, &input, batch, &outputs).unwrap();
+        prop_assert_eq!(got.len(), 3);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_bit_exact(g, w, &format!("output {k}"));
+        }
     }
 }
 
