@@ -3,20 +3,17 @@
 //! one face per photo. [`crate::align`] turns the picked face's five keypoints into a 112×112
 //! ArcFace crop.
 //!
-//! # Why the detector is not a [`crate::graph::Graph`]
+//! # The detector is a [`Graph`] with several outputs
 //!
-//! The recognition graph is a closed, single-output op set that every consumer (packed file
-//! format, libtorch trainer, WGSL engine) matches exhaustively. The detector needs two things it
-//! lacks: nearest-neighbour upsampling (the FPN top-down path) and nine outputs. Rather than
-//! widen that contract for a float-only model that today runs on the CPU only, the importer
-//! builds a [`Scrfd`]: a small DAG of Conv / Relu / Add / Upsample nodes **cut at the nine head
-//! convolutions**, plus one [`Head`] record per head (kind, stride, value). Everything after
-//! the head convolutions in the ONNX file is layout plumbing (`Transpose(0,2,3,1)` + `Reshape`
-//! to `[N, H·W·A, k]`, and a `Sigmoid` on the score heads) that [`Scrfd::forward`] applies
-//! directly; the `Shape/Gather/Unsqueeze/Concat/Slice/Cast` chains that feed `Resize` its
-//! target size are traced symbolically at import, so an `Upsample` node knows which tensor's
-//! spatial size it upsamples to (the lateral it is added to). Convolutions reuse the
-//! reference's [`conv_f32`], so the detector's arithmetic is the same oracle as the embedder's.
+//! The importer builds an ordinary float [`Graph`] (Conv / Relu / Add / Upsample) **cut at the
+//! nine head convolutions**, plus one [`Head`] record per head (kind, stride, value). Everything
+//! after the head convolutions in the ONNX file is layout plumbing (`Transpose(0,2,3,1)` +
+//! `Reshape` to `[N, H·W·A, k]`, and a `Sigmoid` on the score heads) that
+//! [`Scrfd::heads_from_nchw`] applies; the `Shape/Gather/Unsqueeze/Concat/Slice/Cast` chains that
+//! feed `Resize` its target size are traced symbolically at import and become an
+//! [`Op::Upsample`] by the whole factor between the two tensors. Because it is a `Graph`, the
+//! CPU reference (`reference::forward_values`) and the wgpu engine
+//! (`GpuModel::from_graph_with_outputs`) both run it, reading the nine head values back.
 //!
 //! The input size is fixed at import (default 640×640, InsightFace's `det_size`): it fixes the
 //! head strides and the anchor grid, and must be a multiple of 32.
@@ -45,9 +42,8 @@ use image::RgbImage;
 use prost::Message;
 
 use crate::Error;
-use crate::graph::{ConvAttrs, Tensor};
-use crate::onnx::{Attrs, Constant, ModelProto, decode_tensor};
-use crate::reference::{ConvGeometry, conv_f32};
+use crate::graph::{Graph, GraphBuilder, Op, SampleShape, ValueId, Weights};
+use crate::onnx::{Attrs, Constant, ModelProto, conv_attrs, decode_tensor};
 
 /// What a head predicts per anchor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,28 +78,6 @@ pub struct Head {
     pub value: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum DetOp {
-    Conv {
-        weights: Tensor,
-        bias: Vec<f32>,
-        attrs: ConvAttrs,
-    },
-    Relu,
-    Add,
-    /// Nearest-neighbour resize (ONNX `asymmetric`, `floor`) of `inputs[0]` to the spatial size
-    /// of `inputs[1]`.
-    Upsample,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct DetNode {
-    name: String,
-    op: DetOp,
-    inputs: Vec<usize>,
-    output: usize,
-}
-
 /// An SCRFD detector imported from ONNX, cut at its head convolutions.
 #[derive(Clone, Debug)]
 pub struct Scrfd {
@@ -114,10 +88,10 @@ pub struct Scrfd {
     pub num_anchors: usize,
     /// Heads in the ONNX output order (InsightFace's: scores, boxes, keypoints, each by stride).
     pub heads: Vec<Head>,
-    nodes: Vec<DetNode>,
-    num_values: usize,
-    /// `[C, H, W]` of every value at `input_size`.
-    shapes: Vec<[usize; 3]>,
+    /// The network up to the head convolutions, at `input_size`.
+    pub graph: Graph,
+    /// `[C, H, W]` of every value of `graph`.
+    shapes: Vec<SampleShape>,
 }
 
 /// What a name in the ONNX file stands for while importing.
@@ -139,41 +113,6 @@ enum Sym {
 enum Dim {
     Of(usize, usize),
     Const(i64),
-}
-
-fn conv_attrs(a: &Attrs, err: &dyn Fn(String) -> Error) -> Result<ConvAttrs, Error> {
-    if let Some(p) = a.string("auto_pad").filter(|p| p != "NOTSET") {
-        return Err(err(format!("auto_pad={p} is not supported")));
-    }
-    let pair = |name: &str, default: [usize; 2]| -> Result<[usize; 2], Error> {
-        match a.ints(name) {
-            None => Ok(default),
-            Some([x, y]) if *x >= 0 && *y >= 0 => Ok([*x as usize, *y as usize]),
-            Some(v) => Err(err(format!("{name} {v:?} is not two non-negative values"))),
-        }
-    };
-    let pads = match a.ints("pads") {
-        None => [0; 4],
-        Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
-            [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
-        }
-        Some(p) => return Err(err(format!("pads {p:?} are not four non-negative values"))),
-    };
-    let group = a.int("group", 1);
-    if group < 1 {
-        return Err(err(format!("group {group} must be positive")));
-    }
-    Ok(ConvAttrs {
-        stride: pair("strides", [1, 1])?,
-        dilation: pair("dilations", [1, 1])?,
-        pads,
-        group: group as usize,
-    })
-}
-
-fn conv_out(size: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
-    let eff = dil * (k - 1) + 1;
-    (size + pad).checked_sub(eff).map(|d| d / stride + 1)
 }
 
 impl Scrfd {
@@ -220,8 +159,7 @@ impl Scrfd {
         };
         let mut syms: HashMap<String, Sym> = HashMap::new();
         syms.insert(input.name.clone(), Sym::Value(0));
-        let mut nodes: Vec<DetNode> = Vec::new();
-        let mut num_values = 1usize;
+        let mut b = GraphBuilder::new(name, [3, input_size[0], input_size[1]]);
         for (idx, n) in g.node.iter().enumerate() {
             let node_name = if n.name.is_empty() {
                 format!("{}_{idx}", n.op_type)
@@ -274,16 +212,8 @@ impl Scrfd {
                     })
                     .collect()
             };
-            let mut push = |op: DetOp, inputs: Vec<usize>| {
-                let output = num_values;
-                num_values += 1;
-                nodes.push(DetNode {
-                    name: node_name.clone(),
-                    op,
-                    inputs,
-                    output,
-                });
-                Sym::Value(output)
+            let push = |b: &mut GraphBuilder, op: Op, inputs: Vec<usize>| {
+                Sym::Value(b.push(node_name.clone(), op, &inputs))
             };
             let result = match n.op_type.as_str() {
                 "Conv" => {
@@ -301,21 +231,23 @@ impl Scrfd {
                     };
                     let attrs = conv_attrs(&a, &err)?;
                     push(
-                        DetOp::Conv {
-                            weights: w,
+                        &mut b,
+                        Op::Conv {
+                            weights: Weights::Float(w),
                             bias,
                             attrs,
+                            input_quant: None,
                         },
                         vec![x],
                     )
                 }
                 "Relu" => {
                     let x = value(0)?;
-                    push(DetOp::Relu, vec![x])
+                    push(&mut b, Op::Relu, vec![x])
                 }
                 "Add" => {
                     let (x, y) = (value(0)?, value(1)?);
-                    push(DetOp::Add, vec![x, y])
+                    push(&mut b, Op::Add, vec![x, y])
                 }
                 "Resize" => {
                     let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
@@ -349,7 +281,18 @@ impl Scrfd {
                             Dim::Of(a1, 1),
                             Dim::Of(t, 2),
                             Dim::Of(t2, 3),
-                        ] if *a0 == x && *a1 == x && t == t2 => push(DetOp::Upsample, vec![x, *t]),
+                        ] if *a0 == x && *a1 == x && t == t2 => {
+                            let shapes = b.shapes()?;
+                            let (xs, ts) = (&shapes[x], &shapes[*t]);
+                            let factor = ts[1] / xs[1].max(1);
+                            if factor == 0 || ts[1] != xs[1] * factor || ts[2] != xs[2] * factor {
+                                return Err(err(format!(
+                                    "Resize from {xs:?} to the size of {ts:?} is not a whole \
+                                     upsampling factor"
+                                )));
+                            }
+                            push(&mut b, Op::Upsample { factor }, vec![x])
+                        }
                         other => {
                             return Err(err(format!(
                                 "Resize sizes {other:?} are not (N, C of the input, H, W of \
@@ -439,16 +382,6 @@ impl Scrfd {
             syms.insert(out_name, result);
         }
 
-        let mut det = Scrfd {
-            name: name.to_string(),
-            input_size,
-            num_anchors: 0,
-            heads: Vec::new(),
-            nodes,
-            num_values,
-            shapes: Vec::new(),
-        };
-        det.shapes = det.infer_shapes(input_size)?;
         let mut outs = Vec::new();
         for o in &g.output {
             match syms.get(&o.name) {
@@ -462,10 +395,26 @@ impl Scrfd {
                 }
             }
         }
+        let last = outs
+            .last()
+            .map(|o| o.1)
+            .ok_or_else(|| Error::Onnx("the detector has no outputs".into()))?;
+        let graph = b.finish(last)?;
+        let shapes = graph.infer_shapes()?;
+        let mut det = Scrfd {
+            name: name.to_string(),
+            input_size,
+            num_anchors: 0,
+            heads: Vec::new(),
+            graph,
+            shapes,
+        };
         // The score head of a stride has A channels, its box head 4·A, its keypoint head 10·A.
         let mut by_stride: Vec<(usize, Vec<usize>)> = Vec::new();
         for (k, (oname, v, _)) in outs.iter().enumerate() {
-            let [_, h, w] = det.shapes[*v];
+            let &[_, h, w] = det.shapes[*v].as_slice() else {
+                return Err(Error::Onnx(format!("output '{oname}' is not [C, H, W]")));
+            };
             let stride = input_size[0] / h;
             if h * stride != input_size[0] || w * stride != input_size[1] {
                 return Err(Error::Onnx(format!(
@@ -535,75 +484,13 @@ impl Scrfd {
         Ok(det)
     }
 
-    fn infer_shapes(&self, input_size: [usize; 2]) -> Result<Vec<[usize; 3]>, Error> {
-        let mut shapes: Vec<Option<[usize; 3]>> = vec![None; self.num_values];
-        shapes[0] = Some([3, input_size[0], input_size[1]]);
-        for n in &self.nodes {
-            let err = |m: String| Error::Graph(format!("detector node '{}': {m}", n.name));
-            let ins: Vec<[usize; 3]> = n
-                .inputs
-                .iter()
-                .map(|&v| shapes[v].ok_or_else(|| err(format!("value {v} used before defined"))))
-                .collect::<Result<_, _>>()?;
-            let x = ins[0];
-            let y = match &n.op {
-                DetOp::Conv {
-                    weights,
-                    bias,
-                    attrs,
-                } => {
-                    let w = &weights.shape;
-                    let g = attrs.group;
-                    if g == 0
-                        || !x[0].is_multiple_of(g)
-                        || !w[0].is_multiple_of(g)
-                        || w[1] != x[0] / g
-                        || bias.len() != w[0]
-                    {
-                        return Err(err(format!("weights {w:?} do not fit input {x:?}")));
-                    }
-                    if attrs.stride.contains(&0) || attrs.dilation.contains(&0) {
-                        return Err(err("stride and dilation must be positive".into()));
-                    }
-                    let oh = conv_out(
-                        x[1],
-                        w[2],
-                        attrs.stride[0],
-                        attrs.pads[0] + attrs.pads[2],
-                        attrs.dilation[0],
-                    );
-                    let ow = conv_out(
-                        x[2],
-                        w[3],
-                        attrs.stride[1],
-                        attrs.pads[1] + attrs.pads[3],
-                        attrs.dilation[1],
-                    );
-                    match (oh, ow) {
-                        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => [w[0], oh, ow],
-                        _ => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
-                    }
-                }
-                DetOp::Relu => x,
-                DetOp::Add => {
-                    if ins[0] != ins[1] {
-                        return Err(err(format!("adds shapes {:?} and {:?}", ins[0], ins[1])));
-                    }
-                    x
-                }
-                DetOp::Upsample => [x[0], ins[1][1], ins[1][2]],
-            };
-            shapes[n.output] = Some(y);
-        }
-        shapes
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| s.ok_or_else(|| Error::Graph(format!("detector value {i} undefined"))))
-            .collect()
+    /// The graph values of the heads, in head order.
+    pub fn head_values(&self) -> Vec<ValueId> {
+        self.heads.iter().map(|h| h.value).collect()
     }
 
-    /// Runs the network on one normalised CHW image of `input_size`; returns every head's output
-    /// in ONNX layout (`[H·W·A, k]` row-major, NHWC order), sigmoids applied to the scores.
+    /// Runs the network on one normalised CHW image of `input_size` on the CPU reference;
+    /// returns every head's output as [`Scrfd::heads_from_nchw`] lays it out.
     pub fn forward(&self, chw: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let [h, w] = self.input_size;
         if chw.len() != 3 * h * w {
@@ -613,64 +500,19 @@ impl Scrfd {
                 chw.len()
             )));
         }
-        let mut uses = vec![0usize; self.num_values];
-        for n in &self.nodes {
-            for &i in &n.inputs {
-                uses[i] += 1;
-            }
-        }
-        for hd in &self.heads {
-            uses[hd.value] += 1;
-        }
-        let mut values: Vec<Option<Vec<f32>>> = vec![None; self.num_values];
-        values[0] = Some(chw.to_vec());
-        for n in &self.nodes {
-            let x = values[n.inputs[0]].as_ref().expect("topological order");
-            let xs = self.shapes[n.inputs[0]];
-            let ys = self.shapes[n.output];
-            let y = match &n.op {
-                DetOp::Conv {
-                    weights,
-                    bias,
-                    attrs,
-                } => {
-                    let geo = ConvGeometry {
-                        batch: 1,
-                        c: xs[0],
-                        h: xs[1],
-                        w: xs[2],
-                        oh: ys[1],
-                        ow: ys[2],
-                        attrs: *attrs,
-                    };
-                    if attrs.group == xs[0] && weights.shape[0] == xs[0] {
-                        depthwise(x, &geo, weights, bias)
-                    } else {
-                        conv_f32(x, &geo, weights, bias)
-                    }
-                }
-                DetOp::Relu => x.iter().map(|&v| v.max(0.0)).collect(),
-                DetOp::Add => {
-                    let b = values[n.inputs[1]].as_ref().expect("topological order");
-                    x.iter().zip(b).map(|(a, b)| a + b).collect()
-                }
-                DetOp::Upsample => upsample_nearest(x, xs, [ys[1], ys[2]]),
-            };
-            for &i in &n.inputs {
-                uses[i] -= 1;
-                if uses[i] == 0 {
-                    values[i] = None;
-                }
-            }
-            values[n.output] = Some(y);
-        }
-        Ok(self
-            .heads
+        let values = crate::reference::forward_values(&self.graph, chw, 1, &self.head_values())?;
+        Ok(self.heads_from_nchw(&values))
+    }
+
+    /// The heads' NCHW values of one image (as `reference::forward_values` or the engine return
+    /// them) in ONNX output layout: `[H·W·A, k]` row-major (NHWC order), sigmoid on the scores.
+    pub fn heads_from_nchw(&self, values: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        self.heads
             .iter()
-            .map(|hd| {
-                let [c, hh, ww] = self.shapes[hd.value];
-                let x = values[hd.value].as_ref().expect("head computed");
-                let p = hh * ww;
+            .zip(values)
+            .map(|(hd, x)| {
+                let s = &self.shapes[hd.value];
+                let (c, p) = (s[0], s[1] * s[2]);
                 let mut out = vec![0f32; c * p];
                 for ch in 0..c {
                     for i in 0..p {
@@ -682,7 +524,7 @@ impl Scrfd {
                 }
                 out
             })
-            .collect())
+            .collect()
     }
 
     /// Decodes head outputs (as [`Scrfd::forward`] returns them) into detections in network
@@ -753,6 +595,32 @@ impl Scrfd {
         Ok(nms(dets, cfg.nms_iou))
     }
 
+    /// Detections from the heads' NCHW values of one letterboxed image, computed elsewhere
+    /// (the wgpu engine): layout, decode, NMS, as [`Scrfd::detect_letterboxed`].
+    pub fn detect_from_heads(
+        &self,
+        values: &[Vec<f32>],
+        det_scale: f32,
+        cfg: &DetectConfig,
+    ) -> Result<Vec<Detection>, Error> {
+        let expected: Vec<usize> = self
+            .heads
+            .iter()
+            .map(|h| self.shapes[h.value].iter().product())
+            .collect();
+        let got: Vec<usize> = values.iter().map(Vec::len).collect();
+        if got != expected {
+            return Err(Error::Input(format!(
+                "head values of sizes {got:?}, the detector's heads have {expected:?}"
+            )));
+        }
+        let outs = self.heads_from_nchw(values);
+        Ok(nms(
+            self.decode(&outs, det_scale, cfg.score_threshold),
+            cfg.nms_iou,
+        ))
+    }
+
     /// Detects faces in a photo: letterbox to the input size, then [`Scrfd::detect_letterboxed`].
     pub fn detect(&self, img: &RgbImage, cfg: &DetectConfig) -> Result<Vec<Detection>, Error> {
         if self.input_size[0] != self.input_size[1] {
@@ -763,64 +631,6 @@ impl Scrfd {
         let (canvas, scale) = letterbox(img, self.input_size[0]);
         self.detect_letterboxed(&canvas, scale, cfg)
     }
-}
-
-/// Depthwise convolution (one filter per channel) as direct loops: the reference's im2col +
-/// matrix product per group costs more than it computes here (the 16×320×320 stem layer took
-/// 270 ms that way).
-fn depthwise(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
-    let (kh, kw) = (wt.shape[2], wt.shape[3]);
-    let a = &geo.attrs;
-    let (h, w, oh, ow) = (geo.h as isize, geo.w as isize, geo.oh, geo.ow);
-    let mut out = vec![0f32; geo.c * oh * ow];
-    for c in 0..geo.c {
-        let plane = &x[c * geo.h * geo.w..][..geo.h * geo.w];
-        let k = &wt.data[c * kh * kw..][..kh * kw];
-        let y = &mut out[c * oh * ow..][..oh * ow];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0f32;
-                for ky in 0..kh {
-                    let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
-                    let row = &plane[iy as usize * geo.w..][..geo.w];
-                    for kx in 0..kw {
-                        let ix =
-                            (ox * a.stride[1] + kx * a.dilation[1]) as isize - a.pads[1] as isize;
-                        if ix >= 0 && ix < w {
-                            acc += k[ky * kw + kx] * row[ix as usize];
-                        }
-                    }
-                }
-                y[oy * ow + ox] = acc + bias[c];
-            }
-        }
-    }
-    out
-}
-
-fn upsample_nearest(x: &[f32], xs: [usize; 3], out: [usize; 2]) -> Vec<f32> {
-    let [c, h, w] = xs;
-    let [oh, ow] = out;
-    // ONNX asymmetric/floor: src = floor(dst / scale) with scale = out / in, as onnxruntime.
-    let (sy, sx) = (oh as f32 / h as f32, ow as f32 / w as f32);
-    let ys: Vec<usize> = (0..oh)
-        .map(|y| ((y as f32 / sy).floor() as usize).min(h - 1))
-        .collect();
-    let xs_: Vec<usize> = (0..ow)
-        .map(|x| ((x as f32 / sx).floor() as usize).min(w - 1))
-        .collect();
-    let mut y = Vec::with_capacity(c * oh * ow);
-    for ch in 0..c {
-        let plane = &x[ch * h * w..][..h * w];
-        for &iy in &ys {
-            let row = &plane[iy * w..][..w];
-            y.extend(xs_.iter().map(|&ix| row[ix]));
-        }
-    }
-    y
 }
 
 /// One detected face, in original image pixels.
@@ -1055,58 +865,5 @@ mod tests {
         let r = resize_bilinear(&img, 4, 1);
         let row: Vec<u8> = r.pixels().map(|p| p.0[0]).collect();
         assert_eq!(row, vec![0, 25, 75, 100]);
-    }
-
-    #[test]
-    fn depthwise_matches_the_reference_convolution() {
-        for (stride, pad) in [(1, 1), (2, 1), (2, 0)] {
-            let (c, h, w) = (3, 7, 6);
-            let x: Vec<f32> = (0..c * h * w)
-                .map(|i| ((i * 37) % 11) as f32 - 5.0)
-                .collect();
-            let wt = Tensor::new(
-                vec![c, 1, 3, 3],
-                (0..c * 9)
-                    .map(|i| ((i * 13) % 7) as f32 * 0.25 - 0.5)
-                    .collect(),
-            )
-            .unwrap();
-            let attrs = ConvAttrs {
-                stride: [stride, stride],
-                pads: [pad; 4],
-                dilation: [1, 1],
-                group: c,
-            };
-            let (oh, ow) = (
-                conv_out(h, 3, stride, 2 * pad, 1).unwrap(),
-                conv_out(w, 3, stride, 2 * pad, 1).unwrap(),
-            );
-            let geo = ConvGeometry {
-                batch: 1,
-                c,
-                h,
-                w,
-                oh,
-                ow,
-                attrs,
-            };
-            let bias = [0.5, -1.0, 2.0];
-            // Small integers and quarters: both summation orders are exact.
-            assert_eq!(
-                depthwise(&x, &geo, &wt, &bias),
-                conv_f32(&x, &geo, &wt, &bias)
-            );
-        }
-    }
-
-    #[test]
-    fn nearest_upsample_repeats_pixels() {
-        let x = [1., 2., 3., 4.];
-        assert_eq!(
-            upsample_nearest(&x, [1, 2, 2], [4, 4]),
-            vec![
-                1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.
-            ]
-        );
     }
 }

@@ -232,3 +232,63 @@ fn detector_import_rejects_what_it_cannot_run() {
         .to_string();
     assert!(e.contains("ONNX"), "{e}");
 }
+
+/// The detector as a multi-output graph on the wgpu engine (float path) finds the faces the CPU
+/// reference finds, with the same tolerances as against onnxruntime; head values agree to
+/// 1e-4 of their range. With `--nocapture` it prints both latencies.
+#[test]
+fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
+    use efq_engine::{GpuModel, GpuOptions, Images, request_blocking};
+    let images = sample(3);
+    let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
+    let gpu = request_blocking(&GpuOptions::default()).expect("a GPU adapter (lavapipe in CI)");
+    let model = GpuModel::from_graph_with_outputs(&gpu, &det.graph, &det.head_values(), 1)
+        .expect("the engine compiles the detector");
+    let cfg = DetectConfig {
+        score_threshold: 0.3,
+        ..Default::default()
+    };
+    let (mut t_engine, mut t_ref) = (Vec::new(), Vec::new());
+    let (mut worst_iou, mut worst_kp, mut worst_head) = (1f32, 0f32, 0f32);
+    let mut faces = 0;
+    for rel in &images {
+        let name = rel.display().to_string();
+        let img = rgb(&lfw().join("raw250-sample").join(rel));
+        let (canvas, scale) = letterbox(&img, 640);
+        let chw = efq_shared::detect::normalize(&canvas);
+        let t = Instant::now();
+        let want = reference::forward_values(&det.graph, &chw, 1, &det.head_values()).unwrap();
+        t_ref.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let got = model
+            .forward_values_blocking(Images::Nchw(&chw), 1)
+            .unwrap();
+        t_engine.push(t.elapsed().as_secs_f64());
+        for (g, w) in got.iter().zip(&want) {
+            let range = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            worst_head = worst_head.max(diff / range);
+        }
+        let ours = det.detect_from_heads(&got, scale, &cfg).unwrap();
+        let theirs = det.detect_from_heads(&want, scale, &cfg).unwrap();
+        let (i1, k1, _) = matched(&name, &ours, &theirs, "reference");
+        let (i2, k2, _) = matched(&name, &theirs, &ours, "engine");
+        worst_iou = worst_iou.min(i1.min(i2));
+        worst_kp = worst_kp.max(k1.max(k2));
+        faces += theirs.iter().filter(|d| d.score >= 0.5).count();
+    }
+    eprintln!(
+        "{} images, {faces} faces ≥ 0.5: worst IoU {worst_iou:.5}, worst keypoint {worst_kp:.4} px, \
+         worst head difference {worst_head:.2e} of range; network at 640×640: engine ({}) {:.1} ms, \
+         reference {:.1} ms (median)",
+        images.len(),
+        gpu.adapter.name,
+        median(t_engine) * 1e3,
+        median(t_ref) * 1e3,
+    );
+    assert!(faces >= images.len(), "found only {faces} faces");
+    assert!(
+        worst_head <= 1e-4,
+        "head values differ by {worst_head} of their range"
+    );
+}
