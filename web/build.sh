@@ -3,6 +3,7 @@
 #   web/dist/{index.html,app.js,worker.js,style.css}   from web/www
 #   web/dist/pkg/                                      the wasm module (wasm-bindgen --target web)
 #   web/dist/models/default.efq                        the default model
+#   web/dist/models/detector.onnx                      SCRFD-500M ($EFQ_DETECTOR), for face detection
 # The default model is w600k_mbf quantized at w8a8 (out/web/w600k_mbf-w8a8.efq; built here if
 # missing, never committed: the teacher's weights are non-commercial). The page needs a decision
 # threshold in the model; a PTQ model has none, so it is measured once with `trainer eval` on
@@ -48,4 +49,5 @@ if ! "$TARGET"/release/web-tool has-threshold --model "$MODEL"; then
 fi
 mkdir -p "$DIST/models"
 cp "$MODEL" "$DIST/models/default.efq"
+cp "$EFQ_DETECTOR" "$DIST/models/detector.onnx"
 log "built $DIST ($(du -sh "$DIST" | cut -f1)); serve it with: python3 -m http.server -d $DIST 8000"

@@ -53,6 +53,10 @@ export function serve(dir, extra = {}) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
+function raw(name, n) {
+  return path.join(lfw, 'raw250-sample', name, `${name}_${String(n).padStart(4, '0')}.jpg`);
+}
+
 function crop(name, n) {
   return path.join(lfw, 'insightface112', name, `${name}_${String(n).padStart(4, '0')}.jpg`);
 }
@@ -63,10 +67,13 @@ function pairs() {
   const rows = lines.map((l) => l.trim().split(/\s+/));
   const pos = rows.find((r) => r.length === 3);
   const neg = rows.find((r) => r.length === 4);
-  return {
-    same: [crop(pos[0], pos[1]), crop(pos[0], pos[2])],
-    different: [crop(neg[0], neg[1]), crop(neg[2], neg[3])],
-  };
+  return [
+    ['same', [crop(pos[0], pos[1]), crop(pos[0], pos[2])]],
+    ['different', [crop(neg[0], neg[1]), crop(neg[2], neg[3])]],
+    // Whole 250×250 photos: detection and alignment in the page.
+    ['same', [raw('Silvio_Berlusconi', 1), raw('Silvio_Berlusconi', 2)]],
+    ['different', [raw('Silvio_Berlusconi', 1), raw('Monica_Bellucci', 1)]],
+  ];
 }
 
 async function main() {
@@ -96,7 +103,8 @@ async function main() {
       if (backend !== 'auto') check(used === backend, `${backend}: path in use is ${used}`);
       const info = await page.$$eval('#engine-info dt', (dts) => dts.map((dt) => `${dt.textContent}: ${dt.nextElementSibling.textContent}`));
       console.log(info.map((l) => `       ${l}`).join('\n'));
-      for (const [want, [a, b]] of [['same', p.same], ['different', p.different]]) {
+      for (const [want, [a, b]] of p) {
+        const isRaw = a.includes('raw250-sample');
         await page.setInputFiles('#face-a input', a);
         await page.setInputFiles('#face-b input', b);
         // Wait for the result of exactly this pair (an earlier one may still be on screen).
@@ -113,7 +121,13 @@ async function main() {
         const sim = await page.getAttribute('#result', 'data-similarity');
         const ms = await page.getAttribute('#latency', 'data-ms');
         check(verdict === want, `${backend} (${used}): ${path.basename(a)} vs ${path.basename(b)}: ${verdict}, similarity ${Number(sim).toFixed(4)}, ${Number(ms).toFixed(0)} ms (want ${want})`);
-        await page.screenshot({ path: path.join(outDir, `verify-${used}-${want}.png`), fullPage: true });
+        if (isRaw) {
+          const found = await page.$$eval('.face canvas.photo', (cs) => cs.map((c) => Number(c.dataset.faces || 0)));
+          const detMs = await page.$$eval('.face .face-msg', (ms) => ms.map((m) => Number(m.dataset.detectMs || 0).toFixed(0)));
+          const det = await page.getAttribute('#detector-info', 'data-backend');
+          check(found.every((n) => n >= 1), `${backend}: faces found in both raw photos: ${found.join(', ')} (detector on ${det}, ${detMs.join(' / ')} ms)`);
+        }
+        await page.screenshot({ path: path.join(outDir, `verify-${used}-${isRaw ? 'raw-' : ''}${want}.png`), fullPage: true });
       }
       check(errors.length === 0, `${backend}: no page errors ${errors.join('; ')}`);
       await page.close();
@@ -126,6 +140,19 @@ async function main() {
     await page.waitForFunction(() => document.querySelector('#face-a .face-msg').textContent !== '');
     const imgMsg = await page.textContent('#face-a .face-msg');
     check(imgMsg.includes('cannot decode notes.jpg'), `undecodable image: "${imgMsg}"`);
+    // A photo without a face: a flat grey 250×250 PNG, made with a canvas in the page.
+    const grey = await page.evaluate(async () => {
+      const c = new OffscreenCanvas(250, 250);
+      const ctx = c.getContext('2d');
+      ctx.fillStyle = '#808080';
+      ctx.fillRect(0, 0, 250, 250);
+      const blob = await c.convertToBlob({ type: 'image/png' });
+      return Array.from(new Uint8Array(await blob.arrayBuffer()));
+    });
+    await page.setInputFiles('#face-b input', { name: 'wall.png', mimeType: 'image/png', buffer: Buffer.from(grey) });
+    await page.waitForFunction(() => /no face|failed/.test(document.querySelector('#face-b .face-msg').textContent), null, { timeout: 120_000 });
+    const noFace = await page.textContent('#face-b .face-msg');
+    check(noFace.includes('no face found in wall.png'), `photo without a face: "${noFace}"`);
     await page.setInputFiles('#model-file', { name: 'bad.efq', mimeType: 'application/octet-stream', buffer: Buffer.from('definitely not safetensors') });
     await page.waitForSelector('#load-status[data-state="error"]', { timeout: 60_000 });
     const modelMsg = await page.textContent('#load-status');

@@ -1,6 +1,7 @@
 //! Browser bindings (issue #5): load a packed model from bytes, run it on WebGPU through the
 //! engine or on the CPU integer reference compiled to wasm, and embed or verify faces given as
-//! canvas pixels.
+//! canvas pixels. [`FaceDetector`] and [`align_face_rgba`] (issue #6) find faces in whole
+//! photos with SCRFD on the same two paths and cut the ArcFace-aligned 112×112 crops.
 //!
 //! Everything a page needs to say about the run is in [`Verifier::describe`]: which path is in
 //! use and why, the adapter, whether `dot4I8Packed` is native, the model's size and bit-widths.
@@ -8,6 +9,8 @@
 //! freezes the tab.
 
 use efq_engine::{Dot4, Gpu, GpuModel, GpuOptions, Images};
+use efq_shared::align::align_face;
+use efq_shared::detect::{DetectConfig, Detection, Scrfd, letterbox, normalize, pick_central};
 use efq_shared::format::{Manifest, PackedModel};
 use efq_shared::graph::Graph;
 use efq_shared::{preprocess, reference};
@@ -277,62 +280,29 @@ impl Verifier {
         let choice = Backend::parse(backend)?;
         let packed = parse_model(bytes)?;
         let manifest = packed.manifest.clone();
-        let mut adapter = serde_json::Value::Null;
-        let mut dot4 = serde_json::Value::Null;
-        let mut arithmetic = serde_json::Value::Null;
+        let path = pick_path(choice, float_dot).await?;
         let mut gpu_bytes = serde_json::Value::Null;
-        let (runner, reason) = match choice {
-            Backend::Cpu => (None, "CPU path requested".to_string()),
-            Backend::WebGpu | Backend::Auto => match open_gpu(float_dot).await {
-                Ok(gpu) => {
-                    adapter = json!({
-                        "name": gpu.adapter.name,
-                        "backend": gpu.adapter.backend,
-                        "device_type": gpu.adapter.device_type,
-                        "driver": gpu.adapter.driver,
-                        "software": gpu.adapter.software,
-                    });
-                    dot4 = json!(match gpu.dot4 {
-                        Dot4::Native => "native",
-                        Dot4::Polyfill => "polyfill",
-                    });
-                    arithmetic = json!(if gpu.float_dot() {
-                        "f32 multiply-add"
-                    } else {
-                        "dot4"
-                    });
-                    if choice == Backend::Auto && gpu.adapter.software {
-                        (
-                            None,
-                            format!(
-                                "the WebGPU adapter{} is a software rasteriser; the CPU path is \
-                                 used (force WebGPU with ?backend=webgpu)",
-                                named(&gpu.adapter.name)
-                            ),
-                        )
-                    } else {
-                        let m = GpuModel::new(&gpu, &packed, GPU_MAX_BATCH)
-                            .map_err(|e| format!("cannot load the model on WebGPU: {e}"))?;
-                        gpu_bytes = json!({
-                            "parameters": m.info().gpu_parameter_bytes,
-                            "activations": m.info().gpu_activation_bytes,
-                            "max_batch": m.info().max_batch,
-                            "dispatches": m.info().dispatches,
-                        });
-                        let why = if choice == Backend::WebGpu {
-                            "WebGPU requested".to_string()
-                        } else {
-                            format!("a hardware WebGPU adapter{}", named(&gpu.adapter.name))
-                        };
-                        (Some(Runner::Gpu(Box::new(m))), why)
-                    }
-                }
-                Err(e) if choice == Backend::Auto => {
-                    (None, format!("no WebGPU ({e}); the CPU path is used"))
-                }
-                Err(e) => return Err(format!("WebGPU requested but unavailable: {e}")),
-            },
+        let runner = match &path.gpu {
+            Some(gpu) => {
+                let m = GpuModel::new(gpu, &packed, GPU_MAX_BATCH)
+                    .map_err(|e| format!("cannot load the model on WebGPU: {e}"))?;
+                gpu_bytes = json!({
+                    "parameters": m.info().gpu_parameter_bytes,
+                    "activations": m.info().gpu_activation_bytes,
+                    "max_batch": m.info().max_batch,
+                    "dispatches": m.info().dispatches,
+                });
+                Some(Runner::Gpu(Box::new(m)))
+            }
+            None => None,
         };
+        let Path {
+            reason,
+            adapter,
+            dot4,
+            arithmetic,
+            ..
+        } = path;
         let runner = match runner {
             Some(r) => r,
             None => Runner::Cpu(Box::new(CpuModel {
@@ -419,5 +389,271 @@ impl Verifier {
         rgb.chunks_exact(h * w * 3)
             .flat_map(|img| preprocess::pixels_to_chw(img, w, h, &info.preprocessing))
             .collect()
+    }
+}
+
+/// Detector input sizes tried in turn: InsightFace's 640×640, then 320×320 for close-ups
+/// (faces larger than the 640 anchors cover), the rule `trainer align` uses.
+pub const DETECT_SIZES: [usize; 2] = [640, 320];
+
+/// Largest detector file the page accepts.
+pub const MAX_DETECTOR_BYTES: usize = 64 << 20;
+
+/// SCRFD on WebGPU (the engine's float path, the heads read back as graph outputs) or on the
+/// CPU reference in wasm, chosen like [`Verifier`]'s path.
+#[wasm_bindgen]
+pub struct FaceDetector {
+    /// One imported network per size in [`DETECT_SIZES`].
+    nets: Vec<Scrfd>,
+    /// Their engine models, on the WebGPU path.
+    gpu: Option<Vec<GpuModel>>,
+    report: serde_json::Value,
+}
+
+/// What one photo gave: every face (original pixels, best first) and the one kept.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FaceReport {
+    pub faces: Vec<Detection>,
+    /// Index into `faces` of the face nearest the photo's centre (`pick_central`).
+    pub chosen: Option<usize>,
+    /// Detector input size that found them (0: none found).
+    pub size: usize,
+}
+
+#[wasm_bindgen]
+impl FaceDetector {
+    /// Loads an SCRFD ONNX file (`scrfd_500m_bnkps.onnx`) on `backend` (`auto`, `webgpu`, `cpu`).
+    pub async fn load(bytes: Vec<u8>, backend: String) -> Result<FaceDetector, JsError> {
+        FaceDetector::load_native(&bytes, &backend)
+            .await
+            .map_err(|e| JsError::new(&e))
+    }
+
+    /// JSON: `{backend, reason, adapter, sizes}`.
+    pub fn describe(&self) -> String {
+        self.report.to_string()
+    }
+
+    /// Faces in an RGBA (`channels` 4) or RGB (3) photo of `width × height`: JSON
+    /// [`FaceReport`].
+    pub async fn detect(
+        &self,
+        pixels: Vec<u8>,
+        width: usize,
+        height: usize,
+        channels: usize,
+    ) -> Result<String, JsError> {
+        let r = self
+            .detect_native(&pixels, width, height, channels)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        Ok(serde_json::to_string(&r).expect("report serialises"))
+    }
+}
+
+impl FaceDetector {
+    /// [`FaceDetector::load`] with plain errors.
+    pub async fn load_native(bytes: &[u8], backend: &str) -> Result<FaceDetector, String> {
+        let choice = Backend::parse(backend)?;
+        if bytes.len() > MAX_DETECTOR_BYTES {
+            return Err(format!(
+                "detector file is {:.1} MB, more than the {} MB this page accepts",
+                bytes.len() as f64 / 1e6,
+                MAX_DETECTOR_BYTES >> 20
+            ));
+        }
+        let nets = DETECT_SIZES
+            .iter()
+            .map(|&s| Scrfd::import_bytes(bytes, "detector", [s, s]))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("not a usable SCRFD detector: {e}"))?;
+        let path = pick_path(choice, None).await?;
+        let gpu = match &path.gpu {
+            Some(gpu) => Some(
+                nets.iter()
+                    .map(|d| GpuModel::from_graph_with_outputs(gpu, &d.graph, &d.head_values(), 1))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("cannot load the detector on WebGPU: {e}"))?,
+            ),
+            None => None,
+        };
+        let report = json!({
+            "backend": if gpu.is_some() { "webgpu" } else { "cpu" },
+            "reason": path.reason,
+            "adapter": path.adapter,
+            "sizes": DETECT_SIZES,
+        });
+        Ok(FaceDetector { nets, gpu, report })
+    }
+
+    /// [`FaceDetector::detect`] with plain errors.
+    pub async fn detect_native(
+        &self,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+        channels: usize,
+    ) -> Result<FaceReport, String> {
+        let img = rgb_image(pixels, width, height, channels)?;
+        let cfg = DetectConfig::default();
+        for (k, det) in self.nets.iter().enumerate() {
+            let (canvas, scale) = letterbox(&img, det.input_size[0]);
+            let faces = match &self.gpu {
+                Some(models) => {
+                    let heads = models[k]
+                        .forward_values(Images::Nchw(&normalize(&canvas)), 1)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    det.detect_from_heads(&heads, scale, &cfg)
+                }
+                None => det.detect_letterboxed(&canvas, scale, &cfg),
+            }
+            .map_err(|e| e.to_string())?;
+            if !faces.is_empty() {
+                let chosen = pick_central(&faces, width, height)
+                    .and_then(|c| faces.iter().position(|f| std::ptr::eq(f, c)));
+                return Ok(FaceReport {
+                    faces,
+                    chosen,
+                    size: det.input_size[0],
+                });
+            }
+        }
+        Ok(FaceReport {
+            faces: Vec::new(),
+            chosen: None,
+            size: 0,
+        })
+    }
+}
+
+/// An RGBA/RGB buffer of `width × height` as an image, or what is wrong with it.
+fn rgb_image(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<image::RgbImage, String> {
+    if !(channels == 3 || channels == 4) {
+        return Err(format!(
+            "pixels must be RGB or RGBA, not {channels} channels"
+        ));
+    }
+    check_len(
+        pixels.len(),
+        1,
+        width * height * channels,
+        height,
+        width,
+        channels,
+    )?;
+    let rgb = if channels == 4 {
+        rgba_to_rgb(pixels)
+    } else {
+        pixels.to_vec()
+    };
+    image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| format!("a {width}×{height} image does not fit in memory"))
+}
+
+/// The 112×112 ArcFace crop (RGBA, for a canvas) of the face with five keypoints `kps`
+/// (`[x0, y0, … x4, y4]` in photo pixels) in an RGBA/RGB photo of `width × height`.
+#[wasm_bindgen(js_name = alignFace)]
+pub fn align_face_rgba(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    kps: &[f32],
+) -> Result<Vec<u8>, JsError> {
+    align_native(pixels, width, height, channels, kps).map_err(|e| JsError::new(&e))
+}
+
+/// [`align_face_rgba`] with plain errors.
+pub fn align_native(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    kps: &[f32],
+) -> Result<Vec<u8>, String> {
+    let img = rgb_image(pixels, width, height, channels)?;
+    let [a, b, c, d, e, f, g, h, i, j] = kps else {
+        return Err(format!("five keypoints are ten numbers, got {}", kps.len()));
+    };
+    let pts = [[*a, *b], [*c, *d], [*e, *f], [*g, *h], [*i, *j]];
+    let crop = align_face(&img, &pts).ok_or("the five keypoints are degenerate (coincide)")?;
+    Ok(crop
+        .pixels()
+        .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
+        .collect())
+}
+
+/// The execution path of a model: an open WebGPU device or the CPU, and why.
+struct Path {
+    gpu: Option<Gpu>,
+    reason: String,
+    /// The adapter, its `dot4I8Packed` support and the convolution arithmetic, whenever one
+    /// was opened (also when the CPU path is then chosen over a software rasteriser).
+    adapter: serde_json::Value,
+    dot4: serde_json::Value,
+    arithmetic: serde_json::Value,
+}
+
+/// Opens WebGPU unless the CPU is asked for; with `auto`, a software rasteriser or a missing
+/// WebGPU means the CPU path.
+async fn pick_path(choice: Backend, float_dot: Option<bool>) -> Result<Path, String> {
+    let cpu = |reason: String| Path {
+        gpu: None,
+        reason,
+        adapter: serde_json::Value::Null,
+        dot4: serde_json::Value::Null,
+        arithmetic: serde_json::Value::Null,
+    };
+    if choice == Backend::Cpu {
+        return Ok(cpu("CPU path requested".into()));
+    }
+    match open_gpu(float_dot).await {
+        Ok(gpu) => {
+            let mut path = Path {
+                reason: String::new(),
+                adapter: json!({
+                    "name": gpu.adapter.name,
+                    "backend": gpu.adapter.backend,
+                    "device_type": gpu.adapter.device_type,
+                    "driver": gpu.adapter.driver,
+                    "software": gpu.adapter.software,
+                }),
+                dot4: json!(match gpu.dot4 {
+                    Dot4::Native => "native",
+                    Dot4::Polyfill => "polyfill",
+                }),
+                arithmetic: json!(if gpu.float_dot() {
+                    "f32 multiply-add"
+                } else {
+                    "dot4"
+                }),
+                gpu: None,
+            };
+            if choice == Backend::Auto && gpu.adapter.software {
+                path.reason = format!(
+                    "the WebGPU adapter{} is a software rasteriser; the CPU path is used \
+                     (force WebGPU with ?backend=webgpu)",
+                    named(&gpu.adapter.name)
+                );
+            } else {
+                path.reason = if choice == Backend::WebGpu {
+                    "WebGPU requested".to_string()
+                } else {
+                    format!("a hardware WebGPU adapter{}", named(&gpu.adapter.name))
+                };
+                path.gpu = Some(gpu);
+            }
+            Ok(path)
+        }
+        Err(e) if choice == Backend::Auto => {
+            Ok(cpu(format!("no WebGPU ({e}); the CPU path is used")))
+        }
+        Err(e) => Err(format!("WebGPU requested but unavailable: {e}")),
     }
 }

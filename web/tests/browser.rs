@@ -5,7 +5,7 @@
 //! browser's WebGPU engine and the CPU reference compiled to wasm must both reproduce them.
 #![cfg(target_arch = "wasm32")]
 
-use efq_web::{DEFAULT_FLOAT_DOT, Verifier};
+use efq_web::{DEFAULT_FLOAT_DOT, FaceDetector, Verifier, align_native};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -15,6 +15,10 @@ const IMAGES: &[u8] = include_bytes!("../../out/web/fixture/images.rgb");
 const RAW: &[u8] = include_bytes!("../../out/web/fixture/raw.f32");
 const EMBEDDINGS: &[u8] = include_bytes!("../../out/web/fixture/embeddings.f32");
 const DIM: usize = 512;
+const DETECTOR: &[u8] = include_bytes!("../../out/web/fixture/detector.onnx");
+const PHOTO: &[u8] = include_bytes!("../../out/web/fixture/photo.rgb");
+const FACES: &str = include_str!("../../out/web/fixture/faces.json");
+const CROP: &[u8] = include_bytes!("../../out/web/fixture/crop.rgba");
 
 fn floats(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
@@ -208,4 +212,90 @@ async fn engine_float_dot_path_in_browser() {
     let got = v.embed_native(&rgba(), n(), 4).await.unwrap();
     let c = min_cosine(&got, &floats(EMBEDDINGS));
     assert!(c >= 0.99999, "float_dot path: cosine {c} to native");
+}
+
+/// SCRFD in the browser, on WebGPU (engine float path) and on the CPU reference in wasm, finds
+/// the face the native reference found in a raw LFW photo: IoU ≥ 0.99, keypoints within 0.5 px;
+/// the aligned crops differ by at most a few grey levels.
+#[wasm_bindgen_test]
+async fn face_detection_in_browser_equals_native_reference() {
+    let want: serde_json::Value = serde_json::from_str(FACES).unwrap();
+    let (w, h) = (
+        want["width"].as_u64().unwrap() as usize,
+        want["height"].as_u64().unwrap() as usize,
+    );
+    let faces = want["report"]["faces"].as_array().unwrap();
+    let chosen = want["report"]["chosen"].as_u64().unwrap() as usize;
+    let f = |v: &serde_json::Value| -> Vec<f32> {
+        let flat: Vec<f32> = match v.as_array() {
+            Some(a) if a.iter().all(|x| x.is_array()) => a
+                .iter()
+                .flat_map(|p| {
+                    p.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                })
+                .collect(),
+            Some(a) => a.iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+            None => panic!("not an array: {v}"),
+        };
+        flat
+    };
+    for backend in ["cpu", "webgpu"] {
+        let d = FaceDetector::load_native(DETECTOR, backend).await.unwrap();
+        let t = js_sys_now();
+        let got = d.detect_native(PHOTO, w, h, 3).await.unwrap();
+        let ms = js_sys_now() - t;
+        assert_eq!(
+            got.faces.len(),
+            faces.len(),
+            "{backend}: faces {:?}",
+            got.faces
+        );
+        assert_eq!(got.chosen, Some(chosen), "{backend}");
+        let g = &got.faces[chosen];
+        let bw = f(&faces[chosen]["bbox"]);
+        let kw = f(&faces[chosen]["kps"]);
+        let iou = efq_shared::detect::iou(&g.bbox, &[bw[0], bw[1], bw[2], bw[3]]);
+        let kp = g
+            .kps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p[0] - kw[2 * i]).powi(2) + (p[1] - kw[2 * i + 1]).powi(2)).sqrt())
+            .fold(0f32, f32::max);
+        let kps: Vec<f32> = g.kps.iter().flatten().copied().collect();
+        let crop = align_native(PHOTO, w, h, 3, &kps).unwrap();
+        let grey = crop
+            .iter()
+            .zip(CROP)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        log(&format!(
+            "detector on {backend}: {} faces, IoU {iou:.5}, keypoints {kp:.4} px, crop max |Δ| {grey}, {ms:.0} ms",
+            got.faces.len()
+        ));
+        assert!(iou >= 0.99, "{backend}: IoU {iou}");
+        assert!(kp <= 0.5, "{backend}: keypoints {kp} px off");
+        assert!(
+            grey <= 8,
+            "{backend}: aligned crops differ by {grey} grey levels"
+        );
+    }
+    let e = FaceDetector::load_native(b"not onnx", "cpu")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("not a usable SCRFD detector"), "{e}");
+}
+
+fn js_sys_now() -> f64 {
+    performance_now()
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
 }

@@ -129,12 +129,75 @@ $('#model-file').addEventListener('change', (ev) => {
   loadModel(() => f.arrayBuffer(), f.name);
 });
 
-// ---- Photos: decode, centre-crop to a square, scale to 112×112, keep the RGBA pixels.
+// ---- Face detection (SCRFD in the worker), loaded beside the model.
+let detectorReady = false;
+let detectorError = '';
+async function loadDetector() {
+  const url = params.get('detector') || 'models/detector.onnx';
+  try {
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`cannot download ${url}: HTTP ${res.status}`);
+    const bytes = await res.arrayBuffer();
+    const { info, ms } = await call('loadDetector', { bytes, backend }, [bytes]);
+    detectorReady = true;
+    const el = $('#detector-info');
+    el.textContent = `Face detector: SCRFD on ${info.backend === 'webgpu' ? 'WebGPU' : 'the CPU (wasm)'}, loaded in ${ms.toFixed(0)} ms`;
+    el.dataset.backend = info.backend;
+  } catch (e) {
+    detectorError = e.message;
+    $('#detector-info').textContent = `No face detector (${e.message}): photos are centre-cropped.`;
+  }
+}
+const detectorLoaded = loadDetector();
+
+// Photos larger than this (longer side) are scaled down before detection: the detector sees
+// 640×640 anyway, and the aligned crop is 112×112.
+const MAX_PHOTO = 1024;
+const PREVIEW = 240;
+
+function drawFaces(box, photo, faces, chosen) {
+  const canvas = box.querySelector('canvas.photo');
+  const scale = Math.min(PREVIEW / photo.width, PREVIEW / photo.height);
+  canvas.width = Math.round(photo.width * scale);
+  canvas.height = Math.round(photo.height * scale);
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(photo.bitmap, 0, 0, canvas.width, canvas.height);
+  faces.forEach((f, i) => {
+    const [x1, y1, x2, y2] = f.bbox.map((v) => v * scale);
+    ctx.lineWidth = i === chosen ? 3 : 1.5;
+    ctx.strokeStyle = i === chosen ? '#1a7f37' : '#d0d7de';
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.fillStyle = i === chosen ? '#cf222e' : '#8c959f';
+    for (const [kx, ky] of f.kps) {
+      ctx.beginPath();
+      ctx.arc(kx * scale, ky * scale, 2, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  });
+  canvas.dataset.faces = String(faces.length);
+  canvas.dataset.chosen = chosen === null ? '' : String(chosen);
+  canvas.hidden = false;
+  return scale;
+}
+
+function showCrop(box, rgba) {
+  const ctx = box.querySelector('canvas.crop').getContext('2d');
+  ctx.putImageData(new ImageData(new Uint8ClampedArray(rgba), SIZE, SIZE), 0, 0);
+}
+
+// The faces found in each slot's photo and the scale of its preview, for choosing by click.
+const detected = [null, null];
+
+// ---- Photos: decode; 112×112 images are taken as aligned crops, anything larger goes through
+// face detection and five-point alignment (centre crop when no detector could be loaded).
 async function setFace(slot, file) {
   const box = slot === 0 ? $('#face-a') : $('#face-b');
   const msg = box.querySelector('.face-msg');
   msg.textContent = '';
   faces[slot] = null;
+  detected[slot] = null;
+  box.dataset.loaded = '';
+  box.querySelector('canvas.photo').hidden = true;
   resetResult();
   let bmp;
   try {
@@ -144,17 +207,79 @@ async function setFace(slot, file) {
     showError(msg.textContent);
     return;
   }
-  const s = Math.min(bmp.width, bmp.height);
-  const canvas = box.querySelector('canvas');
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  faceNames[slot] = file.name || 'photo';
+  const ctx = box.querySelector('canvas.crop').getContext('2d', { willReadFrequently: true });
   ctx.imageSmoothingQuality = 'high';
   ctx.clearRect(0, 0, SIZE, SIZE);
-  ctx.drawImage(bmp, (bmp.width - s) / 2, (bmp.height - s) / 2, s, s, 0, 0, SIZE, SIZE);
-  bmp.close();
+  await detectorLoaded;
+  if (bmp.width === SIZE && bmp.height === SIZE) {
+    ctx.drawImage(bmp, 0, 0);
+    msg.textContent = '112×112: used as an aligned crop';
+  } else if (!detectorReady) {
+    const s = Math.min(bmp.width, bmp.height);
+    ctx.drawImage(bmp, (bmp.width - s) / 2, (bmp.height - s) / 2, s, s, 0, 0, SIZE, SIZE);
+    msg.textContent = `centre crop (no face detector: ${detectorError})`;
+  } else {
+    const k = Math.min(1, MAX_PHOTO / Math.max(bmp.width, bmp.height));
+    const width = Math.round(bmp.width * k);
+    const height = Math.round(bmp.height * k);
+    const work = new OffscreenCanvas(width, height);
+    const wctx = work.getContext('2d', { willReadFrequently: true });
+    wctx.drawImage(bmp, 0, 0, width, height);
+    const pixels = wctx.getImageData(0, 0, width, height).data.buffer;
+    msg.textContent = 'finding the face…';
+    let r;
+    try {
+      r = await call('detect', { slot, pixels, width, height }, [pixels]);
+    } catch (e) {
+      msg.textContent = `face detection failed: ${e.message}`;
+      showError(msg.textContent);
+      return;
+    }
+    const photo = { bitmap: bmp, width, height };
+    if (r.faces.length === 0) {
+      drawFaces(box, photo, [], null);
+      msg.textContent = `no face found in ${faceNames[slot]}`;
+      showError(msg.textContent);
+      return;
+    }
+    const scale = drawFaces(box, photo, r.faces, r.chosen);
+    detected[slot] = { photo, faces: r.faces, scale };
+    showCrop(box, r.crop);
+    msg.textContent = r.faces.length === 1
+      ? `1 face (${r.ms.toFixed(0)} ms)`
+      : `${r.faces.length} faces, the most central is used: click another to choose it (${r.ms.toFixed(0)} ms)`;
+    msg.dataset.detectMs = String(r.ms);
+  }
+  if (!detected[slot]) bmp.close();
   faces[slot] = ctx.getImageData(0, 0, SIZE, SIZE).data;
-  faceNames[slot] = file.name || 'photo';
   box.dataset.loaded = faceNames[slot];
   clearError();
+  await maybeVerify();
+}
+
+// Choosing another face: the smallest box under the click.
+async function chooseFace(slot, ev) {
+  const d = detected[slot];
+  if (!d) return;
+  const canvas = ev.currentTarget;
+  const rect = canvas.getBoundingClientRect();
+  const x = (ev.clientX - rect.left) * (canvas.width / rect.width) / d.scale;
+  const y = (ev.clientY - rect.top) * (canvas.height / rect.height) / d.scale;
+  let best = -1;
+  let area = Infinity;
+  d.faces.forEach((f, i) => {
+    const [x1, y1, x2, y2] = f.bbox;
+    const a = (x2 - x1) * (y2 - y1);
+    if (x >= x1 && x <= x2 && y >= y1 && y <= y2 && a < area) { best = i; area = a; }
+  });
+  if (best < 0) return;
+  const box = slot === 0 ? $('#face-a') : $('#face-b');
+  drawFaces(box, d.photo, d.faces, best);
+  const crop = await call('align', { slot, index: best });
+  showCrop(box, crop);
+  faces[slot] = new Uint8ClampedArray(crop);
+  resetResult();
   await maybeVerify();
 }
 
@@ -162,6 +287,7 @@ for (const box of [$('#face-a'), $('#face-b')]) {
   const input = box.querySelector('input');
   const slot = Number(input.dataset.slot);
   input.addEventListener('change', () => input.files[0] && setFace(slot, input.files[0]));
+  box.querySelector('canvas.photo').addEventListener('click', (ev) => chooseFace(slot, ev));
   box.addEventListener('dragover', (e) => { e.preventDefault(); box.classList.add('over'); });
   box.addEventListener('dragleave', () => box.classList.remove('over'));
   box.addEventListener('drop', (e) => {

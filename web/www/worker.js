@@ -1,8 +1,12 @@
 // Runs the wasm module off the main thread: loading a model, WebGPU set-up and the CPU path's
 // forward passes never freeze the tab. Messages: {id, type, ...} in, {id, ok, result|error} out.
-import init, { Verifier, maxModelBytes } from './pkg/efq_web.js';
+import init, { Verifier, FaceDetector, alignFace, maxModelBytes } from './pkg/efq_web.js';
 
 let verifier = null;
+let detector = null;
+// The last photo of each slot (RGBA, its size) and its faces, so that choosing another face
+// only re-aligns.
+const photos = [null, null];
 const ready = init();
 
 function errorText(e) {
@@ -68,6 +72,29 @@ const handlers = {
     verifier = await Verifier.load(new Uint8Array(bytes), backend || 'auto', floatDot);
     const info = JSON.parse(verifier.describe());
     return { info, ms: performance.now() - t };
+  },
+  async loadDetector({ bytes, backend }) {
+    await ready;
+    if (detector) { detector.free(); detector = null; }
+    const t = performance.now();
+    detector = await FaceDetector.load(new Uint8Array(bytes), backend || 'auto');
+    return { info: JSON.parse(detector.describe()), ms: performance.now() - t };
+  },
+  // Faces in a photo, and the aligned crop of the chosen one (transferred back).
+  async detect({ slot, pixels, width, height }) {
+    if (!detector) throw new Error('the face detector is not loaded');
+    const px = new Uint8Array(pixels);
+    const t = performance.now();
+    const r = JSON.parse(await detector.detect(px, width, height, 4));
+    r.ms = performance.now() - t;
+    photos[slot] = { px, width, height, faces: r.faces };
+    r.crop = r.chosen === null ? null : alignFace(px, width, height, 4, r.faces[r.chosen].kps.flat()).buffer;
+    return r;
+  },
+  async align({ slot, index }) {
+    const p = photos[slot];
+    if (!p || !p.faces[index]) throw new Error(`no face ${index} in photo ${slot}`);
+    return alignFace(p.px, p.width, p.height, 4, p.faces[index].kps.flat()).buffer;
   },
   async setThreshold({ cosine }) {
     verifier.setThreshold(cosine);

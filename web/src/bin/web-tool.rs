@@ -6,9 +6,10 @@
 //!     (the page compares single crops without the flip test)
 //! web-tool has-threshold --model M.efq
 //!     exits 0 when the model stores a threshold, 1 when not
-//! web-tool fixture --model M.efq --lfw DIR --out DIR [--n 4]
+//! web-tool fixture --model M.efq --lfw DIR --out DIR [--n 4] [--detector scrfd.onnx]
 //!     writes the browser test fixture: the model, the first n LFW test crops as RGB bytes and
-//!     their embeddings from the native CPU reference
+//!     their embeddings from the native CPU reference; with --detector also the detector, one
+//!     raw LFW photo (photo.rgb, 250×250) and the faces the native CPU reference finds in it
 //! ```
 
 #[cfg(target_arch = "wasm32")]
@@ -68,7 +69,15 @@ mod native {
                 Path::new(need(&f, "lfw")?),
                 Path::new(need(&f, "out")?),
                 f.get("n").map(|s| s.parse()).transpose()?.unwrap_or(4),
-            ),
+            )
+            .and_then(|_| match f.get("detector") {
+                Some(d) => detector_fixture(
+                    Path::new(d),
+                    Path::new(need(&f, "lfw")?),
+                    Path::new(need(&f, "out")?),
+                ),
+                None => Ok(()),
+            }),
             other => bail!("unknown command {other}: threshold, has-threshold or fixture"),
         }
     }
@@ -158,6 +167,42 @@ mod native {
         )?;
         println!(
             "wrote the browser fixture for {n} images to {}",
+            out.display()
+        );
+        Ok(())
+    }
+
+    /// The raw photo the browser detector test runs on (one face, 250×250).
+    const PHOTO: &str = "raw250-sample/Silvio_Berlusconi/Silvio_Berlusconi_0001.jpg";
+
+    fn detector_fixture(detector: &Path, lfw: &Path, out: &Path) -> Result<()> {
+        let bytes =
+            std::fs::read(detector).with_context(|| format!("reading {}", detector.display()))?;
+        let photo = lfw.join(PHOTO);
+        let img = image::open(&photo)
+            .with_context(|| format!("decoding {}", photo.display()))?
+            .to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let det = pollster::block_on(efq_web::FaceDetector::load_native(&bytes, "cpu"))
+            .map_err(anyhow::Error::msg)?;
+        let report = pollster::block_on(det.detect_native(img.as_raw(), w, h, 3))
+            .map_err(anyhow::Error::msg)?;
+        let chosen = report.chosen.context("the fixture photo has no face")?;
+        let kps: Vec<f32> = report.faces[chosen].kps.iter().flatten().copied().collect();
+        let crop =
+            efq_web::align_native(img.as_raw(), w, h, 3, &kps).map_err(anyhow::Error::msg)?;
+        std::fs::write(out.join("detector.onnx"), &bytes)?;
+        std::fs::write(out.join("photo.rgb"), img.as_raw())?;
+        std::fs::write(out.join("crop.rgba"), &crop)?;
+        std::fs::write(
+            out.join("faces.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "photo": PHOTO, "width": w, "height": h, "report": report,
+            }))?,
+        )?;
+        println!(
+            "wrote the detector fixture ({} faces in {PHOTO}) to {}",
+            report.faces.len(),
             out.display()
         );
         Ok(())
