@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Rows of the quantization table on this machine's CPU, one after the other (two libtorch
-# processes at once oversubscribe the cores and run ~10x slower):
-#   PTQ w6a6 → EKD w6a6 (one epoch, paper protocol) → PTQ w8a8, w4a4 → onnxruntime int8 QDQ.
-# Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant)
+# Every row of the quantization table (issue #3) on this machine's CPU, one run after the other
+# (two libtorch processes at once oversubscribe the cores). Resumable: a row whose report exists
+# is skipped, and an interrupted fine-tuning continues from its checkpoint, so the queue can be
+# stopped and started again. Rows, most informative first:
+#   PTQ w6a6, w8a8, w4a4 → EKD w6a6 → QuantFace w6a6 → EKD w6a6 on 25 % → EKD+CE w6a6
+#   → EKD w4a4 → EKD w8a8 → EKD w6a6 clean protocol → EKD w6a6 on 50/75 % → FP32 teacher
+#   → onnxruntime int8 QDQ.
+# Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant); table: bench/quant_table.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -12,14 +16,32 @@ mkdir -p "$OUT"
 cargo build --release -q -p efq-trainer --bin trainer
 T=target/release/trainer
 ptq() {
+  [ -f "$OUT/eval-ptq-$1/report.json" ] && return
   $T quantize --bits "$1" --out "$OUT/mbf-$1-ptq.efq"
   $T eval --model "$OUT/mbf-$1-ptq.efq" --teacher "$EFQ_TEACHER" --out "$OUT/eval-ptq-$1" | tee "$OUT/eval-ptq-$1.txt"
 }
-ptq w6a6
-/usr/bin/time -v $T finetune --student-init "$OUT/mbf-w6a6-ptq.efq" --loss ekd --protocol paper \
-  --out-dir "$OUT/ekd-w6a6" 2> "$OUT/ekd-w6a6.time" | tee "$OUT/ekd-w6a6.txt"
-ptq w8a8
-ptq w4a4
-"$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"
-"$EFQ_PYTHON" bench/ort_lfw.py --model "$OUT/w600k_mbf-int8-qdq.onnx" --teacher "$EFQ_TEACHER" --batch 16 \
-  --json "$OUT/ort-int8-qdq.json" 2>/dev/null | tee "$OUT/ort-int8-qdq.txt"
+# ft NAME BITS [finetune options…]: one epoch from the PTQ student of BITS, then the LFW eval.
+ft() {
+  local name="$1" bits="$2"; shift 2
+  [ -f "$OUT/$name/eval/report.json" ] && return
+  ptq "$bits"
+  /usr/bin/time -v $T finetune --student-init "$OUT/mbf-$bits-ptq.efq" --out-dir "$OUT/$name" --resume "$@" \
+    2> >(tee "$OUT/$name.time" >&2) | tee "$OUT/$name.txt"
+}
+ptq w6a6; ptq w8a8; ptq w4a4
+ft ekd-w6a6 w6a6 --loss ekd
+ft quantface-w6a6 w6a6 --loss quantface
+ft ekd-w6a6-f0.25 w6a6 --loss ekd --fraction 0.25
+ft ekdce-w6a6 w6a6 --loss ekd-ce
+ft ekd-w4a4 w4a4 --loss ekd
+ft ekd-w8a8 w8a8 --loss ekd
+ft ekd-w6a6-clean w6a6 --loss ekd --protocol clean
+for f in 0.5 0.75; do ft "ekd-w6a6-f$f" w6a6 --loss ekd --fraction "$f"; done
+if [ ! -f out/bench-eval/trainer/report.json ]; then
+  $T eval --model "$EFQ_TEACHER" --out out/bench-eval/trainer | tee out/bench-eval/trainer.txt
+fi
+if [ ! -f "$OUT/ort-int8-qdq.json" ]; then
+  "$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"
+  "$EFQ_PYTHON" bench/ort_lfw.py --model "$OUT/w600k_mbf-int8-qdq.onnx" --teacher "$EFQ_TEACHER" --batch 16 \
+    --json "$OUT/ort-int8-qdq.json" 2>/dev/null | tee "$OUT/ort-int8-qdq.txt"
+fi

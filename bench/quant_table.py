@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints the quantization table (markdown) from the reports bench/quant_rows.sh leaves.
+"""Prints the quantization tables (markdown) from the reports bench/quant_rows.sh leaves:
+accuracy per row, then the cost of each fine-tuning run. Rows not run yet are left out.
 
     python3 bench/quant_table.py out/bench-eval out/quant
 """
@@ -22,19 +23,41 @@ def mb(path):
     return f"{Path(path).stat().st_size / 1e6:.2f}"
 
 
-teacher_model = json.load(open(teacher_dir / "trainer/report.json"))["model_path"]
 print("| model | file MB | LFW 10-fold % (flip) | TAR % @ 1e-4 | 1e-5 | 1e-6 | fidelity mean / 1st pct |")
 print("|---|---|---|---|---|---|---|")
-print(row("FP32 teacher (w600k_mbf.onnx)", json.load(open(teacher_dir / "trainer/report.json")), mb(teacher_model)))
+teacher = teacher_dir / "trainer/report.json"
+if teacher.exists():
+    r = json.load(open(teacher))
+    print(row("FP32 teacher (w600k_mbf.onnx)", r, mb(r["model_path"])))
 ort = quant / "ort-int8-qdq.json"
 if ort.exists():
-    o = json.load(open(ort))
-    print(row("onnxruntime int8 QDQ per-channel (PTQ)", o, mb(quant / "w600k_mbf-int8-qdq.onnx")))
+    print(row("onnxruntime int8 QDQ per-channel (PTQ)", json.load(open(ort)), mb(quant / "w600k_mbf-int8-qdq.onnx")))
+
+RUNS = [  # (folder, label)
+    ("ekd-{b}", "EKD {b}, 1 epoch"),
+    ("quantface-{b}", "QuantFace loss {b}, 1 epoch"),
+    ("ekdce-{b}", "EKD + CE {b}, 1 epoch"),
+    ("ekd-{b}-clean", "EKD {b}, 1 epoch, clean protocol"),
+    ("ekd-{b}-f0.25", "EKD {b}, 25 % of the images"),
+    ("ekd-{b}-f0.5", "EKD {b}, 50 % of the images"),
+    ("ekd-{b}-f0.75", "EKD {b}, 75 % of the images"),
+]
+costs = []
 for bits in ("w8a8", "w6a6", "w4a4"):
     p = quant / f"eval-ptq-{bits}/report.json"
     if p.exists():
-        r = json.load(open(p))
-        print(row(f"ours, PTQ {bits}", r, mb(quant / f"mbf-{bits}-ptq.efq")))
-    e = quant / f"ekd-{bits}/eval/report.json"
-    if e.exists():
-        print(row(f"ours, EKD {bits}, 1 epoch, paper protocol", json.load(open(e)), mb(quant / f"ekd-{bits}/student.efq")))
+        print(row(f"ours, PTQ {bits}", json.load(open(p)), mb(quant / f"mbf-{bits}-ptq.efq")))
+    for folder, label in RUNS:
+        d = quant / folder.format(b=bits)
+        if (d / "eval/report.json").exists():
+            print(row(f"ours, {label.format(b=bits)}", json.load(open(d / "eval/report.json")), mb(d / "student.efq")))
+            if (d / "training.json").exists():
+                costs.append((label.format(b=bits), json.load(open(d / "training.json"))))
+
+if costs:
+    print()
+    print("| fine-tuning run | images | steps | wall | images/s | peak RSS | parameters MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, t in costs:
+        print(f"| {label} | {t['images']:,} | {t['steps']} | {t['seconds'] / 60:.1f} min | {t['images_per_second']:.1f} "
+              f"| {t['peak_rss_mb'] / 1024:.2f} GiB | {t['size_mb']:.2f} |")

@@ -50,9 +50,9 @@ enum Command {
     #[command(
         long_about = "Quantize a float teacher into a packed low-bit student.\n\n\
         Weights: symmetric per output channel at --bits' w width; activations: symmetric per\n\
-        tensor at its a width, ranges calibrated on --calib-images training crops (the\n\
-        --percentile of |x| per batch, averaged). The first conv and the last FC stay at 8 bits\n\
-        unless --all-layers. See docs/quantization.md.\n\n\
+        tensor at its a width, ranges calibrated on --calib-images training crops (by default\n\
+        the clipping point with the least squared error at that width). The first conv and the\n\
+        last FC stay at 8 bits unless --all-layers. See docs/quantization.md.\n\n\
         Example: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq"
     )]
     Quantize(QuantizeCmd),
@@ -234,6 +234,10 @@ struct FinetuneCmd {
     ce_weight: f64,
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// Views per student forward/backward pass [default: 8 on the CPU (gradient caching: the
+    /// loss still sees the whole batch), the whole batch on CUDA].
+    #[arg(long)]
+    student_chunk: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 50)]
@@ -272,7 +276,11 @@ struct QuantizeCmd {
     /// Calibration images, drawn at random (seeded) from --train-crops.
     #[arg(long, default_value_t = 512)]
     calib_images: usize,
-    /// Percentile of |x| taken as an activation's range (per batch, then averaged).
+    /// How activation ranges are chosen: the least-squared-error clipping point at each
+    /// layer's width, or a percentile of |x|.
+    #[arg(long, value_enum, default_value = "mse")]
+    calibration: quantize::RangeMethod,
+    /// --calibration percentile: the percentile of |x| (per batch, then averaged).
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
     #[arg(long, default_value_t = 0)]
@@ -383,9 +391,9 @@ fn main() -> Result<()> {
                 config,
                 calibration: quantize::Calibration {
                     images: c.calib_images,
-                    batch: 32,
+                    method: c.calibration,
                     percentile: c.percentile,
-                    seed: c.seed,
+                    ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),
             })?;
@@ -511,12 +519,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
                     teacher: &c.teacher,
                     crops: &train_crops,
                     config: c.bits,
-                    calibration: quantize::Calibration {
-                        images: 512,
-                        batch: 32,
-                        percentile: 99.99,
-                        seed: c.seed,
-                    },
+                    calibration: quantize::Calibration::default_with_seed(c.seed),
                     device,
                 })?;
                 quantize::save(&model, &p)?;
@@ -543,6 +546,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         ce_weight: c.ce_weight,
         ce_margin: 0.4,
         ce_scale: 64.0,
+        student_chunk: c.student_chunk,
     };
     let peak_before = peak_rss_mb();
     let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;
@@ -570,6 +574,12 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         .insert("size_mb".into(), quantize::size_mb(&model).into());
     let out = c.out_dir.join("student.efq");
     quantize::save(&model, &out)?;
+    let mut summary = training.clone();
+    summary["size_mb"] = quantize::size_mb(&model).into();
+    efq_shared::format::write_atomic(
+        &c.out_dir.join("training.json"),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
     println!("{}", serde_json::to_string_pretty(&training)?);
     println!("{}", quantize::describe(&model, &out));
     if !c.no_eval {

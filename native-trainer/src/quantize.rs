@@ -5,29 +5,56 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use efq_shared::format::PackedModel;
+use efq_shared::graph::Op;
 use efq_shared::preprocess::load_face;
-use efq_shared::quant::{QuantConfig, quantize_graph};
+use efq_shared::quant::{QuantConfig, qmax, quantize_graph};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use serde::Serialize;
-use tch::Tensor;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
 use crate::embed::{FaceFolder, progress};
 use crate::eval::load_model;
 use crate::net::TchNet;
 
+/// How an activation's range is chosen from what the calibration images show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RangeMethod {
+    /// The range whose grid reproduces the observed values with the least squared error: a
+    /// search over clipping points from 1 % to 100 % of the largest |x| seen, at the layer's
+    /// own bit-width. At 6 bits and below it clips much harder than any fixed percentile.
+    Mse,
+    /// The `percentile` of |x| per batch, averaged over batches.
+    Percentile,
+}
+
 /// How activation ranges are read off the calibration images.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Calibration {
     /// Number of calibration images (drawn with `seed` from the training folder).
     pub images: usize,
     pub batch: usize,
-    /// Per batch, the range is this percentile of |x|; ranges are averaged over batches.
-    /// Below 100 it ignores rare outliers, which at 4 bits would otherwise stretch the grid
-    /// until most activations round to zero.
+    pub method: RangeMethod,
+    /// For [`RangeMethod::Percentile`]: per batch, the range is this percentile of |x|. Below
+    /// 100 it ignores rare outliers, which at 4 bits would otherwise stretch the grid until
+    /// most activations round to zero.
     pub percentile: f64,
     pub seed: u64,
+}
+
+impl Calibration {
+    /// 512 images in batches of 32, MSE ranges: what `quantize` and `finetune` use by default.
+    pub fn default_with_seed(seed: u64) -> Self {
+        Calibration {
+            images: 512,
+            batch: 32,
+            method: RangeMethod::Mse,
+            percentile: 99.99,
+            seed,
+        }
+    }
 }
 
 pub struct QuantizeArgs<'a> {
@@ -38,17 +65,45 @@ pub struct QuantizeArgs<'a> {
     pub device: tch::Device,
 }
 
-/// Calibrated activation range of every Conv/Gemm input of `net`, in node order.
+/// Activation values kept per layer and batch for the MSE search (a seeded random sample).
+const MSE_SAMPLES: i64 = 1 << 14;
+/// Clipping points tried by the MSE search: k/100 of the largest |x|, k = 1..=100.
+const MSE_CANDIDATES: usize = 100;
+
+/// The range `r` minimising Σ (x − fake_quant(x; r/qmax))² over `samples`.
+pub fn mse_range(samples: &Tensor, absmax: f64, bits: u8) -> f64 {
+    let q = qmax(bits) as i64;
+    let mut best = (f64::INFINITY, absmax);
+    for k in 1..=MSE_CANDIDATES {
+        let r = absmax * k as f64 / MSE_CANDIDATES as f64;
+        let err = (samples.fake_quantize_per_tensor_affine(r / q as f64, 0, -q, q) - samples)
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[]);
+        if err < best.0 {
+            best = (err, r);
+        }
+    }
+    best.1
+}
+
+/// Calibrated activation range of every Conv/Gemm input of `net`, in node order; `act_bits(k)`
+/// is the activation width of the k-th of them (the MSE search depends on it).
 pub fn calibrate(
     net: &TchNet,
     folder: &FaceFolder,
     cal: &Calibration,
     pre: &efq_shared::format::Preprocessing,
+    act_bits: &dyn Fn(usize) -> u8,
 ) -> Result<Vec<f32>> {
     let mut order: Vec<PathBuf> = folder.images.clone();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cal.seed));
     order.truncate(cal.images.max(1));
+    tch::manual_seed(cal.seed as i64);
+    // Per layer: the sum of per-batch percentiles, the largest |x|, and the MSE samples.
     let mut sums: Vec<f64> = Vec::new();
+    let mut absmax: Vec<f64> = Vec::new();
+    let mut samples: Vec<Vec<Tensor>> = Vec::new();
     let mut batches = 0usize;
     let pb = progress(order.len() as u64, "calibrate");
     for chunk in order.chunks(cal.batch.max(1)) {
@@ -58,25 +113,48 @@ pub fn calibrate(
             .collect::<Result<_>>()?;
         let [c, h, w] = net.input_shape.map(|d| d as i64);
         let x = Tensor::from_slice(&pixels.concat()).reshape([chunk.len() as i64, c, h, w]);
-        let mut ranges: Vec<f64> = Vec::new();
         let _ = tch::no_grad(|| {
-            net.forward_observed(&x, &mut |_, t| {
-                let a = t.abs().flatten(0, -1);
-                let n = a.size()[0];
-                let k = ((cal.percentile / 100.0 * n as f64).ceil() as i64).clamp(1, n);
-                let (v, _) = a.kthvalue(k, 0, false);
-                ranges.push(v.double_value(&[]));
+            net.forward_observed(&x, &mut |k, t| {
+                if k == sums.len() {
+                    sums.push(0.0);
+                    absmax.push(0.0);
+                    samples.push(Vec::new());
+                }
+                let flat = t.flatten(0, -1).to_device(tch::Device::Cpu);
+                let n = flat.size()[0];
+                absmax[k] = absmax[k].max(flat.abs().max().double_value(&[]));
+                match cal.method {
+                    RangeMethod::Percentile => {
+                        let a = flat.abs();
+                        let i = ((cal.percentile / 100.0 * n as f64).ceil() as i64).clamp(1, n);
+                        sums[k] += a.kthvalue(i, 0, false).0.double_value(&[]);
+                    }
+                    RangeMethod::Mse => {
+                        let pick = if n > MSE_SAMPLES {
+                            flat.index_select(
+                                0,
+                                &Tensor::randint(n, [MSE_SAMPLES], (Kind::Int64, tch::Device::Cpu)),
+                            )
+                        } else {
+                            flat.copy()
+                        };
+                        samples[k].push(pick);
+                    }
+                }
             })
         })?;
-        if sums.is_empty() {
-            sums = vec![0.0; ranges.len()];
-        }
-        sums.iter_mut().zip(&ranges).for_each(|(s, r)| *s += r);
         batches += 1;
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    let ranges: Vec<f32> = sums.iter().map(|s| (s / batches as f64) as f32).collect();
+    let ranges: Vec<f32> = match cal.method {
+        RangeMethod::Percentile => sums.iter().map(|s| (s / batches as f64) as f32).collect(),
+        RangeMethod::Mse => samples
+            .iter()
+            .enumerate()
+            .map(|(k, s)| mse_range(&Tensor::cat(s, 0), absmax[k], act_bits(k)) as f32)
+            .collect(),
+    };
     if let Some(k) = ranges.iter().position(|r| !(r.is_finite() && *r > 0.0)) {
         bail!(
             "calibration found no signal at the input of quantized layer {k} (range {})",
@@ -97,7 +175,14 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
     }
     let folder = FaceFolder::scan(args.crops)?;
     let net = TchNet::new(&graph, args.device)?;
-    let ranges = calibrate(&net, &folder, &args.calibration, &pre)?;
+    let n = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
+        .count();
+    let ranges = calibrate(&net, &folder, &args.calibration, &pre, &|k| {
+        args.config.layer_bits(k, n).1
+    })?;
     let student = quantize_graph(&graph, &args.config, &ranges)?;
     let mut model = PackedModel::new(student, Some(args.config))?;
     model.manifest.preprocessing = pre;

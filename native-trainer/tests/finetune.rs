@@ -24,8 +24,7 @@ fn setup(dir: &Path) -> FinetuneConfig {
         calibration: Calibration {
             images: 16,
             batch: 8,
-            percentile: 99.9,
-            seed: 1,
+            ..Calibration::default_with_seed(1)
         },
         device: tch::Device::Cpu,
     })
@@ -51,6 +50,7 @@ fn setup(dir: &Path) -> FinetuneConfig {
         ce_weight: 1.0,
         ce_margin: 0.4,
         ce_scale: 64.0,
+        student_chunk: None,
     }
 }
 

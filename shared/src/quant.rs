@@ -283,6 +283,14 @@ impl QuantConfig {
     pub fn label(&self) -> String {
         format!("w{}a{}", self.weight_bits, self.act_bits)
     }
+    /// (weight bits, activation bits) of the `k`-th of `n` quantized layers in node order.
+    pub fn layer_bits(&self, k: usize, n: usize) -> (u8, u8) {
+        if self.first_last_8bit && (k == 0 || k + 1 == n) {
+            (8, 8)
+        } else {
+            (self.weight_bits, self.act_bits)
+        }
+    }
 }
 
 /// Turns a float graph into the quantized student: every Conv/Gemm gets quantized weights and
@@ -309,12 +317,7 @@ pub fn quantize_graph(
     }
     let mut out = graph.clone();
     for (k, &idx) in layers.iter().enumerate() {
-        let edge = cfg.first_last_8bit && (k == 0 || k + 1 == layers.len());
-        let (wb, ab) = if edge {
-            (8, 8)
-        } else {
-            (cfg.weight_bits, cfg.act_bits)
-        };
+        let (wb, ab) = cfg.layer_bits(k, layers.len());
         let aq = ActQuant::from_range(ab, input_ranges[k])
             .map_err(|e| Error::Quant(format!("layer '{}': {e}", graph.nodes[idx].name)))?;
         match &mut out.nodes[idx].op {
