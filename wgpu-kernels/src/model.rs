@@ -236,6 +236,29 @@ impl Planner<'_> {
         });
     }
 
+    /// NHWC `x` → a new NCHW buffer (ONNX's Flatten order, or a value read back as NCHW).
+    fn nchw_copy(&mut self, what: &str, x: Val) -> Result<usize, EngineError> {
+        let u = self.uniform(&LayoutParams {
+            pixels: (x.h * x.w) as u32,
+            channels: x.c as u32,
+            mean: 0.0,
+            inv_std: 1.0,
+            bgr: 0,
+            _pad: [0; 3],
+        });
+        let out = self.alloc(x.per_image());
+        let grid = self.check_grid(what, grid_1d(x.per_image() as u64, self.max_dim))?;
+        self.push(
+            PipelineKey {
+                kernel: Kernel::ToNchw,
+                constants: vec![],
+            },
+            vec![u, Res::Pool(x.buf), Res::Pool(out)],
+            grid,
+        );
+        Ok(out)
+    }
+
     fn elementwise(
         &mut self,
         kernel: Kernel,
@@ -814,25 +837,7 @@ impl GpuModel {
                         pl.pool_refs[x.buf] += 1;
                         (x, node.output)
                     } else {
-                        let u = pl.uniform(&LayoutParams {
-                            pixels: (x.h * x.w) as u32,
-                            channels: x.c as u32,
-                            mean: 0.0,
-                            inv_std: 1.0,
-                            bgr: 0,
-                            _pad: [0; 3],
-                        });
-                        let out = pl.alloc(x.per_image());
-                        let grid =
-                            pl.check_grid("flatten", grid_1d(x.per_image() as u64, pl.max_dim))?;
-                        pl.push(
-                            PipelineKey {
-                                kernel: Kernel::ToNchw,
-                                constants: vec![],
-                            },
-                            vec![u, Res::Pool(x.buf), Res::Pool(out)],
-                            grid,
-                        );
+                        let out = pl.nchw_copy("flatten", x)?;
                         (
                             Val {
                                 buf: out,
@@ -863,24 +868,7 @@ impl GpuModel {
                 continue;
             }
             pl.label = format!("output {v}");
-            let u = pl.uniform(&LayoutParams {
-                pixels: (x.h * x.w) as u32,
-                channels: x.c as u32,
-                mean: 0.0,
-                inv_std: 1.0,
-                bgr: 0,
-                _pad: [0; 3],
-            });
-            let out = pl.alloc(x.per_image());
-            let grid = pl.check_grid("output", grid_1d(x.per_image() as u64, pl.max_dim))?;
-            pl.push(
-                PipelineKey {
-                    kernel: Kernel::ToNchw,
-                    constants: vec![],
-                },
-                vec![u, Res::Pool(x.buf), Res::Pool(out)],
-                grid,
-            );
+            let out = pl.nchw_copy("output", x)?;
             output_slots.push((out, x.per_image()));
         }
         let out = vals[graph.output].expect("output computed");
