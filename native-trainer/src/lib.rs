@@ -2,6 +2,7 @@
 //! the `trainer` binary.
 
 pub mod align;
+pub mod alloc;
 pub mod embed;
 pub mod engine_cli;
 pub mod eval;
