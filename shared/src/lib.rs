@@ -7,6 +7,7 @@ pub mod detect;
 pub mod eval;
 pub mod format;
 pub mod graph;
+mod int_gemm;
 pub mod onnx;
 pub mod preprocess;
 pub mod quant;

@@ -126,28 +126,24 @@ fn run(
             Op::Affine { scale, shift } => {
                 let (c, spatial) = (xs[0], xs[1..].iter().product::<usize>());
                 let mut y = x.clone();
-                for (i, v) in y.iter_mut().enumerate() {
-                    let ch = (i / spatial) % c;
-                    *v = *v * scale[ch] + shift[ch];
+                for (row, plane) in y.chunks_mut(spatial).enumerate() {
+                    let (a, b) = (scale[row % c], shift[row % c]);
+                    plane.iter_mut().for_each(|v| *v = *v * a + b);
                 }
                 y
             }
             Op::PRelu { slope } => {
                 let (c, spatial) = (xs[0], xs[1..].iter().product::<usize>());
-                x.iter()
-                    .enumerate()
-                    .map(|(i, &v)| {
-                        if v > 0.0 {
-                            v
-                        } else {
-                            v * slope[if slope.len() == 1 {
-                                0
-                            } else {
-                                (i / spatial) % c
-                            }]
+                let mut y = x.clone();
+                for (row, plane) in y.chunks_mut(spatial).enumerate() {
+                    let a = slope[if slope.len() == 1 { 0 } else { row % c }];
+                    for v in plane {
+                        if *v <= 0.0 {
+                            *v *= a;
                         }
-                    })
-                    .collect()
+                    }
+                }
+                y
             }
             Op::Relu => x.iter().map(|&v| v.max(0.0)).collect(),
             Op::Add => {
@@ -331,21 +327,122 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 /// The integer convolution's accumulators (`batch × O × P`), bit-exact: the quantity every GPU
 /// kernel must reproduce. Padding contributes 0 because the zero point is 0.
+///
+/// Integer sums are exact in any order, so this may be fast without being clever about
+/// correctness: depthwise layers run as direct loops, everything else as an `[O][K] × [K][P]`
+/// product ([`crate::int_gemm`]: SSE2 natively, SIMD128 in the browser's CPU path). A 1×1
+/// stride-1 convolution reads its input in place; other shapes lay their patches out as
+/// `[K][P]` first. `tests::conv_int_acc_matches_the_naive_sum` checks it
+/// against the plain patch-by-patch dot products.
 pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
     let g = geo.attrs.group;
+    if g == geo.c && o == geo.c && cg == 1 {
+        return depthwise_int_acc(xq, geo, q);
+    }
     let og = o / g;
     let (k, p) = (cg * kh * kw, geo.oh * geo.ow);
+    let a = &geo.attrs;
+    let in_place = kh == 1 && kw == 1 && a.stride == [1, 1] && a.pads == [0; 4];
     let mut acc = vec![0i32; geo.batch * o * p];
     for n in 0..geo.batch {
         let xn = &xq[n * geo.c * geo.h * geo.w..][..geo.c * geo.h * geo.w];
         for gi in 0..g {
-            let col = im2col(xn, geo, gi * cg, cg, kh, kw);
-            for oc in 0..og {
-                let wrow = &q.values[(gi * og + oc) * k..][..k];
-                let yrow = &mut acc[(n * o + gi * og + oc) * p..][..p];
-                for (pi, y) in yrow.iter_mut().enumerate() {
-                    *y = dot_i8(wrow, &col[pi * k..][..k]);
+            let patches;
+            let col: &[i8] = if in_place {
+                &xn[gi * cg * p..][..cg * p]
+            } else {
+                patches = im2col_kp(xn, geo, gi * cg, cg, kh, kw);
+                &patches
+            };
+            crate::int_gemm::gemm_i8(
+                &q.values[gi * og * k..][..og * k],
+                col,
+                k,
+                p,
+                &mut acc[(n * o + gi * og) * p..][..og * p],
+            );
+        }
+    }
+    acc
+}
+
+/// One group of one image as `[K][P]` patch rows (K ordered channel, ky, kx like OIHW): the
+/// transpose of [`im2col`], so that the product's inner loop runs along pixels.
+fn im2col_kp(x: &[i8], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: usize) -> Vec<i8> {
+    let p = geo.oh * geo.ow;
+    let mut col = vec![0i8; cg * kh * kw * p];
+    for ci in 0..cg {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut col[((ci * kh + ky) * kw + kx) * p..][..p];
+                for oy in 0..geo.oh {
+                    for ox in 0..geo.ow {
+                        if let Some((iy, ix)) = geo.source(oy, ox, ky, kx) {
+                            row[oy * geo.ow + ox] = x[((c0 + ci) * geo.h + iy) * geo.w + ix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    col
+}
+
+/// Depthwise integer convolution as direct loops: for each kernel tap, the run of output pixels
+/// whose source lies inside the image is computed first, so the inner loop has no bounds test
+/// (and, at stride 1, walks two contiguous rows).
+fn depthwise_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
+    let (kh, kw) = (q.shape[2], q.shape[3]);
+    let a = &geo.attrs;
+    let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
+    let (sx, pad_l) = (a.stride[1], a.pads[1] as isize);
+    let mut acc = vec![0i32; geo.batch * geo.c * oh * ow];
+    for nc in 0..geo.batch * geo.c {
+        let ch = nc % geo.c;
+        let plane = &xq[nc * h * w..][..h * w];
+        let kern = &q.values[ch * kh * kw..][..kh * kw];
+        let out = &mut acc[nc * oh * ow..][..oh * ow];
+        for oy in 0..oh {
+            let orow = &mut out[oy * ow..][..ow];
+            for ky in 0..kh {
+                let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let irow = &plane[iy as usize * w..][..w];
+                for kx in 0..kw {
+                    let wv = kern[ky * kw + kx] as i16;
+                    if wv == 0 {
+                        continue;
+                    }
+                    // Source column of output ox: ox·sx + off, valid while in [0, w).
+                    let off = (kx * a.dilation[1]) as isize - pad_l;
+                    let lo = if off < 0 {
+                        (-off as usize).div_ceil(sx)
+                    } else {
+                        0
+                    };
+                    let hi = if (w as isize) > off {
+                        ((w as isize - off) as usize).div_ceil(sx).min(ow)
+                    } else {
+                        0
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    let first = (lo * sx) as isize + off;
+                    if sx == 1 {
+                        let src = &irow[first as usize..][..hi - lo];
+                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                            *y += wv.wrapping_mul(x as i16) as i32;
+                        }
+                    } else {
+                        let src = irow[first as usize..].iter().step_by(sx);
+                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                            *y += wv.wrapping_mul(x as i16) as i32;
+                        }
+                    }
                 }
             }
         }
@@ -364,13 +461,12 @@ pub fn dequantize_acc(
 ) -> Vec<f32> {
     let o = q.scales.len();
     let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
-    acc.iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let c = (i / per_channel) % o;
-            a as f32 * mult[c] + bias[c]
-        })
-        .collect()
+    let mut y = Vec::with_capacity(acc.len());
+    for (row, plane) in acc.chunks(per_channel).enumerate() {
+        let (m, b) = (mult[row % o], bias[row % o]);
+        y.extend(plane.iter().map(|&a| a as f32 * m + b));
+    }
+    y
 }
 
 fn conv_int(
@@ -515,6 +611,61 @@ mod tests {
                 depthwise_f32(&x, &geo, &wt, &bias),
                 conv_f32_im2col(&x, &geo, &wt, &bias)
             );
+        }
+    }
+
+    /// The integer convolution as its definition: every output is the dot product of its
+    /// `[P][K]` patch with the weight row.
+    fn naive_conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
+        let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let og = o / geo.attrs.group;
+        let (k, p) = (cg * kh * kw, geo.oh * geo.ow);
+        let mut acc = vec![0i32; geo.batch * o * p];
+        for n in 0..geo.batch {
+            let xn = &xq[n * geo.c * geo.h * geo.w..][..geo.c * geo.h * geo.w];
+            for gi in 0..geo.attrs.group {
+                let col = im2col(xn, geo, gi * cg, cg, kh, kw);
+                for oc in 0..og {
+                    let wrow = &q.values[(gi * og + oc) * k..][..k];
+                    for pi in 0..p {
+                        acc[(n * o + gi * og + oc) * p + pi] = dot_i8(wrow, &col[pi * k..][..k]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+        /// Depthwise, grouped, 1×1-in-place and general convolutions, with strides,
+        /// asymmetric pads and dilation, on random i8 values (the full ±127 range, so that
+        /// the i16 products and i32 sums are exercised at their extremes).
+        #[test]
+        fn conv_int_acc_matches_the_naive_sum(
+            (batch, cg, groups, h, w, mult, kh, kw) in (1usize..=2, 1usize..=5, 1usize..=3, 1usize..=9, 1usize..=9, 1usize..=3, 1usize..=3, 1usize..=3),
+            (stride_y, stride_x, dil, pads, depthwise, seed) in (1usize..=2, 1usize..=3, 1usize..=2, proptest::array::uniform4(0usize..=2), proptest::bool::ANY, proptest::num::u64::ANY),
+            pointwise in proptest::bool::ANY,
+        ) {
+            // Half the cases: a 1×1 stride-1 unpadded convolution, read in place.
+            let (kh, kw, stride_y, stride_x, pads) = if pointwise { (1, 1, 1, 1, [0; 4]) } else { (kh, kw, stride_y, stride_x, pads) };
+            let (c, o, cg) = if depthwise { (cg * groups, cg * groups, 1) } else { (cg * groups, mult * groups, cg) };
+            let group = if depthwise { c } else { groups };
+            let (ekh, ekw) = ((kh - 1) * dil + 1, (kw - 1) * dil + 1);
+            proptest::prop_assume!(h + pads[0] + pads[2] >= ekh && w + pads[1] + pads[3] >= ekw);
+            let geo = ConvGeometry {
+                batch, c, h, w,
+                oh: (h + pads[0] + pads[2] - ekh) / stride_y + 1,
+                ow: (w + pads[1] + pads[3] - ekw) / stride_x + 1,
+                attrs: ConvAttrs { stride: [stride_y, stride_x], pads, dilation: [dil, dil], group },
+            };
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; ((s % 255) as i32 - 127) as i8 };
+            let xq: Vec<i8> = (0..batch * c * h * w).map(|_| next()).collect();
+            let values: Vec<i8> = (0..o * cg * kh * kw).map(|_| next()).collect();
+            let q = QuantWeights { bits: 8, shape: vec![o, cg, kh, kw], values, scales: vec![1.0; o] };
+            proptest::prop_assert!(xq.iter().any(|&v| v != 0));
+            proptest::prop_assert_eq!(conv_int_acc(&xq, &geo, &q), naive_conv_int_acc(&xq, &geo, &q));
         }
     }
 
