@@ -445,6 +445,37 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
                 slope: float_const(1)?.data,
             },
             "Relu" => Op::Relu,
+            // Nearest upsampling by a whole factor, as `export_bytes` writes it (constant scales).
+            "Resize" => {
+                let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
+                let ctm = a
+                    .string("coordinate_transformation_mode")
+                    .unwrap_or_else(|| "half_pixel".into());
+                let nearest = a
+                    .string("nearest_mode")
+                    .unwrap_or_else(|| "round_prefer_floor".into());
+                if (mode.as_str(), ctm.as_str(), nearest.as_str())
+                    != ("nearest", "asymmetric", "floor")
+                {
+                    return Err(err(format!(
+                        "only nearest/asymmetric/floor resizing is supported, got \
+                         {mode}/{ctm}/{nearest}"
+                    )));
+                }
+                let scales = float_const(2)?.data;
+                match scales.as_slice() {
+                    [1.0, 1.0, fy, fx] if fy == fx && *fy >= 1.0 && fy.fract() == 0.0 => {
+                        Op::Upsample {
+                            factor: *fy as usize,
+                        }
+                    }
+                    other => {
+                        return Err(err(format!(
+                            "Resize scales {other:?} are not (1, 1, f, f) with a whole f"
+                        )));
+                    }
+                }
+            }
             "Add" => {
                 if n.input.iter().any(|i| consts.contains_key(i)) {
                     return Err(err("Add with a constant operand is not supported".into()));

@@ -150,3 +150,108 @@ fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_reference() {
         assert!(c >= 0.99999, "image {i}: reference~onnxruntime cosine {c}");
     }
 }
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG): weights for a generated graph.
+fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn upsampling_exports_as_an_onnx_resize_that_onnxruntime_runs_like_the_reference() {
+    // conv s4 → nearest ×2 → conv s4 → Gemm: every upsampled pixel reaches the output, so a
+    // Resize that onnxruntime read differently (scales, which source pixel) changes it. Our
+    // importer must read the export back as the same upsampling.
+    use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
+    let conv = |c_in: usize, c_out: usize, seed: u64| Op::Conv {
+        weights: Weights::Float(
+            Tensor::new(vec![c_out, c_in, 4, 4], lcg_values(c_out * c_in * 16, seed)).unwrap(),
+        ),
+        bias: lcg_values(c_out, seed + 1),
+        attrs: ConvAttrs {
+            stride: [4, 4],
+            ..Default::default()
+        },
+        input_quant: None,
+    };
+    let mut b = GraphBuilder::new("upsample-check", [3, 112, 112]);
+    let down = b.push("down", conv(3, 4, 1), &[GraphBuilder::INPUT]);
+    let up = b.push("up", Op::Upsample { factor: 2 }, &[down]);
+    let act = b.push(
+        "act",
+        Op::PRelu {
+            slope: vec![0.25; 4],
+        },
+        &[up],
+    );
+    let down2 = b.push("down2", conv(4, 4, 3), &[act]);
+    let flat = b.push("flat", Op::Flatten, &[down2]);
+    let fc = b.push(
+        "fc",
+        Op::Gemm {
+            weights: Weights::Float(Tensor::new(vec![16, 784], lcg_values(16 * 784, 5)).unwrap()),
+            bias: lcg_values(16, 6),
+            input_quant: None,
+        },
+        &[flat],
+    );
+    let g = b.finish(fc).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("upsample.onnx");
+    std::fs::write(&model, onnx::export_bytes(&g).unwrap()).unwrap();
+    let imported = onnx::import_file(&model).unwrap();
+    assert!(
+        imported
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Upsample { factor: 2 })),
+        "the re-imported graph lost its upsampling"
+    );
+    let (_, x) = first_images();
+    let x = &x[..2 * 3 * 112 * 112];
+    let raw = dir.path().join("input.f32");
+    std::fs::write(
+        &raw,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let dump = dir.path().join("ort.json");
+    let status = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--lfw")
+        .arg(lfw())
+        .args(["--dump", "2", "--dump-out"])
+        .arg(&dump)
+        .arg("--input-raw")
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success(), "onnxruntime rejected the exported Resize");
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
+    let r = reference::forward(&g, x, 2).unwrap();
+    for i in 0..2 {
+        let (ours, theirs) = (&r[i * 16..][..16], &ort_raw[i]);
+        let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "image {i}: reference vs onnxruntime differ by {worst} (scale {scale})"
+        );
+    }
+}
