@@ -2,8 +2,10 @@
 // download): serves web/dist (build it with web/build.sh), loads the default model, compares two
 // LFW photos of one person and two of different people (the first positive and the first
 // negative pair of pairs.txt) and checks the verdicts, on the CPU path and on WebGPU
-// (SwiftShader here). Also checks the on-page messages for an undecodable image and a bad model
-// file. Screenshots go to out/web/verify-*.png.
+// (SwiftShader here). Also checks the on-page messages for an undecodable image, a photo without
+// a face, a missing camera and a bad model file, and takes one photo with the camera: Chromium's
+// fake capture device plays a raw LFW photo (written as a Y4M video), and the frame must verify as
+// the same person as another photo of him. Screenshots go to out/web/verify-*.png.
 //
 //   node tests/browser/e2e.mjs            (EFQ_LFW, CHROMIUM=/usr/bin/chromium)
 import { chromium } from 'playwright-core';
@@ -75,6 +77,38 @@ function pairs() {
     ['different', [raw('Silvio_Berlusconi', 1), raw('Monica_Bellucci', 1)]],
   ];
 }
+
+/** RGBA pixels as a one-frame Y4M video (I420, BT.601 limited range): what Chromium's fake
+ *  capture device plays with --use-file-for-fake-video-capture. */
+function y4m(w, h, rgba) {
+  const cw = Math.ceil(w / 2);
+  const ch = Math.ceil(h / 2);
+  const y = Buffer.alloc(w * h);
+  const u = Buffer.alloc(cw * ch);
+  const v = Buffer.alloc(cw * ch);
+  const px = (i, j) => { const o = 4 * (Math.min(j, h - 1) * w + Math.min(i, w - 1)); return [rgba[o], rgba[o + 1], rgba[o + 2]]; };
+  for (let j = 0; j < h; j++) {
+    for (let i = 0; i < w; i++) {
+      const [r, g, b] = px(i, j);
+      y[j * w + i] = Math.round(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255);
+    }
+  }
+  for (let j = 0; j < ch; j++) {
+    for (let i = 0; i < cw; i++) {
+      let [r, g, b] = [0, 0, 0];
+      for (const [di, dj] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+        const p = px(2 * i + di, 2 * j + dj);
+        r += p[0] / 4; g += p[1] / 4; b += p[2] / 4;
+      }
+      u[j * cw + i] = Math.round(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255);
+      v[j * cw + i] = Math.round(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255);
+    }
+  }
+  const header = Buffer.from(`YUV4MPEG2 W${w} H${h} F30:1 Ip A1:1 C420jpeg\n`);
+  return Buffer.concat([header, Buffer.from('FRAME\n'), y, u, v]);
+}
+
+let cameraVideo = '';
 
 async function main() {
   if (!fs.existsSync(path.join(dist, 'models/default.efq'))) {
@@ -153,11 +187,62 @@ async function main() {
     await page.waitForFunction(() => /no face|failed/.test(document.querySelector('#face-b .face-msg').textContent), null, { timeout: 120_000 });
     const noFace = await page.textContent('#face-b .face-msg');
     check(noFace.includes('no face found in wall.png'), `photo without a face: "${noFace}"`);
+    // No camera in this browser (no fake capture device): a clear message, no exception.
+    await page.click('#face-a button.camera');
+    await page.waitForFunction(() => /camera/.test(document.querySelector('#face-a .face-msg').textContent)
+      && !/starting/.test(document.querySelector('#face-a .face-msg').textContent), null, { timeout: 30_000 });
+    const camMsg = await page.textContent('#face-a .face-msg');
+    check(/no camera found|permission was denied/.test(camMsg), `no camera: "${camMsg}"`);
+    // The camera photo's source: a raw LFW photo decoded by the browser, as a Y4M video file.
+    const photo = raw('Silvio_Berlusconi', 1);
+    const rgba = await page.evaluate(async (bytes) => {
+      const bmp = await createImageBitmap(new Blob([new Uint8Array(bytes)]));
+      const c = new OffscreenCanvas(bmp.width, bmp.height);
+      const ctx = c.getContext('2d');
+      ctx.drawImage(bmp, 0, 0);
+      return { w: bmp.width, h: bmp.height, data: Array.from(ctx.getImageData(0, 0, bmp.width, bmp.height).data) };
+    }, Array.from(fs.readFileSync(photo)));
+    cameraVideo = path.join(outDir, 'camera.y4m');
+    fs.writeFileSync(cameraVideo, y4m(rgba.w, rgba.h, rgba.data));
     await page.setInputFiles('#model-file', { name: 'bad.efq', mimeType: 'application/octet-stream', buffer: Buffer.from('definitely not safetensors') });
     await page.waitForSelector('#load-status[data-state="error"]', { timeout: 60_000 });
     const modelMsg = await page.textContent('#load-status');
     check(modelMsg.includes('not a usable EfQuantFace model'), `bad model file: "${modelMsg}"`);
     await page.close();
+    // A photo taken with the (fake) camera against another photo of the same man.
+    const camBrowser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
+      args: [...CHROMIUM_ARGS, '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+        `--use-file-for-fake-video-capture=${cameraVideo}`],
+    });
+    try {
+      const cam = await camBrowser.newPage({ viewport: { width: 900, height: 1000 } });
+      const errors = [];
+      cam.on('pageerror', (e) => errors.push(e.message));
+      await cam.goto(`${base}?backend=cpu`);
+      await cam.waitForSelector('#load-status[data-state="ready"]', { timeout: 120_000 });
+      await cam.click('#face-a button.camera');
+      await cam.waitForFunction(() => document.querySelector('#face-a video.live').videoWidth > 0, null, { timeout: 30_000 });
+      await cam.click('#face-a button.snap');
+      const other = raw('Silvio_Berlusconi', 2);
+      await cam.setInputFiles('#face-b input', other);
+      const pair = `camera A|${path.basename(other)}`;
+      await cam.waitForFunction((want) => {
+        const r = document.querySelector('#result');
+        return r.dataset.state === 'error' || (r.dataset.state === 'done' && r.dataset.pair === want);
+      }, pair, { timeout: 120_000 });
+      const verdict = await cam.getAttribute('#verdict', 'data-verdict');
+      const sim = Number(await cam.getAttribute('#result', 'data-similarity'));
+      const found = await cam.getAttribute('#face-a canvas.photo', 'data-faces');
+      const live = await cam.$eval('#face-a video.live', (v) => v.hidden && v.srcObject === null);
+      check(verdict === 'same' && Number(found) >= 1,
+        `camera frame of ${path.basename(photo)} vs ${path.basename(other)}: ${verdict}, similarity ${sim.toFixed(4)}, ${found} face(s) in the frame (want same)`);
+      check(live, 'the camera stops after the photo is taken');
+      check(errors.length === 0, `camera page: no page errors ${errors.join('; ')}`);
+      await cam.screenshot({ path: path.join(outDir, 'verify-camera-same.png'), fullPage: true });
+    } finally {
+      await camBrowser.close();
+    }
   } finally {
     await browser.close();
     server.close();

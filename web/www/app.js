@@ -190,10 +190,12 @@ const detected = [null, null];
 
 // ---- Photos: decode; 112×112 images are taken as aligned crops, anything larger goes through
 // face detection and five-point alignment (centre crop when no detector could be loaded).
-async function setFace(slot, file) {
+// `source`: a File/Blob (picked, dropped) or a canvas (a camera frame); `name` labels it.
+async function setFace(slot, source, name = source.name) {
   const box = slot === 0 ? $('#face-a') : $('#face-b');
   const msg = box.querySelector('.face-msg');
   msg.textContent = '';
+  if (streams[slot]) stopCamera(slot);
   faces[slot] = null;
   detected[slot] = null;
   box.dataset.loaded = '';
@@ -201,13 +203,13 @@ async function setFace(slot, file) {
   resetResult();
   let bmp;
   try {
-    bmp = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    bmp = await createImageBitmap(source, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch (e) {
-    msg.textContent = `cannot decode ${file.name || 'this file'} as an image`;
+    msg.textContent = `cannot decode ${name || 'this file'} as an image`;
     showError(msg.textContent);
     return;
   }
-  faceNames[slot] = file.name || 'photo';
+  faceNames[slot] = name || 'photo';
   const ctx = box.querySelector('canvas.crop').getContext('2d', { willReadFrequently: true });
   ctx.imageSmoothingQuality = 'high';
   ctx.clearRect(0, 0, SIZE, SIZE);
@@ -283,11 +285,76 @@ async function chooseFace(slot, ev) {
   await maybeVerify();
 }
 
+// ---- Camera: a live preview per slot; "Take photo" freezes the current frame and sends it
+// through the same detection and alignment as a photo file. The stream stops right after.
+const streams = [null, null];
+function stopCamera(slot) {
+  const box = slot === 0 ? $('#face-a') : $('#face-b');
+  if (streams[slot]) for (const t of streams[slot].getTracks()) t.stop();
+  streams[slot] = null;
+  const video = box.querySelector('video.live');
+  video.srcObject = null;
+  video.hidden = true;
+  box.querySelector('button.snap').hidden = true;
+  box.querySelector('button.camera').textContent = 'Camera';
+}
+function cameraError(e) {
+  switch (e && e.name) {
+    case 'NotAllowedError': return 'the camera permission was denied';
+    case 'NotFoundError': case 'OverconstrainedError': return 'no camera found';
+    case 'NotReadableError': return 'the camera is in use by another program';
+    default: return `the camera could not start (${e && e.message ? e.message : e})`;
+  }
+}
+async function startCamera(slot) {
+  const box = slot === 0 ? $('#face-a') : $('#face-b');
+  const msg = box.querySelector('.face-msg');
+  if (streams[slot]) { stopCamera(slot); return; }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    msg.textContent = 'no camera access here: the page must be served over https or from localhost';
+    showError(msg.textContent);
+    return;
+  }
+  msg.textContent = 'starting the camera…';
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 1280 }, height: { ideal: 720 }, facingMode: 'user' }, audio: false,
+    });
+    streams[slot] = stream;
+    const video = box.querySelector('video.live');
+    video.srcObject = stream;
+    video.hidden = false;
+    await video.play();
+    box.querySelector('button.snap').hidden = false;
+    box.querySelector('button.camera').textContent = 'Stop camera';
+    msg.textContent = 'camera on: take a photo when the face is in view';
+    box.dataset.camera = 'live';
+  } catch (e) {
+    stopCamera(slot);
+    msg.textContent = cameraError(e);
+    showError(msg.textContent);
+  }
+}
+async function snapCamera(slot) {
+  const box = slot === 0 ? $('#face-a') : $('#face-b');
+  const video = box.querySelector('video.live');
+  if (!streams[slot] || !video.videoWidth) return;
+  const frame = document.createElement('canvas');
+  frame.width = video.videoWidth;
+  frame.height = video.videoHeight;
+  frame.getContext('2d').drawImage(video, 0, 0);
+  stopCamera(slot);
+  box.dataset.camera = 'taken';
+  await setFace(slot, frame, `camera ${slot === 0 ? 'A' : 'B'}`);
+}
+
 for (const box of [$('#face-a'), $('#face-b')]) {
   const input = box.querySelector('input');
   const slot = Number(input.dataset.slot);
   input.addEventListener('change', () => input.files[0] && setFace(slot, input.files[0]));
   box.querySelector('canvas.photo').addEventListener('click', (ev) => chooseFace(slot, ev));
+  box.querySelector('button.camera').addEventListener('click', () => startCamera(slot));
+  box.querySelector('button.snap').addEventListener('click', () => snapCamera(slot));
   box.addEventListener('dragover', (e) => { e.preventDefault(); box.classList.add('over'); });
   box.addEventListener('dragleave', () => box.classList.remove('over'));
   box.addEventListener('drop', (e) => {
