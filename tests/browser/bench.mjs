@@ -5,7 +5,8 @@
 //
 //   bash web/build.sh && node tests/browser/bench.mjs
 //   env: EFQ_TEACHER, EFQ_QDQ (default out/quant/w600k_mbf-int8-qdq.onnx), BENCH_SECONDS (3),
-//        BENCH_BATCHES (1,32), BENCH_ORT_WEBGPU_BATCHES (as BENCH_BATCHES), BENCH_SKIP=engine|ort
+//        BENCH_BATCHES (1,32), BENCH_ORT_WEBGPU_BATCHES (as BENCH_BATCHES), BENCH_SKIP=engine|ort,
+//        BENCH_ENGINE_BACKENDS (webgpu,cpu), BENCH_ORT_EPS (webgpu,wasm)
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,7 +32,7 @@ const wait = { timeout: 0 };
 try {
   if (skip !== 'engine') {
     const page = await browser.newPage();
-    await page.goto(`${base}?bench=1&backends=webgpu,cpu&batches=${batches}&seconds=${seconds}`);
+    await page.goto(`${base}?bench=1&backends=${process.env.BENCH_ENGINE_BACKENDS || 'webgpu,cpu'}&batches=${batches}&seconds=${seconds}`);
     await page.waitForSelector('#bench-out[data-done]', wait);
     rows.push(...await page.evaluate(() => window.benchResult || document.querySelector('#bench-out').textContent));
     await page.close();
@@ -39,7 +40,7 @@ try {
   if (skip !== 'ort') {
     const page = await browser.newPage();
     page.on('console', (m) => m.type() === 'error' && console.error(`[ort page] ${m.text()}`));
-    await page.goto(`${base}bench-ort.html?batches=${batches}&webgpu_batches=${process.env.BENCH_ORT_WEBGPU_BATCHES || batches}&seconds=${seconds}`);
+    await page.goto(`${base}bench-ort.html?batches=${batches}&webgpu_batches=${process.env.BENCH_ORT_WEBGPU_BATCHES || batches}&seconds=${seconds}&eps=${process.env.BENCH_ORT_EPS || 'webgpu,wasm'}`);
     await page.waitForSelector('#out[data-done]', wait);
     rows.push(...await page.evaluate(() => window.ortResult));
     await page.close();
