@@ -337,8 +337,8 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
     let g = geo.attrs.group;
-    if g == geo.c && o == geo.c && cg == 1 {
-        return depthwise_int_acc(xq, geo, q);
+    if g > 1 && cg <= 4 {
+        return grouped_int_acc(xq, geo, q);
     }
     let og = o / g;
     let (k, p) = (cg * kh * kw, geo.oh * geo.ow);
@@ -389,58 +389,62 @@ fn im2col_kp(x: &[i8], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: 
     col
 }
 
-/// Depthwise integer convolution as direct loops: for each kernel tap, the run of output pixels
-/// whose source lies inside the image is computed first, so the inner loop has no bounds test
-/// (and, at stride 1, walks two contiguous rows).
-fn depthwise_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
-    let (kh, kw) = (q.shape[2], q.shape[3]);
+/// Grouped integer convolution with few input channels per group (depthwise: one; MobileFaceNet
+/// also has groups of two) as direct loops: im2col and a product per group would cost more
+/// than they compute. For each kernel tap, the run of output pixels whose source lies inside
+/// the image is computed first, so the inner loop has no bounds test (and, at stride 1, walks
+/// two contiguous rows).
+fn grouped_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
+    let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+    let og = o / geo.attrs.group;
     let a = &geo.attrs;
     let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
     let (sx, pad_l) = (a.stride[1], a.pads[1] as isize);
-    let mut acc = vec![0i32; geo.batch * geo.c * oh * ow];
-    for nc in 0..geo.batch * geo.c {
-        let ch = nc % geo.c;
-        let plane = &xq[nc * h * w..][..h * w];
-        let kern = &q.values[ch * kh * kw..][..kh * kw];
-        let out = &mut acc[nc * oh * ow..][..oh * ow];
-        for oy in 0..oh {
-            let orow = &mut out[oy * ow..][..ow];
-            for ky in 0..kh {
-                let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                let irow = &plane[iy as usize * w..][..w];
-                for kx in 0..kw {
-                    let wv = kern[ky * kw + kx] as i16;
-                    if wv == 0 {
+    let mut acc = vec![0i32; geo.batch * o * oh * ow];
+    for (no, out) in acc.chunks_exact_mut(oh * ow).enumerate() {
+        let (n, oc) = (no / o, no % o);
+        for ci in 0..cg {
+            let plane = &xq[(n * geo.c + (oc / og) * cg + ci) * h * w..][..h * w];
+            let kern = &q.values[(oc * cg + ci) * kh * kw..][..kh * kw];
+            for oy in 0..oh {
+                let orow = &mut out[oy * ow..][..ow];
+                for ky in 0..kh {
+                    let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
                         continue;
                     }
-                    // Source column of output ox: ox·sx + off, valid while in [0, w).
-                    let off = (kx * a.dilation[1]) as isize - pad_l;
-                    let lo = if off < 0 {
-                        (-off as usize).div_ceil(sx)
-                    } else {
-                        0
-                    };
-                    let hi = if (w as isize) > off {
-                        ((w as isize - off) as usize).div_ceil(sx).min(ow)
-                    } else {
-                        0
-                    };
-                    if lo >= hi {
-                        continue;
-                    }
-                    let first = (lo * sx) as isize + off;
-                    if sx == 1 {
-                        let src = &irow[first as usize..][..hi - lo];
-                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
-                            *y += wv.wrapping_mul(x as i16) as i32;
+                    let irow = &plane[iy as usize * w..][..w];
+                    for kx in 0..kw {
+                        let wv = kern[ky * kw + kx] as i16;
+                        if wv == 0 {
+                            continue;
                         }
-                    } else {
-                        let src = irow[first as usize..].iter().step_by(sx);
-                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
-                            *y += wv.wrapping_mul(x as i16) as i32;
+                        // Source column of output ox: ox·sx + off, valid while in [0, w).
+                        let off = (kx * a.dilation[1]) as isize - pad_l;
+                        let lo = if off < 0 {
+                            (-off as usize).div_ceil(sx)
+                        } else {
+                            0
+                        };
+                        let hi = if (w as isize) > off {
+                            ((w as isize - off) as usize).div_ceil(sx).min(ow)
+                        } else {
+                            0
+                        };
+                        if lo >= hi {
+                            continue;
+                        }
+                        let first = (lo * sx) as isize + off;
+                        if sx == 1 {
+                            let src = &irow[first as usize..][..hi - lo];
+                            for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                                *y += wv.wrapping_mul(x as i16) as i32;
+                            }
+                        } else {
+                            let src = irow[first as usize..].iter().step_by(sx);
+                            for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                                *y += wv.wrapping_mul(x as i16) as i32;
+                            }
                         }
                     }
                 }
