@@ -43,7 +43,7 @@ use prost::Message;
 
 use crate::Error;
 use crate::graph::{Graph, GraphBuilder, Op, SampleShape, ValueId, Weights};
-use crate::onnx::{Attrs, Constant, ModelProto, conv_attrs, decode_tensor};
+use crate::onnx::{Attrs, Constant, ModelProto, check_nearest_resize, conv_attrs, decode_tensor};
 
 /// What a head predicts per anchor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,21 +250,7 @@ impl Scrfd {
                     push(&mut b, Op::Add, vec![x, y])
                 }
                 "Resize" => {
-                    let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
-                    let ctm = a
-                        .string("coordinate_transformation_mode")
-                        .unwrap_or_else(|| "half_pixel".into());
-                    let nearest = a
-                        .string("nearest_mode")
-                        .unwrap_or_else(|| "round_prefer_floor".into());
-                    if (mode.as_str(), ctm.as_str(), nearest.as_str())
-                        != ("nearest", "asymmetric", "floor")
-                    {
-                        return Err(err(format!(
-                            "only nearest/asymmetric/floor resizing is supported, got \
-                             {mode}/{ctm}/{nearest}"
-                        )));
-                    }
+                    check_nearest_resize(&a, &err)?;
                     let x = value(0)?;
                     let sizes = if n.input.get(3).is_some_and(|s| !s.is_empty()) {
                         shape(3)?

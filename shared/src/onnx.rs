@@ -265,6 +265,24 @@ impl Attrs<'_> {
     }
 }
 
+/// A `Resize` the graph's `Upsample` means: nearest neighbour, asymmetric coordinates, floor
+/// (what PyTorch's `interpolate(mode="nearest")` exports). Anything else is refused by name.
+pub(crate) fn check_nearest_resize(a: &Attrs, err: &dyn Fn(String) -> Error) -> Result<(), Error> {
+    let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
+    let ctm = a
+        .string("coordinate_transformation_mode")
+        .unwrap_or_else(|| "half_pixel".into());
+    let nearest = a
+        .string("nearest_mode")
+        .unwrap_or_else(|| "round_prefer_floor".into());
+    if (mode.as_str(), ctm.as_str(), nearest.as_str()) != ("nearest", "asymmetric", "floor") {
+        return Err(err(format!(
+            "only nearest/asymmetric/floor resizing is supported, got {mode}/{ctm}/{nearest}"
+        )));
+    }
+    Ok(())
+}
+
 /// Conv attributes (explicit pads only), shared by the recognition and detector importers.
 pub(crate) fn conv_attrs(a: &Attrs, err: &dyn Fn(String) -> Error) -> Result<ConvAttrs, Error> {
     if let Some(p) = a.string("auto_pad").filter(|p| p != "NOTSET") {
@@ -447,21 +465,7 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
             "Relu" => Op::Relu,
             // Nearest upsampling by a whole factor, as `export_bytes` writes it (constant scales).
             "Resize" => {
-                let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
-                let ctm = a
-                    .string("coordinate_transformation_mode")
-                    .unwrap_or_else(|| "half_pixel".into());
-                let nearest = a
-                    .string("nearest_mode")
-                    .unwrap_or_else(|| "round_prefer_floor".into());
-                if (mode.as_str(), ctm.as_str(), nearest.as_str())
-                    != ("nearest", "asymmetric", "floor")
-                {
-                    return Err(err(format!(
-                        "only nearest/asymmetric/floor resizing is supported, got \
-                         {mode}/{ctm}/{nearest}"
-                    )));
-                }
+                check_nearest_resize(&a, &err)?;
                 let scales = float_const(2)?.data;
                 match scales.as_slice() {
                     [1.0, 1.0, fy, fx] if fy == fx && *fy >= 1.0 && fy.fract() == 0.0 => {

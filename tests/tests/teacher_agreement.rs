@@ -28,6 +28,34 @@ fn first_images() -> (Vec<String>, Vec<f32>) {
     (names, pixels)
 }
 
+/// onnxruntime's raw outputs of `model` on our own decoded pixels (`n` NCHW images), through
+/// `bench/ort_lfw.py --dump`: compares networks, not JPEG decoders.
+fn onnxruntime_raw(model: &std::path::Path, x: &[f32], n: usize, what: &str) -> Vec<Vec<f32>> {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("input.f32");
+    std::fs::write(
+        &raw,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let dump = dir.path().join("ort.json");
+    let status = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
+        .arg("--model")
+        .arg(model)
+        .arg("--lfw")
+        .arg(lfw())
+        .args(["--dump", &n.to_string(), "--dump-out"])
+        .arg(&dump)
+        .arg("--input-raw")
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success(), "onnxruntime rejected {what}");
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    serde_json::from_value(ort["raw"].clone()).unwrap()
+}
+
 fn tch_forward(graph: &efq_shared::graph::Graph, x: &[f32]) -> Vec<f32> {
     let net = TchNet::new(graph, tch::Device::Cpu).unwrap();
     let t = tch::Tensor::from_slice(x).reshape([N as i64, 3, 112, 112]);
@@ -119,31 +147,7 @@ fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_reference() {
     let imported = onnx::import_file(&model).unwrap();
     let (_, x) = first_images();
     let x = &x[..2 * 3 * 112 * 112];
-    let raw = dir.path().join("input.f32");
-    std::fs::write(
-        &raw,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let dump = dir.path().join("ort.json");
-    let status = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
-        .arg("--model")
-        .arg(&model)
-        .arg("--lfw")
-        .arg(lfw())
-        .args(["--dump", "2", "--dump-out"])
-        .arg(&dump)
-        .arg("--input-raw")
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "onnxruntime rejected the generated iresnet18"
-    );
-    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
-    let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
+    let ort_raw = onnxruntime_raw(&model, x, 2, "the generated iresnet18");
     let r = reference::forward(&imported, x, 2).unwrap();
     for i in 0..2 {
         let c = cosine(&r[i * 512..][..512], &ort_raw[i]);
@@ -219,28 +223,7 @@ fn upsampling_exports_as_an_onnx_resize_that_onnxruntime_runs_like_the_reference
     );
     let (_, x) = first_images();
     let x = &x[..2 * 3 * 112 * 112];
-    let raw = dir.path().join("input.f32");
-    std::fs::write(
-        &raw,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let dump = dir.path().join("ort.json");
-    let status = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
-        .arg("--model")
-        .arg(&model)
-        .arg("--lfw")
-        .arg(lfw())
-        .args(["--dump", "2", "--dump-out"])
-        .arg(&dump)
-        .arg("--input-raw")
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(status.success(), "onnxruntime rejected the exported Resize");
-    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
-    let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
+    let ort_raw = onnxruntime_raw(&model, x, 2, "the exported Resize");
     let r = reference::forward(&g, x, 2).unwrap();
     for i in 0..2 {
         let (ours, theirs) = (&r[i * 16..][..16], &ort_raw[i]);
