@@ -11,6 +11,8 @@
 //! Elsewhere scalar lanes do the same arithmetic. Integer sums are exact in any order, so
 //! every variant gives the same result (tested against the naive sum in `reference`).
 
+use rayon::prelude::*;
+
 /// The register tile: 4 output channels × 8 pixels (two vectors of four) = 8 accumulator
 /// vectors, held in registers across the whole `k` loop; per pair of taps it loads two
 /// activation vectors and four weight pairs. Pixels are walked in strips of 8, the outer loop,
@@ -135,25 +137,28 @@ use scalar as lanes;
 fn pair_up(x: &[i8], k: usize, p: usize) -> (Vec<i16>, usize) {
     let (k2, p8) = (k.div_ceil(2), p.div_ceil(PX) * PX);
     let mut out = vec![0i16; k2 * p8 * 2];
-    for (kk, rows) in out.chunks_exact_mut(p8 * 2).enumerate() {
-        let r0 = &x[2 * kk * p..][..p];
-        for (dst, &v) in rows.iter_mut().step_by(2).zip(r0) {
-            *dst = v as i16;
-        }
-        if 2 * kk + 1 < k {
-            let r1 = &x[(2 * kk + 1) * p..][..p];
-            for (dst, &v) in rows.iter_mut().skip(1).step_by(2).zip(r1) {
+    out.par_chunks_exact_mut(p8 * 2)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(kk, rows)| {
+            let r0 = &x[2 * kk * p..][..p];
+            for (dst, &v) in rows.iter_mut().step_by(2).zip(r0) {
                 *dst = v as i16;
             }
-        }
-    }
+            if 2 * kk + 1 < k {
+                let r1 = &x[(2 * kk + 1) * p..][..p];
+                for (dst, &v) in rows.iter_mut().skip(1).step_by(2).zip(r1) {
+                    *dst = v as i16;
+                }
+            }
+        });
     (out, p8)
 }
 
 macro_rules! gemm_with {
     ($(#[$m:meta])* $name:ident, $lanes:ident) => {
 $(#[$m])*
-fn $name(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32]) {
+fn $name(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
     use $lanes as lanes;
     let o = w.len() / k;
     assert!(
@@ -174,36 +179,44 @@ fn $name(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32]) {
             wq[((oc / OT) * k2 + kk) * OT + oc % OT] = (lo | hi << 16) as i32;
         }
     }
-    for p0 in (0..p8).step_by(PX) {
-        for t in 0..tiles {
-            let wt = &wq[t * k2 * OT..][..k2 * OT];
-            let mut acc = [[lanes::zero(); 2]; OT];
-            for kk in 0..k2 {
-                let xs = &xp[(kk * p8 + p0) * 2..][..2 * PX];
-                // SAFETY: `xs` holds 16 i16: two loads of 8.
-                let (x0, x1) = unsafe { (lanes::load(xs.as_ptr()), lanes::load(xs[8..].as_ptr())) };
-                let ws = &wt[kk * OT..][..OT];
-                for (a, &wv) in acc.iter_mut().zip(ws) {
-                    let wv = lanes::splat(wv);
-                    a[0] = lanes::madd(a[0], x0, wv);
-                    a[1] = lanes::madd(a[1], x1, wv);
+    // Threads take disjoint runs of channel tiles (their output rows are contiguous), each
+    // walking all pixel strips; with `split == 1` this is the single-threaded loop order.
+    let tiles_per_task = tiles.div_ceil(split.max(1));
+    out.par_chunks_mut(tiles_per_task * OT * p).enumerate().for_each(|(task, out)| {
+        let o_here = out.len() / p;
+        for p0 in (0..p8).step_by(PX) {
+            for tl in 0..o_here.div_ceil(OT) {
+                let t = task * tiles_per_task + tl;
+                let wt = &wq[t * k2 * OT..][..k2 * OT];
+                let mut acc = [[lanes::zero(); 2]; OT];
+                for kk in 0..k2 {
+                    let xs = &xp[(kk * p8 + p0) * 2..][..2 * PX];
+                    // SAFETY: `xs` holds 16 i16: two loads of 8.
+                    let (x0, x1) =
+                        unsafe { (lanes::load(xs.as_ptr()), lanes::load(xs[8..].as_ptr())) };
+                    let ws = &wt[kk * OT..][..OT];
+                    for (a, &wv) in acc.iter_mut().zip(ws) {
+                        let wv = lanes::splat(wv);
+                        a[0] = lanes::madd(a[0], x0, wv);
+                        a[1] = lanes::madd(a[1], x1, wv);
+                    }
                 }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let oc = t * OT + r;
-                if oc >= o {
-                    break;
-                }
-                let dst = &mut out[oc * p..][..p];
-                let vals = [lanes::to_array(a[0]), lanes::to_array(a[1])];
-                for (j, &v) in vals.iter().flatten().enumerate() {
-                    if p0 + j < p {
-                        dst[p0 + j] = v;
+                for (r, a) in acc.iter().enumerate() {
+                    let oc = tl * OT + r;
+                    if oc >= o_here {
+                        break;
+                    }
+                    let dst = &mut out[oc * p..][..p];
+                    let vals = [lanes::to_array(a[0]), lanes::to_array(a[1])];
+                    for (j, &v) in vals.iter().flatten().enumerate() {
+                        if p0 + j < p {
+                            dst[p0 + j] = v;
+                        }
                     }
                 }
             }
         }
-    }
+    });
 }
     };
 }
@@ -218,9 +231,10 @@ gemm_with!(
 gemm_with!(gemm_i8_scalar, scalar);
 
 /// `out[o][p] = Σ_k w[o][k] · x[k][p]`, exactly; `w` is `[O][K]`, `x` is `[K][P]`, `out` is
-/// `[O][P]` and is overwritten.
-pub(crate) fn gemm_i8(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32]) {
-    gemm_i8_lanes(w, x, k, p, out)
+/// `[O][P]` and is overwritten. `split`: how many parallel tasks the output channels are cut
+/// into (1 when the caller already has enough parallel work).
+pub(crate) fn gemm_i8(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
+    gemm_i8_lanes(w, x, k, p, out, split)
 }
 
 #[cfg(test)]
@@ -230,10 +244,11 @@ mod tests {
     proptest::proptest! {
         /// The vector lanes of this target and the scalar lanes of the others agree, and both
         /// equal the plain triple loop, on random shapes (odd K, P not a multiple of 8, O not
-        /// a multiple of 4) over the whole i8 range.
+        /// a multiple of 4, channels cut into 1–4 parallel tasks) over the whole i8 range.
         #[test]
         fn vector_and_scalar_lanes_equal_the_plain_product(
-            o in 1usize..=9, k in 1usize..=40, p in 1usize..=70, seed in proptest::num::u64::ANY,
+            o in 1usize..=17, k in 1usize..=40, p in 1usize..=70, split in 1usize..=4,
+            seed in proptest::num::u64::ANY,
         ) {
             let mut s = seed | 1;
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 24) as u8 as i8 };
@@ -248,8 +263,8 @@ mod tests {
                 }
             }
             let (mut got, mut got_scalar) = (vec![-1i32; o * p], vec![-1i32; o * p]);
-            gemm_i8(&w, &x, k, p, &mut got);
-            gemm_i8_scalar(&w, &x, k, p, &mut got_scalar);
+            gemm_i8(&w, &x, k, p, &mut got, split);
+            gemm_i8_scalar(&w, &x, k, p, &mut got_scalar, split);
             proptest::prop_assert_eq!(&got, &want);
             proptest::prop_assert_eq!(&got_scalar, &want);
         }

@@ -169,3 +169,37 @@ fn wrong_input_size_is_rejected() {
         .to_string();
     assert!(err.contains("expected 1 images"), "{err}");
 }
+
+/// The reference runs a batch image by image across threads, fuses each integer convolution
+/// with the PReLU that reads it, and lets element-wise layers overwrite their input: the
+/// whole-batch layer loop (the path calibration takes), any thread count, and a run that keeps
+/// every value (so nothing is fused or overwritten) must give the same bits.
+#[test]
+fn forward_is_bit_identical_across_batching_threads_and_fusion() {
+    for cfg in ["w8a8", "w4a4", "float"] {
+        let g = if cfg == "float" {
+            tiny_mobilefacenet(20, 16, 11).unwrap()
+        } else {
+            tiny_student(cfg)
+        };
+        let x = random_images(5, g.input_shape, 21);
+        let per: usize = g.input_shape.iter().product();
+        let whole_batch = reference::forward_observed(&g, &x, 5, &mut |_, _| {}).unwrap();
+        let one_by_one: Vec<f32> = x
+            .chunks(per)
+            .flat_map(|xi| reference::forward(&g, xi, 1).unwrap())
+            .collect();
+        assert_eq!(whole_batch, one_by_one, "{cfg}");
+        let every_value: Vec<usize> = (0..g.num_values).collect();
+        let unfused = reference::forward_values(&g, &x, 5, &every_value).unwrap();
+        assert_eq!(unfused[g.output], whole_batch, "{cfg}: unfused");
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let batched = pool.install(|| reference::forward(&g, &x, 5).unwrap());
+            assert_eq!(batched, whole_batch, "{cfg}, {threads} threads");
+        }
+    }
+}
