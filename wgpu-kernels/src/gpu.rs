@@ -142,6 +142,9 @@ impl Gpu {
                 Some(format!("{reason:?}: {message}"));
         });
         let adapter = AdapterSummary::from_info(info);
+        // In the browser's threaded build (wasm atomics) wgpu's WebGPU handles are neither Send
+        // nor Sync, so neither is this cache; there the engine stays on the thread that made it.
+        #[allow(clippy::arc_with_non_send_sync)]
         Gpu {
             device,
             queue,
