@@ -3,9 +3,9 @@
 # (two libtorch processes at once oversubscribe the cores). Resumable: a row whose report exists
 # is skipped, and an interrupted fine-tuning continues from its checkpoint, so the queue can be
 # stopped and started again. Rows, most informative first:
-#   PTQ w6a6, w8a8, w4a4 → EKD w6a6 → QuantFace w6a6 → EKD w6a6 on 25 % → EKD+CE w6a6
-#   → EKD w4a4 → EKD w8a8 → EKD w6a6 clean protocol → EKD w6a6 on 50/75 % → FP32 teacher
-#   → onnxruntime int8 QDQ.
+#   PTQ w6a6, w8a8, w4a4 → onnxruntime int8 QDQ → EKD w6a6 → QuantFace w6a6 → EKD w6a6 on 25 %
+#   → EKD+CE w6a6 → EKD w8a8 → EKD w4a4 → EKD w6a6 clean protocol → EKD w6a6 on 50/75 %
+#   → FP32 teacher.
 # Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant); table: bench/quant_table.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,19 +29,19 @@ ft() {
     2> >(tee "$OUT/$name.time" >&2) | tee "$OUT/$name.txt"
 }
 ptq w6a6; ptq w8a8; ptq w4a4
-ft ekd-w6a6 w6a6 --loss ekd
-ft quantface-w6a6 w6a6 --loss quantface
-ft ekd-w6a6-f0.25 w6a6 --loss ekd --fraction 0.25
-ft ekdce-w6a6 w6a6 --loss ekd-ce
-ft ekd-w4a4 w4a4 --loss ekd
-ft ekd-w8a8 w8a8 --loss ekd
-ft ekd-w6a6-clean w6a6 --loss ekd --protocol clean
-for f in 0.5 0.75; do ft "ekd-w6a6-f$f" w6a6 --loss ekd --fraction "$f"; done
-if [ ! -f out/bench-eval/trainer/report.json ]; then
-  $T eval --model "$EFQ_TEACHER" --out out/bench-eval/trainer | tee out/bench-eval/trainer.txt
-fi
 if [ ! -f "$OUT/ort-int8-qdq.json" ]; then
   "$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"
   "$EFQ_PYTHON" bench/ort_lfw.py --model "$OUT/w600k_mbf-int8-qdq.onnx" --teacher "$EFQ_TEACHER" --batch 16 \
     --json "$OUT/ort-int8-qdq.json" 2>/dev/null | tee "$OUT/ort-int8-qdq.txt"
+fi
+ft ekd-w6a6 w6a6 --loss ekd
+ft quantface-w6a6 w6a6 --loss quantface
+ft ekd-w6a6-f0.25 w6a6 --loss ekd --fraction 0.25
+ft ekdce-w6a6 w6a6 --loss ekd-ce
+ft ekd-w8a8 w8a8 --loss ekd
+ft ekd-w4a4 w4a4 --loss ekd
+ft ekd-w6a6-clean w6a6 --loss ekd --protocol clean
+for f in 0.5 0.75; do ft "ekd-w6a6-f$f" w6a6 --loss ekd --fraction "$f"; done
+if [ ! -f out/bench-eval/trainer/report.json ]; then
+  $T eval --model "$EFQ_TEACHER" --out out/bench-eval/trainer | tee out/bench-eval/trainer.txt
 fi

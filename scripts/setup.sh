@@ -92,6 +92,15 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
   log "rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown >/dev/null
 fi
+# The browser's multi-threaded CPU path rebuilds std with wasm atomics (`-Z build-std`), which
+# only a nightly compiler does: one pinned nightly (minimal profile + rust-src, ~12 s), used for
+# that build alone (web/build.sh). Everything else builds on stable.
+export EFQ_WASM_NIGHTLY="${EFQ_WASM_NIGHTLY:-nightly-2026-05-20}"
+if ! rustup run "$EFQ_WASM_NIGHTLY" rustc --print sysroot >/dev/null 2>&1 \
+  || [ ! -f "$(rustup run "$EFQ_WASM_NIGHTLY" rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.lock" ]; then
+  log "rustup toolchain install $EFQ_WASM_NIGHTLY (rust-src, for the threaded wasm build)"
+  rustup toolchain install "$EFQ_WASM_NIGHTLY" --profile minimal --component rust-src >/dev/null
+fi
 WB_VERSION="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' "$EFQ_ROOT/Cargo.lock" 2>/dev/null || true)"
 if [ -n "$WB_VERSION" ] && [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WB_VERSION" ]; then
   log "cargo install wasm-bindgen-cli $WB_VERSION"

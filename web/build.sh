@@ -2,6 +2,8 @@
 # Builds the demo page into web/dist (gitignored):
 #   web/dist/{index.html,app.js,worker.js,style.css}   from web/www
 #   web/dist/pkg/                                      the wasm module (wasm-bindgen --target web)
+#   web/dist/pkg-threads/                              the same with wasm threads (rayon on Web
+#                                                      Workers; pages served cross-origin isolated)
 #   web/dist/models/default.efq                        the default model
 #   web/dist/models/detector.onnx                      SCRFD-500M ($EFQ_DETECTOR), for face detection
 # The default model is w600k_mbf quantized at w8a8 (out/web/w600k_mbf-w8a8.efq; built here if
@@ -11,7 +13,9 @@
 # without the flip test, as the page compares single crops, and stored at FAR 1e-3 by
 # `web-tool threshold`. EFQ_WEB_EVAL_REPORT=path/report.json reuses an existing eval report.
 #
-# Serve:  python3 -m http.server -d web/dist 8000   then open http://localhost:8000/
+# Serve:  python3 web/serve.py            then open http://localhost:8000/
+#         (a static server that sends the cross-origin-isolation headers the threaded CPU path
+#         needs; `python3 -m http.server -d web/dist` works too, single-threaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${EFQ_TEACHER:-}" ] || [ -z "${LIBTORCH:-}" ]; then . scripts/setup.sh; set -euo pipefail; fi
@@ -28,6 +32,25 @@ mkdir -p "$DIST"
 rm -rf "$DIST/pkg"
 wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg" \
   "$TARGET/wasm32-unknown-unknown/release/efq_web.wasm"
+# The threaded build: std rebuilt with atomics on the pinned nightly (scripts/setup.sh), in its
+# own target directory so the two builds never invalidate each other. rustc no longer turns
+# `+atomics` into the linker's shared-memory flags by itself, so they are spelled out: memory
+# imported and shared (wasm-bindgen hands it to every worker), with a declared maximum (4 GiB,
+# wasm32's whole address space), and the thread-local-storage symbols wasm-bindgen initialises
+# on each thread exported.
+log "building the threaded wasm module ($EFQ_WASM_NIGHTLY, -Z build-std)"
+LINK=""
+for a in --shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls \
+  --export=__tls_size --export=__tls_align --export=__tls_base; do
+  LINK="$LINK -C link-arg=$a"
+done
+RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+simd128$LINK" \
+  CARGO_TARGET_DIR="$TARGET/wasm-threads" \
+  cargo "+$EFQ_WASM_NIGHTLY" build -q -j"$JOBS" --release -p efq-web --lib --features threads \
+  --target wasm32-unknown-unknown -Z build-std=panic_abort,std
+rm -rf "$DIST/pkg-threads"
+wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg-threads" \
+  "$TARGET/wasm-threads/wasm32-unknown-unknown/release/efq_web.wasm"
 cp web/www/* "$DIST/"
 
 if [ ! -f "$MODEL" ]; then
@@ -50,4 +73,4 @@ fi
 mkdir -p "$DIST/models"
 cp "$MODEL" "$DIST/models/default.efq"
 cp "$EFQ_DETECTOR" "$DIST/models/detector.onnx"
-log "built $DIST ($(du -sh "$DIST" | cut -f1)); serve it with: python3 -m http.server -d $DIST 8000"
+log "built $DIST ($(du -sh "$DIST" | cut -f1)); serve it with: python3 web/serve.py"

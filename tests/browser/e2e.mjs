@@ -18,7 +18,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const dist = path.join(root, 'web/dist');
 const outDir = path.join(root, 'out/web');
 const lfw = process.env.EFQ_LFW || path.join(root, '../shared/data/lfw');
-const backends = (process.env.EFQ_E2E_BACKENDS || 'auto,webgpu').split(',');
+const backends = (process.env.EFQ_E2E_BACKENDS || 'auto,webgpu,cpu-threads').split(',');
 
 export const CHROMIUM_ARGS = [
   '--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader',
@@ -29,8 +29,9 @@ export const CHROMIUM_ARGS = [
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
   '.css': 'text/css', '.wasm': 'application/wasm', '.json': 'application/json' };
 
-/** A static file server for `dir` on a free port, plus `extra` routes (path → file or folder). */
-export function serve(dir, extra = {}) {
+/** A static file server for `dir` on a free port, plus `extra` routes (path → file or folder);
+ * `isolate`: send the COOP/COEP headers of a cross-origin-isolated page (wasm threads). */
+export function serve(dir, extra = {}, { isolate = false } = {}) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     const pathname = decodeURIComponent(url.pathname);
@@ -47,8 +48,13 @@ export function serve(dir, extra = {}) {
     if (p.endsWith(path.sep)) p = path.join(p, 'index.html');
     fs.stat(p, (err, st) => {
       if (err || !st.isFile()) { res.writeHead(404).end('not found'); return; }
-      res.writeHead(200, { 'Content-Type': TYPES[path.extname(p)] || 'application/octet-stream',
-        'Content-Length': st.size });
+      const headers = { 'Content-Type': TYPES[path.extname(p)] || 'application/octet-stream',
+        'Content-Length': st.size };
+      if (isolate) {
+        headers['Cross-Origin-Opener-Policy'] = 'same-origin';
+        headers['Cross-Origin-Embedder-Policy'] = 'require-corp';
+      }
+      res.writeHead(200, headers);
       fs.createReadStream(p).pipe(res);
     });
   });
@@ -117,6 +123,10 @@ async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const server = await serve(dist);
   const base = `http://127.0.0.1:${server.address().port}/`;
+  // The same page served cross-origin isolated: the worker loads the threaded build.
+  const isolated = await serve(dist, {}, { isolate: true });
+  const isolatedBase = `http://127.0.0.1:${isolated.address().port}/`;
+  const similarities = {};
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS,
   });
@@ -124,11 +134,15 @@ async function main() {
   const check = (ok, what) => { console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`); if (!ok) failures.push(what); };
   const p = pairs();
   try {
-    for (const backend of backends) {
+    for (const run of backends) {
+      // cpu-threads: the CPU path of the threaded build; its embeddings must equal the
+      // single-threaded ones bit for bit (integer sums, element-wise float work split by rows).
+      const threaded = run === 'cpu-threads';
+      const backend = threaded ? 'cpu' : run;
       const page = await browser.newPage({ viewport: { width: 900, height: 1000 } });
       const errors = [];
       page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(`${base}?backend=${backend}`);
+      await page.goto(`${threaded ? isolatedBase : base}?backend=${backend}`);
       await page.waitForSelector('#load-status[data-state="ready"], #load-status[data-state="error"]', { timeout: 120_000 });
       const status = await page.textContent('#load-status');
       check(await page.getAttribute('#load-status', 'data-state') === 'ready', `${backend}: model loaded (${status})`);
@@ -137,6 +151,8 @@ async function main() {
       if (backend !== 'auto') check(used === backend, `${backend}: path in use is ${used}`);
       const info = await page.$$eval('#engine-info dt', (dts) => dts.map((dt) => `${dt.textContent}: ${dt.nextElementSibling.textContent}`));
       console.log(info.map((l) => `       ${l}`).join('\n'));
+      const threading = await page.textContent('#threading');
+      check(threaded === threading.startsWith('wasm threads'), `${run}: ${threading}`);
       for (const [want, [a, b]] of p) {
         const isRaw = a.includes('raw250-sample');
         await page.setInputFiles('#face-a input', a);
@@ -154,16 +170,22 @@ async function main() {
         const verdict = await page.getAttribute('#verdict', 'data-verdict');
         const sim = await page.getAttribute('#result', 'data-similarity');
         const ms = await page.getAttribute('#latency', 'data-ms');
-        check(verdict === want, `${backend} (${used}): ${path.basename(a)} vs ${path.basename(b)}: ${verdict}, similarity ${Number(sim).toFixed(4)}, ${Number(ms).toFixed(0)} ms (want ${want})`);
+        check(verdict === want, `${run} (${used}): ${path.basename(a)} vs ${path.basename(b)}: ${verdict}, similarity ${Number(sim).toFixed(4)}, ${Number(ms).toFixed(0)} ms (want ${want})`);
+        if (used === 'cpu') {
+          const key = `${pair}|${isRaw}`;
+          if (key in similarities) {
+            check(similarities[key] === sim, `${run}: ${pair} similarity ${sim} equals the other CPU run's ${similarities[key]} exactly`);
+          } else similarities[key] = sim;
+        }
         if (isRaw) {
           const found = await page.$$eval('.face canvas.photo', (cs) => cs.map((c) => Number(c.dataset.faces || 0)));
           const detMs = await page.$$eval('.face .face-msg', (ms) => ms.map((m) => Number(m.dataset.detectMs || 0).toFixed(0)));
           const det = await page.getAttribute('#detector-info', 'data-backend');
           check(found.every((n) => n >= 1), `${backend}: faces found in both raw photos: ${found.join(', ')} (detector on ${det}, ${detMs.join(' / ')} ms)`);
         }
-        await page.screenshot({ path: path.join(outDir, `verify-${used}-${isRaw ? 'raw-' : ''}${want}.png`), fullPage: true });
+        await page.screenshot({ path: path.join(outDir, `verify-${threaded ? 'cpu-threads' : used}-${isRaw ? 'raw-' : ''}${want}.png`), fullPage: true });
       }
-      check(errors.length === 0, `${backend}: no page errors ${errors.join('; ')}`);
+      check(errors.length === 0, `${run}: no page errors ${errors.join('; ')}`);
       await page.close();
     }
     // Bad inputs: an undecodable photo and a file that is not a model.
@@ -246,6 +268,7 @@ async function main() {
   } finally {
     await browser.close();
     server.close();
+    isolated.close();
   }
   if (failures.length) {
     console.error(`${failures.length} check(s) failed`);

@@ -30,6 +30,20 @@ pub const DEFAULT_FLOAT_DOT: Option<bool> = Some(false);
 /// Images per GPU submission the model is planned for (larger batches are split).
 pub const GPU_MAX_BATCH: usize = 32;
 
+/// Starts the CPU path's worker threads (the `threads` build only; the page calls it once, in
+/// a cross-origin-isolated context, before any inference).
+#[cfg(all(feature = "threads", target_arch = "wasm32"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Threads the CPU path runs on: 1 in the single-threaded build.
+#[wasm_bindgen(js_name = cpuThreads)]
+pub fn cpu_threads() -> usize {
+    #[cfg(all(feature = "threads", target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(not(all(feature = "threads", target_arch = "wasm32")))]
+    1
+}
+
 #[wasm_bindgen(js_name = maxModelBytes)]
 pub fn max_model_bytes() -> usize {
     MAX_MODEL_BYTES
@@ -321,6 +335,7 @@ impl Verifier {
             "adapter": adapter,
             "dot4": dot4,
             "arithmetic": arithmetic,
+            "cpu_threads": cpu_threads(),
             "gpu_memory": gpu_bytes,
             "threshold": manifest.threshold,
             "model": {

@@ -6,7 +6,8 @@ const SIZE = 112;
 // ?floatdot=1 tries the engine's f32 multiply-add convolutions (default: dot4, exact everywhere).
 const floatDot = params.has('floatdot') ? params.get('floatdot') === '1' : undefined;
 
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+// ?threads=0 keeps the single-threaded module even on a cross-origin-isolated page.
+const worker = new Worker(new URL(`./worker.js${params.get('threads') === '0' ? '?threads=0' : ''}`, import.meta.url), { type: 'module' });
 let nextId = 1;
 const pending = new Map();
 worker.onmessage = (ev) => {
@@ -77,10 +78,13 @@ function describeEngine(info, ms) {
     dl.append(dt, dd);
   };
   const m = info.model;
-  add('path', info.backend === 'webgpu' ? 'WebGPU (efq-engine, WGSL integer kernels)' : 'CPU (integer reference in wasm)');
+  add('path', info.backend === 'webgpu' ? 'WebGPU (efq-engine, WGSL integer kernels)'
+    : `CPU (integer reference in wasm, ${info.cpu_threads} thread${info.cpu_threads === 1 ? '' : 's'})`);
   dl.lastChild.id = 'backend';
   dl.lastChild.dataset.backend = info.backend;
   add('why', info.reason);
+  add('threads', info.threading);
+  dl.lastChild.id = 'threading';
   if (info.adapter) {
     const a = info.adapter;
     add('adapter', `${a.name || '(name hidden by the browser)'} — ${a.device_type}${a.software ? ', software' : ''}`);

@@ -1,13 +1,40 @@
 // Runs the wasm module off the main thread: loading a model, WebGPU set-up and the CPU path's
 // forward passes never freeze the tab. Messages: {id, type, ...} in, {id, ok, result|error} out.
-import init, { Verifier, FaceDetector, alignFace, maxModelBytes } from './pkg/efq_web.js';
+//
+// Two builds of the module: pkg/ (single-threaded) and pkg-threads/ (wasm threads: the CPU
+// path's loops on rayon workers sharing this module's memory). Threads need SharedArrayBuffer,
+// which browsers give only to cross-origin-isolated pages (COOP/COEP headers); elsewhere, or
+// with ?threads=0, or where pkg-threads was not built, the single-threaded module runs.
+let Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads;
+let threading = 'single-threaded build';
+
+async function loadModule() {
+  const wanted = new URLSearchParams(self.location.search).get('threads') !== '0';
+  if (wanted && self.crossOriginIsolated && typeof SharedArrayBuffer !== 'undefined') {
+    try {
+      const m = await import('./pkg-threads/efq_web.js');
+      await m.default();
+      await m.initThreadPool(Math.max(1, navigator.hardwareConcurrency || 1));
+      ({ Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads } = m);
+      threading = 'wasm threads (cross-origin isolated)';
+      return;
+    } catch (e) {
+      threading = `single-threaded: the threaded build failed to start (${errorText(e)})`;
+    }
+  } else {
+    threading = wanted ? 'single-threaded: the page is not cross-origin isolated' : 'single-threaded (?threads=0)';
+  }
+  const m = await import('./pkg/efq_web.js');
+  await m.default();
+  ({ Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads } = m);
+}
 
 let verifier = null;
 let detector = null;
 // The last photo of each slot (RGBA, its size) and its faces, so that choosing another face
 // only re-aligns.
 const photos = [null, null];
-const ready = init();
+const ready = loadModule();
 
 function errorText(e) {
   return (e && e.message) ? e.message : String(e);
@@ -50,7 +77,7 @@ async function bench(bytes, backends, batches, seconds, floatDot) {
       const median = times[Math.floor(times.length / 2)];
       rows.push({
         runtime: 'efq-engine', backend: info.backend, adapter: info.adapter, dot4: info.dot4,
-        arithmetic: info.arithmetic,
+        arithmetic: info.arithmetic, cpu_threads: info.cpu_threads, threading,
         model: info.model.name, batch: n, runs: times.length,
         median_ms: median, images_per_s: n / (median / 1000),
       });
@@ -63,7 +90,7 @@ async function bench(bytes, backends, batches, seconds, floatDot) {
 const handlers = {
   async init() {
     await ready;
-    return { maxModelBytes: maxModelBytes() };
+    return { maxModelBytes: maxModelBytes(), cpuThreads: cpuThreads(), threading };
   },
   async load({ bytes, backend, floatDot }) {
     await ready;
@@ -71,6 +98,7 @@ const handlers = {
     const t = performance.now();
     verifier = await Verifier.load(new Uint8Array(bytes), backend || 'auto', floatDot);
     const info = JSON.parse(verifier.describe());
+    info.threading = threading;
     return { info, ms: performance.now() - t };
   },
   async loadDetector({ bytes, backend }) {
