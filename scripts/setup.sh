@@ -48,7 +48,10 @@ VENV="$EFQ_CACHE/venv"
 if [ ! -f "$VENV/.complete" ]; then
   log "creating python venv with onnxruntime, onnx, numpy, pillow"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q onnxruntime==1.32.0 onnx numpy pillow
+  # onnx pinned too: its opset converter feeds onnxruntime's int8 quantization (the QDQ peer
+  # row), and that row, first measured in a venv with an unpinned onnx, could not be
+  # reproduced in a later one (docs/RESULTS.md).
+  "$VENV/bin/pip" install -q onnxruntime==1.32.0 onnx==1.23.2 numpy pillow
   touch "$VENV/.complete"
 fi
 export EFQ_PYTHON="$VENV/bin/python"
