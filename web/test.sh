@@ -7,8 +7,9 @@
 #     reproduce the native embeddings and detections (web/tests/browser.rs);
 #  4. Playwright (playwright-core, system Chromium): the page's verdicts on a same-person and a
 #     different-people LFW pair on both paths, as aligned crops and as raw photos (detection in
-#     the page), a photo taken with the (fake) camera, and its error messages
-#     (tests/browser/e2e.mjs).
+#     the page), the CPU path again with wasm threads on a cross-origin-isolated copy of the
+#     page (the same similarities, bit for bit), a photo taken with the (fake) camera, and its
+#     error messages (tests/browser/e2e.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${EFQ_TEACHER:-}" ] || [ -z "${LIBTORCH:-}" ]; then . scripts/setup.sh; set -euo pipefail; fi

@@ -2,7 +2,8 @@
 // download): serves web/dist (build it with web/build.sh), loads the default model, compares two
 // LFW photos of one person and two of different people (the first positive and the first
 // negative pair of pairs.txt) and checks the verdicts, on the CPU path and on WebGPU
-// (SwiftShader here). Also checks the on-page messages for an undecodable image, a photo without
+// (SwiftShader here), and on the CPU path of the threaded build (page served cross-origin
+// isolated), whose similarities must equal the single-threaded ones exactly. Also checks the on-page messages for an undecodable image, a photo without
 // a face, a missing camera and a bad model file, and takes one photo with the camera: Chromium's
 // fake capture device plays a raw LFW photo (written as a Y4M video), and the frame must verify as
 // the same person as another photo of him. Screenshots go to out/web/verify-*.png.
