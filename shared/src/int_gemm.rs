@@ -132,46 +132,72 @@ mod scalar {
 )))]
 use scalar as lanes;
 
-/// `x` (`[K][P]` i8) as `[K/2][P8][2]` i16: pairs of consecutive taps per pixel, `k` and `p`
-/// padded with zeros to even and to a multiple of 8.
-fn pair_up(x: &[i8], k: usize, p: usize) -> (Vec<i16>, usize) {
-    let (k2, p8) = (k.div_ceil(2), p.div_ceil(PX) * PX);
-    let mut out = vec![0i16; k2 * p8 * 2];
-    out.par_chunks_exact_mut(p8 * 2)
-        .enumerate()
-        .with_min_len(8)
-        .for_each(|(kk, rows)| {
-            let r0 = &x[2 * kk * p..][..p];
-            for (dst, &v) in rows.iter_mut().step_by(2).zip(r0) {
-                *dst = v as i16;
-            }
-            if 2 * kk + 1 < k {
-                let r1 = &x[(2 * kk + 1) * p..][..p];
-                for (dst, &v) in rows.iter_mut().skip(1).step_by(2).zip(r1) {
-                    *dst = v as i16;
-                }
-            }
-        });
-    (out, p8)
+/// Activations laid out for the product: `[K/2][P8][2]` i16, pairs of consecutive taps per
+/// pixel, `k` and `p` padded with zeros to even and to a multiple of 8.
+pub(crate) struct Paired {
+    data: Vec<i16>,
+    k: usize,
+    p: usize,
+    p8: usize,
 }
 
-macro_rules! gemm_with {
-    ($(#[$m:meta])* $name:ident, $lanes:ident) => {
-$(#[$m])*
-fn $name(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
-    use $lanes as lanes;
-    let o = w.len() / k;
-    assert!(
-        x.len() == k * p && out.len() == o * p,
-        "gemm_i8: operand sizes"
-    );
-    let (xp, p8) = pair_up(x, k, p);
-    let k2 = k.div_ceil(2);
-    // Weight pairs as i32 lanes (low half w[2kk], high half w[2kk+1]), laid out
-    // `[O/4][K/2][4]` so that a channel tile's four pairs for one `kk` are adjacent; channels
-    // padded with zeros to a multiple of 4.
-    let tiles = o.div_ceil(OT);
-    let mut wq = vec![0i32; tiles * k2 * OT];
+/// `x` (`[K][P]` i8) as [`Paired`].
+pub(crate) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
+    pair_up_with(k, p, |kk, dst| {
+        for (d, &v) in dst.iter_mut().step_by(2).zip(&x[2 * kk * p..][..p]) {
+            *d = v as i16;
+        }
+        if 2 * kk + 1 < k {
+            for (d, &v) in dst
+                .iter_mut()
+                .skip(1)
+                .step_by(2)
+                .zip(&x[(2 * kk + 1) * p..][..p])
+            {
+                *d = v as i16;
+            }
+        }
+    })
+}
+
+/// `x` (`[K][P]` f32) quantized (`quantize(v, inv_scale, bits)`) straight into [`Paired`]: one
+/// pass instead of quantizing to i8 and re-laying that out.
+pub(crate) fn pair_up_quantized(x: &[f32], k: usize, p: usize, inv_scale: f32, bits: u8) -> Paired {
+    use crate::quant::quantize;
+    pair_up_with(k, p, |kk, dst| {
+        for (d, &v) in dst.iter_mut().step_by(2).zip(&x[2 * kk * p..][..p]) {
+            *d = quantize(v, inv_scale, bits) as i16;
+        }
+        if 2 * kk + 1 < k {
+            for (d, &v) in dst
+                .iter_mut()
+                .skip(1)
+                .step_by(2)
+                .zip(&x[(2 * kk + 1) * p..][..p])
+            {
+                *d = quantize(v, inv_scale, bits) as i16;
+            }
+        }
+    })
+}
+
+/// Fills each `kk` row of pairs (`P8 × 2` i16, zero-initialised) with `fill(kk, row)`.
+fn pair_up_with(k: usize, p: usize, fill: impl Fn(usize, &mut [i16]) + Sync) -> Paired {
+    let (k2, p8) = (k.div_ceil(2), p.div_ceil(PX) * PX);
+    let mut data = vec![0i16; k2 * p8 * 2];
+    data.par_chunks_exact_mut(p8 * 2)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(kk, rows)| fill(kk, rows));
+    Paired { data, k, p, p8 }
+}
+
+/// Weight pairs as i32 lanes (low half `w[2kk]`, high half `w[2kk+1]`), laid out
+/// `[O/4][K/2][4]` so that a channel tile's four pairs for one `kk` are adjacent; channels
+/// padded with zeros to a multiple of 4.
+fn weight_pairs(w: &[i8], k: usize) -> Vec<i32> {
+    let (o, k2) = (w.len() / k, k.div_ceil(2));
+    let mut wq = vec![0i32; o.div_ceil(OT) * k2 * OT];
     for (oc, row) in w.chunks_exact(k).enumerate() {
         for kk in 0..k2 {
             let lo = row[2 * kk] as i16 as u16 as u32;
@@ -179,62 +205,106 @@ fn $name(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) 
             wq[((oc / OT) * k2 + kk) * OT + oc % OT] = (lo | hi << 16) as i32;
         }
     }
-    // Threads take disjoint runs of channel tiles (their output rows are contiguous), each
-    // walking all pixel strips; with `split == 1` this is the single-threaded loop order.
-    let tiles_per_task = tiles.div_ceil(split.max(1));
-    out.par_chunks_mut(tiles_per_task * OT * p).enumerate().for_each(|(task, out)| {
-        let o_here = out.len() / p;
-        for p0 in (0..p8).step_by(PX) {
-            for tl in 0..o_here.div_ceil(OT) {
-                let t = task * tiles_per_task + tl;
-                let wt = &wq[t * k2 * OT..][..k2 * OT];
-                let mut acc = [[lanes::zero(); 2]; OT];
-                for kk in 0..k2 {
-                    let xs = &xp[(kk * p8 + p0) * 2..][..2 * PX];
-                    // SAFETY: `xs` holds 16 i16: two loads of 8.
-                    let (x0, x1) =
-                        unsafe { (lanes::load(xs.as_ptr()), lanes::load(xs[8..].as_ptr())) };
-                    let ws = &wt[kk * OT..][..OT];
-                    for (a, &wv) in acc.iter_mut().zip(ws) {
-                        let wv = lanes::splat(wv);
-                        a[0] = lanes::madd(a[0], x0, wv);
-                        a[1] = lanes::madd(a[1], x1, wv);
-                    }
+    wq
+}
+
+macro_rules! tile_rows_with {
+    ($(#[$m:meta])* $name:ident, $lanes:ident) => {
+$(#[$m])*
+fn $name(wq: &[i32], xp: &Paired, out: &mut [i32]) {
+    use $lanes as lanes;
+    let (k2, p, p8) = (xp.k.div_ceil(2), xp.p, xp.p8);
+    let o_here = out.len() / p;
+    // Pixel strips outer, channel tiles inner: a strip's activations (`K/2 × 32` bytes) stay
+    // in L1 while every tile reads them.
+    for p0 in (0..p8).step_by(PX) {
+        for tl in 0..o_here.div_ceil(OT) {
+            let wt = &wq[tl * k2 * OT..][..k2 * OT];
+            let mut acc = [[lanes::zero(); 2]; OT];
+            for kk in 0..k2 {
+                let xs = &xp.data[(kk * p8 + p0) * 2..][..2 * PX];
+                // SAFETY: `xs` holds 16 i16: two loads of 8.
+                let (x0, x1) = unsafe { (lanes::load(xs.as_ptr()), lanes::load(xs[8..].as_ptr())) };
+                let ws = &wt[kk * OT..][..OT];
+                for (a, &wv) in acc.iter_mut().zip(ws) {
+                    let wv = lanes::splat(wv);
+                    a[0] = lanes::madd(a[0], x0, wv);
+                    a[1] = lanes::madd(a[1], x1, wv);
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    let oc = tl * OT + r;
-                    if oc >= o_here {
-                        break;
-                    }
-                    let dst = &mut out[oc * p..][..p];
-                    let vals = [lanes::to_array(a[0]), lanes::to_array(a[1])];
-                    for (j, &v) in vals.iter().flatten().enumerate() {
-                        if p0 + j < p {
-                            dst[p0 + j] = v;
-                        }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let oc = tl * OT + r;
+                if oc >= o_here {
+                    break;
+                }
+                let dst = &mut out[oc * p..][..p];
+                let vals = [lanes::to_array(a[0]), lanes::to_array(a[1])];
+                for (j, &v) in vals.iter().flatten().enumerate() {
+                    if p0 + j < p {
+                        dst[p0 + j] = v;
                     }
                 }
             }
         }
-    });
+    }
 }
     };
 }
 
-gemm_with!(
-    /// `out[o][p] = Σ_k w[o][k] · x[k][p]`, exactly; `w` is `[O][K]`, `x` is `[K][P]`, `out`
-    /// is `[O][P]` and is overwritten.
-    gemm_i8_lanes,
+tile_rows_with!(
+    /// Output rows `0..out.len() / p` of the product, from the channel tiles starting at `wq`.
+    tile_rows_lanes,
     lanes
 );
 #[cfg(test)]
-gemm_with!(gemm_i8_scalar, scalar);
+tile_rows_with!(tile_rows_scalar, scalar);
+
+type TileRows = fn(&[i32], &Paired, &mut [i32]);
 
 /// `out[o][p] = Σ_k w[o][k] · x[k][p]`, exactly; `w` is `[O][K]`, `x` is `[K][P]`, `out` is
 /// `[O][P]` and is overwritten. `split`: how many parallel tasks the output channels are cut
 /// into (1 when the caller already has enough parallel work).
 pub(crate) fn gemm_i8(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
-    gemm_i8_lanes(w, x, k, p, out, split)
+    gemm_paired(tile_rows_lanes, w, &pair_up(x, k, p), split, out)
+}
+
+/// Threads take disjoint runs of channel tiles: their output rows are contiguous.
+fn gemm_paired(tile_rows: TileRows, w: &[i8], xp: &Paired, split: usize, out: &mut [i32]) {
+    let (wq, tiles_per_task, k2) = prepare(w, xp, split, out.len());
+    out.par_chunks_mut(tiles_per_task * OT * xp.p)
+        .enumerate()
+        .for_each(|(task, out)| tile_rows(&wq[task * tiles_per_task * k2 * OT..], xp, out));
+}
+
+/// The product of `w` and paired activations, each task handing its rows of sums to
+/// `epilogue(first channel, sums [rows][P], its rows of y)` while they are in cache: the
+/// dequantization (and activation) of a layer in the same parallel pass as its product.
+pub(crate) fn gemm_paired_then(
+    w: &[i8],
+    xp: &Paired,
+    split: usize,
+    y: &mut [f32],
+    epilogue: impl Fn(usize, &[i32], &mut [f32]) + Sync,
+) {
+    let (wq, tiles_per_task, k2) = prepare(w, xp, split, y.len());
+    y.par_chunks_mut(tiles_per_task * OT * xp.p)
+        .enumerate()
+        .for_each(|(task, y)| {
+            let mut sums = vec![0i32; y.len()];
+            tile_rows_lanes(&wq[task * tiles_per_task * k2 * OT..], xp, &mut sums);
+            epilogue(task * tiles_per_task * OT, &sums, y);
+        });
+}
+
+/// Checks the sizes; the weight pairs, channel tiles per task and `K/2`.
+fn prepare(w: &[i8], xp: &Paired, split: usize, out_len: usize) -> (Vec<i32>, usize, usize) {
+    let (k2, o) = (xp.k.div_ceil(2), w.len() / xp.k);
+    assert!(
+        w.len() == o * xp.k && out_len == o * xp.p && xp.data.len() == k2 * xp.p8 * 2,
+        "gemm_i8: operand sizes"
+    );
+    let tiles_per_task = o.div_ceil(OT).div_ceil(split.max(1));
+    (weight_pairs(w, xp.k), tiles_per_task, k2)
 }
 
 #[cfg(test)]
@@ -244,7 +314,8 @@ mod tests {
     proptest::proptest! {
         /// The vector lanes of this target and the scalar lanes of the others agree, and both
         /// equal the plain triple loop, on random shapes (odd K, P not a multiple of 8, O not
-        /// a multiple of 4, channels cut into 1–4 parallel tasks) over the whole i8 range.
+        /// a multiple of 4, channels cut into 1–4 parallel tasks) over the whole i8 range; so do
+        /// the epilogue variant and the quantizing re-layout.
         #[test]
         fn vector_and_scalar_lanes_equal_the_plain_product(
             o in 1usize..=17, k in 1usize..=40, p in 1usize..=70, split in 1usize..=4,
@@ -264,9 +335,23 @@ mod tests {
             }
             let (mut got, mut got_scalar) = (vec![-1i32; o * p], vec![-1i32; o * p]);
             gemm_i8(&w, &x, k, p, &mut got, split);
-            gemm_i8_scalar(&w, &x, k, p, &mut got_scalar, split);
+            gemm_paired(tile_rows_scalar, &w, &pair_up(&x, k, p), split, &mut got_scalar);
             proptest::prop_assert_eq!(&got, &want);
             proptest::prop_assert_eq!(&got_scalar, &want);
+            // The epilogue variant sees each row with its channel index.
+            let mut y = vec![f32::NAN; o * p];
+            gemm_paired_then(&w, &pair_up(&x, k, p), split, &mut y, |oc0, sums, y| {
+                for (r, (y, s)) in y.chunks_mut(p).zip(sums.chunks(p)).enumerate() {
+                    y.iter_mut().zip(s).for_each(|(y, &s)| *y = (2 * s) as f32 + (oc0 + r) as f32);
+                }
+            });
+            let want_y: Vec<f32> = want.iter().enumerate().map(|(i, &s)| (2 * s) as f32 + (i / p) as f32).collect();
+            proptest::prop_assert_eq!(y, want_y);
+            // Quantizing straight into pairs equals quantizing, then pairing.
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.37 + 0.11).collect();
+            let (inv, bits) = (1.0 / 0.29, 5);
+            let q: Vec<i8> = xf.iter().map(|&v| crate::quant::quantize(v, inv, bits)).collect();
+            proptest::prop_assert_eq!(pair_up_quantized(&xf, k, p, inv, bits).data, pair_up(&q, k, p).data);
         }
     }
 }

@@ -619,24 +619,52 @@ fn dequantize_then(
     prelu_slope: Option<&[f32]>,
 ) -> Vec<f32> {
     let o = q.scales.len();
-    let mult: Vec<f32> = q.scales.iter().map(|s| aq.scale * s).collect();
+    let mult = aq_multipliers(q, aq);
     let mut y = vec![0f32; acc.len()];
     y.par_chunks_mut(per_channel)
         .zip(acc.par_chunks(per_channel))
         .enumerate()
         .with_min_len(ROWS_PER_TASK.div_ceil(per_channel))
         .for_each(|(row, (y, plane))| {
-            let (m, b) = (mult[row % o], bias[row % o]);
-            y.iter_mut()
-                .zip(plane)
-                .for_each(|(y, &a)| *y = a as f32 * m + b);
-            if let Some(s) = prelu_slope {
-                prelu(y, s[if s.len() == 1 { 0 } else { row % o }]);
-            }
+            let oc = row % o;
+            dequantize_row(
+                y,
+                plane,
+                mult[oc],
+                bias[oc],
+                prelu_slope.map(|s| slope_of(s, oc)),
+            );
         });
     y
 }
 
+/// The combined multipliers `s_x · s_w[o]`, each rounded to f32 once.
+fn aq_multipliers(q: &QuantWeights, aq: &ActQuant) -> Vec<f32> {
+    q.scales.iter().map(|s| aq.scale * s).collect()
+}
+
+/// A PReLU's slope for channel `c` (one shared slope, or one per channel).
+fn slope_of(slope: &[f32], c: usize) -> f32 {
+    slope[if slope.len() == 1 { 0 } else { c }]
+}
+
+/// One channel's row: `y = acc · m + b`, then the PReLU with `slope` if given.
+#[inline]
+fn dequantize_row(y: &mut [f32], acc: &[i32], m: f32, b: f32, slope: Option<f32>) {
+    y.iter_mut()
+        .zip(acc)
+        .for_each(|(y, &a)| *y = a as f32 * m + b);
+    if let Some(s) = slope {
+        prelu(y, s);
+    }
+}
+
+/// An integer convolution from float input to float output (`prelu_slope`: the PReLU that
+/// reads it, applied in the same pass). Non-grouped layers quantize straight into the
+/// product's pair layout and dequantize each task's rows of sums as soon as they are done:
+/// the arithmetic of [`quantize_activations`], [`conv_int_acc`] and [`dequantize_acc`] with
+/// two passes over the tensor and two hand-offs between threads fewer (`tests::
+/// conv_int_equals_its_steps` checks it against those three).
 fn conv_int(
     x: &[f32],
     geo: &ConvGeometry,
@@ -645,9 +673,49 @@ fn conv_int(
     aq: &ActQuant,
     prelu_slope: Option<&[f32]>,
 ) -> Vec<f32> {
-    let xq = quantize_activations(x, aq);
-    let acc = conv_int_acc(&xq, geo, q);
-    dequantize_then(&acc, geo.oh * geo.ow, q, aq, bias, prelu_slope)
+    let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+    let g = geo.attrs.group;
+    if g > 1 && cg <= 4 {
+        let xq = quantize_activations(x, aq);
+        let acc = grouped_int_acc(&xq, geo, q);
+        return dequantize_then(&acc, geo.oh * geo.ow, q, aq, bias, prelu_slope);
+    }
+    let og = o / g;
+    let (k, p, hw) = (cg * kh * kw, geo.oh * geo.ow, geo.h * geo.w);
+    let a = &geo.attrs;
+    let in_place = kh == 1 && kw == 1 && a.stride == [1, 1] && a.pads == [0; 4];
+    let (inv, mult) = (aq.inv_scale(), aq_multipliers(q, aq));
+    let pairs = geo.batch * g;
+    let split = if pairs >= rayon::current_num_threads() {
+        1
+    } else {
+        2 * rayon::current_num_threads()
+    };
+    let mut y = vec![0f32; pairs * og * p];
+    y.par_chunks_mut(og * p).enumerate().for_each(|(pair, y)| {
+        let (n, gi) = (pair / g, pair % g);
+        let xg = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
+        let xp = if in_place {
+            crate::int_gemm::pair_up_quantized(xg, k, p, inv, aq.bits)
+        } else {
+            let xq = quantize_activations(xg, aq);
+            crate::int_gemm::pair_up(&im2col_kp(&xq, geo, 0, cg, kh, kw), k, p)
+        };
+        let w = &q.values[gi * og * k..][..og * k];
+        crate::int_gemm::gemm_paired_then(w, &xp, split, y, |oc0, sums, y| {
+            for (r, (y, sums)) in y.chunks_mut(p).zip(sums.chunks(p)).enumerate() {
+                let oc = gi * og + oc0 + r;
+                dequantize_row(
+                    y,
+                    sums,
+                    mult[oc],
+                    bias[oc],
+                    prelu_slope.map(|s| slope_of(s, oc)),
+                );
+            }
+        });
+    });
+    y
 }
 
 /// Float fully-connected layer: `y[n][o] = Σ_i x[n][i] · W[o][i] + b[o]`.
@@ -835,6 +903,49 @@ mod tests {
             let q = QuantWeights { bits: 8, shape: vec![o, cg, kh, kw], values, scales: vec![1.0; o] };
             proptest::prop_assert!(xq.iter().any(|&v| v != 0));
             proptest::prop_assert_eq!(conv_int_acc(&xq, &geo, &q), naive_conv_int_acc(&xq, &geo, &q));
+        }
+
+        /// The float-to-float integer convolution (quantizing into the product's layout,
+        /// dequantizing and applying the PReLU in the product's tasks) equals its three steps
+        /// done apart, bit for bit, on the same random shapes with random scales, biases and
+        /// slopes, for 1–3 threads.
+        #[test]
+        fn conv_int_equals_its_steps(
+            (batch, cg, groups, h, w, mult, kh, kw) in (1usize..=2, 1usize..=5, 1usize..=3, 1usize..=9, 1usize..=9, 1usize..=3, 1usize..=3, 1usize..=3),
+            (stride, pads, depthwise, pointwise, seed) in (1usize..=2, proptest::array::uniform4(0usize..=1), proptest::bool::ANY, proptest::bool::ANY, proptest::num::u64::ANY),
+            (bits, with_prelu, threads) in (2u8..=8, proptest::bool::ANY, 1usize..=3),
+        ) {
+            let (kh, kw, stride, pads) = if pointwise { (1, 1, 1, [0; 4]) } else { (kh, kw, stride, pads) };
+            let (c, o, cg) = if depthwise { (cg * groups, cg * groups, 1) } else { (cg * groups, mult * groups, cg) };
+            let group = if depthwise { c } else { groups };
+            proptest::prop_assume!(h + pads[0] + pads[2] >= kh && w + pads[1] + pads[3] >= kw);
+            let geo = ConvGeometry {
+                batch, c, h, w,
+                oh: (h + pads[0] + pads[2] - kh) / stride + 1,
+                ow: (w + pads[1] + pads[3] - kw) / stride + 1,
+                attrs: ConvAttrs { stride: [stride, stride], pads, dilation: [1, 1], group },
+            };
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 20001) as f32 / 10000.0 - 1.0 };
+            let x: Vec<f32> = (0..batch * c * h * w).map(|_| next() * 3.0).collect();
+            let values: Vec<i8> = (0..o * cg * kh * kw).map(|_| (next() * 127.0) as i8).collect();
+            let scales: Vec<f32> = (0..o).map(|_| 0.01 + next().abs() * 0.05).collect();
+            let bias: Vec<f32> = (0..o).map(|_| next()).collect();
+            let slope: Vec<f32> = (0..o).map(|_| next() * 0.5).collect();
+            let q = QuantWeights { bits: 8, shape: vec![o, cg, kh, kw], values, scales };
+            let aq = ActQuant::from_range(bits, 2.5).unwrap();
+            let prelu = with_prelu.then_some(slope.as_slice());
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let fused = pool.install(|| conv_int(&x, &geo, &q, &bias, &aq, prelu));
+            let acc = conv_int_acc(&quantize_activations(&x, &aq), &geo, &q);
+            let mut apart = dequantize_acc(&acc, geo.oh * geo.ow, &q, &aq, &bias);
+            if with_prelu {
+                for (row, plane) in apart.chunks_mut(geo.oh * geo.ow).enumerate() {
+                    plane.iter_mut().for_each(|v| if *v <= 0.0 { *v *= slope[row % o] });
+                }
+            }
+            proptest::prop_assert!(fused.iter().any(|&v| v != 0.0));
+            proptest::prop_assert_eq!(fused, apart);
         }
     }
 
