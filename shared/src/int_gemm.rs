@@ -143,52 +143,39 @@ pub(crate) struct Paired {
 
 /// `x` (`[K][P]` i8) as [`Paired`].
 pub(crate) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
-    pair_up_with(k, p, |kk, dst| {
-        for (d, &v) in dst.iter_mut().step_by(2).zip(&x[2 * kk * p..][..p]) {
-            *d = v as i16;
-        }
-        if 2 * kk + 1 < k {
-            for (d, &v) in dst
-                .iter_mut()
-                .skip(1)
-                .step_by(2)
-                .zip(&x[(2 * kk + 1) * p..][..p])
-            {
-                *d = v as i16;
-            }
-        }
-    })
+    pair_up_with(x, k, p, |v| v as i16)
 }
 
 /// `x` (`[K][P]` f32) quantized (`quantize(v, inv_scale, bits)`) straight into [`Paired`]: one
 /// pass instead of quantizing to i8 and re-laying that out.
 pub(crate) fn pair_up_quantized(x: &[f32], k: usize, p: usize, inv_scale: f32, bits: u8) -> Paired {
-    use crate::quant::quantize;
-    pair_up_with(k, p, |kk, dst| {
-        for (d, &v) in dst.iter_mut().step_by(2).zip(&x[2 * kk * p..][..p]) {
-            *d = quantize(v, inv_scale, bits) as i16;
-        }
-        if 2 * kk + 1 < k {
-            for (d, &v) in dst
-                .iter_mut()
-                .skip(1)
-                .step_by(2)
-                .zip(&x[(2 * kk + 1) * p..][..p])
-            {
-                *d = quantize(v, inv_scale, bits) as i16;
-            }
-        }
+    pair_up_with(x, k, p, |v| {
+        crate::quant::quantize(v, inv_scale, bits) as i16
     })
 }
 
-/// Fills each `kk` row of pairs (`P8 × 2` i16, zero-initialised) with `fill(kk, row)`.
-fn pair_up_with(k: usize, p: usize, fill: impl Fn(usize, &mut [i16]) + Sync) -> Paired {
+/// `x` (`[K][P]`) as [`Paired`], each value converted by `to_i16`; rows of pairs in parallel.
+fn pair_up_with<T: Copy + Sync>(
+    x: &[T],
+    k: usize,
+    p: usize,
+    to_i16: impl Fn(T) -> i16 + Sync,
+) -> Paired {
     let (k2, p8) = (k.div_ceil(2), p.div_ceil(PX) * PX);
     let mut data = vec![0i16; k2 * p8 * 2];
     data.par_chunks_exact_mut(p8 * 2)
         .enumerate()
         .with_min_len(8)
-        .for_each(|(kk, rows)| fill(kk, rows));
+        .for_each(|(kk, rows)| {
+            for (tap, first) in [(2 * kk, 0), (2 * kk + 1, 1)] {
+                if tap < k {
+                    let src = &x[tap * p..][..p];
+                    for (d, &v) in rows.iter_mut().skip(first).step_by(2).zip(src) {
+                        *d = to_i16(v);
+                    }
+                }
+            }
+        });
     Paired { data, k, p, p8 }
 }
 
