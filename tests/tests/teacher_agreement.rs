@@ -31,6 +31,11 @@ fn first_images() -> (Vec<String>, Vec<f32>) {
 /// onnxruntime's raw outputs of `model` on our own decoded pixels (`n` NCHW images), through
 /// `bench/ort_lfw.py --dump`: compares networks, not JPEG decoders.
 fn onnxruntime_raw(model: &std::path::Path, x: &[f32], n: usize, what: &str) -> Vec<Vec<f32>> {
+    serde_json::from_value(onnxruntime_dump(model, x, n, what)["raw"].clone()).unwrap()
+}
+
+/// The whole `--dump` report: the images' names (`images`) and raw outputs (`raw`).
+fn onnxruntime_dump(model: &std::path::Path, x: &[f32], n: usize, what: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("input.f32");
     std::fs::write(
@@ -52,8 +57,7 @@ fn onnxruntime_raw(model: &std::path::Path, x: &[f32], n: usize, what: &str) -> 
         .status()
         .unwrap();
     assert!(status.success(), "onnxruntime rejected {what}");
-    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
-    serde_json::from_value(ort["raw"].clone()).unwrap()
+    serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap()
 }
 
 fn tch_forward(graph: &efq_shared::graph::Graph, x: &[f32]) -> Vec<f32> {
@@ -69,27 +73,7 @@ fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
     assert_eq!(graph.embedding_dim().unwrap(), 512);
     let (names, x) = first_images();
 
-    let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("ort.json");
-    // onnxruntime gets our decoded pixels: JPEG decoders (PIL's libjpeg-turbo, the `image`
-    // crate's zune-jpeg) differ by a grey level here and there, which is not what this tests.
-    let raw = dir.path().join("input.f32");
-    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&raw, bytes).unwrap();
-    let status = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/ort_lfw.py"))
-        .arg("--model")
-        .arg(teacher())
-        .arg("--lfw")
-        .arg(lfw())
-        .args(["--dump", &N.to_string(), "--dump-out"])
-        .arg(&dump)
-        .arg("--input-raw")
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(status.success(), "onnxruntime script failed");
-    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    let ort = onnxruntime_dump(&teacher(), &x, N, "the teacher");
     let ort_names: Vec<String> = serde_json::from_value(ort["images"].clone()).unwrap();
     assert_eq!(ort_names, names, "both sides must embed the same images");
     let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
