@@ -5,7 +5,7 @@
 // path's loops on rayon workers sharing this module's memory). Threads need SharedArrayBuffer,
 // which browsers give only to cross-origin-isolated pages (COOP/COEP headers); elsewhere, or
 // with ?threads=0, or where pkg-threads was not built, the single-threaded module runs.
-let Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads;
+let Verifier, FaceDetector, alignFace, maxModelBytes;
 let threading = 'single-threaded build';
 
 async function loadModule() {
@@ -15,7 +15,7 @@ async function loadModule() {
       const m = await import('./pkg-threads/efq_web.js');
       await m.default();
       await m.initThreadPool(Math.max(1, navigator.hardwareConcurrency || 1));
-      ({ Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads } = m);
+      ({ Verifier, FaceDetector, alignFace, maxModelBytes } = m);
       threading = 'wasm threads (cross-origin isolated)';
       return;
     } catch (e) {
@@ -26,7 +26,7 @@ async function loadModule() {
   }
   const m = await import('./pkg/efq_web.js');
   await m.default();
-  ({ Verifier, FaceDetector, alignFace, maxModelBytes, cpuThreads } = m);
+  ({ Verifier, FaceDetector, alignFace, maxModelBytes } = m);
 }
 
 let verifier = null;
@@ -90,7 +90,7 @@ async function bench(bytes, backends, batches, seconds, floatDot) {
 const handlers = {
   async init() {
     await ready;
-    return { maxModelBytes: maxModelBytes(), cpuThreads: cpuThreads(), threading };
+    return { maxModelBytes: maxModelBytes() };
   },
   async load({ bytes, backend, floatDot }) {
     await ready;
