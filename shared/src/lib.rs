@@ -4,6 +4,7 @@
 pub mod align;
 pub mod builders;
 pub mod detect;
+pub mod equalize;
 pub mod eval;
 pub mod format;
 pub mod graph;
