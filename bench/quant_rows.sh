@@ -7,6 +7,9 @@
 #   → EKD+CE w6a6 → EKD w8a8 → EKD w4a4 → EKD w6a6 clean protocol → EKD w6a6 on 50/75 %
 #   → FP32 teacher.
 # Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant); table: bench/quant_table.py
+#   ROWS="ptq-w8a8 ekd-w6a6 …"  runs only those rows, in that order (names as the folders);
+#   QUANTIZE_FLAGS="--no-equalize"  passes options to `trainer quantize` (the PTQ students
+#   every fine-tuning row starts from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -15,9 +18,10 @@ OUT="${1:-out/quant}"
 mkdir -p "$OUT"
 cargo build --release -q -p efq-trainer --bin trainer
 T=target/release/trainer
+# shellcheck disable=SC2086  # QUANTIZE_FLAGS is a list of options
 ptq() {
   [ -f "$OUT/eval-ptq-$1/report.json" ] && return
-  $T quantize --bits "$1" --out "$OUT/mbf-$1-ptq.efq"
+  [ -f "$OUT/mbf-$1-ptq.efq" ] || $T quantize --bits "$1" $QUANTIZE_FLAGS --out "$OUT/mbf-$1-ptq.efq"
   $T eval --model "$OUT/mbf-$1-ptq.efq" --teacher "$EFQ_TEACHER" --out "$OUT/eval-ptq-$1" | tee "$OUT/eval-ptq-$1.txt"
 }
 # ft NAME BITS [finetune options…]: one epoch from the PTQ student of BITS, then the LFW eval.
@@ -28,6 +32,21 @@ ft() {
   /usr/bin/time -v $T finetune --student-init "$OUT/mbf-$bits-ptq.efq" --out-dir "$OUT/$name" --resume "$@" \
     2> >(tee "$OUT/$name.time" >&2) | tee "$OUT/$name.txt"
 }
+QUANTIZE_FLAGS="${QUANTIZE_FLAGS:-}"
+if [ -n "${ROWS:-}" ]; then
+  for r in $ROWS; do
+    case "$r" in
+      ptq-*) ptq "${r#ptq-}" ;;
+      ekd-*-clean) b="${r#ekd-}"; ft "$r" "${b%-clean}" --loss ekd --protocol clean ;;
+      ekd-*-f*) b="${r#ekd-}"; ft "$r" "${b%-f*}" --loss ekd --fraction "${r##*-f}" ;;
+      ekd-*) ft "$r" "${r#ekd-}" --loss ekd ;;
+      ekdce-*) ft "$r" "${r#ekdce-}" --loss ekd-ce ;;
+      quantface-*) ft "$r" "${r#quantface-}" --loss quantface ;;
+      *) echo "unknown row $r" >&2; exit 2 ;;
+    esac
+  done
+  exit 0
+fi
 ptq w6a6; ptq w8a8; ptq w4a4
 if [ ! -f "$OUT/ort-int8-qdq.json" ]; then
   "$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"

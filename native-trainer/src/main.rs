@@ -284,6 +284,15 @@ struct QuantizeCmd {
     /// --calibration percentile: the percentile of |x| (per batch, then averaged).
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
+    /// Skip the channel equalization in front of depthwise convolutions (an exact float
+    /// rescaling that lets one activation scale per tensor fit channels of unequal range).
+    #[arg(long)]
+    no_equalize: bool,
+    /// Equalization strength in front of grouped and pointwise convolutions, where it also
+    /// moves range differences into their weights: 0 equalizes depthwise inputs only, 1 fully
+    /// [default: 0.5 with weights of 6 bits or more, 0.25 below].
+    #[arg(long)]
+    equalize_alpha: Option<f32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use the CPU even when CUDA is available.
@@ -395,6 +404,8 @@ fn main() -> Result<()> {
                     images: c.calib_images,
                     method: c.calibration,
                     percentile: c.percentile,
+                    equalize: !c.no_equalize,
+                    equalize_alpha: c.equalize_alpha,
                     ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),

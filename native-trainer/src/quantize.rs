@@ -42,6 +42,22 @@ pub struct Calibration {
     /// most activations round to zero.
     pub percentile: f64,
     pub seed: u64,
+    /// Equalize the channels in front of depthwise convolutions before calibrating
+    /// ([`equalize`]): exact in float, it lets one activation scale per tensor fit them all.
+    #[serde(default)]
+    pub equalize: bool,
+    /// Migration strength in front of grouped and pointwise convolutions, where equalizing
+    /// moves range differences into the consumer's weights (0: depthwise layers only); `None`:
+    /// [`auto_alpha`] of the weight width.
+    #[serde(default)]
+    pub equalize_alpha: Option<f32>,
+}
+
+/// The equalization strength `quantize` uses unless told: 0.5 with weights of 6 bits or more,
+/// 0.25 below, where the weights have little precision to spare. From a sweep of the PTQ
+/// student's teacher fidelity on `w600k_mbf` (docs/RESULTS.md, "Channel equalization").
+pub fn auto_alpha(weight_bits: u8) -> f32 {
+    if weight_bits >= 6 { 0.5 } else { 0.25 }
 }
 
 impl Calibration {
@@ -53,6 +69,8 @@ impl Calibration {
             method: RangeMethod::Mse,
             percentile: 99.99,
             seed,
+            equalize: true,
+            equalize_alpha: None,
         }
     }
 }
@@ -87,6 +105,75 @@ pub fn mse_range(samples: &Tensor, absmax: f64, bits: u8) -> f64 {
     best.1
 }
 
+/// Runs `net` over the calibration images (seeded draw of `cal.images` from `folder`), calling
+/// `observe(k, x)` with the input of the k-th Conv/Gemm of every batch.
+fn observe_calibration(
+    net: &TchNet,
+    folder: &FaceFolder,
+    cal: &Calibration,
+    pre: &efq_shared::format::Preprocessing,
+    label: &'static str,
+    observe: &mut dyn FnMut(usize, &Tensor),
+) -> Result<()> {
+    let mut order: Vec<PathBuf> = folder.images.clone();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cal.seed));
+    order.truncate(cal.images.max(1));
+    tch::manual_seed(cal.seed as i64);
+    let pb = progress(order.len() as u64, label);
+    for chunk in order.chunks(cal.batch.max(1)) {
+        let pixels: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|p| load_face(folder.root.join(p), pre).map_err(anyhow::Error::from))
+            .collect::<Result<_>>()?;
+        let [c, h, w] = net.input_shape.map(|d| d as i64);
+        let x = Tensor::from_slice(&pixels.concat()).reshape([chunk.len() as i64, c, h, w]);
+        let _ = tch::no_grad(|| net.forward_observed(&x, observe))?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Equalizes, in place, the channels in front of every depthwise convolution of the float
+/// `graph` (see [`efq_shared::equalize`]) from the per-channel ranges the calibration images
+/// show. Returns the number of layers equalized.
+pub fn equalize(
+    graph: &mut efq_shared::graph::Graph,
+    folder: &FaceFolder,
+    cal: &Calibration,
+    pre: &efq_shared::format::Preprocessing,
+    device: tch::Device,
+) -> Result<usize> {
+    let sites = efq_shared::equalize::sites(graph);
+    if sites.is_empty() {
+        return Ok(0);
+    }
+    let net = TchNet::new(graph, device)?;
+    // Per site layer: the largest |x| of every channel over all calibration batches.
+    let mut absmax: std::collections::BTreeMap<usize, Tensor> = Default::default();
+    let wanted: std::collections::BTreeSet<usize> = sites.iter().map(|s| s.layer).collect();
+    observe_calibration(&net, folder, cal, pre, "equalize", &mut |k, t| {
+        if wanted.contains(&k) {
+            let c = t
+                .abs()
+                .amax([0i64, 2, 3].as_slice(), false)
+                .to_device(tch::Device::Cpu);
+            let m = absmax.entry(k).or_insert_with(|| c.zeros_like());
+            *m = m.maximum(&c);
+        }
+    })?;
+    for s in &sites {
+        let r = Vec::<f32>::try_from(&absmax[&s.layer])?;
+        let alpha = if s.depthwise {
+            1.0
+        } else {
+            cal.equalize_alpha.unwrap_or(0.0)
+        };
+        efq_shared::equalize::rescale(graph, s, &efq_shared::equalize::factors(&r, alpha))?;
+    }
+    Ok(sites.len())
+}
+
 /// Calibrated activation range of every Conv/Gemm input of `net`, in node order; `act_bits(k)`
 /// is the activation width of the k-th of them (the MSE search depends on it).
 pub fn calibrate(
@@ -96,57 +183,42 @@ pub fn calibrate(
     pre: &efq_shared::format::Preprocessing,
     act_bits: &dyn Fn(usize) -> u8,
 ) -> Result<Vec<f32>> {
-    let mut order: Vec<PathBuf> = folder.images.clone();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cal.seed));
-    order.truncate(cal.images.max(1));
-    tch::manual_seed(cal.seed as i64);
     // Per layer: the sum of per-batch percentiles, the largest |x|, and the MSE samples.
     let mut sums: Vec<f64> = Vec::new();
     let mut absmax: Vec<f64> = Vec::new();
     let mut samples: Vec<Vec<Tensor>> = Vec::new();
     let mut batches = 0usize;
-    let pb = progress(order.len() as u64, "calibrate");
-    for chunk in order.chunks(cal.batch.max(1)) {
-        let pixels: Vec<Vec<f32>> = chunk
-            .par_iter()
-            .map(|p| load_face(folder.root.join(p), pre).map_err(anyhow::Error::from))
-            .collect::<Result<_>>()?;
-        let [c, h, w] = net.input_shape.map(|d| d as i64);
-        let x = Tensor::from_slice(&pixels.concat()).reshape([chunk.len() as i64, c, h, w]);
-        let _ = tch::no_grad(|| {
-            net.forward_observed(&x, &mut |k, t| {
-                if k == sums.len() {
-                    sums.push(0.0);
-                    absmax.push(0.0);
-                    samples.push(Vec::new());
-                }
-                let flat = t.flatten(0, -1).to_device(tch::Device::Cpu);
-                let n = flat.size()[0];
-                absmax[k] = absmax[k].max(flat.abs().max().double_value(&[]));
-                match cal.method {
-                    RangeMethod::Percentile => {
-                        let a = flat.abs();
-                        let i = ((cal.percentile / 100.0 * n as f64).ceil() as i64).clamp(1, n);
-                        sums[k] += a.kthvalue(i, 0, false).0.double_value(&[]);
-                    }
-                    RangeMethod::Mse => {
-                        let pick = if n > MSE_SAMPLES {
-                            flat.index_select(
-                                0,
-                                &Tensor::randint(n, [MSE_SAMPLES], (Kind::Int64, tch::Device::Cpu)),
-                            )
-                        } else {
-                            flat.copy()
-                        };
-                        samples[k].push(pick);
-                    }
-                }
-            })
-        })?;
-        batches += 1;
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
+    observe_calibration(net, folder, cal, pre, "calibrate", &mut |k, t| {
+        if k == 0 {
+            batches += 1;
+        }
+        if k == sums.len() {
+            sums.push(0.0);
+            absmax.push(0.0);
+            samples.push(Vec::new());
+        }
+        let flat = t.flatten(0, -1).to_device(tch::Device::Cpu);
+        let n = flat.size()[0];
+        absmax[k] = absmax[k].max(flat.abs().max().double_value(&[]));
+        match cal.method {
+            RangeMethod::Percentile => {
+                let a = flat.abs();
+                let i = ((cal.percentile / 100.0 * n as f64).ceil() as i64).clamp(1, n);
+                sums[k] += a.kthvalue(i, 0, false).0.double_value(&[]);
+            }
+            RangeMethod::Mse => {
+                let pick = if n > MSE_SAMPLES {
+                    flat.index_select(
+                        0,
+                        &Tensor::randint(n, [MSE_SAMPLES], (Kind::Int64, tch::Device::Cpu)),
+                    )
+                } else {
+                    flat.copy()
+                };
+                samples[k].push(pick);
+            }
+        }
+    })?;
     let ranges: Vec<f32> = match cal.method {
         RangeMethod::Percentile => sums.iter().map(|s| (s / batches as f64) as f32).collect(),
         RangeMethod::Mse => samples
@@ -166,7 +238,7 @@ pub fn calibrate(
 
 /// Teacher → calibrated, quantized student (not yet fine-tuned).
 pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
-    let (graph, pre) = load_model(args.teacher)?;
+    let (mut graph, pre) = load_model(args.teacher)?;
     if graph.is_quantized() {
         bail!(
             "{} is already quantized; quantize a float teacher",
@@ -174,13 +246,28 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         );
     }
     let folder = FaceFolder::scan(args.crops)?;
+    let mut calibration = args.calibration;
+    if let Some(a) = calibration.equalize_alpha
+        && !(0.0..=1.0).contains(&a)
+    {
+        bail!("--equalize-alpha must lie in [0, 1], got {a}");
+    }
+    calibration.equalize_alpha = calibration
+        .equalize_alpha
+        .or(Some(auto_alpha(args.config.weight_bits)))
+        .filter(|_| calibration.equalize);
+    let equalized = if calibration.equalize {
+        equalize(&mut graph, &folder, &calibration, &pre, args.device)?
+    } else {
+        0
+    };
     let net = TchNet::new(&graph, args.device)?;
     let n = graph
         .nodes
         .iter()
         .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
         .count();
-    let ranges = calibrate(&net, &folder, &args.calibration, &pre, &|k| {
+    let ranges = calibrate(&net, &folder, &calibration, &pre, &|k| {
         args.config.layer_bits(k, n).1
     })?;
     let student = quantize_graph(&graph, &args.config, &ranges)?;
@@ -191,10 +278,14 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         .manifest
         .extra
         .insert("teacher".into(), args.teacher.display().to_string().into());
-    model.manifest.extra.insert(
-        "calibration".into(),
-        serde_json::to_value(args.calibration)?,
-    );
+    model
+        .manifest
+        .extra
+        .insert("calibration".into(), serde_json::to_value(calibration)?);
+    model
+        .manifest
+        .extra
+        .insert("equalized_layers".into(), equalized.into());
     model.manifest.extra.insert(
         "calibration_crops".into(),
         args.crops.display().to_string().into(),
