@@ -51,8 +51,10 @@ enum Command {
         long_about = "Quantize a float teacher into a packed low-bit student.\n\n\
         Weights: symmetric per output channel at --bits' w width; activations: symmetric per\n\
         tensor at its a width, ranges calibrated on --calib-images training crops (by default\n\
-        the clipping point with the least squared error at that width). The first conv and the\n\
-        last FC stay at 8 bits unless --all-layers. See docs/quantization.md.\n\n\
+        the clipping point with the least squared error at that width). Before calibrating,\n\
+        the channels in front of grouped and depthwise layers are equalized (an exact float\n\
+        rescaling; --no-equalize skips it). The first conv and the last FC stay at 8 bits\n\
+        unless --all-layers. See docs/quantization.md.\n\n\
         Example: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq"
     )]
     Quantize(QuantizeCmd),
