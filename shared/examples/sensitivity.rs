@@ -96,8 +96,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             continue;
         };
-        let kind = if attrs.group > 1 {
+        let kind = if attrs.group > 1 && tw.shape()[1] == 1 {
             "dw"
+        } else if attrs.group > 1 {
+            "grouped"
         } else if tw.shape()[2] == 1 {
             "pw"
         } else {
