@@ -2,12 +2,16 @@
 """Prints the quantization tables (markdown) from the reports bench/quant_rows.sh leaves:
 accuracy per row, then the cost of each fine-tuning run. Rows not run yet are left out.
 
-    python3 bench/quant_table.py out/bench-eval out/quant
+    python3 bench/quant_table.py out/bench-eval out/quant [out/quant-eq=equalized …]
+
+Each row folder after the first may carry a label (DIR=LABEL), added to its rows' names.
 """
 import json, sys
 from pathlib import Path
 
-teacher_dir, quant = Path(sys.argv[1]), Path(sys.argv[2])
+teacher_dir = Path(sys.argv[1])
+folders = [(Path(a.split("=", 1)[0]), a.split("=", 1)[1] if "=" in a else "") for a in sys.argv[2:]]
+quant = folders[0][0]
 
 
 def row(name, r, size):
@@ -44,15 +48,18 @@ RUNS = [  # (folder, label)
 ]
 costs = []
 for bits in ("w8a8", "w6a6", "w4a4"):
-    p = quant / f"eval-ptq-{bits}/report.json"
-    if p.exists():
-        print(row(f"ours, PTQ {bits}", json.load(open(p)), mb(quant / f"mbf-{bits}-ptq.efq")))
-    for folder, label in RUNS:
-        d = quant / folder.format(b=bits)
-        if (d / "eval/report.json").exists():
-            print(row(f"ours, {label.format(b=bits)}", json.load(open(d / "eval/report.json")), mb(d / "student.efq")))
-            if (d / "training.json").exists():
-                costs.append((label.format(b=bits), json.load(open(d / "training.json"))))
+    for quant, tag in folders:
+        tag = f" ({tag})" if tag else ""
+        p = quant / f"eval-ptq-{bits}/report.json"
+        if p.exists():
+            print(row(f"ours{tag}, PTQ {bits}", json.load(open(p)), mb(quant / f"mbf-{bits}-ptq.efq")))
+        for folder, label in RUNS:
+            d = quant / folder.format(b=bits)
+            if (d / "eval/report.json").exists():
+                name = f"{label.format(b=bits)}{tag}"
+                print(row(f"ours, {name}", json.load(open(d / "eval/report.json")), mb(d / "student.efq")))
+                if (d / "training.json").exists():
+                    costs.append((name, json.load(open(d / "training.json"))))
 
 if costs:
     print()
