@@ -625,29 +625,41 @@ fn grouped_conv_int(
     let (g, p, hw) = (geo.attrs.group, geo.oh * geo.ow, geo.h * geo.w);
     let og = o / g;
     let (inv, mult) = (aq.inv_scale(), aq_multipliers(q, aq));
+    // Whole groups per task, its buffers allocated once: in the browser's threaded build the
+    // allocator is one lock, and an allocation per group serialised the threads.
+    // At least four tasks per thread where there are enough groups, so that the last uneven
+    // task does not leave a thread idle for long.
+    let groups = geo.batch * g;
+    let groups_per_task = ROWS_PER_TASK
+        .div_ceil(og * p)
+        .min(groups.div_ceil(4 * rayon::current_num_threads()))
+        .max(1);
     let mut y = vec![0f32; geo.batch * o * p];
-    y.par_chunks_mut(og * p)
+    y.par_chunks_mut(groups_per_task * og * p)
         .enumerate()
-        .with_min_len(ROWS_PER_TASK.div_ceil(og * p))
-        .for_each(|(pair, y)| {
-            let (n, gi) = (pair / g, pair % g);
-            let planes: Vec<i8> = x[(n * geo.c + gi * cg) * hw..][..cg * hw]
-                .iter()
-                .map(|&v| quantize(v, inv, aq.bits))
-                .collect();
+        .for_each(|(task, y)| {
+            let mut planes = vec![0i8; cg * hw];
             let mut acc = vec![0i32; p];
-            for (r, y) in y.chunks_mut(p).enumerate() {
-                let oc = gi * og + r;
-                acc.fill(0);
-                let kern = &q.values[oc * cg * kh * kw..][..cg * kh * kw];
-                grouped_channel_acc(&planes, kern, [kh, kw], geo, &mut acc);
-                dequantize_row(
-                    y,
-                    &acc,
-                    mult[oc],
-                    bias[oc],
-                    prelu_slope.map(|s| slope_of(s, oc)),
-                );
+            for (j, y) in y.chunks_mut(og * p).enumerate() {
+                let pair = task * groups_per_task + j;
+                let (n, gi) = (pair / g, pair % g);
+                let src = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
+                for (q, &v) in planes.iter_mut().zip(src) {
+                    *q = quantize(v, inv, aq.bits);
+                }
+                for (r, y) in y.chunks_mut(p).enumerate() {
+                    let oc = gi * og + r;
+                    acc.fill(0);
+                    let kern = &q.values[oc * cg * kh * kw..][..cg * kh * kw];
+                    grouped_channel_acc(&planes, kern, [kh, kw], geo, &mut acc);
+                    dequantize_row(
+                        y,
+                        &acc,
+                        mult[oc],
+                        bias[oc],
+                        prelu_slope.map(|s| slope_of(s, oc)),
+                    );
+                }
             }
         });
     y
