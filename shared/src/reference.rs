@@ -536,133 +536,64 @@ fn im2col_kp(x: &[i8], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: 
 fn grouped_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32> {
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
     let og = o / geo.attrs.group;
-    let hw = geo.h * geo.w;
-    let mut acc = vec![0i32; geo.batch * o * geo.oh * geo.ow];
-    acc.par_chunks_exact_mut(geo.oh * geo.ow)
-        .enumerate()
-        .for_each(|(no, out)| {
-            let (n, oc) = (no / o, no % o);
-            let planes = &xq[(n * geo.c + (oc / og) * cg) * hw..][..cg * hw];
-            let kern = &q.values[oc * cg * kh * kw..][..cg * kh * kw];
-            grouped_channel_acc(planes, kern, [kh, kw], geo, out);
-        });
-    acc
-}
-
-/// One output channel of a grouped convolution on one image: `out` (`oh × ow`, zeroed) += the
-/// input `planes` of its group (`cg × h × w`) convolved with `kern` (`cg × kh × kw`).
-fn grouped_channel_acc(
-    planes: &[i8],
-    kern: &[i8],
-    [kh, kw]: [usize; 2],
-    geo: &ConvGeometry,
-    out: &mut [i32],
-) {
     let a = &geo.attrs;
     let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
     let (sx, pad_l) = (a.stride[1], a.pads[1] as isize);
-    for (plane, kern) in planes.chunks_exact(h * w).zip(kern.chunks_exact(kh * kw)) {
-        for oy in 0..oh {
-            let orow = &mut out[oy * ow..][..ow];
-            for ky in 0..kh {
-                let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                let irow = &plane[iy as usize * w..][..w];
-                for kx in 0..kw {
-                    let wv = kern[ky * kw + kx] as i16;
-                    if wv == 0 {
-                        continue;
-                    }
-                    // Source column of output ox: ox·sx + off, valid while in [0, w).
-                    let off = (kx * a.dilation[1]) as isize - pad_l;
-                    let lo = if off < 0 {
-                        (-off as usize).div_ceil(sx)
-                    } else {
-                        0
-                    };
-                    let hi = if (w as isize) > off {
-                        ((w as isize - off) as usize).div_ceil(sx).min(ow)
-                    } else {
-                        0
-                    };
-                    if lo >= hi {
-                        continue;
-                    }
-                    let first = (lo * sx) as isize + off;
-                    if sx == 1 {
-                        let src = &irow[first as usize..][..hi - lo];
-                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
-                            *y += wv.wrapping_mul(x as i16) as i32;
-                        }
-                    } else {
-                        let src = irow[first as usize..].iter().step_by(sx);
-                        for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
-                            *y += wv.wrapping_mul(x as i16) as i32;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A grouped convolution with few channels per group (depthwise and the like) from float input
-/// to float output in one parallel pass: each task quantizes its group's input planes, sums
-/// each of the group's output channels and dequantizes it (with the PReLU, if any) while it is
-/// in cache. The arithmetic of [`quantize_activations`], [`grouped_int_acc`] and
-/// [`dequantize_then`], without their two intermediate tensors and hand-offs between threads.
-fn grouped_conv_int(
-    x: &[f32],
-    geo: &ConvGeometry,
-    q: &QuantWeights,
-    bias: &[f32],
-    aq: &ActQuant,
-    prelu_slope: Option<&[f32]>,
-) -> Vec<f32> {
-    let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-    let (g, p, hw) = (geo.attrs.group, geo.oh * geo.ow, geo.h * geo.w);
-    let og = o / g;
-    let (inv, mult) = (aq.inv_scale(), aq_multipliers(q, aq));
-    // Whole groups per task, its buffers allocated once: in the browser's threaded build the
-    // allocator is one lock, and an allocation per group serialised the threads.
-    // At least four tasks per thread where there are enough groups, so that the last uneven
-    // task does not leave a thread idle for long.
-    let groups = geo.batch * g;
-    let groups_per_task = ROWS_PER_TASK
-        .div_ceil(og * p)
-        .min(groups.div_ceil(4 * rayon::current_num_threads()))
-        .max(1);
-    let mut y = vec![0f32; geo.batch * o * p];
-    y.par_chunks_mut(groups_per_task * og * p)
+    let mut acc = vec![0i32; geo.batch * o * oh * ow];
+    acc.par_chunks_exact_mut(oh * ow)
         .enumerate()
-        .for_each(|(task, y)| {
-            let mut planes = vec![0i8; cg * hw];
-            let mut acc = vec![0i32; p];
-            for (j, y) in y.chunks_mut(og * p).enumerate() {
-                let pair = task * groups_per_task + j;
-                let (n, gi) = (pair / g, pair % g);
-                let src = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
-                for (q, &v) in planes.iter_mut().zip(src) {
-                    *q = quantize(v, inv, aq.bits);
-                }
-                for (r, y) in y.chunks_mut(p).enumerate() {
-                    let oc = gi * og + r;
-                    acc.fill(0);
-                    let kern = &q.values[oc * cg * kh * kw..][..cg * kh * kw];
-                    grouped_channel_acc(&planes, kern, [kh, kw], geo, &mut acc);
-                    dequantize_row(
-                        y,
-                        &acc,
-                        mult[oc],
-                        bias[oc],
-                        prelu_slope.map(|s| slope_of(s, oc)),
-                    );
+        .for_each(|(no, out)| {
+            let (n, oc) = (no / o, no % o);
+            for ci in 0..cg {
+                let plane = &xq[(n * geo.c + (oc / og) * cg + ci) * h * w..][..h * w];
+                let kern = &q.values[(oc * cg + ci) * kh * kw..][..kh * kw];
+                for oy in 0..oh {
+                    let orow = &mut out[oy * ow..][..ow];
+                    for ky in 0..kh {
+                        let iy =
+                            (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let irow = &plane[iy as usize * w..][..w];
+                        for kx in 0..kw {
+                            let wv = kern[ky * kw + kx] as i16;
+                            if wv == 0 {
+                                continue;
+                            }
+                            // Source column of output ox: ox·sx + off, valid while in [0, w).
+                            let off = (kx * a.dilation[1]) as isize - pad_l;
+                            let lo = if off < 0 {
+                                (-off as usize).div_ceil(sx)
+                            } else {
+                                0
+                            };
+                            let hi = if (w as isize) > off {
+                                ((w as isize - off) as usize).div_ceil(sx).min(ow)
+                            } else {
+                                0
+                            };
+                            if lo >= hi {
+                                continue;
+                            }
+                            let first = (lo * sx) as isize + off;
+                            if sx == 1 {
+                                let src = &irow[first as usize..][..hi - lo];
+                                for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                                    *y += wv.wrapping_mul(x as i16) as i32;
+                                }
+                            } else {
+                                let src = irow[first as usize..].iter().step_by(sx);
+                                for (y, &x) in orow[lo..hi].iter_mut().zip(src) {
+                                    *y += wv.wrapping_mul(x as i16) as i32;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         });
-    y
+    acc
 }
 
 /// Dequantization epilogue shared by every integer layer: `y = acc · (s_x · s_w[o]) + b[o]`,
@@ -745,7 +676,9 @@ fn conv_int(
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
     let g = geo.attrs.group;
     if g > 1 && cg <= 4 {
-        return grouped_conv_int(x, geo, q, bias, aq, prelu_slope);
+        let xq = quantize_activations(x, aq);
+        let acc = grouped_int_acc(&xq, geo, q);
+        return dequantize_then(&acc, geo.oh * geo.ow, q, aq, bias, prelu_slope);
     }
     let og = o / g;
     let (k, p, hw) = (cg * kh * kw, geo.oh * geo.ow, geo.h * geo.w);
