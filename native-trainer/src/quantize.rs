@@ -42,8 +42,9 @@ pub struct Calibration {
     /// most activations round to zero.
     pub percentile: f64,
     pub seed: u64,
-    /// Equalize the channels in front of depthwise convolutions before calibrating
-    /// ([`equalize`]): exact in float, it lets one activation scale per tensor fit them all.
+    /// Equalize the channels in front of grouped, depthwise and pointwise convolutions before
+    /// calibrating ([`equalize`]): exact in float, it lets one activation scale per tensor fit
+    /// channels of unequal range.
     #[serde(default)]
     pub equalize: bool,
     /// Migration strength in front of grouped and pointwise convolutions, where equalizing
@@ -134,9 +135,11 @@ fn observe_calibration(
     Ok(())
 }
 
-/// Equalizes, in place, the channels in front of every depthwise convolution of the float
-/// `graph` (see [`efq_shared::equalize`]) from the per-channel ranges the calibration images
-/// show. Returns the number of layers equalized.
+/// Equalizes, in place, the channels at every site of the float `graph` (see
+/// [`efq_shared::equalize`]) from the per-channel ranges the calibration images show: fully in
+/// front of depthwise consumers, with `cal.equalize_alpha` in front of the others. Returns the
+/// number of layers equalized. The calibration that follows reads the images again: it needs
+/// the equalized network's activations.
 pub fn equalize(
     graph: &mut efq_shared::graph::Graph,
     folder: &FaceFolder,
