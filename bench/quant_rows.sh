@@ -9,7 +9,7 @@
 # Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant); table: bench/quant_table.py
 #   ROWS="ptq-w8a8 ekd-w6a6 …"  runs only those rows, in that order (names as the folders);
 #   QUANTIZE_FLAGS="--no-equalize"  passes options to `trainer quantize` (the PTQ students
-#   every fine-tuning row starts from).
+#   every fine-tuning row starts from); FINETUNE_FLAGS="--lr 0.01"  to every `trainer finetune`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -29,10 +29,12 @@ ft() {
   local name="$1" bits="$2"; shift 2
   [ -f "$OUT/$name/eval/report.json" ] && return
   ptq "$bits"
-  /usr/bin/time -v $T finetune --student-init "$OUT/mbf-$bits-ptq.efq" --out-dir "$OUT/$name" --resume "$@" \
+  # shellcheck disable=SC2086  # FINETUNE_FLAGS is a list of options
+  /usr/bin/time -v $T finetune --student-init "$OUT/mbf-$bits-ptq.efq" --out-dir "$OUT/$name" --resume $FINETUNE_FLAGS "$@" \
     2> >(tee "$OUT/$name.time" >&2) | tee "$OUT/$name.txt"
 }
 QUANTIZE_FLAGS="${QUANTIZE_FLAGS:-}"
+FINETUNE_FLAGS="${FINETUNE_FLAGS:-}"
 if [ -n "${ROWS:-}" ]; then
   for r in $ROWS; do
     case "$r" in

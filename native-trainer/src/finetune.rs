@@ -26,7 +26,7 @@ use tch::{Device, Kind, Tensor};
 use crate::embed::FaceFolder;
 use crate::loss::{EkdState, LossParts, ekd_loss, margin_ce_loss, quantface_loss};
 use crate::net::TchNet;
-use crate::student::Student;
+use crate::student::{ActRanges, Student};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -90,6 +90,9 @@ pub struct FinetuneConfig {
     /// Changes speed and memory, not the gradient.
     #[serde(default)]
     pub student_chunk: Option<usize>,
+    /// Frozen calibrated activation scales, or scales learned with LSQ's gradient.
+    #[serde(default)]
+    pub act_ranges: ActRanges,
 }
 
 fn default_ce_weight() -> f64 {
@@ -283,6 +286,8 @@ pub struct FinetuneOutcome {
     pub seconds: f64,
     pub images_per_second: f64,
     pub final_loss: f64,
+    /// With learned ranges: min, median and max over layers of learned / calibrated scale.
+    pub act_scale_ratio: Option<[f64; 3]>,
 }
 
 /// Runs (or resumes) the fine-tuning in `out_dir`; returns the trained student graph.
@@ -303,7 +308,7 @@ pub fn run(
     let pre: Preprocessing = init.manifest.preprocessing.clone();
     let (tgraph, _) = crate::eval::load_model(&cfg.teacher)?;
     let teacher = TchNet::new(&tgraph, device)?;
-    let student = Student::new(&init.graph, device)?;
+    let student = Student::new(&init.graph, device, cfg.act_ranges)?;
     let folder = FaceFolder::scan(&cfg.train_crops)?;
     let items = training_set(&folder, &cfg.pairs, cfg.protocol, cfg.fraction, cfg.seed)?;
     let per_step = (cfg.batch / 2).max(1);
@@ -505,7 +510,17 @@ pub fn run(
     pb.finish();
     let seconds = t0.elapsed().as_secs_f64();
     let images = (step - start_step) * per_step;
+    let act_scale_ratio = (cfg.act_ranges == ActRanges::Learned).then(|| {
+        let mut r: Vec<f64> = student
+            .act_scales()
+            .iter()
+            .map(|(_, calibrated, now)| f64::from(*now) / f64::from(*calibrated))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        [r[0], r[r.len() / 2], r[r.len() - 1]]
+    });
     Ok(FinetuneOutcome {
+        act_scale_ratio,
         graph: student.to_graph()?,
         steps: step,
         images,

@@ -241,6 +241,10 @@ struct FinetuneCmd {
     /// views: under 1 GB), each step costs ~25 % more on the CPU.
     #[arg(long)]
     student_chunk: Option<usize>,
+    /// Activation scales during fine-tuning: `frozen` keeps the calibrated ones; `learned`
+    /// trains each with LSQ's gradient (docs/quantization.md) and exports what it learned.
+    #[arg(long, value_enum, default_value = "frozen")]
+    act_ranges: efq_trainer::student::ActRanges,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 50)]
@@ -562,6 +566,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         ce_margin: 0.4,
         ce_scale: 64.0,
         student_chunk: c.student_chunk,
+        act_ranges: c.act_ranges,
     };
     let peak_before = peak_rss_mb();
     let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;
@@ -576,6 +581,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         "seconds": outcome.seconds,
         "images_per_second": outcome.images_per_second,
         "final_loss": outcome.final_loss,
+        "act_scale_ratio_min_median_max": outcome.act_scale_ratio,
         "peak_rss_mb": peak_rss_mb().max(peak_before),
         "device": format!("{device:?}"),
     });

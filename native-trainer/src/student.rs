@@ -4,16 +4,31 @@
 //!
 //! - weights: per-output-channel scales recomputed from the float master weights at every step
 //!   (`s_w = max|w| / qmax`, the exporter's formula), rounded with a straight-through estimator;
-//! - activations: per-tensor scales calibrated once and then **frozen**. With one epoch of a few
-//!   hundred steps, learned ranges (LSQ) have too little data to settle, and a frozen scale
-//!   keeps the grid the exported model uses identical to the one the student was trained on.
+//! - activations: per-tensor scales calibrated once, then either **frozen** (the default) or
+//!   **learned** ([`ActRanges::Learned`]): each scale becomes a trainable parameter with LSQ's
+//!   gradient (Esser et al. 2020), `∂q̂/∂s = round(x/s) − x/s` inside the grid's range and `±qmax`
+//!   outside, scaled by `1/√(N·qmax)` for a tensor of `N` values per image. Either way the
+//!   exported file carries the scale the last step trained with, so the grid the engine runs is
+//!   the one the student learned on.
 
 use anyhow::{Result, bail};
 use efq_shared::graph::{ConvAttrs, Graph, Op, Tensor as GTensor, Weights};
 use efq_shared::quant::{ActQuant, QuantWeights, qmax};
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::net::channels_last;
+
+/// What fine-tuning does with the calibrated activation scales.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActRanges {
+    /// Keep the calibrated scales.
+    #[default]
+    Frozen,
+    /// Train them with LSQ's gradient, from the calibrated values.
+    Learned,
+}
 
 enum Layer {
     Conv {
@@ -22,12 +37,15 @@ enum Layer {
         attrs: ConvAttrs,
         wbits: u8,
         aq: ActQuant,
+        /// The trainable scale (`[1]`) with learned ranges.
+        act: Option<Tensor>,
     },
     Gemm {
         w: Tensor,
         b: Tensor,
         wbits: u8,
         aq: ActQuant,
+        act: Option<Tensor>,
     },
     Affine {
         scale: Tensor,
@@ -74,8 +92,31 @@ fn param(data: &[f32], shape: &[usize], device: Device) -> Tensor {
 /// 5.8 images/s for the whole fine-tuning step at batch 64. A hand-written Rust pass for `δ` measured
 /// slower still (6.3–6.8 images/s). Without a graph (the first half of gradient caching) the
 /// fake-quantized value is computed in place on one buffer.
-fn quant_input(x: &Tensor, aq: &ActQuant) -> Tensor {
+fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
     let q = qmax(aq.bits) as f64;
+    if let Some(s) = learned {
+        let per_image = x.size()[1..].iter().product::<i64>().max(1) as f64;
+        let g = 1.0 / (per_image * q).sqrt();
+        // Value `s`, gradient `g · ∂/∂s`; kept positive so that the grid stays a grid.
+        let s = s.clamp_min(1e-12);
+        let se = &s * g + (&s - &s * g).detach();
+        if se.requires_grad() {
+            // The reciprocal in f32, as every implementation multiplies by it.
+            let v = x * se.reciprocal();
+            let vc = v.clamp(-q, q);
+            let r = tch::no_grad(|| {
+                let mut d = vc.round();
+                let _ = d.g_sub_(&vc);
+                d
+            });
+            return (vc + r) * se;
+        }
+        let frozen = ActQuant {
+            bits: aq.bits,
+            scale: s.double_value(&[0]) as f32,
+        };
+        return quant_input(x, &frozen, None);
+    }
     let s = aq.scale as f64;
     let inv = aq.inv_scale() as f64;
     if !x.requires_grad() {
@@ -108,6 +149,11 @@ fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
     w.fake_quantize_per_channel_affine(&scale, &zero, 0, -q, q)
 }
 
+/// The trainable activation scale of a layer when ranges are learned.
+fn act_param(aq: &ActQuant, ranges: ActRanges, device: Device) -> Option<Tensor> {
+    (ranges == ActRanges::Learned).then(|| param(&[aq.scale], &[1], device))
+}
+
 /// Trainable float masters (the dequantized weights) and bias of a quantized Conv/Gemm.
 fn linear_params(q: &QuantWeights, bias: &[f32], device: Device) -> (Tensor, Tensor) {
     let wf = q.dequantize();
@@ -119,7 +165,7 @@ fn linear_params(q: &QuantWeights, bias: &[f32], device: Device) -> (Tensor, Ten
 
 impl Student {
     /// From a quantized graph (a calibrated post-training student).
-    pub fn new(graph: &Graph, device: Device) -> Result<Self> {
+    pub fn new(graph: &Graph, device: Device, ranges: ActRanges) -> Result<Self> {
         graph.infer_shapes()?;
         let mut steps = Vec::new();
         let mut params = Vec::new();
@@ -138,12 +184,17 @@ impl Student {
                     let (w, b) = linear_params(q, bias, device);
                     reg("weight", &w);
                     reg("bias", &b);
+                    let act = act_param(aq, ranges, device);
+                    if let Some(a) = &act {
+                        reg("act_scale", a);
+                    }
                     Layer::Conv {
                         w,
                         b,
                         attrs: *attrs,
                         wbits: q.bits,
                         aq: *aq,
+                        act,
                     }
                 }
                 Op::Gemm {
@@ -154,11 +205,16 @@ impl Student {
                     let (w, b) = linear_params(q, bias, device);
                     reg("weight", &w);
                     reg("bias", &b);
+                    let act = act_param(aq, ranges, device);
+                    if let Some(a) = &act {
+                        reg("act_scale", a);
+                    }
                     Layer::Gemm {
                         w,
                         b,
                         wbits: q.bits,
                         aq: *aq,
+                        act,
                     }
                 }
                 Op::Conv { .. } | Op::Gemm { .. } => {
@@ -215,8 +271,9 @@ impl Student {
                     attrs,
                     wbits,
                     aq,
+                    act,
                 } => {
-                    let xq = quant_input(x, aq);
+                    let xq = quant_input(x, aq, act.as_ref());
                     let [t, l, bo, r] = attrs.pads.map(|p| p as i64);
                     let (xq, padding) = if t == bo && l == r {
                         (xq, [t, l])
@@ -229,9 +286,13 @@ impl Student {
                     let wq = channels_last(quant_weights(w, *wbits));
                     xq.conv2d(&wq, Some(b), stride, padding, dilation, attrs.group as i64)
                 }
-                Layer::Gemm { w, b, wbits, aq } => {
-                    quant_input(x, aq).linear(&quant_weights(w, *wbits), Some(b))
-                }
+                Layer::Gemm {
+                    w,
+                    b,
+                    wbits,
+                    aq,
+                    act,
+                } => quant_input(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
                 Layer::Affine { scale, shift } => {
                     let rank = x.dim() as i64;
                     let mut shape = vec![-1i64];
@@ -248,8 +309,26 @@ impl Student {
         values[self.graph.output].take().expect("output computed")
     }
 
+    /// The activation scales the forward uses now, by node name, beside the calibrated ones
+    /// (equal unless the ranges are learned).
+    pub fn act_scales(&self) -> Vec<(String, f32, f32)> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.layer {
+                Layer::Conv { aq, act, .. } | Layer::Gemm { aq, act, .. } => {
+                    let now = act
+                        .as_ref()
+                        .map_or(aq.scale, |a| a.double_value(&[0]) as f32);
+                    Some((s.name.clone(), aq.scale, now))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The student as a quantized graph: weights re-quantized from the masters with the same
-    /// formula the training forward used, frozen activation scales, trained float parameters.
+    /// formula the training forward used, the activation scales it trained with, trained
+    /// float parameters.
     pub fn to_graph(&self) -> Result<Graph> {
         let fetch = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(Vec::<f32>::try_from(
@@ -260,12 +339,36 @@ impl Student {
         for (node, s) in g.nodes.iter_mut().zip(&self.steps) {
             debug_assert_eq!(node.name, s.name);
             match (&mut node.op, &s.layer) {
-                (Op::Conv { weights, bias, .. }, Layer::Conv { w, b, wbits, .. })
-                | (Op::Gemm { weights, bias, .. }, Layer::Gemm { w, b, wbits, .. }) => {
+                (
+                    Op::Conv {
+                        weights,
+                        bias,
+                        input_quant,
+                        ..
+                    },
+                    Layer::Conv {
+                        w, b, wbits, act, ..
+                    },
+                )
+                | (
+                    Op::Gemm {
+                        weights,
+                        bias,
+                        input_quant,
+                    },
+                    Layer::Gemm {
+                        w, b, wbits, act, ..
+                    },
+                ) => {
                     let shape: Vec<usize> = w.size().iter().map(|&d| d as usize).collect();
                     let t = GTensor::new(shape, fetch(w)?)?;
                     *weights = Weights::Quant(QuantWeights::from_float(&t, *wbits)?);
                     *bias = fetch(b)?;
+                    if let (Some(a), Some(aq)) = (act, input_quant.as_mut()) {
+                        // What the forward used: the clamped value, rounded to f32.
+                        aq.scale = a.clamp_min(1e-12).double_value(&[0]) as f32;
+                        aq.validate()?;
+                    }
                 }
                 (
                     Op::Affine { scale, shift },
@@ -283,5 +386,62 @@ impl Student {
         }
         g.infer_shapes()?;
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// LSQ's gradients, written out element by element, against what autograd computes through
+    /// `quant_input` with a learned scale.
+    #[test]
+    fn learned_scale_gets_lsq_gradient_and_the_input_a_clipped_straight_through_one() {
+        tch::manual_seed(7);
+        let x = Tensor::randn([2, 3, 5, 4], (Kind::Float, Device::Cpu)) * 2.0;
+        let x = x.set_requires_grad(true);
+        let upstream = Tensor::randn([2, 3, 5, 4], (Kind::Float, Device::Cpu));
+        let aq = ActQuant {
+            bits: 4,
+            scale: 0.2,
+        };
+        let s = Tensor::from_slice(&[0.23f32]).set_requires_grad(true);
+        let y = quant_input(&x, &aq, Some(&s));
+        (&y * &upstream).sum(Kind::Float).backward();
+
+        let xs = Vec::<f32>::try_from(x.detach().flatten(0, -1)).unwrap();
+        let ys = Vec::<f32>::try_from(y.detach().flatten(0, -1)).unwrap();
+        let gs = Vec::<f32>::try_from(upstream.flatten(0, -1)).unwrap();
+        let gx = Vec::<f32>::try_from(x.grad().flatten(0, -1)).unwrap();
+        let q = qmax(4) as f64;
+        let scale = 0.23f32;
+        let inv = 1.0 / scale;
+        let g = 1.0 / ((3.0 * 5.0 * 4.0) * q).sqrt();
+        let (mut want_gs, mut clipped) = (0.0f64, 0);
+        for i in 0..xs.len() {
+            let v = xs[i] * inv;
+            let level = v.round().clamp(-q as f32, q as f32);
+            assert!((ys[i] - level * scale).abs() <= 1e-6, "value {i}");
+            let inside = v.abs() <= q as f32;
+            clipped += usize::from(!inside);
+            let want_gx = if inside { gs[i] } else { 0.0 };
+            assert!((gx[i] - want_gx).abs() <= 1e-6, "input gradient {i}");
+            let d = if inside {
+                f64::from(level - v)
+            } else {
+                q * f64::from(v.signum())
+            };
+            want_gs += f64::from(gs[i]) * d;
+        }
+        assert!(
+            clipped > 0 && clipped < xs.len(),
+            "the case must clip some values"
+        );
+        let got = s.grad().double_value(&[0]);
+        let want = want_gs * g;
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1e-3),
+            "scale gradient {got}, LSQ's {want}"
+        );
     }
 }

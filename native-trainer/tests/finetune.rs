@@ -51,6 +51,7 @@ fn setup(dir: &Path) -> FinetuneConfig {
         ce_margin: 0.4,
         ce_scale: 64.0,
         student_chunk: None,
+        act_ranges: Default::default(),
     }
 }
 
@@ -147,7 +148,7 @@ fn gradient_caching_gives_the_full_batch_gradient() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path());
     let init = PackedModel::load(&cfg.student_init).unwrap();
-    let student = Student::new(&init.graph, tch::Device::Cpu).unwrap();
+    let student = Student::new(&init.graph, tch::Device::Cpu, Default::default()).unwrap();
     let x = Tensor::from_slice(&efq_shared::builders::random_images(12, [3, 112, 112], 4))
         .reshape([12, 3, 112, 112]);
     let target = Tensor::randn([12, 32], (Kind::Float, tch::Device::Cpu));
@@ -186,4 +187,65 @@ fn gradient_caching_gives_the_full_batch_gradient() {
         nonzero += (scale > 0.0) as usize;
     }
     assert!(nonzero > 0, "no parameter received a gradient");
+}
+
+#[test]
+fn resumed_run_with_learned_activation_ranges_is_exact_and_moves_the_scales() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.act_ranges = efq_trainer::student::ActRanges::Learned;
+    resume_matches(&cfg, dir.path());
+    let out = finetune::run(&cfg, &dir.path().join("c"), false, tch::Device::Cpu, None).unwrap();
+    let [lo, _, hi] = out
+        .act_scale_ratio
+        .expect("learned ranges report their change");
+    assert!(
+        lo < 0.999 || hi > 1.001,
+        "no activation scale moved: {lo}..{hi}"
+    );
+}
+
+#[test]
+fn learned_activation_scales_are_the_ones_the_exported_file_runs() {
+    use efq_trainer::student::{ActRanges, Student};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let init = PackedModel::load(&cfg.student_init).unwrap();
+    let student = Student::new(&init.graph, tch::Device::Cpu, ActRanges::Learned).unwrap();
+    // Move every learned scale by its own factor in [0.6, 1.4], as training would.
+    let mut moved = 0;
+    tch::no_grad(|| {
+        for (k, (name, p)) in student.params.iter().enumerate() {
+            if name.ends_with(".act_scale") {
+                let f = 0.6 + 0.8 * ((k * 7919) % 101) as f64 / 100.0;
+                let _ = p.shallow_clone().g_mul_scalar_(f);
+                moved += 1;
+            }
+        }
+    });
+    assert!(moved > 3, "the tiny student has {moved} learned scales");
+    let graph = student.to_graph().unwrap();
+    assert_ne!(graph, init.graph);
+    let n = 3;
+    let x = efq_shared::builders::random_images(n, [3, 112, 112], 9);
+    let r = reference::forward(&graph, &x, n).unwrap();
+    let xt = tch::Tensor::from_slice(&x).reshape([n as i64, 3, 112, 112]);
+    // The training forward, with its graph (the LSQ path) and without (the frozen path).
+    let trained = student.forward(&xt);
+    assert!(trained.requires_grad());
+    let frozen = tch::no_grad(|| student.forward(&xt));
+    let before = reference::forward(&init.graph, &x, n).unwrap();
+    for t in [trained, frozen] {
+        let t = Vec::<f32>::try_from(t.detach().flatten(0, -1)).unwrap();
+        for i in 0..n {
+            let c = cosine(&r[i * 32..][..32], &t[i * 32..][..32]);
+            assert!(c >= 0.999, "image {i}: cosine {c}");
+            // …and the moved scales matter: the calibrated file gives something else.
+            let c0 = cosine(&before[i * 32..][..32], &t[i * 32..][..32]);
+            assert!(
+                c0 < c,
+                "image {i}: moved scales changed nothing ({c0} vs {c})"
+            );
+        }
+    }
 }
