@@ -300,10 +300,6 @@ pub fn run(
 ) -> Result<FinetuneOutcome> {
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    efq_shared::format::write_atomic(
-        &out_dir.join("config.json"),
-        &serde_json::to_vec_pretty(cfg)?,
-    )?;
     let init = PackedModel::load(&cfg.student_init)?;
     let pre: Preprocessing = init.manifest.preprocessing.clone();
     let (tgraph, _) = crate::eval::load_model(&cfg.teacher)?;
@@ -350,9 +346,12 @@ pub fn run(
             }
             for (k, (name, p)) in params.iter().enumerate() {
                 let get = |n: &str| {
-                    saved
-                        .get(n)
-                        .with_context(|| format!("checkpoint lacks '{n}'"))
+                    saved.get(n).with_context(|| {
+                        format!(
+                            "checkpoint lacks '{n}': was it written with other options \
+                                 (--act-ranges, --loss)?"
+                        )
+                    })
                 };
                 p.shallow_clone().copy_(get(name)?);
                 opt.m[k].copy_(get(&format!("opt.m.{name}"))?);
@@ -368,6 +367,12 @@ pub fn run(
             out_dir.display()
         );
     }
+    // Written once the checkpoint (if any) has loaded: a resume that fails, e.g. with options
+    // that do not match the checkpoint, leaves the run's record as it was.
+    efq_shared::format::write_atomic(
+        &out_dir.join("config.json"),
+        &serde_json::to_vec_pretty(cfg)?,
+    )?;
 
     let pb = ProgressBar::new(total as u64);
     pb.set_style(
@@ -514,7 +519,7 @@ pub fn run(
         let mut r: Vec<f64> = student
             .act_scales()
             .iter()
-            .map(|(_, calibrated, now)| f64::from(*now) / f64::from(*calibrated))
+            .map(|(calibrated, now)| f64::from(*now) / f64::from(*calibrated))
             .collect();
         r.sort_by(f64::total_cmp);
         [r[0], r[r.len() / 2], r[r.len() - 1]]

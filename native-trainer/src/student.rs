@@ -98,7 +98,7 @@ fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
         let per_image = x.size()[1..].iter().product::<i64>().max(1) as f64;
         let g = 1.0 / (per_image * q).sqrt();
         // Value `s`, gradient `g · ∂/∂s`; kept positive so that the grid stays a grid.
-        let s = s.clamp_min(1e-12);
+        let s = s.clamp_min(MIN_SCALE);
         let se = &s * g + (&s - &s * g).detach();
         if se.requires_grad() {
             // The reciprocal in f32, as every implementation multiplies by it.
@@ -148,6 +148,9 @@ fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
     let zero = Tensor::zeros([scale.size()[0]], (Kind::Int, w.device()));
     w.fake_quantize_per_channel_affine(&scale, &zero, 0, -q, q)
 }
+
+/// Floor of a learned activation scale (a step that overshoots zero must not flip the grid).
+const MIN_SCALE: f64 = 1e-12;
 
 /// The trainable activation scale of a layer when ranges are learned.
 fn act_param(aq: &ActQuant, ranges: ActRanges, device: Device) -> Option<Tensor> {
@@ -309,9 +312,9 @@ impl Student {
         values[self.graph.output].take().expect("output computed")
     }
 
-    /// The activation scales the forward uses now, by node name, beside the calibrated ones
+    /// Each quantized layer's activation scale as calibrated and as the forward uses it now
     /// (equal unless the ranges are learned).
-    pub fn act_scales(&self) -> Vec<(String, f32, f32)> {
+    pub fn act_scales(&self) -> Vec<(f32, f32)> {
         self.steps
             .iter()
             .filter_map(|s| match &s.layer {
@@ -319,7 +322,7 @@ impl Student {
                     let now = act
                         .as_ref()
                         .map_or(aq.scale, |a| a.double_value(&[0]) as f32);
-                    Some((s.name.clone(), aq.scale, now))
+                    Some((aq.scale, now))
                 }
                 _ => None,
             })
@@ -366,7 +369,7 @@ impl Student {
                     *bias = fetch(b)?;
                     if let (Some(a), Some(aq)) = (act, input_quant.as_mut()) {
                         // What the forward used: the clamped value, rounded to f32.
-                        aq.scale = a.clamp_min(1e-12).double_value(&[0]) as f32;
+                        aq.scale = a.clamp_min(MIN_SCALE).double_value(&[0]) as f32;
                         aq.validate()?;
                     }
                 }
