@@ -460,6 +460,8 @@ mod tests {
             let q = qmax(bits) as f32;
             let want = (x * inv).round_ties_even().clamp(-q, q) as i8;
             prop_assert_eq!(quantize(x, inv, bits), want);
+            // The float form the exact-f32 convolutions use is the same integer.
+            prop_assert_eq!(quantize_to_f32(x, inv, bits), want as f32);
         }
 
         #[test]

@@ -1107,6 +1107,63 @@ mod tests {
     }
 
     #[test]
+    fn f32_sums_are_trusted_only_below_two_to_the_24() {
+        // 1,040 products of 127 · 127 sum to 16,774,160 < 2^24; one more passes it.
+        assert!(sums_exact_in_f32(1040, 8, 8));
+        assert!(!sums_exact_in_f32(1041, 8, 8));
+        // Narrower operands allow longer sums: 7 · 7 = 49 per product at 4 bits.
+        assert!(sums_exact_in_f32(300_000, 4, 4));
+        assert!(!sums_exact_in_f32(400_000, 4, 4));
+    }
+
+    #[test]
+    fn grouped_layers_too_long_for_f32_sums_stay_exact() {
+        // 4 channels per group × 17×17 taps = 1,156 products of up to 127·127, all positive
+        // and odd-sized so that an f32 running sum past 2^24 would lose its low bits.
+        let (cg, groups, k) = (4, 2, 17);
+        let geo = ConvGeometry {
+            batch: 1,
+            c: cg * groups,
+            h: k,
+            w: k,
+            oh: 1,
+            ow: 1,
+            attrs: ConvAttrs {
+                stride: [1, 1],
+                pads: [0; 4],
+                dilation: [1, 1],
+                group: groups,
+            },
+        };
+        assert!(!sums_exact_in_f32(cg * k * k, 8, 8));
+        let aq = ActQuant::from_range(8, 1.0).unwrap();
+        let x: Vec<f32> = (0..cg * groups * k * k)
+            .map(|i| 1.0 - (i % 3) as f32 * 0.004)
+            .collect();
+        let values: Vec<i8> = (0..groups * cg * k * k)
+            .map(|i| 127 - (i % 2) as i8)
+            .collect();
+        let q = QuantWeights {
+            bits: 8,
+            shape: vec![groups, cg, k, k],
+            values,
+            scales: vec![1.0; groups],
+        };
+        let acc = conv_int_acc(&quantize_activations(&x, &aq), &geo, &q);
+        assert!(
+            acc.iter().all(|&a| a > 1 << 24),
+            "the case must pass 2^24: {acc:?}"
+        );
+        let want = dequantize_acc(&acc, 1, &q, &aq, &[0.0; 2]);
+        assert_eq!(conv_int(&x, &geo, &q, &[0.0; 2], &aq, None), want);
+        // And the case is one where summing in f32 would have been wrong.
+        assert_ne!(
+            grouped_conv_exact_f32(&x, &geo, &q, &[0.0; 2], &aq, None),
+            want
+        );
+    }
+
+    #[test]
     fn nearest_upsample_repeats_pixels_of_every_image() {
         let x = [1., 2., 3., 4., 5., 6., 7., 8.];
         assert_eq!(
