@@ -300,6 +300,11 @@ struct QuantizeCmd {
     /// [default: 0.5 with weights of 6 bits or more, 0.25 below].
     #[arg(long)]
     equalize_alpha: Option<f32>,
+    /// How each output channel's weight scale is chosen: `max` (max|w| / qmax, nothing
+    /// clipped) or `mse` (the clipping point, 50–100 % of max|w|, with the least squared
+    /// error per channel; a fine-tuned student keeps it).
+    #[arg(long, default_value = "max", value_parser = parse_weight_clip)]
+    weight_clip: efq_shared::quant::WeightClip,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use the CPU even when CUDA is available.
@@ -413,6 +418,7 @@ fn main() -> Result<()> {
                     percentile: c.percentile,
                     equalize: !c.no_equalize,
                     equalize_alpha: c.equalize_alpha,
+                    weight_clip: c.weight_clip,
                     ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),
@@ -632,4 +638,8 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         eval::print_table(&report);
     }
     Ok(())
+}
+
+fn parse_weight_clip(s: &str) -> Result<efq_shared::quant::WeightClip, String> {
+    s.parse().map_err(|e: efq_shared::Error| e.to_string())
 }

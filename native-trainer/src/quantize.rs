@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use efq_shared::format::PackedModel;
 use efq_shared::graph::Op;
 use efq_shared::preprocess::load_face;
-use efq_shared::quant::{QuantConfig, qmax, quantize_graph};
+use efq_shared::quant::{QuantConfig, WeightClip, qmax, quantize_graph_clipped};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -52,6 +52,10 @@ pub struct Calibration {
     /// [`auto_alpha`] of the weight width.
     #[serde(default)]
     pub equalize_alpha: Option<f32>,
+    /// How each output channel's weight scale is chosen (`max|w|`, or the least-squared-error
+    /// clipping point).
+    #[serde(default)]
+    pub weight_clip: WeightClip,
 }
 
 /// The equalization strength `quantize` uses unless told: 0.5 with weights of 6 bits or more,
@@ -72,6 +76,7 @@ impl Calibration {
             seed,
             equalize: true,
             equalize_alpha: None,
+            weight_clip: WeightClip::Max,
         }
     }
 }
@@ -273,7 +278,7 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
     let ranges = calibrate(&net, &folder, &calibration, &pre, &|k| {
         args.config.layer_bits(k, n).1
     })?;
-    let student = quantize_graph(&graph, &args.config, &ranges)?;
+    let student = quantize_graph_clipped(&graph, &args.config, &ranges, calibration.weight_clip)?;
     let mut model = PackedModel::new(student, Some(args.config))?;
     model.manifest.preprocessing = pre;
     model.manifest.name = format!("{}-{}", graph.name, args.config.label());

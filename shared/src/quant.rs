@@ -146,9 +146,75 @@ pub struct QuantWeights {
     pub scales: Vec<f32>,
 }
 
+/// How each output channel's weight scale is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightClip {
+    /// `max|w[o]| / qmax`: no weight is clipped.
+    #[default]
+    Max,
+    /// `c · max|w[o]| / qmax` with `c` ∈ {1.00, 0.99, …, 0.50} minimising the channel's squared
+    /// rounding-plus-clipping error: a few outlying weights clipped for a finer grid under the
+    /// rest. Fine-tuning keeps it: its masters are the dequantized weights, whose largest
+    /// magnitude is the clipped one.
+    Mse,
+}
+
+impl std::str::FromStr for WeightClip {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "max" => Ok(WeightClip::Max),
+            "mse" => Ok(WeightClip::Mse),
+            _ => Err(Error::Quant(format!(
+                "weight clip '{s}': expected 'max' or 'mse'"
+            ))),
+        }
+    }
+}
+
+/// Clipping fractions the MSE search tries, from no clipping down to half the range.
+const CLIP_CANDIDATES: usize = 51;
+
+/// The scale of one channel's weights under `clip` (an all-zero channel gets 1).
+fn channel_scale(row: &[f32], bits: u8, clip: WeightClip) -> f32 {
+    let q = qmax(bits) as f32;
+    let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if !(absmax > 0.0 && absmax.is_finite()) {
+        return 1.0;
+    }
+    match clip {
+        WeightClip::Max => absmax / q,
+        WeightClip::Mse => {
+            let error = |scale: f32| -> f64 {
+                let quantizer = Quantizer::new(1.0 / scale, bits);
+                row.iter()
+                    .map(|&v| {
+                        let d = (v - quantizer.to_f32(v) * scale) as f64;
+                        d * d
+                    })
+                    .sum()
+            };
+            // Strictly better only: ties keep the larger range (fewer weights clipped).
+            (0..CLIP_CANDIDATES)
+                .map(|i| absmax * (1.0 - i as f32 / 100.0) / q)
+                .fold((f64::INFINITY, absmax / q), |best, s| {
+                    let e = error(s);
+                    if e < best.0 { (e, s) } else { best }
+                })
+                .1
+        }
+    }
+}
+
 impl QuantWeights {
     /// Quantizes float weights with `scale[o] = max|w[o,…]| / qmax` (an all-zero channel gets scale 1).
     pub fn from_float(w: &Tensor, bits: u8) -> Result<Self, Error> {
+        Self::from_float_clipped(w, bits, WeightClip::Max)
+    }
+
+    /// Quantizes float weights with each channel's scale chosen by `clip`.
+    pub fn from_float_clipped(w: &Tensor, bits: u8, clip: WeightClip) -> Result<Self, Error> {
         check_bits(bits)?;
         let out = *w
             .shape
@@ -158,16 +224,10 @@ impl QuantWeights {
             return Err(Error::Quant(format!("bad weight shape {:?}", w.shape)));
         }
         let per = w.numel() / out;
-        let q = qmax(bits) as f32;
         let mut scales = Vec::with_capacity(out);
         let mut values = Vec::with_capacity(w.numel());
         for row in w.data.chunks(per) {
-            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if absmax > 0.0 && absmax.is_finite() {
-                absmax / q
-            } else {
-                1.0
-            };
+            let scale = channel_scale(row, bits, clip);
             let inv = 1.0 / scale;
             values.extend(row.iter().map(|&v| quantize(v, inv, bits)));
             scales.push(scale);
@@ -357,6 +417,16 @@ pub fn quantize_graph(
     cfg: &QuantConfig,
     input_ranges: &[f32],
 ) -> Result<Graph, Error> {
+    quantize_graph_clipped(graph, cfg, input_ranges, WeightClip::Max)
+}
+
+/// [`quantize_graph`] with the weight scales chosen by `weight_clip`.
+pub fn quantize_graph_clipped(
+    graph: &Graph,
+    cfg: &QuantConfig,
+    input_ranges: &[f32],
+    weight_clip: WeightClip,
+) -> Result<Graph, Error> {
     let layers: Vec<usize> = graph
         .nodes
         .iter()
@@ -387,7 +457,11 @@ pub fn quantize_graph(
                 input_quant,
                 ..
             } => {
-                *weights = Weights::Quant(QuantWeights::from_float(&weights.to_float(), wb)?);
+                *weights = Weights::Quant(QuantWeights::from_float_clipped(
+                    &weights.to_float(),
+                    wb,
+                    weight_clip,
+                )?);
                 *input_quant = Some(aq);
             }
             _ => unreachable!("filtered above"),
@@ -444,6 +518,67 @@ mod tests {
         assert_eq!(q.scales, vec![1.0 / 127.0, 1.0]);
         assert_eq!(q.values, vec![64, -127, 0, 0]);
         q.validate().unwrap();
+    }
+
+    #[test]
+    fn mse_weight_clip_trades_the_tail_for_a_finer_grid() {
+        // 2,000 bell-shaped weights (sums of four uniforms): at 4 bits the grid that reaches the
+        // largest one is coarse for the bulk; the MSE clip cuts the tail for a finer step.
+        let mut s = 12345u64;
+        let mut uniform = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let row: Vec<f32> = (0..2000)
+            .map(|_| (0..4).map(|_| uniform()).sum::<f32>() - 2.0)
+            .collect();
+        let w = Tensor::new(vec![1, 2000], row.clone()).unwrap();
+        let err = |q: &QuantWeights| -> f32 {
+            let d = q.dequantize();
+            d.data
+                .iter()
+                .zip(&row)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        };
+        let max = QuantWeights::from_float(&w, 4).unwrap();
+        let mse = QuantWeights::from_float_clipped(&w, 4, WeightClip::Mse).unwrap();
+        assert!(
+            mse.scales[0] < 0.95 * max.scales[0],
+            "{:?} vs {:?}",
+            mse.scales,
+            max.scales
+        );
+        assert!(
+            err(&mse) < 0.9 * err(&max),
+            "{} vs {}",
+            err(&mse),
+            err(&max)
+        );
+        mse.validate().unwrap();
+        // Evenly spread weights gain little from clipping; never more error than `max`.
+        let even = Tensor::new(
+            vec![2, 8],
+            (0..16).map(|i| (i as f32 - 7.5) / 8.0).collect(),
+        )
+        .unwrap();
+        let (a, b) = (
+            QuantWeights::from_float(&even, 8).unwrap(),
+            QuantWeights::from_float_clipped(&even, 8, WeightClip::Mse).unwrap(),
+        );
+        let e = |q: &QuantWeights| -> f32 {
+            q.dequantize()
+                .data
+                .iter()
+                .zip(&even.data)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum()
+        };
+        assert!(e(&b) <= e(&a));
+        assert_eq!("mse".parse::<WeightClip>().unwrap(), WeightClip::Mse);
+        assert!("median".parse::<WeightClip>().is_err());
     }
 
     #[test]
