@@ -302,7 +302,8 @@ struct QuantizeCmd {
     equalize_alpha: Option<f32>,
     /// How each output channel's weight scale is chosen: `max` (max|w| / qmax, nothing
     /// clipped) or `mse` (the clipping point, 50–100 % of max|w|, with the least squared
-    /// error per channel; a fine-tuned student keeps it).
+    /// weight error per channel; a fine-tuned student keeps it). On w600k_mbf `mse` lowered
+    /// the PTQ student's teacher fidelity at every width (docs/RESULTS.md): for ablations.
     #[arg(long, default_value = "max", value_parser = parse_weight_clip)]
     weight_clip: efq_shared::quant::WeightClip,
     #[arg(long, default_value_t = 0)]
