@@ -183,22 +183,21 @@ const ROW: usize = 2 * PX;
 
 /// `x` (`[K][P]` i8) as [`Paired`].
 pub(crate) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
-    pair_up_with(x, k, p, 0, |v| v as i16)
+    pair_up_with(x, k, p, |v| v as i16)
 }
 
 /// `x` (`[K][P]` f32) quantized (`quantize(v, inv_scale, bits)`) straight into [`Paired`]: one
 /// pass instead of quantizing to i8 and re-laying that out.
 pub(crate) fn pair_up_quantized(x: &[f32], k: usize, p: usize, inv_scale: f32, bits: u8) -> Paired {
     let q = crate::quant::Quantizer::new(inv_scale, bits);
-    pair_up_with(x, k, p, 0.0, move |v| q.to_i16(v))
+    pair_up_with(x, k, p, move |v| q.to_i16(v))
 }
 
 /// `x` (`[K][P]`) as [`Paired`], each value converted by `to_i16`; strips in parallel.
-fn pair_up_with<T: Copy + Sync>(
+fn pair_up_with<T: Copy + Default + Sync>(
     x: &[T],
     k: usize,
     p: usize,
-    zero: T,
     to_i16: impl Fn(T) -> i16 + Sync,
 ) -> Paired {
     let k2 = k.div_ceil(2);
@@ -206,55 +205,40 @@ fn pair_up_with<T: Copy + Sync>(
     data.par_chunks_exact_mut(k2 * ROW)
         .enumerate()
         .with_min_len(4)
-        .for_each(|(s, strip)| {
-            fill_strip(x, k, p, s * PX, PX.min(p - s * PX), strip, zero, &to_i16)
-        });
+        .for_each(|(s, strip)| fill_strip(x, k, p, (s * PX, PX.min(p - s * PX)), strip, &to_i16));
     Paired { data, k, p }
 }
 
 /// Columns `p0..p0 + n` of `x` (`[K][P]`, rows `p` long) as [`Paired`], on this thread.
-fn pair_up_columns<T: Copy>(
+fn pair_up_columns<T: Copy + Default>(
     x: &[T],
     k: usize,
     p: usize,
     (p0, n): (usize, usize),
-    zero: T,
     to_i16: impl Fn(T) -> i16,
 ) -> Paired {
     let k2 = k.div_ceil(2);
     let mut data = vec![0i16; n.div_ceil(PX) * k2 * ROW];
     for (s, strip) in data.chunks_exact_mut(k2 * ROW).enumerate() {
-        fill_strip(
-            x,
-            k,
-            p,
-            p0 + s * PX,
-            PX.min(n - s * PX),
-            strip,
-            zero,
-            &to_i16,
-        );
+        fill_strip(x, k, p, (p0 + s * PX, PX.min(n - s * PX)), strip, &to_i16);
     }
     Paired { data, k, p: n }
 }
 
 /// One strip: pixels `p0..p0 + n` (n ≤ 8) of every tap, as `[K/2][8][2]`, zero-padded.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn fill_strip<T: Copy>(
+fn fill_strip<T: Copy + Default>(
     x: &[T],
     k: usize,
     p: usize,
-    p0: usize,
-    n: usize,
+    (p0, n): (usize, usize),
     strip: &mut [i16],
-    zero: T,
     to_i16: &impl Fn(T) -> i16,
 ) {
     // Eight pixels at a time through fixed-size arrays: the conversions vectorise and the
     // interleave becomes an unpack (a per-value loop stayed scalar).
     let eight = |tap: usize| -> [T; PX] {
-        let mut v = [zero; PX];
+        let mut v = [T::default(); PX];
         if tap < k {
             v[..n].copy_from_slice(&x[tap * p + p0..][..n]);
         }
@@ -401,7 +385,7 @@ pub(crate) fn gemm_quantized_by_pixels(
         .for_each(|t| {
             let p0 = t * per_task * PX;
             let n = (per_task * PX).min(p - p0);
-            let xp = pair_up_columns(x, k, p, (p0, n), 0.0, |v| quantizer.to_i16(v));
+            let xp = pair_up_columns(x, k, p, (p0, n), |v| quantizer.to_i16(v));
             let mut sums = vec![0i32; o * n];
             tile_rows_lanes(&wq, &xp, &mut sums);
             for (oc, sums) in sums.chunks_exact(n).enumerate() {

@@ -43,14 +43,6 @@ pub fn quantize(x: f32, inv_scale: f32, bits: u8) -> i8 {
     Quantizer::new(inv_scale, bits).to_i16(x) as i8
 }
 
-/// [`quantize`]'s integer as an f32 (exactly: |q| ≤ 127). Only float operations and a select:
-/// the saturating `f32 as i8` cast compiled to a scalar conversion per value, which kept the
-/// quantizing loops from vectorising (a fifth of a MobileFaceNet pass on the CPU path).
-#[inline(always)]
-pub fn quantize_to_f32(x: f32, inv_scale: f32, bits: u8) -> f32 {
-    Quantizer::new(inv_scale, bits).to_f32(x)
-}
-
 /// [`quantize`] with its bound computed once, for loops: the bound's shift, left in the loop,
 /// was one of the things that kept it scalar.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +52,10 @@ pub struct Quantizer {
 }
 
 impl Quantizer {
+    /// `1.5 · 2^23`: added to a value within ±2^22, it leaves the value rounded half to even in
+    /// the low mantissa bits.
+    const ROUNDER: f32 = 12_582_912.0;
+
     #[inline(always)]
     pub fn new(inv_scale: f32, bits: u8) -> Self {
         Quantizer {
@@ -73,18 +69,17 @@ impl Quantizer {
     /// sequences on WebAssembly, and a float→int conversion did not vectorise there at all).
     #[inline(always)]
     fn biased(self, x: f32) -> f32 {
-        const ROUNDER: f32 = 12_582_912.0; // 1.5 · 2^23
         let t = x * self.inv_scale;
         let t = if t < -self.q { -self.q } else { t };
         let t = if t > self.q { self.q } else { t };
         let t = if t.is_nan() { 0.0 } else { t };
-        t + ROUNDER
+        t + Self::ROUNDER
     }
 
-    /// [`quantize_to_f32`].
+    /// [`quantize`]'s integer as an f32 (exactly: |q| ≤ 127), for sums kept in f32 lanes.
     #[inline(always)]
     pub fn to_f32(self, x: f32) -> f32 {
-        self.biased(x) - 12_582_912.0
+        self.biased(x) - Self::ROUNDER
     }
 
     /// [`quantize`] as an i16 (the operand width of the integer products), read from the bits
@@ -596,7 +591,7 @@ mod tests {
             let want = (x * inv).round_ties_even().clamp(-q, q) as i8;
             prop_assert_eq!(quantize(x, inv, bits), want);
             // The float form the exact-f32 convolutions use is the same integer.
-            prop_assert_eq!(quantize_to_f32(x, inv, bits), want as f32);
+            prop_assert_eq!(Quantizer::new(inv, bits).to_f32(x), want as f32);
         }
 
         #[test]
