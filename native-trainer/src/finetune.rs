@@ -1,11 +1,12 @@
 //! `trainer finetune`: one epoch (by default) of distillation from the float teacher into the
 //! quantized student, on a few thousand aligned faces, with no classification head.
 //!
-//! Each step takes `batch / 2` images and two views of each: the image itself and an augmented
-//! copy (random flip, shift of up to 6 px, brightness/contrast jitter). The two views of an
-//! image are a positive pair, so training needs no labels; with `labels`, images of the same
-//! identity (folder) are positives too. Everything random is drawn from `seed` and the step
-//! number, so a resumed run sees exactly the batches an uninterrupted one would.
+//! Where the positive pairs come from is [`Positives`]: with identity folders, one view per
+//! image, images of one person batched together ([`identity_grouped_order`]) and paired by
+//! their labels; without, two views of each image (the image itself and an augmented copy:
+//! random flip, shift of up to 6 px, brightness/contrast jitter), which need no labels but
+//! cost two passes per image. Everything random is drawn from `seed` and the step number, so a
+//! resumed run sees exactly the batches an uninterrupted one would.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,51 @@ pub enum Optimizer {
     Adam,
 }
 
+/// Where a step's positive pairs come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positives {
+    /// `labels` where some identity folder holds two or more training images, else `views`.
+    #[default]
+    Auto,
+    /// One view per image; images of one identity folder arrive together (runs of 2 to
+    /// [`IDENTITY_GROUP`]) and are each other's positives. Half the passes of `views`.
+    Labels,
+    /// Two views per image (the image and an augmented copy), a positive pair without labels.
+    Views,
+    /// Two views per image; images of one identity folder are positives too.
+    Both,
+}
+
+impl Positives {
+    /// Samples per image in a step.
+    pub fn views(self) -> usize {
+        if self == Positives::Labels { 1 } else { 2 }
+    }
+
+    fn uses_labels(self) -> bool {
+        matches!(self, Positives::Labels | Positives::Both)
+    }
+
+    /// `Auto` decided for a training set; an error where `Labels` would find no pair.
+    pub fn resolve(self, items: &[(PathBuf, u32)]) -> Result<Positives> {
+        let mut count: std::collections::HashMap<u32, usize> = Default::default();
+        for (_, l) in items {
+            *count.entry(*l).or_default() += 1;
+        }
+        let paired = count.values().any(|&n| n >= 2);
+        Ok(match self {
+            Positives::Auto if paired => Positives::Labels,
+            Positives::Auto => Positives::Views,
+            Positives::Labels if !paired => bail!(
+                "--positives labels: no identity folder holds two training images, so there \
+                 is no positive pair; use --positives views (two augmented views per image)"
+            ),
+            p => p,
+        })
+    }
+}
+
 /// The effective configuration, saved beside every output.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneConfig {
@@ -68,10 +114,12 @@ pub struct FinetuneConfig {
     pub train_crops: PathBuf,
     pub pairs: PathBuf,
     pub protocol: Protocol,
-    pub labels: bool,
+    /// Where the positive pairs come from; `Auto` is resolved (and saved) when the run starts.
+    #[serde(default)]
+    pub positives: Positives,
     pub fraction: f64,
     pub seed: u64,
-    /// Samples per step (two views of batch/2 images).
+    /// Samples per step: batch images with one view each, or two views of batch/2 images.
     pub batch: usize,
     pub lr: f64,
     pub optimizer: Optimizer,
@@ -255,6 +303,34 @@ pub fn training_set(
     Ok(items)
 }
 
+/// Largest run of one identity's images that [`identity_grouped_order`] puts side by side.
+pub const IDENTITY_GROUP: usize = 4;
+
+/// An epoch's order of `items` (indices) for [`Positives::Labels`]: each identity's images,
+/// shuffled, split into near-equal runs of at most [`IDENTITY_GROUP`] (so every run of a
+/// person with two or more images holds at least two: each batch has positive pairs), the runs
+/// shuffled and concatenated. Every image appears exactly once.
+pub fn identity_grouped_order(items: &[(PathBuf, u32)], rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut by_id: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, (_, l)) in items.iter().enumerate() {
+        by_id.entry(*l).or_default().push(i);
+    }
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for (_, mut imgs) in by_id {
+        imgs.shuffle(rng);
+        let parts = imgs.len().div_ceil(IDENTITY_GROUP);
+        let (base, extra) = (imgs.len() / parts, imgs.len() % parts);
+        let mut rest = imgs.as_slice();
+        for p in 0..parts {
+            let (run, tail) = rest.split_at(base + usize::from(p < extra));
+            runs.push(run.to_vec());
+            rest = tail;
+        }
+    }
+    runs.shuffle(rng);
+    runs.concat()
+}
+
 /// The second view: random flip, shift up to 6 px (zero = mid-grey fill), colour jitter.
 fn augment(chw: &[f32], hw: [usize; 2], rng: &mut ChaCha8Rng) -> Vec<f32> {
     let [h, w] = hw;
@@ -281,6 +357,8 @@ fn augment(chw: &[f32], hw: [usize; 2], rng: &mut ChaCha8Rng) -> Vec<f32> {
 
 pub struct FinetuneOutcome {
     pub graph: efq_shared::graph::Graph,
+    /// `cfg.positives` as resolved for the training set.
+    pub positives: Positives,
     pub steps: usize,
     pub images: usize,
     pub seconds: f64,
@@ -307,7 +385,13 @@ pub fn run(
     let student = Student::new(&init.graph, device, cfg.act_ranges)?;
     let folder = FaceFolder::scan(&cfg.train_crops)?;
     let items = training_set(&folder, &cfg.pairs, cfg.protocol, cfg.fraction, cfg.seed)?;
-    let per_step = (cfg.batch / 2).max(1);
+    let positives = cfg.positives.resolve(&items)?;
+    let cfg = &FinetuneConfig {
+        positives,
+        ..cfg.clone()
+    };
+    let views = positives.views();
+    let per_step = (cfg.batch / views).max(1);
     let steps_per_epoch = items.len().div_ceil(per_step);
     let total = steps_per_epoch * cfg.epochs.max(1);
 
@@ -386,12 +470,19 @@ pub fn run(
     let mut last_loss = f64::NAN;
     let [_, h, w] = init.graph.input_shape;
     let mut step = start_step;
+    // Images trained on in this process (the last batch of an epoch may be short).
+    let mut images = 0usize;
     while step < total {
         let epoch = step / steps_per_epoch;
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9),
-        ));
+        let mut order_rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+        let order = if positives == Positives::Labels {
+            identity_grouped_order(&items, &mut order_rng)
+        } else {
+            let mut order: Vec<usize> = (0..items.len()).collect();
+            order.shuffle(&mut order_rng);
+            order
+        };
         let within = step % steps_per_epoch;
         let chosen: Vec<&(PathBuf, u32)> = order
             [within * per_step..((within + 1) * per_step).min(items.len())]
@@ -403,28 +494,28 @@ pub fn run(
             .map(|(p, _)| load_face(folder.root.join(p), &pre).map_err(anyhow::Error::from))
             .collect::<Result<_>>()?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1 + step as u64));
-        let views: Vec<Vec<f32>> = pixels
-            .iter()
-            .map(|p| augment(p, [h, w], &mut rng))
-            .collect();
+        let second: Vec<Vec<f32>> = if views == 2 {
+            pixels
+                .iter()
+                .map(|p| augment(p, [h, w], &mut rng))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let n = chosen.len();
-        let flat: Vec<f32> = pixels.into_iter().chain(views).flatten().collect();
+        // Samples: the n images, then (with two views) their n augmented copies.
+        let b = (views * n) as i64;
+        let flat: Vec<f32> = pixels.into_iter().chain(second).flatten().collect();
         let x = Tensor::from_slice(&flat)
-            .reshape([2 * n as i64, 3, h as i64, w as i64])
+            .reshape([b, 3, h as i64, w as i64])
             .to_device(device);
-        let labels: Vec<i64> = chosen
-            .iter()
-            .chain(chosen.iter())
-            .map(|(_, l)| *l as i64)
+        let labels: Vec<i64> = (0..views)
+            .flat_map(|_| chosen.iter().map(|(_, l)| *l as i64))
             .collect();
 
         // The teacher needs no gradient, so it can run in small chunks: on the CPU, batches of
         // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, batch sweep).
-        let chunk = if device.is_cuda() {
-            2 * n as i64
-        } else {
-            TEACHER_CHUNK
-        };
+        let chunk = if device.is_cuda() { b } else { TEACHER_CHUNK };
         let et = tch::no_grad(|| -> Result<Tensor> {
             let parts = x
                 .split(chunk, 0)
@@ -434,22 +525,21 @@ pub fn run(
             Ok(Tensor::cat(&parts, 0))
         })?;
         let et = &et / et.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-        let schunk = chunk_student(cfg, 2 * n);
-        let cached = schunk < 2 * n as i64;
+        let schunk = chunk_student(cfg, b as usize);
+        let cached = schunk < b;
         let es_raw = if cached {
             embed_detached(&student, &x, schunk)
         } else {
             student.forward(&x)
         };
         let es = &es_raw / es_raw.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-        let b = 2 * n as i64;
         let idx = Tensor::arange(b, (Kind::Int64, Device::Cpu));
         let image = &idx.remainder(n as i64);
         let same_image = image.unsqueeze(1).eq_tensor(&image.unsqueeze(0));
         let lab = Tensor::from_slice(&labels);
         let same_label = lab.unsqueeze(1).eq_tensor(&lab.unsqueeze(0));
         let upper = Tensor::ones([b, b], (Kind::Bool, Device::Cpu)).triu(1);
-        let positive = if cfg.labels {
+        let positive = if positives.uses_labels() {
             same_image.logical_or(&same_label)
         } else {
             same_image
@@ -495,14 +585,14 @@ pub fn run(
         opt.step(&params);
         step += 1;
         pb.set_position(step as u64);
-        let done = (step - start_step) * per_step;
+        images += n;
         pb.set_message(format!(
             "loss {lv:.5} (pos {:.4}, neg {:.4}, {} pos pairs{})  {:.1} img/s",
             parts.positive,
             parts.negative,
             parts.n_pos,
             ce_value.map(|c| format!(", ce {c:.3}")).unwrap_or_default(),
-            done as f64 / t0.elapsed().as_secs_f64()
+            images as f64 / t0.elapsed().as_secs_f64()
         ));
         if step % cfg.checkpoint_every.max(1) == 0 || step == total {
             let extra = head.as_ref().map(|_| (HEAD_READY, &head_ready));
@@ -514,7 +604,6 @@ pub fn run(
     }
     pb.finish();
     let seconds = t0.elapsed().as_secs_f64();
-    let images = (step - start_step) * per_step;
     let act_scale_ratio = (cfg.act_ranges == ActRanges::Learned).then(|| {
         let mut r: Vec<f64> = student
             .act_scales()
@@ -525,6 +614,7 @@ pub fn run(
         [r[0], r[r.len() / 2], r[r.len() - 1]]
     });
     Ok(FinetuneOutcome {
+        positives,
         act_scale_ratio,
         graph: student.to_graph()?,
         steps: step,

@@ -3,7 +3,7 @@
 
 use efq_shared::quant::QuantConfig;
 use efq_trainer::engine_cli::{self, BackendArgs, file_stem, peak_rss_mb};
-use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Protocol};
+use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Positives, Protocol};
 use efq_trainer::{eval, net, quantize};
 
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
         EFQ_TEACHER  the teacher model (w600k_mbf.onnx in the setup cache)\n  \
         EFQ_LFW      the LFW folder (../shared/data/lfw beside the checkout)\n\n\
         `trainer finetune --config FILE.toml` reads options from a file: its keys are the long\n\
-        option names (e.g. `lr = 0.001`, `loss = \"ekd\"`, `labels = true`); options on the\n\
+        option names (e.g. `lr = 0.001`, `loss = \"ekd\"`, `positives = \"views\"`); options on the\n\
         command line win. The effective configuration is saved as config.json in --out-dir.",
     args_override_self = true
 )]
@@ -62,8 +62,11 @@ enum Command {
     #[command(
         long_about = "Fine-tune a quantized student from the teacher (Ef-QuantFace).\n\n\
         Starts from --student-init, or quantizes the teacher at --bits first (as `quantize`).\n\
-        One epoch over --train-crops with two views per image (the image and an augmented copy:\n\
-        positives without labels), EKD loss by default, no classification head. Checkpoints\n\
+        One epoch over --train-crops, EKD loss by default, no classification head. Positive\n\
+        pairs come from the identity folders (one view per image, a person's images batched\n\
+        together), or, with --positives views or where no person has two images, from two\n\
+        views of each image (the image and an augmented copy: no labels, twice the passes).\n\
+        Checkpoints\n\
         every --checkpoint-every steps into --out-dir; --resume continues from the last one.\n\
         Writes student.efq (packed weights) and, unless --no-eval, evaluates it on LFW with the\n\
         teacher's fidelity and stores the FAR = 1e-3 threshold in the model.\n\n\
@@ -216,12 +219,14 @@ struct FinetuneCmd {
     /// Fraction of the training images (0.25, 0.5, 0.75, 1.0 …), drawn with --seed.
     #[arg(long, default_value_t = 1.0)]
     fraction: f64,
-    /// Treat images of one identity folder as positives too (the two views always are).
-    #[arg(long)]
-    labels: bool,
+    /// Where positive pairs come from: `labels` (one view per image, a person's images
+    /// batched together), `views` (two views per image, no labels needed, twice the passes),
+    /// `both`; `auto` is `labels` when some identity folder has two training images.
+    #[arg(long, value_enum, default_value = "auto")]
+    positives: Positives,
     #[arg(long, value_enum, default_value = "ekd")]
     loss: LossKind,
-    /// Samples per step: two views of batch/2 images.
+    /// Samples per step (with two views per image: two of batch/2 images).
     #[arg(long, default_value_t = 64)]
     batch: usize,
     #[arg(long, default_value_t = 0.001)]
@@ -554,13 +559,13 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
             p
         }
     };
-    let cfg = FinetuneConfig {
+    let mut cfg = FinetuneConfig {
         student_init,
         teacher: c.teacher.clone(),
         train_crops,
         pairs: c.data.lfw.join("pairs.txt"),
         protocol: c.protocol,
-        labels: c.labels,
+        positives: c.positives,
         fraction: c.fraction,
         seed: c.seed,
         batch: c.batch,
@@ -579,6 +584,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
     let peak_before = peak_rss_mb();
     let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;
     let init = efq_shared::format::PackedModel::load(&cfg.student_init)?;
+    cfg.positives = outcome.positives;
     let mut model = efq_shared::format::PackedModel::new(outcome.graph, init.manifest.quant)?;
     model.manifest.preprocessing = init.manifest.preprocessing.clone();
     model.manifest.name = format!("{}-{:?}", init.manifest.name, c.loss).to_lowercase();

@@ -191,7 +191,7 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
     let config = dir.path().join("run.toml");
     std::fs::write(
         &config,
-        "loss = \"quantface\"\nfraction = 0.005\nbatch = 8\nlr = 0.5\ncheckpoint_every = 1\nlabels = true\n",
+        "loss = \"quantface\"\nfraction = 0.005\nbatch = 8\nlr = 0.5\ncheckpoint_every = 1\npositives = \"both\"\n",
     )
     .unwrap();
     let out = dir.path().join("run");
@@ -223,7 +223,7 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
     assert_eq!(saved["loss"], "quantface");
     assert_eq!(saved["fraction"], 0.005);
     assert_eq!(saved["batch"], 8);
-    assert_eq!(saved["labels"], true);
+    assert_eq!(saved["positives"], "both");
     assert_eq!(saved["checkpoint_every"], 1);
     assert_eq!(saved["lr"], 0.002, "the command line overrides the file");
     assert!(out.join("checkpoint.safetensors").exists());

@@ -8,7 +8,7 @@ use efq_shared::format::PackedModel;
 use efq_shared::quant::QuantConfig;
 use efq_shared::reference;
 use efq_tests::{cosine, lfw};
-use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Protocol};
+use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Positives, Protocol};
 use efq_trainer::net::TchNet;
 use efq_trainer::quantize::{self, Calibration, QuantizeArgs};
 
@@ -37,7 +37,7 @@ fn setup(dir: &Path) -> FinetuneConfig {
         train_crops: crops,
         pairs: lfw().join("pairs.txt"),
         protocol: Protocol::Paper,
-        labels: true,
+        positives: Positives::Both,
         fraction: 0.006,
         seed: 3,
         batch: 8,
@@ -96,7 +96,7 @@ fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = setup(dir.path());
     cfg.loss = LossKind::Quantface;
-    cfg.labels = false;
+    cfg.positives = Positives::Views;
     let out = finetune::run(
         &cfg,
         &dir.path().join("q"),
@@ -247,5 +247,71 @@ fn learned_activation_scales_are_the_ones_the_exported_file_runs() {
                 "image {i}: moved scales changed nothing ({c0} vs {c})"
             );
         }
+    }
+}
+
+#[test]
+fn resumed_one_view_run_with_identity_positives_is_exact_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.positives = Positives::Labels;
+    resume_matches(&cfg, dir.path());
+}
+
+#[test]
+fn identity_positives_are_chosen_where_a_person_has_two_images_and_refused_where_none_has() {
+    let item = |id: u32, k: u32| (std::path::PathBuf::from(format!("p{id}/{k}.jpg")), id);
+    let paired = [item(0, 0), item(1, 0), item(1, 1)];
+    let single = [item(0, 0), item(1, 0), item(2, 0)];
+    assert_eq!(Positives::Auto.resolve(&paired).unwrap(), Positives::Labels);
+    assert_eq!(Positives::Auto.resolve(&single).unwrap(), Positives::Views);
+    assert_eq!(Positives::Both.resolve(&single).unwrap(), Positives::Both);
+    let err = Positives::Labels.resolve(&single).unwrap_err().to_string();
+    assert!(
+        err.contains("no positive pair") && err.contains("--positives views"),
+        "{err}"
+    );
+    // A run that cannot have positives stops before it writes anything.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.positives = Positives::Labels;
+    cfg.fraction = 1.0 / 7701.0;
+    let out = dir.path().join("one");
+    assert!(finetune::run(&cfg, &out, false, tch::Device::Cpu, None).is_err());
+    assert!(!out.join("config.json").exists());
+}
+
+#[test]
+fn identity_grouped_order_keeps_every_image_once_and_beside_one_of_its_identity() {
+    use rand::SeedableRng;
+    // Identity sizes 1, 2, 3, 5, 9 and 17, interleaved as a folder scan would not be.
+    let sizes = [1usize, 2, 3, 5, 9, 17];
+    let mut items = Vec::new();
+    for (id, &n) in sizes.iter().enumerate() {
+        for k in 0..n {
+            items.push((
+                std::path::PathBuf::from(format!("p{id}/{k}.jpg")),
+                id as u32,
+            ));
+        }
+    }
+    items.reverse();
+    for seed in 0..20 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let order = finetune::identity_grouped_order(&items, &mut rng);
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..items.len()).collect::<Vec<_>>(), "seed {seed}");
+        let label = |i: usize| items[order[i]].1;
+        for i in 0..order.len() {
+            if sizes[label(i) as usize] < 2 {
+                continue;
+            }
+            let beside = (i > 0 && label(i - 1) == label(i))
+                || (i + 1 < order.len() && label(i + 1) == label(i));
+            assert!(beside, "seed {seed}: position {i} has no partner beside it");
+        }
+        let mut again = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        assert_eq!(order, finetune::identity_grouped_order(&items, &mut again));
     }
 }
