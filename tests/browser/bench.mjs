@@ -9,7 +9,8 @@
 //   env: EFQ_TEACHER, EFQ_QDQ (default out/quant/w600k_mbf-int8-qdq.onnx), BENCH_SECONDS (3),
 //        BENCH_BATCHES (1,32), BENCH_ORT_WEBGPU_BATCHES (as BENCH_BATCHES), BENCH_SKIP=engine|ort,
 //        BENCH_ENGINE_BACKENDS (webgpu,cpu), BENCH_ORT_EPS (webgpu,wasm),
-//        BENCH_THREADS (1,max: the CPU configurations measured; 1 = single-threaded)
+//        BENCH_THREADS (1,max: the CPU configurations measured; 1 = single-threaded),
+//        BENCH_FLOATDOT=1 (the engine's WebGPU convolutions on the f32 multiply-add path, not dot4)
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -57,7 +58,8 @@ try {
       // The GPU path does not depend on the CPU threads: measured with the single-threaded run.
       const backends = engineBackends.filter((b) => single || b === 'cpu');
       if (backends.length) {
-        await open(`${base}?bench=1&threads=${single ? 0 : 1}&backends=${backends}&batches=${batches}&seconds=${seconds}`,
+        const floatdot = process.env.BENCH_FLOATDOT ? `&floatdot=${process.env.BENCH_FLOATDOT}` : '';
+        await open(`${base}?bench=1&threads=${single ? 0 : 1}&backends=${backends}&batches=${batches}&seconds=${seconds}${floatdot}`,
           '#bench-out[data-done]', () => window.benchResult || document.querySelector('#bench-out').textContent);
       }
     }
