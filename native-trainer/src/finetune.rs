@@ -68,8 +68,8 @@ pub enum Positives {
     /// `labels` where some identity folder holds two or more training images, else `views`.
     #[default]
     Auto,
-    /// One view per image; images of one identity folder arrive together (runs of 2 to
-    /// [`IDENTITY_GROUP`]) and are each other's positives. Half the passes of `views`.
+    /// One view per image; images of one identity folder arrive together (runs of 2 to 4,
+    /// `IDENTITY_GROUP`) and are each other's positives. Half the passes of `views`.
     Labels,
     /// Two views per image (the image and an augmented copy), a positive pair without labels.
     Views,

@@ -66,8 +66,7 @@ enum Command {
         pairs come from the identity folders (one view per image, a person's images batched\n\
         together), or, with --positives views or where no person has two images, from two\n\
         views of each image (the image and an augmented copy: no labels, twice the passes).\n\
-        Checkpoints\n\
-        every --checkpoint-every steps into --out-dir; --resume continues from the last one.\n\
+        Checkpoints every --checkpoint-every steps into --out-dir; --resume continues from the last one.\n\
         Writes student.efq (packed weights) and, unless --no-eval, evaluates it on LFW with the\n\
         teacher's fidelity and stores the FAR = 1e-3 threshold in the model.\n\n\
         Example: trainer finetune --bits w6a6 --out-dir out/ekd-w6a6"
