@@ -89,11 +89,8 @@ impl Positives {
 
     /// `Auto` decided for a training set; an error where `Labels` would find no pair.
     pub fn resolve(self, items: &[(PathBuf, u32)]) -> Result<Positives> {
-        let mut count: std::collections::HashMap<u32, usize> = Default::default();
-        for (_, l) in items {
-            *count.entry(*l).or_default() += 1;
-        }
-        let paired = count.values().any(|&n| n >= 2);
+        let mut seen = HashSet::new();
+        let paired = items.iter().any(|(_, l)| !seen.insert(*l));
         Ok(match self {
             Positives::Auto if paired => Positives::Labels,
             Positives::Auto => Positives::Views,
@@ -472,17 +469,23 @@ pub fn run(
     let mut step = start_step;
     // Images trained on in this process (the last batch of an epoch may be short).
     let mut images = 0usize;
+    // The epoch's image order, drawn from the seed and the epoch number once per epoch.
+    let mut order: Option<(usize, Vec<usize>)> = None;
     while step < total {
         let epoch = step / steps_per_epoch;
-        let mut order_rng =
-            ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
-        let order = if positives == Positives::Labels {
-            identity_grouped_order(&items, &mut order_rng)
-        } else {
-            let mut order: Vec<usize> = (0..items.len()).collect();
-            order.shuffle(&mut order_rng);
-            order
-        };
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+            let o = if positives == Positives::Labels {
+                identity_grouped_order(&items, &mut rng)
+            } else {
+                let mut o: Vec<usize> = (0..items.len()).collect();
+                o.shuffle(&mut rng);
+                o
+            };
+            order = Some((epoch, o));
+        }
+        let order = &order.as_ref().expect("drawn above").1;
         let within = step % steps_per_epoch;
         let chosen: Vec<&(PathBuf, u32)> = order
             [within * per_step..((within + 1) * per_step).min(items.len())]
