@@ -11,6 +11,9 @@
 //        BENCH_ENGINE_BACKENDS (webgpu,cpu), BENCH_ORT_EPS (webgpu,wasm),
 //        BENCH_THREADS (1,max: the CPU configurations measured; 1 = single-threaded),
 //        BENCH_FLOATDOT=1 (the engine's WebGPU convolutions on the f32 multiply-add path, not dot4)
+//   BENCH_PROFILE=1: instead, the time of each of the engine's WebGPU dispatches (minimum of
+//        BENCH_PROFILE_RUNS=2 profiles after a warm-up, at each of BENCH_BATCHES), summed per
+//        kernel and the slowest layers listed; written to out/web/profile.json.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -44,6 +47,38 @@ async function open(url, selector, result) {
   await page.waitForSelector(selector, wait);
   rows.push(...await page.evaluate(result));
   await page.close();
+}
+if (process.env.BENCH_PROFILE) {
+  const floatdot = process.env.BENCH_FLOATDOT ? `&floatdot=${process.env.BENCH_FLOATDOT}` : '';
+  const runs = process.env.BENCH_PROFILE_RUNS || '2';
+  try {
+    await open(`${base}?bench=1&profile=1&threads=0&batches=${batches}&runs=${runs}${floatdot}`,
+      '#bench-out[data-done]', () => window.benchResult || [{ error: document.querySelector('#bench-out').textContent }]);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+  for (const r of rows) {
+    if (r.error) { console.log(r.error); process.exitCode = 1; continue; }
+    const total = r.steps.reduce((a, s) => a + s.ms, 0);
+    console.log(`\n${r.adapter.name || `${r.adapter.backend} (${r.adapter.device_type}${r.adapter.software ? ", software" : ""})`}, ${r.arithmetic}, batch ${r.batch}: ${r.steps.length} dispatches, ${total.toFixed(0)} ms summed\n`);
+    const byKernel = new Map();
+    for (const s of r.steps) {
+      const k = byKernel.get(s.kernel) || { n: 0, ms: 0 };
+      k.n += 1; k.ms += s.ms; byKernel.set(s.kernel, k);
+    }
+    console.log('| kernel | dispatches | ms | share |\n|---|---:|---:|---:|');
+    for (const [k, v] of [...byKernel].sort((a, b) => b[1].ms - a[1].ms)) {
+      console.log(`| ${k} | ${v.n} | ${v.ms.toFixed(1)} | ${(100 * v.ms / total).toFixed(1)} % |`);
+    }
+    console.log('\n| slowest dispatches | kernel | ms |\n|---|---|---:|');
+    for (const s of [...r.steps].sort((a, b) => b.ms - a.ms).slice(0, 12)) {
+      console.log(`| ${s.node} | ${s.kernel} | ${s.ms.toFixed(1)} |`);
+    }
+  }
+  fs.mkdirSync(path.join(root, 'out/web'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'out/web/profile.json'), JSON.stringify(rows, null, 2));
+  process.exit();
 }
 let cores = os.cpus().length;
 {

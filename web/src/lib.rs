@@ -283,6 +283,47 @@ impl Verifier {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+impl Verifier {
+    /// Where a WebGPU forward pass of `n` images goes: JSON `[{node, kernel, ms}]`, each
+    /// dispatch submitted and awaited on its own, timed by `clock` (the caller's
+    /// `performance.now`, in ms). Run it twice and read the second: the first also pays for
+    /// the browser's shader compilation.
+    pub async fn profile(
+        &self,
+        pixels: Vec<u8>,
+        n: usize,
+        channels: usize,
+        clock: js_sys::Function,
+    ) -> Result<String, JsError> {
+        let rgb = self
+            .rgb(&pixels, n, channels)
+            .map_err(|e| JsError::new(&e))?;
+        let Runner::Gpu(m) = &self.runner else {
+            return Err(JsError::new("profile needs the WebGPU path"));
+        };
+        let _busy = self.claim().map_err(|e| JsError::new(&e))?;
+        let now = || {
+            clock
+                .call0(&JsValue::NULL)
+                .ok()
+                .and_then(|v| v.as_f64())
+                .unwrap_or(f64::NAN)
+                / 1e3
+        };
+        let steps = m
+            .profile_with(&self.chw(&rgb, m.info()), n, &now)
+            .await
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let rows: Vec<_> = steps
+            .iter()
+            .map(|(node, kernel, s)| json!({"node": node, "kernel": format!("{kernel:?}"), "ms": s * 1e3}))
+            .collect();
+        Ok(serde_json::Value::from(rows).to_string())
+    }
+}
+
 impl Verifier {
     /// [`Verifier::load`] with plain errors (for Rust callers and tests).
     /// `float_dot`: the engine's integer-convolution arithmetic (`None`: its default).

@@ -420,7 +420,8 @@ async function maybeVerify() {
   }
 }
 
-// ---- Benchmark mode (?bench=1): images/s at batch 1 and 32 on each path.
+// ---- Benchmark mode (?bench=1): images/s at batch 1 and 32 on each path; with &profile=1,
+// the time of each WebGPU dispatch instead.
 async function runBench() {
   $('#bench-panel').hidden = false;
   const out = $('#bench-out');
@@ -430,7 +431,9 @@ async function runBench() {
   out.textContent = 'running…';
   try {
     const bytes = await fetchWithProgress(params.get('model') || 'models/default.efq');
-    const rows = await call('bench', { bytes, backends, batches, seconds, floatDot }, [bytes]);
+    const rows = params.has('profile')
+      ? await call('profile', { bytes, batches, runs: Number(params.get('runs') || 2), floatDot }, [bytes])
+      : await call('bench', { bytes, backends, batches, seconds, floatDot }, [bytes]);
     window.benchResult = rows;
     out.textContent = JSON.stringify(rows, null, 2);
     out.dataset.done = '1';

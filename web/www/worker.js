@@ -87,6 +87,30 @@ async function bench(bytes, backends, batches, seconds, floatDot) {
   return rows;
 }
 
+// Per-dispatch times of one WebGPU forward pass (?bench=1&profile=1): the minimum over
+// `runs` profiles of each dispatch, after a warm-up that compiles the shaders.
+async function profile(bytes, batches, runs, floatDot) {
+  const v = await Verifier.load(new Uint8Array(bytes), 'webgpu', floatDot);
+  const info = JSON.parse(v.describe());
+  const out = [];
+  try {
+    for (const n of batches) {
+      const px = randomPixels(n, 7 + n);
+      await v.embed(px, n, 4);
+      let best = null;
+      for (let r = 0; r < runs; r++) {
+        const steps = JSON.parse(await v.profile(px, n, 4, () => performance.now()));
+        best = best ? best.map((s, i) => (steps[i].ms < s.ms ? steps[i] : s)) : steps;
+        postMessage({ type: 'progress', text: `profile batch ${n}: run ${r + 1}` });
+      }
+      out.push({ adapter: info.adapter, arithmetic: info.arithmetic, batch: n, steps: best });
+    }
+  } finally {
+    v.free();
+  }
+  return out;
+}
+
 const handlers = {
   async init() {
     await ready;
@@ -139,6 +163,10 @@ const handlers = {
   async bench({ bytes, backends, batches, seconds, floatDot }) {
     await ready;
     return bench(bytes, backends, batches, seconds, floatDot);
+  },
+  async profile({ bytes, batches, runs, floatDot }) {
+    await ready;
+    return profile(bytes, batches, runs, floatDot);
   },
 };
 

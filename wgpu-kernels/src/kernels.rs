@@ -12,6 +12,7 @@ const PRELUDE_POLYFILL: &str = include_str!("kernels/prelude_polyfill.wgsl");
 const PACKED_WEIGHTS: &str = include_str!("kernels/packed_weights.wgsl");
 const QUANTIZE: &str = include_str!("kernels/quantize.wgsl");
 const CONV_INT: &str = include_str!("kernels/conv_int.wgsl");
+const GEMM_INT: &str = include_str!("kernels/gemm_int.wgsl");
 const CONV_DW_INT: &str = include_str!("kernels/conv_dw_int.wgsl");
 const CONV_F32: &str = include_str!("kernels/conv_f32.wgsl");
 const ELEMENTWISE: &str = include_str!("kernels/elementwise.wgsl");
@@ -23,6 +24,7 @@ const UPSAMPLE: &str = include_str!("kernels/upsample.wgsl");
 pub enum Kernel {
     Quantize,
     ConvInt,
+    GemmInt,
     ConvDepthwiseInt,
     ConvF32,
     Add,
@@ -47,9 +49,10 @@ pub enum Access {
 use Access::{Read, ReadWrite, Uniform};
 
 impl Kernel {
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Quantize,
         Kernel::ConvInt,
+        Kernel::GemmInt,
         Kernel::ConvDepthwiseInt,
         Kernel::ConvF32,
         Kernel::Add,
@@ -67,6 +70,7 @@ impl Kernel {
         match self {
             Kernel::Quantize => QUANTIZE,
             Kernel::ConvInt => CONV_INT,
+            Kernel::GemmInt => GEMM_INT,
             Kernel::ConvDepthwiseInt => CONV_DW_INT,
             Kernel::ConvF32 => CONV_F32,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => ELEMENTWISE,
@@ -90,15 +94,20 @@ impl Kernel {
     }
 
     fn reads_packed_weights(self) -> bool {
-        matches!(self, Kernel::ConvInt | Kernel::ConvDepthwiseInt)
+        matches!(
+            self,
+            Kernel::ConvInt | Kernel::GemmInt | Kernel::ConvDepthwiseInt
+        )
     }
 
     /// The bindings of group 0, in binding order.
     pub fn bindings(self) -> &'static [Access] {
         match self {
             Kernel::Quantize => &[Uniform, Read, ReadWrite],
-            Kernel::ConvInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite, Uniform],
-            Kernel::ConvDepthwiseInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite],
+            Kernel::ConvInt | Kernel::ConvDepthwiseInt => {
+                &[Uniform, Read, Read, Read, Read, Read, ReadWrite]
+            }
+            Kernel::GemmInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::ConvF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
@@ -243,6 +252,15 @@ pub struct ConvParams {
     pub shared_slope: u32,
     pub zero: u32,
     pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct GemmParams {
+    pub in_words: u32,
+    pub out_c: u32,
+    pub shared_slope: u32,
+    pub zero: u32,
 }
 
 #[repr(C)]

@@ -14,10 +14,10 @@ use wgpu::util::DeviceExt;
 use crate::error::EngineError;
 use crate::gpu::Gpu;
 use crate::kernels::{
-    ConvParams, DepthwiseParams, ElementwiseParams, Kernel, L2NormParams, LayoutParams,
+    ConvParams, DepthwiseParams, ElementwiseParams, GemmParams, Kernel, L2NormParams, LayoutParams,
     PipelineKey, QuantizeParams, UpsampleParams, grid_1d, pipeline,
 };
-use crate::weights::{float_ohwi, pack_conv, pack_depthwise, words_for};
+use crate::weights::{float_ohwi, pack_conv, pack_depthwise, pack_gemm, words_for};
 
 /// Largest batch a model is planned for unless the caller asks otherwise.
 pub const DEFAULT_MAX_BATCH: usize = 64;
@@ -85,34 +85,44 @@ struct StepDesc {
     key: PipelineKey,
     resources: Vec<Res>,
     grid: [u32; 2],
-    /// The batch is the pixel axis (Gemm): x is sized by the batch at dispatch, z is 1.
-    images_as_pixels: bool,
-    /// Pixels per invocation of a convolution (sizes x for `images_as_pixels`).
-    tile_p: usize,
+    batch: BatchAxis,
+}
+
+/// Where a dispatch puts the images of a batch (the grid's other axes are fixed at compile time).
+#[derive(Clone, Copy, Debug)]
+enum BatchAxis {
+    /// One image per z slice.
+    Z,
+    /// The batch is the pixel axis (a float Gemm in conv_f32.wgsl): `tile` images per
+    /// invocation, 64 invocations per workgroup along x; z is 1.
+    X { tile: usize },
+    /// `tile` images per workgroup along y (gemm_int.wgsl); z is 1.
+    Y { tile: usize },
 }
 
 struct Step {
-    // Read only by the native-only per-dispatch profile.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// For the per-dispatch profile.
     label: String,
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: [u32; 2],
-    images_as_pixels: bool,
-    tile_p: usize,
+    batch: BatchAxis,
 }
 
 impl Step {
     fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, images: usize) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        if self.images_as_pixels {
-            let x = images.div_ceil(self.tile_p).div_ceil(64) as u32;
-            pass.dispatch_workgroups(x, self.grid[1], 1);
-        } else {
-            pass.dispatch_workgroups(self.grid[0], self.grid[1], images as u32);
+        match self.batch {
+            BatchAxis::Z => pass.dispatch_workgroups(self.grid[0], self.grid[1], images as u32),
+            BatchAxis::X { tile } => {
+                let x = images.div_ceil(tile).div_ceil(64) as u32;
+                pass.dispatch_workgroups(x, self.grid[1], 1);
+            }
+            BatchAxis::Y { tile } => {
+                pass.dispatch_workgroups(self.grid[0], images.div_ceil(tile) as u32, 1)
+            }
         }
     }
 }
@@ -231,8 +241,7 @@ impl Planner<'_> {
             key,
             resources,
             grid,
-            images_as_pixels: false,
-            tile_p: 4,
+            batch: BatchAxis::Z,
         });
     }
 
@@ -400,6 +409,8 @@ impl Planner<'_> {
                 let depthwise = cg == og && matches!(cg, 1 | 2 | 4) && groups > 1;
                 let (xq, wq) = if depthwise {
                     (self.quantize(x, aq, x.c, 1)?, pack_depthwise(q))
+                } else if images_as_pixels {
+                    (self.quantize(x, aq, cg, groups)?, pack_gemm(q))
                 } else {
                     (self.quantize(x, aq, cg, groups)?, pack_conv(q))
                 };
@@ -440,6 +451,33 @@ impl Planner<'_> {
                         vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
                         grid,
                     );
+                } else if images_as_pixels {
+                    // A Gemm (groups = 1): one output channel per lane, images in a loop.
+                    let u = self.uniform(&GemmParams {
+                        in_words: words_for(cg) as u32,
+                        out_c: o as u32,
+                        shared_slope,
+                        zero: 0,
+                    });
+                    let grid = self.check_grid(name, [o.div_ceil(64) as u32, 1])?;
+                    self.push(
+                        PipelineKey {
+                            kernel: Kernel::GemmInt,
+                            constants: vec![bits, prelu_const],
+                        },
+                        vec![
+                            u,
+                            wq,
+                            Res::Pool(xq),
+                            mult,
+                            bias,
+                            slope_res,
+                            Res::Pool(out),
+                            Res::Run,
+                        ],
+                        grid,
+                    );
+                    self.steps.last_mut().expect("pushed").batch = BatchAxis::Y { tile: 4 };
                 } else {
                     let words_per_group = words_for(cg);
                     let tile_o = channel_tile(og);
@@ -463,26 +501,13 @@ impl Planner<'_> {
                                 bits,
                                 ("TILE_O", tile_o as u32),
                                 prelu_const,
-                                images_const,
                                 ("FLOAT_DOT", self.gpu.float_dot() as u32),
                                 ("TILE_P", tile_p as u32),
                             ],
                         },
-                        vec![
-                            u,
-                            wq,
-                            Res::Pool(xq),
-                            mult,
-                            bias,
-                            slope_res,
-                            Res::Pool(out),
-                            Res::Run,
-                        ],
+                        vec![u, wq, Res::Pool(xq), mult, bias, slope_res, Res::Pool(out)],
                         grid,
                     );
-                    let step = self.steps.last_mut().expect("pushed");
-                    step.images_as_pixels = images_as_pixels;
-                    step.tile_p = tile_p;
                 }
                 self.release(xq);
                 out
@@ -520,7 +545,9 @@ impl Planner<'_> {
                     ],
                     grid,
                 );
-                self.steps.last_mut().expect("pushed").images_as_pixels = images_as_pixels;
+                if images_as_pixels {
+                    self.steps.last_mut().expect("pushed").batch = BatchAxis::X { tile: 4 };
+                }
                 out
             }
             (Weights::Quant(_), None) => {
@@ -683,8 +710,7 @@ impl GpuModel {
                 },
                 resources: vec![u, Res::Upload, Res::Pool(input.buf)],
                 grid: pl.check_grid("input", grid_1d((c0 * h0 * w0) as u64, pl.max_dim))?,
-                images_as_pixels: false,
-                tile_p: 4,
+                batch: BatchAxis::Z,
             })
         };
         let entry_rgb8 = entry(&mut pl, Kernel::FromRgb8)?;
@@ -885,8 +911,7 @@ impl GpuModel {
             },
             resources: vec![u, Res::Pool(out.buf), Res::Embeddings],
             grid: [1, 1],
-            images_as_pixels: false,
-            tile_p: 4,
+            batch: BatchAxis::Z,
         };
 
         // Batch size: every per-image buffer times the batch must fit one binding.
@@ -991,8 +1016,7 @@ impl GpuModel {
                 pipeline: p.pipeline,
                 bind_group,
                 grid: d.grid,
-                images_as_pixels: d.images_as_pixels,
-                tile_p: d.tile_p,
+                batch: d.batch,
             }
         };
         let mut body: Vec<Step> = pl.steps.iter().map(materialize).collect();
@@ -1232,11 +1256,14 @@ impl GpuModel {
 
     /// Times every dispatch on its own (one submission each, waiting for each): where the
     /// time of a forward pass goes. Returns (node name, kernel, seconds) in execution order.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn profile(
+    /// `now` is the caller's clock in seconds (`Instant` natively, `performance.now()` in a
+    /// browser, where the engine has no clock of its own). Each time includes one submission's
+    /// round trip, so it is for comparing layers, not for summing into a latency.
+    pub async fn profile_with(
         &self,
         nchw: &[f32],
         n: usize,
+        now: &dyn Fn() -> f64,
     ) -> Result<Vec<(String, Kernel, f64)>, EngineError> {
         if n == 0
             || n > self.info.max_batch
@@ -1247,6 +1274,7 @@ impl GpuModel {
                 self.info.max_batch
             )));
         }
+        let _guard = self.busy.lock().await;
         self.gpu
             .queue
             .write_buffer(&self.upload, 0, bytemuck::cast_slice(nchw));
@@ -1265,15 +1293,34 @@ impl GpuModel {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                 s.dispatch(&mut pass, n);
             }
-            let start = std::time::Instant::now();
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let start = now();
             self.gpu.queue.submit([encoder.finish()]);
+            self.gpu.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            #[cfg(not(target_arch = "wasm32"))]
             self.gpu
                 .device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| EngineError::Gpu(e.to_string()))?;
-            out.push((s.label.clone(), s.kernel, start.elapsed().as_secs_f64()));
+            rx.await
+                .map_err(|_| EngineError::DeviceLost("the profiled dispatch was dropped".into()))?;
+            out.push((s.label.clone(), s.kernel, now() - start));
         }
+        self.gpu.check_alive()?;
         Ok(out)
+    }
+
+    /// [`GpuModel::profile_with`] on the native clock.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(
+        &self,
+        nchw: &[f32],
+        n: usize,
+    ) -> Result<Vec<(String, Kernel, f64)>, EngineError> {
+        let t0 = std::time::Instant::now();
+        pollster::block_on(self.profile_with(nchw, n, &|| t0.elapsed().as_secs_f64()))
     }
 
     /// Blocking [`GpuModel::embed`] for native code.

@@ -64,6 +64,22 @@ pub fn pack_depthwise(q: &QuantWeights) -> Vec<u32> {
     to_words(&pack(&v, q.bits))
 }
 
+/// Gemm weights `[O][K]` → word-major `[ceil(K/4)][O]` groups of four input channels: the
+/// groups of one input word for every output side by side, so that the lanes of gemm_int.wgsl
+/// (one output each) read consecutive groups.
+pub fn pack_gemm(q: &QuantWeights) -> Vec<u32> {
+    let (o, k, kh, kw) = dims(&q.shape);
+    let k = k * kh * kw;
+    let words = words_for(k);
+    let mut v = vec![0i8; words * o * 4];
+    for oc in 0..o {
+        for ci in 0..k {
+            v[((ci / 4) * o + oc) * 4 + ci % 4] = q.values[oc * k + ci];
+        }
+    }
+    to_words(&pack(&v, q.bits))
+}
+
 /// OIHW float weights → OHWI.
 pub fn float_ohwi(w: &Tensor) -> Vec<f32> {
     let (o, cg, kh, kw) = dims(&w.shape);
@@ -94,6 +110,32 @@ fn dims(shape: &[usize]) -> (usize, usize, usize, usize) {
 mod tests {
     use super::*;
     use efq_shared::quant::unpack;
+
+    #[test]
+    fn gemm_stream_puts_each_input_word_of_every_output_side_by_side() {
+        // 3 outputs, 5 inputs, 3-bit: word 0 holds inputs 0–3 of outputs 0, 1, 2, then word 1
+        // holds input 4 and three zeros for each output.
+        let values: Vec<i8> = (0..15).map(|i| (i % 7) as i8 - 3).collect();
+        let q = QuantWeights {
+            bits: 3,
+            shape: vec![3, 5],
+            values: values.clone(),
+            scales: vec![1.0; 3],
+        };
+        let words = pack_gemm(&q);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let got = unpack(&bytes[..efq_shared::quant::packed_len(24, 3)], 3, 24).unwrap();
+        let at = |o: usize, c: usize| values[o * 5 + c];
+        let mut expected = Vec::new();
+        for o in 0..3 {
+            expected.extend((0..4).map(|c| at(o, c)));
+        }
+        for o in 0..3 {
+            expected.extend([at(o, 4), 0, 0, 0]);
+        }
+        assert_eq!(got, expected);
+        assert_eq!(*words.last().unwrap(), 0, "spare word");
+    }
 
     #[test]
     fn conv_stream_puts_four_channels_of_one_tap_side_by_side() {

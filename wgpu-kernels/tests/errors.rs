@@ -161,3 +161,28 @@ fn concurrent_calls_from_several_threads_each_get_their_own_results() {
         }
     });
 }
+
+#[test]
+fn profile_rejects_a_wrong_batch_and_times_every_dispatch_of_a_pass() {
+    let model = GpuModel::from_bytes(gpu(), &tiny_model_bytes()).unwrap();
+    let rgb: Vec<u8> = (0..3 * 16 * 16).map(|i| (i * 13 % 256) as u8).collect();
+    let before = model.embed_blocking(Images::Rgb8(&rgb), 1).unwrap();
+    let nchw: Vec<f32> = (0..3 * 16 * 16).map(|i| (i % 17) as f32 / 17.0).collect();
+    assert!(matches!(
+        model.profile(&nchw[1..], 1),
+        Err(EngineError::Input(_))
+    ));
+    assert!(matches!(model.profile(&[], 0), Err(EngineError::Input(_))));
+    let steps = model.profile(&nchw, 1).unwrap();
+    // One entry per dispatch, in execution order, named by its graph node.
+    let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"input"), "{steps:?}");
+    for node in ["conv1", "dw1", "add", "fc"] {
+        assert!(names.contains(&node), "{node} missing: {steps:?}");
+    }
+    for (name, _, s) in &steps {
+        assert!(!name.is_empty() && s.is_finite() && *s >= 0.0, "{steps:?}");
+    }
+    // Profiling shares the model's buffers: the next pass must be unaffected.
+    assert_eq!(model.embed_blocking(Images::Rgb8(&rgb), 1).unwrap(), before);
+}

@@ -129,9 +129,11 @@ proptest! {
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
+    /// Outputs past one workgroup of lanes, batches past one tile of four images and past the
+    /// model's batch of eight (two submissions), with and without a fused PReLU.
     #[test]
     fn quantized_gemm_after_flatten_matches_reference_bit_for_bit(
-        (c, h, w, out, wb, ab, batch, seed) in (1usize..=9, 1usize..=4, 1usize..=4, 1usize..=12, 2u8..=8, 2u8..=8, 1usize..=3, any::<u64>())
+        (c, h, w, out, wb, ab, batch, prelu, seed) in (1usize..=9, 1usize..=4, 1usize..=4, 1usize..=80, 2u8..=8, 2u8..=8, 1usize..=10, any::<bool>(), any::<u64>())
     ) {
         let mut r = rng(seed);
         let fin = c * h * w;
@@ -144,9 +146,17 @@ proptest! {
             bias: random_vec(&mut r, out, 0.2),
             input_quant: Some(ActQuant::from_range(ab, 1.2).unwrap()),
         }, &[f]);
+        let y = if prelu {
+            b.push("prelu", Op::PRelu { slope: random_vec(&mut r, out, 0.5) }, &[y])
+        } else {
+            y
+        };
         let graph = b.finish(y).unwrap();
         let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
+        prop_assert!(want.iter().any(|v| *v != 0.0));
         assert_bit_exact(&got, &want, "gemm");
+        let (got, _) = engine_and_reference(polyfill_gpu(), &graph, &input, batch);
+        assert_bit_exact(&got, &want, "gemm, polyfill dot4");
     }
 
     #[test]

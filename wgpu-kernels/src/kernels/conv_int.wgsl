@@ -7,13 +7,11 @@
 // tile comes from workgroup_id, so it is uniform across the workgroup: every weight read is a
 // broadcast (a scalar load on software rasterisers, a constant-cache hit on GPUs) and only the
 // activations are gathered. A Gemm is the case of a 1×1 image. Accumulation is exact in i32, so
-// the result is bit-identical to the CPU reference whatever the order.
+// the result is bit-identical to the CPU reference whatever the order. (A Gemm has its own
+// kernel, gemm_int.wgsl: at a face model's batch sizes pixel tiles would leave lanes idle.)
 
 override TILE_O: u32 = 8u; // 8 or 4 when a group's output channels come in such multiples, else 1
 override PRELU: bool = false;
-// A Gemm (1×1 input, 1×1 output) tiles over images instead of pixels: the batch becomes the
-// pixel axis, so a tile of TILE_P images shares each weight word.
-override IMAGES_AS_PIXELS: bool = false;
 // An alternative to dot4 for implementations without a dot-product instruction: operands
 // unpacked once per tile into f32 and accumulated with fused multiply-adds (opt-in: on lavapipe
 // it measured ~10 % slower than dot4, docs/RESULTS.md). It is still exact: every product and partial sum is an integer below 2^24
@@ -57,11 +55,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> slope: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-struct Run {
-    images: u32, // images in this submission
-}
-@group(0) @binding(7) var<uniform> run: Run;
-
 // The reference rounds f32(acc)·m and then +bias separately. GPU compilers may contract the
 // pair into one fused multiply-add (one rounding), which changes the last bit and, through the
 // next layer's rounding to the integer grid, the whole network's output. XOR with a uniform
@@ -70,9 +63,14 @@ fn no_contract(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
 }
 
+// One weight word against the four pixels' activation words.
+fn dot4x4(x0: u32, x1: u32, x2: u32, x3: u32, w: u32) -> vec4<i32> {
+    return vec4<i32>(dot4(x0, w), dot4(x1, w), dot4(x2, w), dot4(x3, w));
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let out_pixels = select(p.out_h * p.out_w, run.images, IMAGES_AS_PIXELS);
+    let out_pixels = p.out_h * p.out_w;
     let p0 = gid.x * TILE_P;
     let o0 = wid.y * TILE_O;
     // Only a workgroup-uniform early return: lanes past the last pixel compute on clamped
@@ -81,7 +79,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     if o0 >= p.out_c {
         return;
     }
-    let n = select(gid.z, 0u, IMAGES_AS_PIXELS);
+    let n = gid.z;
     let g = o0 / p.out_per_group;
     let in_base = g * p.words_per_group;
     let image = n * p.in_h * p.in_w;
@@ -98,7 +96,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         oc[oi] = min(o0 + oi, p.out_c - 1u);
     }
 
-    var acc: array<array<i32, 4>, 8>;
+    // Weight words of each output channel of the tile (`TILE_O` of them are used).
+    let per_channel = p.k_h * p.k_w * p.words_per_group;
+    let w0 = oc[0] * per_channel;
+    let w1 = oc[1] * per_channel;
+    let w2 = oc[2] * per_channel;
+    let w3 = oc[3] * per_channel;
+    let w4 = oc[4] * per_channel;
+    let w5 = oc[5] * per_channel;
+    let w6 = oc[6] * per_channel;
+    let w7 = oc[7] * per_channel;
+    var a0 = vec4<i32>();
+    var a1 = vec4<i32>();
+    var a2 = vec4<i32>();
+    var a3 = vec4<i32>();
+    var a4 = vec4<i32>();
+    var a5 = vec4<i32>();
+    var a6 = vec4<i32>();
+    var a7 = vec4<i32>();
+    var acc: array<vec4<i32>, 8>;
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
             var base: array<u32, 4>;
@@ -144,23 +160,42 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                     }
                 }
             } else {
+                // Written out, not looped: SwiftShader keeps a dynamically indexed array in
+                // memory, named values in registers (measured: the channel loop over an array
+                // of accumulators cost a third of the kernel's time in Chromium).
+                let t = tap * p.words_per_group;
                 for (var j = 0u; j < p.words_per_group; j++) {
-                    var xw: array<u32, 4>;
-                    for (var pi = 0u; pi < TILE_P; pi++) {
-                        // padding is exactly 0: the zero point is 0
-                        xw[pi] = select(0u, x[base[pi] + j], inside[pi]);
+                    // padding is exactly 0: the zero point is 0
+                    let x0 = select(0u, x[base[0] + j], inside[0]);
+                    let x1 = select(0u, x[base[1] + j], inside[1]);
+                    let x2 = select(0u, x[base[2] + j], inside[2]);
+                    let x3 = select(0u, x[base[3] + j], inside[3]);
+                    let tj = t + j;
+                    a0 += dot4x4(x0, x1, x2, x3, weight_i8x4(w0 + tj));
+                    if TILE_O > 1u {
+                        a1 += dot4x4(x0, x1, x2, x3, weight_i8x4(w1 + tj));
+                        a2 += dot4x4(x0, x1, x2, x3, weight_i8x4(w2 + tj));
+                        a3 += dot4x4(x0, x1, x2, x3, weight_i8x4(w3 + tj));
                     }
-                    for (var oi = 0u; oi < TILE_O; oi++) {
-                        let ww = weight_i8x4((oc[oi] * p.k_h * p.k_w + tap) * p.words_per_group + j);
-                        for (var pi = 0u; pi < TILE_P; pi++) {
-                            acc[oi][pi] += dot4(xw[pi], ww);
-                        }
+                    if TILE_O > 4u {
+                        a4 += dot4x4(x0, x1, x2, x3, weight_i8x4(w4 + tj));
+                        a5 += dot4x4(x0, x1, x2, x3, weight_i8x4(w5 + tj));
+                        a6 += dot4x4(x0, x1, x2, x3, weight_i8x4(w6 + tj));
+                        a7 += dot4x4(x0, x1, x2, x3, weight_i8x4(w7 + tj));
                     }
                 }
             }
         }
     }
 
+    acc[0] += a0;
+    acc[1] += a1;
+    acc[2] += a2;
+    acc[3] += a3;
+    acc[4] += a4;
+    acc[5] += a5;
+    acc[6] += a6;
+    acc[7] += a7;
     for (var oi = 0u; oi < TILE_O; oi++) {
         let o = o0 + oi;
         if o >= p.out_c {
