@@ -106,7 +106,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             a3 += tap(input_word(image, top[3] + dy, left[3] + dx, j), w0, w1, w2, w3);
         }
     }
-    let acc = array<vec4<i32>, TILE_P>(a0, a1, a2, a3);
+    var acc = array<vec4<i32>, TILE_P>(a0, a1, a2, a3);
     for (var b = 0u; b < 4u; b++) {
         let c = j * 4u + b;
         if c >= p.channels {

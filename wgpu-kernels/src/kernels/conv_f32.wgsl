@@ -4,7 +4,9 @@
 
 override TILE_O: u32 = 8u; // as in conv_int.wgsl: the channel tile is uniform per workgroup
 override PRELU: bool = false;
-override IMAGES_AS_PIXELS: bool = false; // as in conv_int.wgsl
+// A Gemm (1×1 input, 1×1 output) tiles over images instead of pixels: the batch becomes the
+// pixel axis, so a tile of TILE_P images shares each weight.
+override IMAGES_AS_PIXELS: bool = false;
 const TILE_P: u32 = 4u;
 
 struct Params {
@@ -65,7 +67,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var oi = 0u; oi < TILE_O; oi++) {
         oc[oi] = min(o0 + oi, p.out_c - 1u);
     }
-    var acc: array<array<f32, TILE_P>, 8>;
+    // Named accumulators, one vec4 of the four pixels per channel (see conv_int.wgsl: software
+    // rasterisers keep loop-indexed arrays in memory).
+    let per_channel = p.k_h * p.k_w * cg;
+    let w0 = oc[0] * per_channel;
+    let w1 = oc[1] * per_channel;
+    let w2 = oc[2] * per_channel;
+    let w3 = oc[3] * per_channel;
+    let w4 = oc[4] * per_channel;
+    let w5 = oc[5] * per_channel;
+    let w6 = oc[6] * per_channel;
+    let w7 = oc[7] * per_channel;
+    var a0 = vec4<f32>();
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    var a4 = vec4<f32>();
+    var a5 = vec4<f32>();
+    var a6 = vec4<f32>();
+    var a7 = vec4<f32>();
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
             var base: array<u32, TILE_P>;
@@ -77,20 +97,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                 base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_c + in_base, inside[pi]);
             }
             let tap = ky * p.k_w + kx;
+            let t = tap * cg;
             for (var ci = 0u; ci < cg; ci++) {
-                var xv: array<f32, TILE_P>;
-                for (var pi = 0u; pi < TILE_P; pi++) {
-                    xv[pi] = select(0.0, x[base[pi] + ci], inside[pi]);
+                let xv = vec4<f32>(
+                    select(0.0, x[base[0] + ci], inside[0]),
+                    select(0.0, x[base[1] + ci], inside[1]),
+                    select(0.0, x[base[2] + ci], inside[2]),
+                    select(0.0, x[base[3] + ci], inside[3]),
+                );
+                let tc = t + ci;
+                a0 += xv * w[w0 + tc];
+                if TILE_O > 1u {
+                    a1 += xv * w[w1 + tc];
+                    a2 += xv * w[w2 + tc];
+                    a3 += xv * w[w3 + tc];
                 }
-                for (var oi = 0u; oi < TILE_O; oi++) {
-                    let wv = w[(oc[oi] * p.k_h * p.k_w + tap) * cg + ci];
-                    for (var pi = 0u; pi < TILE_P; pi++) {
-                        acc[oi][pi] += xv[pi] * wv;
-                    }
+                if TILE_O > 4u {
+                    a4 += xv * w[w4 + tc];
+                    a5 += xv * w[w5 + tc];
+                    a6 += xv * w[w6 + tc];
+                    a7 += xv * w[w7 + tc];
                 }
             }
         }
     }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     for (var oi = 0u; oi < TILE_O; oi++) {
         let o = o0 + oi;
         if o >= p.out_c {
