@@ -6,9 +6,9 @@
 // weight word serves TILE_P pixels and one activation word serves TILE_O channels. The channel
 // tile comes from workgroup_id, so it is uniform across the workgroup: every weight read is a
 // broadcast (a scalar load on software rasterisers, a constant-cache hit on GPUs) and only the
-// activations are gathered. A Gemm is the case of a 1×1 image. Accumulation is exact in i32, so
-// the result is bit-identical to the CPU reference whatever the order. (A Gemm has its own
-// kernel, gemm_int.wgsl: at a face model's batch sizes pixel tiles would leave lanes idle.)
+// activations are gathered. Accumulation is exact in i32, so the result is bit-identical to the
+// CPU reference whatever the order. (A Gemm has its own kernel, gemm_int.wgsl: at a face
+// model's batch sizes, pixel tiles over its one pixel per image would leave lanes idle.)
 
 override TILE_O: u32 = 8u; // 8 or 4 when a group's output channels come in such multiples, else 1
 override PRELU: bool = false;

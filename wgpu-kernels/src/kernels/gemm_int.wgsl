@@ -8,7 +8,9 @@
 // of a workgroup run along consecutive channels, and the images are a loop: the weights are
 // stored word-major ([K words][O], see `pack_gemm` in weights.rs), so the lanes read
 // consecutive weight words, and every lane reads the same activation word (a broadcast).
-// Accumulation is exact in i32, bit-identical to the CPU reference.
+// Accumulation is exact in i32, bit-identical to the CPU reference. It always multiplies with
+// dot4 (native or the polyfill prelude): the opt-in f32 path of conv_int.wgsl is for the
+// convolutions, where the time goes.
 
 override PRELU: bool = false;
 const TILE_N: u32 = 4u; // images per invocation
