@@ -10,6 +10,7 @@ use crate::gpu::{Dot4, Gpu};
 const PRELUDE_DOT4: &str = include_str!("kernels/prelude_dot4.wgsl");
 const PRELUDE_POLYFILL: &str = include_str!("kernels/prelude_polyfill.wgsl");
 const PACKED_WEIGHTS: &str = include_str!("kernels/packed_weights.wgsl");
+const INT_EPILOGUE: &str = include_str!("kernels/int_epilogue.wgsl");
 const QUANTIZE: &str = include_str!("kernels/quantize.wgsl");
 const CONV_INT: &str = include_str!("kernels/conv_int.wgsl");
 const GEMM_INT: &str = include_str!("kernels/gemm_int.wgsl");
@@ -126,12 +127,13 @@ impl Kernel {
             Dot4::Native => PRELUDE_DOT4,
             Dot4::Polyfill => PRELUDE_POLYFILL,
         };
-        let weights = if self.reads_packed_weights() {
-            PACKED_WEIGHTS
+        // The integer kernels share the packed-weight reader, their bindings and the epilogue.
+        let (weights, epilogue) = if self.reads_packed_weights() {
+            (PACKED_WEIGHTS, INT_EPILOGUE)
         } else {
-            ""
+            ("", "")
         };
-        format!("{prelude}\n{weights}\n{}", self.file())
+        format!("{prelude}\n{weights}\n{epilogue}\n{}", self.file())
     }
 }
 

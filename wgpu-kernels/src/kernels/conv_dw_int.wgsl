@@ -5,7 +5,6 @@
 // same input word. Memory-bound; dot4's reduction over channels has nothing to reduce here.
 // Weights: [k_h][k_w][CG][words] groups of four. Epilogue as in conv_int.wgsl.
 
-override PRELU: bool = false;
 override CG: u32 = 1u;
 const TILE_P: u32 = 4u;
 
@@ -30,15 +29,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 // binding 1: wq, declared in packed_weights.wgsl; layout [k_h][k_w][words] groups of 4 channels
-@group(0) @binding(2) var<storage, read> x: array<u32>;
-@group(0) @binding(3) var<storage, read> mult: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> slope: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
-fn no_contract(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
-}
+// bindings 2–6 (x, mult, bias, slope, y) and the epilogue: int_epilogue.wgsl
 
 // The input word j of pixel (iy, ix), or 0 in the padding (the zero point is 0).
 fn input_word(image: u32, iy: i32, ix: i32, j: u32) -> u32 {
@@ -112,17 +103,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         if c >= p.channels {
             break;
         }
-        let m = mult[c];
-        let bb = bias[c];
-        let s = slope[select(c, 0u, p.shared_slope != 0u)];
         for (var pi = 0u; pi < TILE_P; pi++) {
             let pp = p0 + pi;
             if pp < out_pixels {
-                var v = no_contract(f32(acc[pi][b]) * m) + bb;
-                if PRELU && !(v > 0.0) {
-                    v = v * s;
-                }
-                y[(n * out_pixels + pp) * p.channels + c] = v;
+                y[(n * out_pixels + pp) * p.channels + c] = epilogue(acc[pi][b], c);
             }
         }
     }

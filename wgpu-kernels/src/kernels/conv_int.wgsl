@@ -11,7 +11,6 @@
 // model's batch sizes, pixel tiles over its one pixel per image would leave lanes idle.)
 
 override TILE_O: u32 = 8u; // 8 or 4 when a group's output channels come in such multiples, else 1
-override PRELU: bool = false;
 // An alternative to dot4 for implementations without a dot-product instruction: operands
 // unpacked once per tile into f32 and accumulated with fused multiply-adds (opt-in: on lavapipe
 // it measured ~10 % slower than dot4, docs/RESULTS.md). It is still exact: every product and partial sum is an integer below 2^24
@@ -49,19 +48,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 // binding 1: wq, declared in packed_weights.wgsl
-@group(0) @binding(2) var<storage, read> x: array<u32>;
-@group(0) @binding(3) var<storage, read> mult: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> slope: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
-// The reference rounds f32(acc)·m and then +bias separately. GPU compilers may contract the
-// pair into one fused multiply-add (one rounding), which changes the last bit and, through the
-// next layer's rounding to the integer grid, the whole network's output. XOR with a uniform
-// zero is an identity the compiler cannot see through, so the product is rounded on its own.
-fn no_contract(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
-}
+// bindings 2–6 (x, mult, bias, slope, y) and the epilogue: int_epilogue.wgsl
 
 // One weight word against the four pixels' activation words.
 fn dot4x4(x0: u32, x1: u32, x2: u32, x3: u32, w: u32) -> vec4<i32> {
@@ -201,17 +188,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         if o >= p.out_c {
             break;
         }
-        let m = mult[o];
-        let b = bias[o];
-        let s = slope[select(o, 0u, p.shared_slope != 0u)];
         for (var pi = 0u; pi < TILE_P; pi++) {
             let pp = p0 + pi;
             if pp < out_pixels {
-                var v = no_contract(f32(acc[oi][pi]) * m) + b;
-                if PRELU && !(v > 0.0) {
-                    v = v * s;
-                }
-                y[(n * out_pixels + pp) * p.out_c + o] = v;
+                y[(n * out_pixels + pp) * p.out_c + o] = epilogue(acc[oi][pi], o);
             }
         }
     }

@@ -12,7 +12,6 @@
 // dot4 (native or the polyfill prelude): the opt-in f32 path of conv_int.wgsl is for the
 // convolutions, where the time goes.
 
-override PRELU: bool = false;
 const TILE_N: u32 = 4u; // images per invocation
 
 struct Params {
@@ -24,20 +23,12 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 // binding 1: wq, declared in packed_weights.wgsl
-@group(0) @binding(2) var<storage, read> x: array<u32>;
-@group(0) @binding(3) var<storage, read> mult: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> slope: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+// bindings 2–6 (x, mult, bias, slope, y) and the epilogue: int_epilogue.wgsl
 
 struct Run {
     images: u32, // images in this submission
 }
 @group(0) @binding(7) var<uniform> run: Run;
-
-fn no_contract(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -56,14 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     if gid.x >= p.out_c {
         return;
     }
-    let m = mult[o];
-    let b = bias[o];
-    let s = slope[select(o, 0u, p.shared_slope != 0u)];
     for (var ni = 0u; ni < images; ni++) {
-        var v = no_contract(f32(acc[ni]) * m) + b;
-        if PRELU && !(v > 0.0) {
-            v = v * s;
-        }
-        y[(n0 + ni) * p.out_c + o] = v;
+        y[(n0 + ni) * p.out_c + o] = epilogue(acc[ni], o);
     }
 }
