@@ -11,4 +11,5 @@ pub mod loss;
 pub mod net;
 pub mod plot;
 pub mod quantize;
+pub mod reconstruct;
 pub mod student;

@@ -310,6 +310,18 @@ struct QuantizeCmd {
     /// the PTQ student's teacher fidelity at every width (docs/RESULTS.md): for ablations.
     #[arg(long, default_value = "max", value_parser = parse_weight_clip)]
     weight_clip: efq_shared::quant::WeightClip,
+    /// After calibrating, fit each quantized layer in turn to the teacher's output of that
+    /// layer, from the student's own quantized input on the calibration images: this many Adam
+    /// steps on its weights, then its bias set to cancel the mean error per channel (0: the
+    /// bias correction alone). Off unless given. See docs/quantization.md.
+    #[arg(long, value_name = "STEPS")]
+    reconstruct: Option<usize>,
+    /// --reconstruct: Adam's step in units of each channel's weight quantization step.
+    #[arg(long, default_value_t = 0.02)]
+    reconstruct_lr: f64,
+    /// --reconstruct: calibration images per Adam step.
+    #[arg(long, default_value_t = 32)]
+    reconstruct_batch: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use the CPU even when CUDA is available.
@@ -424,6 +436,13 @@ fn main() -> Result<()> {
                     equalize: !c.no_equalize,
                     equalize_alpha: c.equalize_alpha,
                     weight_clip: c.weight_clip,
+                    reconstruct: c.reconstruct.map(|steps| {
+                        efq_trainer::reconstruct::Reconstruction {
+                            steps,
+                            batch: c.reconstruct_batch,
+                            lr: c.reconstruct_lr,
+                        }
+                    }),
                     ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),

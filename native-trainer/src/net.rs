@@ -216,6 +216,71 @@ impl TchNet {
         })
     }
 
+    /// Number of steps (graph nodes), in topological order.
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The value ids step `i` reads and the one it writes.
+    pub fn step_io(&self, i: usize) -> (&[usize], usize) {
+        (&self.steps[i].inputs, self.steps[i].output)
+    }
+
+    /// Step `i` on its first input `x` (and `other`, an Add's second).
+    pub fn apply(&self, i: usize, x: &Tensor, other: Option<&Tensor>) -> Tensor {
+        let s = &self.steps[i];
+        match &s.layer {
+            Layer::Conv {
+                w,
+                b,
+                stride,
+                padding,
+                pre_pad,
+                dilation,
+                groups,
+                arith,
+            } => {
+                let mut x = arith.input(x);
+                if let Some(p) = pre_pad {
+                    x = x.constant_pad_nd(p.as_slice());
+                }
+                let conv = |bias: Option<&Tensor>| {
+                    x.conv2d(
+                        w,
+                        bias,
+                        stride.as_slice(),
+                        padding.as_slice(),
+                        dilation.as_slice(),
+                        *groups,
+                    )
+                };
+                match arith {
+                    // Two roundings (multiply, then add), as the reference's epilogue.
+                    Arith::Integer { mult, .. } => conv(None) * mult + b.view([1, -1, 1, 1]),
+                    _ => conv(Some(b)),
+                }
+            }
+            Layer::Gemm { w, b, arith } => {
+                let x = arith.input(x);
+                match arith {
+                    Arith::Integer { mult, .. } => {
+                        x.linear::<&Tensor>(w, None) * mult.view([1, -1]) + b
+                    }
+                    _ => x.linear(w, Some(b)),
+                }
+            }
+            Layer::Affine { scale, shift } => x * scale + shift,
+            Layer::PRelu { slope } => x.prelu(slope),
+            Layer::Relu => x.relu(),
+            Layer::Add => x + other.expect("an Add has two inputs"),
+            Layer::Flatten => x.flatten(1, -1),
+            Layer::Upsample(f) => {
+                let [h, w] = [x.size()[2] * f, x.size()[3] * f];
+                x.upsample_nearest2d([h, w], *f as f64, *f as f64)
+            }
+        }
+    }
+
     /// `x`: `[N, C, H, W]` float on any device; returns `[N, dim]` raw embeddings.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_observed(x, &mut |_, _| {})
@@ -245,56 +310,7 @@ impl TchNet {
                 observe(layer, x);
                 layer += 1;
             }
-            let y = match &s.layer {
-                Layer::Conv {
-                    w,
-                    b,
-                    stride,
-                    padding,
-                    pre_pad,
-                    dilation,
-                    groups,
-                    arith,
-                } => {
-                    let mut x = arith.input(x);
-                    if let Some(p) = pre_pad {
-                        x = x.constant_pad_nd(p.as_slice());
-                    }
-                    let conv = |bias: Option<&Tensor>| {
-                        x.conv2d(
-                            w,
-                            bias,
-                            stride.as_slice(),
-                            padding.as_slice(),
-                            dilation.as_slice(),
-                            *groups,
-                        )
-                    };
-                    match arith {
-                        // Two roundings (multiply, then add), as the reference's epilogue.
-                        Arith::Integer { mult, .. } => conv(None) * mult + b.view([1, -1, 1, 1]),
-                        _ => conv(Some(b)),
-                    }
-                }
-                Layer::Gemm { w, b, arith } => {
-                    let x = arith.input(x);
-                    match arith {
-                        Arith::Integer { mult, .. } => {
-                            x.linear::<&Tensor>(w, None) * mult.view([1, -1]) + b
-                        }
-                        _ => x.linear(w, Some(b)),
-                    }
-                }
-                Layer::Affine { scale, shift } => x * scale + shift,
-                Layer::PRelu { slope } => x.prelu(slope),
-                Layer::Relu => x.relu(),
-                Layer::Add => x + values[s.inputs[1]].as_ref().expect("topological order"),
-                Layer::Flatten => x.flatten(1, -1),
-                Layer::Upsample(f) => {
-                    let [h, w] = [x.size()[2] * f, x.size()[3] * f];
-                    x.upsample_nearest2d([h, w], *f as f64, *f as f64)
-                }
-            };
+            let y = self.apply(i, x, s.inputs.get(1).and_then(|&v| values[v].as_ref()));
             for &v in &s.inputs {
                 if self.last_use[v] == i {
                     values[v] = None;

@@ -17,6 +17,8 @@ use tch::{Kind, Tensor};
 use crate::embed::{FaceFolder, progress};
 use crate::eval::load_model;
 use crate::net::TchNet;
+use crate::reconstruct::Reconstruction;
+use crate::student::{ActRanges, Student};
 
 /// How an activation's range is chosen from what the calibration images show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -56,6 +58,9 @@ pub struct Calibration {
     /// clipping point).
     #[serde(default)]
     pub weight_clip: WeightClip,
+    /// Layer-wise reconstruction after calibration ([`crate::reconstruct`]); `None`: off.
+    #[serde(default)]
+    pub reconstruct: Option<Reconstruction>,
 }
 
 /// The equalization strength `quantize` uses unless told: 0.5 with weights of 6 bits or more,
@@ -77,6 +82,7 @@ impl Calibration {
             equalize: true,
             equalize_alpha: None,
             weight_clip: WeightClip::Max,
+            reconstruct: None,
         }
     }
 }
@@ -121,23 +127,49 @@ fn observe_calibration(
     label: &'static str,
     observe: &mut dyn FnMut(usize, &Tensor),
 ) -> Result<()> {
-    let mut order: Vec<PathBuf> = folder.images.clone();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cal.seed));
-    order.truncate(cal.images.max(1));
+    let order = calibration_order(folder, cal);
     tch::manual_seed(cal.seed as i64);
     let pb = progress(order.len() as u64, label);
     for chunk in order.chunks(cal.batch.max(1)) {
-        let pixels: Vec<Vec<f32>> = chunk
-            .par_iter()
-            .map(|p| load_face(folder.root.join(p), pre).map_err(anyhow::Error::from))
-            .collect::<Result<_>>()?;
-        let [c, h, w] = net.input_shape.map(|d| d as i64);
-        let x = Tensor::from_slice(&pixels.concat()).reshape([chunk.len() as i64, c, h, w]);
+        let x = load_batch(folder, chunk, pre, net.input_shape)?;
         let _ = tch::no_grad(|| net.forward_observed(&x, observe))?;
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(())
+}
+
+/// The calibration images: a seeded draw of `cal.images` from `folder`.
+fn calibration_order(folder: &FaceFolder, cal: &Calibration) -> Vec<PathBuf> {
+    let mut order: Vec<PathBuf> = folder.images.clone();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cal.seed));
+    order.truncate(cal.images.max(1));
+    order
+}
+
+/// `paths` (relative to the folder) as one `[N, C, H, W]` batch on the CPU.
+fn load_batch(
+    folder: &FaceFolder,
+    paths: &[PathBuf],
+    pre: &efq_shared::format::Preprocessing,
+    shape: [usize; 3],
+) -> Result<Tensor> {
+    let pixels: Vec<Vec<f32>> = paths
+        .par_iter()
+        .map(|p| load_face(folder.root.join(p), pre).map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    let [c, h, w] = shape.map(|d| d as i64);
+    Ok(Tensor::from_slice(&pixels.concat()).reshape([paths.len() as i64, c, h, w]))
+}
+
+/// All calibration images of `cal` in one `[N, C, H, W]` tensor (512 crops of 112×112: 77 MB).
+pub fn calibration_images(
+    folder: &FaceFolder,
+    cal: &Calibration,
+    pre: &efq_shared::format::Preprocessing,
+    shape: [usize; 3],
+) -> Result<Tensor> {
+    load_batch(folder, &calibration_order(folder, cal), pre, shape)
 }
 
 /// Equalizes, in place, the channels at every site of the float `graph` (see
@@ -278,7 +310,23 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
     let ranges = calibrate(&net, &folder, &calibration, &pre, &|k| {
         args.config.layer_bits(k, n).1
     })?;
-    let student = quantize_graph_clipped(&graph, &args.config, &ranges, calibration.weight_clip)?;
+    let mut student =
+        quantize_graph_clipped(&graph, &args.config, &ranges, calibration.weight_clip)?;
+    let mut fits = None;
+    if let Some(r) = &calibration.reconstruct {
+        let images = calibration_images(&folder, &calibration, &pre, graph.input_shape)?;
+        let s = Student::new(&student, args.device, ActRanges::Frozen)?;
+        let pb = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "reconstruct {bar:30.cyan/blue} {pos}/{len} nodes [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        let f = crate::reconstruct::run(&net, &s, &images, r, calibration.seed, &pb)?;
+        pb.finish_and_clear();
+        student = s.to_graph()?;
+        fits = Some(f);
+    }
     let mut model = PackedModel::new(student, Some(args.config))?;
     model.manifest.preprocessing = pre;
     model.manifest.name = format!("{}-{}", graph.name, args.config.label());
@@ -294,6 +342,12 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         .manifest
         .extra
         .insert("equalized_layers".into(), equalized.into());
+    if let Some(f) = fits {
+        model
+            .manifest
+            .extra
+            .insert("reconstruction".into(), serde_json::to_value(f)?);
+    }
     model.manifest.extra.insert(
         "calibration_crops".into(),
         args.crops.display().to_string().into(),

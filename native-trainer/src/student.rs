@@ -261,52 +261,84 @@ impl Student {
         })
     }
 
+    /// Number of steps (graph nodes), in topological order.
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The value ids step `i` reads and the one it writes.
+    pub fn step_io(&self, i: usize) -> (&[usize], usize) {
+        (&self.steps[i].inputs, self.steps[i].output)
+    }
+
+    /// The node name of step `i`.
+    pub fn step_name(&self, i: usize) -> &str {
+        &self.steps[i].name
+    }
+
+    /// The float master weights, bias and weight width of step `i` if it is a quantized
+    /// Conv/Gemm.
+    pub fn linear(&self, i: usize) -> Option<(&Tensor, &Tensor, u8)> {
+        match &self.steps[i].layer {
+            Layer::Conv { w, b, wbits, .. } | Layer::Gemm { w, b, wbits, .. } => {
+                Some((w, b, *wbits))
+            }
+            _ => None,
+        }
+    }
+
+    /// Step `i` on its first input `x` (and `other`, an Add's second), differentiable.
+    pub fn apply(&self, i: usize, x: &Tensor, other: Option<&Tensor>) -> Tensor {
+        let s = &self.steps[i];
+        match &s.layer {
+            Layer::Conv {
+                w,
+                b,
+                attrs,
+                wbits,
+                aq,
+                act,
+            } => {
+                let xq = quant_input(x, aq, act.as_ref());
+                let [t, l, bo, r] = attrs.pads.map(|p| p as i64);
+                let (xq, padding) = if t == bo && l == r {
+                    (xq, [t, l])
+                } else {
+                    (xq.constant_pad_nd([l, r, t, bo]), [0, 0])
+                };
+                let stride = attrs.stride.map(|v| v as i64);
+                let dilation = attrs.dilation.map(|v| v as i64);
+                // Channels-last routes forward and backward (depthwise included) to oneDNN.
+                let wq = channels_last(quant_weights(w, *wbits));
+                xq.conv2d(&wq, Some(b), stride, padding, dilation, attrs.group as i64)
+            }
+            Layer::Gemm {
+                w,
+                b,
+                wbits,
+                aq,
+                act,
+            } => quant_input(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
+            Layer::Affine { scale, shift } => {
+                let rank = x.dim() as i64;
+                let mut shape = vec![-1i64];
+                shape.extend(std::iter::repeat_n(1, rank as usize - 2));
+                x * scale.view(shape.as_slice()) + shift.view(shape.as_slice())
+            }
+            Layer::PRelu { slope } => x.prelu(slope),
+            Layer::Relu => x.relu(),
+            Layer::Add => x + other.expect("an Add has two inputs"),
+            Layer::Flatten => x.flatten(1, -1),
+        }
+    }
+
     /// Training forward: `[N, C, H, W]` → `[N, dim]` raw embeddings, differentiable.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut values: Vec<Option<Tensor>> = (0..self.graph.num_values).map(|_| None).collect();
         values[0] = Some(channels_last(x.to_device(self.device).to_kind(Kind::Float)));
-        for s in &self.steps {
+        for (i, s) in self.steps.iter().enumerate() {
             let x = values[s.inputs[0]].as_ref().expect("topological order");
-            let y = match &s.layer {
-                Layer::Conv {
-                    w,
-                    b,
-                    attrs,
-                    wbits,
-                    aq,
-                    act,
-                } => {
-                    let xq = quant_input(x, aq, act.as_ref());
-                    let [t, l, bo, r] = attrs.pads.map(|p| p as i64);
-                    let (xq, padding) = if t == bo && l == r {
-                        (xq, [t, l])
-                    } else {
-                        (xq.constant_pad_nd([l, r, t, bo]), [0, 0])
-                    };
-                    let stride = attrs.stride.map(|v| v as i64);
-                    let dilation = attrs.dilation.map(|v| v as i64);
-                    // Channels-last routes forward and backward (depthwise included) to oneDNN.
-                    let wq = channels_last(quant_weights(w, *wbits));
-                    xq.conv2d(&wq, Some(b), stride, padding, dilation, attrs.group as i64)
-                }
-                Layer::Gemm {
-                    w,
-                    b,
-                    wbits,
-                    aq,
-                    act,
-                } => quant_input(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
-                Layer::Affine { scale, shift } => {
-                    let rank = x.dim() as i64;
-                    let mut shape = vec![-1i64];
-                    shape.extend(std::iter::repeat_n(1, rank as usize - 2));
-                    x * scale.view(shape.as_slice()) + shift.view(shape.as_slice())
-                }
-                Layer::PRelu { slope } => x.prelu(slope),
-                Layer::Relu => x.relu(),
-                Layer::Add => x + values[s.inputs[1]].as_ref().expect("topological order"),
-                Layer::Flatten => x.flatten(1, -1),
-            };
+            let y = self.apply(i, x, s.inputs.get(1).and_then(|&v| values[v].as_ref()));
             values[s.output] = Some(y);
         }
         values[self.graph.output].take().expect("output computed")
