@@ -26,23 +26,34 @@ fn unequal_teacher() -> Graph {
     g
 }
 
-fn ptq_fidelity(teacher: &Graph, equalize: bool, dir: &std::path::Path) -> f64 {
-    let path = dir.join(format!("teacher-{equalize}.onnx"));
+/// `teacher` written as ONNX into `dir`, then quantized at `bits` with `calibration` on
+/// `insightface112` crops.
+fn quantize_teacher(
+    teacher: &Graph,
+    dir: &std::path::Path,
+    bits: &str,
+    calibration: Calibration,
+) -> efq_shared::format::PackedModel {
+    let path = dir.join(format!("teacher-{bits}-{}.onnx", calibration.equalize));
     std::fs::write(&path, efq_shared::onnx::export_bytes(teacher).unwrap()).unwrap();
-    let crops = lfw().join("insightface112");
-    let student = quantize::run(&QuantizeArgs {
+    quantize::run(&QuantizeArgs {
         teacher: &path,
-        crops: &crops,
-        config: QuantConfig::parse("w8a8").unwrap(),
-        calibration: Calibration {
-            images: 16,
-            batch: 8,
-            equalize,
-            ..Calibration::default_with_seed(1)
-        },
+        crops: &lfw().join("insightface112"),
+        config: QuantConfig::parse(bits).unwrap(),
+        calibration,
         device: tch::Device::Cpu,
     })
-    .unwrap();
+    .unwrap()
+}
+
+fn ptq_fidelity(teacher: &Graph, equalize: bool, dir: &std::path::Path) -> f64 {
+    let calibration = Calibration {
+        images: 16,
+        batch: 8,
+        equalize,
+        ..Calibration::default_with_seed(1)
+    };
+    let student = quantize_teacher(teacher, dir, "w8a8", calibration);
     let equalized = student.manifest.extra["equalized_layers"].as_u64().unwrap();
     assert_eq!(equalized > 0, equalize);
     let x = efq_shared::builders::random_images(8, [3, 112, 112], 4);
@@ -107,23 +118,14 @@ fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_cl
     use efq_trainer::reconstruct::{LayerFit, Reconstruction};
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
-    let path = dir.path().join("teacher.onnx");
-    std::fs::write(&path, efq_shared::onnx::export_bytes(&teacher).unwrap()).unwrap();
-    let crops = lfw().join("insightface112");
     let quantize = |reconstruct| {
-        quantize::run(&QuantizeArgs {
-            teacher: &path,
-            crops: &crops,
-            config: QuantConfig::parse("w4a4").unwrap(),
-            calibration: Calibration {
-                images: 24,
-                batch: 8,
-                reconstruct,
-                ..Calibration::default_with_seed(1)
-            },
-            device: tch::Device::Cpu,
-        })
-        .unwrap()
+        let calibration = Calibration {
+            images: 24,
+            batch: 8,
+            reconstruct,
+            ..Calibration::default_with_seed(1)
+        };
+        quantize_teacher(&teacher, dir.path(), "w4a4", calibration)
     };
     let plain = quantize(None);
     let fitted = quantize(Some(Reconstruction {
