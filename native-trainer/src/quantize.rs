@@ -285,6 +285,9 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
             args.teacher.display()
         );
     }
+    if let Some(r) = &args.calibration.reconstruct {
+        r.validate()?;
+    }
     let folder = FaceFolder::scan(args.crops)?;
     let mut calibration = args.calibration;
     if let Some(a) = calibration.equalize_alpha

@@ -49,6 +49,20 @@ impl Default for Reconstruction {
     }
 }
 
+impl Reconstruction {
+    /// Rejects settings that cannot fit anything, before any image is read.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps > 0 && (self.batch == 0 || !(self.lr.is_finite() && self.lr > 0.0)) {
+            bail!(
+                "--reconstruct needs --reconstruct-batch > 0 and a positive --reconstruct-lr (got {} and {})",
+                self.batch,
+                self.lr
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Outputs per channel, relative to the fan-in, below which a layer's weights are left alone.
 pub const SAMPLES_PER_WEIGHT: i64 = 4;
 
@@ -100,9 +114,7 @@ pub fn run(
             student.num_steps()
         );
     }
-    if r.steps > 0 && (r.batch == 0 || !(r.lr.is_finite() && r.lr > 0.0)) {
-        bail!("reconstruction needs a batch > 0 and a positive learning rate");
-    }
+    r.validate()?;
     tch::manual_seed(seed as i64);
     let device = student.device;
     let n = images.size()[0];
