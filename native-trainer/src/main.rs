@@ -8,7 +8,7 @@ use efq_trainer::{eval, net, quantize};
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -211,6 +211,9 @@ struct FinetuneCmd {
     student_init: Option<PathBuf>,
     #[arg(long, default_value = "w8a8", value_parser = |s: &str| QuantConfig::parse(s).map_err(|e| e.to_string()))]
     bits: QuantConfig,
+    /// Without --student-init: how the teacher is quantized first (as `trainer quantize`).
+    #[command(flatten)]
+    reconstruct: ReconstructArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Training crops, relative to --lfw unless absolute (falls back to insightface112).
@@ -272,6 +275,39 @@ struct FinetuneCmd {
     out_dir: PathBuf,
 }
 
+/// Layer-wise reconstruction options, shared by `quantize` and `finetune`'s own quantization.
+#[derive(Args)]
+struct ReconstructArgs {
+    /// After calibrating, fit each quantized layer in turn to the teacher's output of that
+    /// layer, from the student's own quantized input on the calibration images: this many Adam
+    /// steps on its weights, then its bias set to cancel the mean error per channel (0: the
+    /// bias correction alone). Off unless given. See docs/quantization.md.
+    #[arg(long, value_name = "STEPS")]
+    reconstruct: Option<usize>,
+    /// --reconstruct: Adam's step in units of each channel's weight quantization step.
+    #[arg(long, default_value_t = 0.02)]
+    reconstruct_lr: f64,
+    /// --reconstruct: calibration images per Adam step.
+    #[arg(long, default_value_t = 32)]
+    reconstruct_batch: usize,
+    /// --reconstruct: `learned` also fits each layer's input activation scale (LSQ's gradient)
+    /// with its weights; `frozen` keeps the calibrated ranges.
+    #[arg(long, value_enum, default_value = "frozen")]
+    reconstruct_ranges: efq_trainer::student::ActRanges,
+}
+
+impl ReconstructArgs {
+    fn settings(&self) -> Option<efq_trainer::reconstruct::Reconstruction> {
+        self.reconstruct
+            .map(|steps| efq_trainer::reconstruct::Reconstruction {
+                steps,
+                batch: self.reconstruct_batch,
+                lr: self.reconstruct_lr,
+                ranges: self.reconstruct_ranges,
+            })
+    }
+}
+
 #[derive(Args)]
 struct QuantizeCmd {
     /// Float teacher (ONNX).
@@ -313,18 +349,8 @@ struct QuantizeCmd {
     /// the PTQ student's teacher fidelity at every width (docs/RESULTS.md): for ablations.
     #[arg(long, default_value = "max", value_parser = parse_weight_clip)]
     weight_clip: efq_shared::quant::WeightClip,
-    /// After calibrating, fit each quantized layer in turn to the teacher's output of that
-    /// layer, from the student's own quantized input on the calibration images: this many Adam
-    /// steps on its weights, then its bias set to cancel the mean error per channel (0: the
-    /// bias correction alone). Off unless given. See docs/quantization.md.
-    #[arg(long, value_name = "STEPS")]
-    reconstruct: Option<usize>,
-    /// --reconstruct: Adam's step in units of each channel's weight quantization step.
-    #[arg(long, default_value_t = 0.02)]
-    reconstruct_lr: f64,
-    /// --reconstruct: calibration images per Adam step.
-    #[arg(long, default_value_t = 32)]
-    reconstruct_batch: usize,
+    #[command(flatten)]
+    reconstruct: ReconstructArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use the CPU even when CUDA is available.
@@ -439,13 +465,7 @@ fn main() -> Result<()> {
                     equalize: !c.no_equalize,
                     equalize_alpha: c.equalize_alpha,
                     weight_clip: c.weight_clip,
-                    reconstruct: c.reconstruct.map(|steps| {
-                        efq_trainer::reconstruct::Reconstruction {
-                            steps,
-                            batch: c.reconstruct_batch,
-                            lr: c.reconstruct_lr,
-                        }
-                    }),
+                    reconstruct: c.reconstruct.settings(),
                     ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),
@@ -552,6 +572,12 @@ fn main() -> Result<()> {
 }
 
 fn run_finetune(c: FinetuneCmd) -> Result<()> {
+    if c.student_init.is_some() && c.reconstruct.reconstruct.is_some() {
+        bail!(
+            "--reconstruct applies to finetune's own quantization of the teacher; \
+             --student-init is already quantized (reconstruct it with `trainer quantize --reconstruct`)"
+        );
+    }
     let device = net::pick_device(c.cpu);
     let mut train_crops = c.data.lfw.join(&c.train_crops);
     if !train_crops.exists() && c.train_crops.as_os_str() == "aligned112" {
@@ -572,7 +598,10 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
                     teacher: &c.teacher,
                     crops: &train_crops,
                     config: c.bits,
-                    calibration: quantize::Calibration::default_with_seed(c.seed),
+                    calibration: quantize::Calibration {
+                        reconstruct: c.reconstruct.settings(),
+                        ..quantize::Calibration::default_with_seed(c.seed)
+                    },
                     device,
                 })?;
                 quantize::save(&model, &p)?;

@@ -18,7 +18,7 @@ use crate::embed::{FaceFolder, progress};
 use crate::eval::load_model;
 use crate::net::TchNet;
 use crate::reconstruct::Reconstruction;
-use crate::student::{ActRanges, Student};
+use crate::student::Student;
 
 /// How an activation's range is chosen from what the calibration images show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -318,7 +318,7 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
     let mut fits = None;
     if let Some(r) = &calibration.reconstruct {
         let images = calibration_images(&folder, &calibration, &pre, graph.input_shape)?;
-        let s = Student::new(&student, args.device, ActRanges::Frozen)?;
+        let s = Student::new(&student, args.device, r.ranges)?;
         let pb = indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "reconstruct {bar:30.cyan/blue} {pos}/{len} nodes [{elapsed_precise}<{eta_precise}] {msg}",

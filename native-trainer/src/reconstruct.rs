@@ -9,6 +9,11 @@
 //!   the straight-through weight quantizer (the same per-channel `max|w| / qmax` grid that
 //!   fine-tuning and the exporter use), each element's step measured in its channel's
 //!   quantization step, so one learning rate fits every layer;
+//! - with `ranges: learned`, the layer's input activation scale takes the same Adam steps with
+//!   LSQ's gradient (the student's own, [`crate::student`]), each step a fixed fraction of the
+//!   calibrated scale: the activation half of the 4-bit error is as large as the weight half
+//!   (docs/RESULTS.md, session 8), and the MSE calibration chose the range for the teacher's
+//!   input, not for what minimises the layer's output error;
 //! - the bias is then set in closed form to cancel the mean output error of every channel
 //!   (bias correction, Nagel et al. 2019): the least-squares optimum for a bias.
 //!
@@ -26,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::net::{TchNet, channels_last};
-use crate::student::Student;
+use crate::student::{ActRanges, Student};
 
 /// How much layer-wise reconstruction `quantize` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +42,10 @@ pub struct Reconstruction {
     pub batch: usize,
     /// Adam's step size in units of each output channel's weight quantization step.
     pub lr: f64,
+    /// Whether each layer's input activation scale is fitted with its weights (files written
+    /// before this option existed fitted the weights alone).
+    #[serde(default)]
+    pub ranges: ActRanges,
 }
 
 impl Default for Reconstruction {
@@ -45,6 +54,7 @@ impl Default for Reconstruction {
             steps: 200,
             batch: 32,
             lr: 0.02,
+            ranges: ActRanges::Frozen,
         }
     }
 }
@@ -75,7 +85,20 @@ pub struct LayerFit {
     pub mse_after: f64,
     /// Whether the weights were fitted (otherwise the bias alone).
     pub weights: bool,
+    /// The input activation scale before and after, when it was fitted (learned ranges, weights
+    /// fitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_scale: Option<(f32, f32)>,
+    /// Whether the fit was undone because it ended with a larger error than the bias
+    /// correction alone.
+    #[serde(default)]
+    pub reverted: bool,
 }
+
+/// Adam's step on a learned activation scale, as a fraction of its calibrated value per unit of
+/// `lr` (0.5 % per step at the default lr 0.02: over 200 steps enough to move the range by
+/// tens of percent, not enough to jump over the optimum of a 4-bit grid).
+const ACT_LR_FRACTION: f64 = 0.25;
 
 /// Images per no-grad pass over the calibration set (bounds the temporaries of one layer).
 const CHUNK: i64 = 64;
@@ -167,15 +190,41 @@ pub fn run(
             let per_channel = ty.numel() as i64 / channels;
             let fan_in = w.numel() as i64 / w.size()[0];
             let fit_weights = r.steps > 0 && per_channel >= SAMPLES_PER_WEIGHT * fan_in;
+            let act = student
+                .act_scale(i)
+                .filter(|_| fit_weights && r.ranges == ActRanges::Learned);
+            let scale_now = || act.map(|a| a.double_value(&[0]) as f32);
+            let scale_before = scale_now();
             let y0 = student_out();
             let mse_before = mse(&y0);
             correct_bias(b, &ty, &y0);
             drop(y0);
+            let mut y = student_out();
+            let mut reverted = false;
             if fit_weights {
-                fit(student, i, w, wbits, &sx, &ty, r)?;
+                let corrected = mse(&y);
+                let saved: Vec<(Tensor, Tensor)> = [Some(w), Some(b), act]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| (t.shallow_clone(), t.detach().copy()))
+                    .collect();
+                fit(student, i, w, act, wbits, &sx, &ty, r)?;
                 correct_bias(b, &ty, &student_out());
+                let fitted = student_out();
+                // Adam on 32-image batches can end above where it started (an 8-bit layer is
+                // already near its optimum): keep the fit only when the whole calibration set
+                // says it helped.
+                if mse(&fitted) <= corrected {
+                    y = fitted;
+                } else {
+                    tch::no_grad(|| {
+                        for (t, v) in &saved {
+                            t.shallow_clone().copy_(v);
+                        }
+                    });
+                    reverted = true;
+                }
             }
-            let y = student_out();
             let mse_after = mse(&y);
             if !mse_after.is_finite() {
                 bail!(
@@ -192,6 +241,8 @@ pub fn run(
                 mse_before,
                 mse_after,
                 weights: fit_weights,
+                act_scale: scale_before.zip(scale_now()),
+                reverted,
             });
             s_vals[out] = Some(y);
         } else {
@@ -219,12 +270,15 @@ fn correct_bias(b: &Tensor, ty: &Tensor, sy: &Tensor) {
     })
 }
 
-/// Adam on the weights of step `i` against the teacher's output `ty`, step sizes in units of
-/// each output channel's quantization step (taken once, from the starting weights).
+/// Adam on the weights of step `i` (and on its activation scale `act`, when given) against the
+/// teacher's output `ty`, step sizes in units of each output channel's quantization step (taken
+/// once, from the starting weights) and of the starting activation scale.
+#[allow(clippy::too_many_arguments)]
 fn fit(
     student: &Student,
     i: usize,
     w: &Tensor,
+    act: Option<&Tensor>,
     wbits: u8,
     sx: &Tensor,
     ty: &Tensor,
@@ -236,10 +290,11 @@ fn fit(
         let a = w.abs().amax(dims.as_slice(), true) / qmax(wbits) as f64;
         a.clamp_min(1e-12) * r.lr
     });
-    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-    let mut m = w.zeros_like();
-    let mut v = w.zeros_like();
-    let mut w = w.shallow_clone();
+    let mut params = vec![AdamState::new(w, unit)];
+    if let Some(a) = act {
+        let unit = tch::no_grad(|| a.abs() * (r.lr * ACT_LR_FRACTION));
+        params.push(AdamState::new(a, unit).decaying());
+    }
     let batch = (r.batch as i64).min(n);
     for k in 1..=r.steps {
         let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
@@ -249,21 +304,73 @@ fn fit(
         let loss = (student.apply(i, &xb, None) - tb)
             .square()
             .mean(Kind::Float);
-        w.zero_grad();
+        for p in &mut params {
+            p.param.zero_grad();
+        }
         loss.backward();
-        tch::no_grad(|| {
-            let g = w.grad();
-            m = &m * b1 + &g * (1.0 - b1);
-            v = &v * b2 + g.square() * (1.0 - b2);
-            let mh = &m / (1.0 - b1.powi(k as i32));
-            let vh = &v / (1.0 - b2.powi(k as i32));
-            let _ = w.g_sub_(&(mh / (vh.sqrt() + eps) * &unit));
-        });
+        for p in &mut params {
+            p.step(k, r.steps);
+        }
     }
-    w.zero_grad();
+    for p in &mut params {
+        p.param.zero_grad();
+    }
     if let Some((_, b, _)) = student.linear(i) {
         let mut b = b.shallow_clone();
         b.zero_grad();
     }
     Ok(())
+}
+
+/// One tensor under Adam, with an element-wise step size `unit`.
+struct AdamState {
+    param: Tensor,
+    unit: Tensor,
+    m: Tensor,
+    v: Tensor,
+    /// Whether the step follows a cosine from `unit` down to 0 over the run (a single scale
+    /// fed by a whole tensor otherwise keeps jittering around its optimum to the last step).
+    decay: bool,
+}
+
+impl AdamState {
+    fn new(param: &Tensor, unit: Tensor) -> Self {
+        AdamState {
+            param: param.shallow_clone(),
+            unit,
+            m: param.zeros_like(),
+            v: param.zeros_like(),
+            decay: false,
+        }
+    }
+
+    fn decaying(self) -> Self {
+        AdamState {
+            decay: true,
+            ..self
+        }
+    }
+
+    /// Step `k` of `steps` (1-based).
+    fn step(&mut self, k: usize, steps: usize) {
+        let factor = if self.decay {
+            0.5 * (1.0 + (std::f64::consts::PI * k as f64 / steps as f64).cos())
+        } else {
+            1.0
+        };
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        tch::no_grad(|| {
+            let g = self.param.grad();
+            if !g.defined() {
+                return;
+            }
+            self.m = &self.m * b1 + &g * (1.0 - b1);
+            self.v = &self.v * b2 + g.square() * (1.0 - b2);
+            let mh = &self.m / (1.0 - b1.powi(k as i32));
+            let vh = &self.v / (1.0 - b2.powi(k as i32));
+            let _ = self
+                .param
+                .g_sub_(&(mh / (vh.sqrt() + eps) * &self.unit * factor));
+        });
+    }
 }

@@ -287,6 +287,14 @@ impl Student {
         }
     }
 
+    /// The trainable input activation scale (`[1]`) of step `i`, when ranges are learned.
+    pub fn act_scale(&self, i: usize) -> Option<&Tensor> {
+        match &self.steps[i].layer {
+            Layer::Conv { act, .. } | Layer::Gemm { act, .. } => act.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Step `i` on its first input `x` (and `other`, an Add's second), differentiable.
     pub fn apply(&self, i: usize, x: &Tensor, other: Option<&Tensor>) -> Tensor {
         let s = &self.steps[i];

@@ -241,3 +241,27 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
         "{err}"
     );
 }
+
+#[test]
+fn finetune_refuses_to_reconstruct_a_student_that_is_already_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = trainer()
+        .args(["finetune", "--reconstruct", "50", "--student-init", "s.efq"])
+        .arg("--teacher")
+        .arg(teacher())
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--reconstruct") && err.contains("--student-init is already quantized"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written before the options are checked"
+    );
+}

@@ -113,11 +113,18 @@ fn fidelity_on_unseen_faces(teacher: &Graph, student: &Graph, n: usize) -> f64 {
         / n as f64
 }
 
-#[test]
-fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_closer() {
-    use efq_trainer::reconstruct::{LayerFit, Reconstruction};
-    let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+/// The tiny network quantized at w4a4 on 24 calibration crops, plainly and reconstructed with
+/// `ranges`, and the layer records of the reconstruction.
+fn reconstructed_w4a4(
+    teacher: &Graph,
+    dir: &std::path::Path,
+    ranges: efq_trainer::student::ActRanges,
+) -> (
+    efq_shared::format::PackedModel,
+    efq_shared::format::PackedModel,
+    Vec<efq_trainer::reconstruct::LayerFit>,
+) {
+    use efq_trainer::reconstruct::Reconstruction;
     let quantize = |reconstruct| {
         let calibration = Calibration {
             images: 24,
@@ -125,21 +132,25 @@ fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_cl
             reconstruct,
             ..Calibration::default_with_seed(1)
         };
-        quantize_teacher(&teacher, dir.path(), "w4a4", calibration)
+        quantize_teacher(teacher, dir, "w4a4", calibration)
     };
     let plain = quantize(None);
     let fitted = quantize(Some(Reconstruction {
         steps: 60,
         batch: 8,
         lr: 0.02,
+        ranges,
     }));
-    let fits: Vec<LayerFit> =
-        serde_json::from_value(fitted.manifest.extra["reconstruction"].clone()).unwrap();
+    let fits = serde_json::from_value(fitted.manifest.extra["reconstruction"].clone()).unwrap();
     assert!(!plain.manifest.extra.contains_key("reconstruction"));
+    (plain, fitted, fits)
+}
+
+/// Each layer ends closer to its teacher layer on the calibration images: the bias correction
+/// is a least-squares step, and the fit starts from there. Returns the mean error ratio.
+fn assert_every_layer_improves(fits: &[efq_trainer::reconstruct::LayerFit]) -> f64 {
     assert!(fits.iter().any(|f| f.weights) && fits.iter().any(|f| !f.weights));
-    for f in &fits {
-        // Each layer ends closer to its teacher layer on the calibration images: the bias
-        // correction is a least-squares step, and the weight fit starts from there.
+    for f in fits {
         assert!(
             f.mse_after <= f.mse_before * 1.0001 && f.mse_after.is_finite(),
             "{}: {} → {}",
@@ -148,15 +159,82 @@ fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_cl
             f.mse_after
         );
     }
-    let gain: f64 = fits
-        .iter()
+    fits.iter()
         .map(|f| f.mse_before / f.mse_after.max(1e-30))
         .sum::<f64>()
-        / fits.len() as f64;
+        / fits.len() as f64
+}
+
+#[test]
+fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_closer() {
+    use efq_trainer::student::ActRanges;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let (plain, fitted, fits) = reconstructed_w4a4(&teacher, dir.path(), ActRanges::Frozen);
+    let gain = assert_every_layer_improves(&fits);
     assert!(gain > 1.05, "mean error ratio before/after {gain}");
+    assert!(fits.iter().all(|f| f.act_scale.is_none()));
     let before = fidelity_on_unseen_faces(&teacher, &plain.graph, 8);
     let after = fidelity_on_unseen_faces(&teacher, &fitted.graph, 8);
     eprintln!("w4a4 fidelity on unseen faces: {before:.5} PTQ, {after:.5} reconstructed");
+    assert!(
+        1.0 - after < 0.8 * (1.0 - before),
+        "w4a4 fidelity on unseen faces: {before:.5} PTQ, {after:.5} reconstructed"
+    );
+}
+
+#[test]
+fn reconstruction_with_learned_ranges_moves_the_scales_the_file_then_carries() {
+    use efq_shared::graph::Op;
+    use efq_trainer::student::ActRanges;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let (plain, fitted, fits) = reconstructed_w4a4(&teacher, dir.path(), ActRanges::Learned);
+    let gain = assert_every_layer_improves(&fits);
+    let scales = |m: &efq_shared::format::PackedModel| -> Vec<f32> {
+        m.graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { input_quant, .. } | Op::Gemm { input_quant, .. } => {
+                    input_quant.map(|a| a.scale)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (calibrated, written) = (scales(&plain), scales(&fitted));
+    // Layers whose weights were fitted, in node order, with the scale the fit ended at.
+    let mut moved = 0;
+    for (k, f) in fits.iter().enumerate() {
+        match f.act_scale {
+            Some((from, to)) => {
+                assert!(
+                    f.weights,
+                    "{}: only fitted layers learn their range",
+                    f.name
+                );
+                assert_eq!(
+                    from, calibrated[k],
+                    "{}: starts at the calibrated scale",
+                    f.name
+                );
+                assert_eq!(
+                    to, written[k],
+                    "{}: the file carries the fitted scale",
+                    f.name
+                );
+                moved += usize::from((to / from - 1.0).abs() > 1e-3);
+            }
+            None => assert_eq!(calibrated[k], written[k], "{}", f.name),
+        }
+    }
+    assert!(moved > 0, "no activation scale moved");
+    let before = fidelity_on_unseen_faces(&teacher, &plain.graph, 8);
+    let after = fidelity_on_unseen_faces(&teacher, &fitted.graph, 8);
+    eprintln!(
+        "w4a4, learned ranges: {moved} scales moved, mean error ratio {gain:.3}, fidelity on unseen faces {before:.5} → {after:.5}"
+    );
     assert!(
         1.0 - after < 0.8 * (1.0 - before),
         "w4a4 fidelity on unseen faces: {before:.5} PTQ, {after:.5} reconstructed"
