@@ -105,11 +105,30 @@ const CHUNK: i64 = 64;
 
 fn chunked(n: i64, f: impl Fn(i64, i64) -> Tensor) -> Tensor {
     tch::no_grad(|| {
-        let parts: Vec<Tensor> = (0..n)
-            .step_by(CHUNK as usize)
-            .map(|s| f(s, CHUNK.min(n - s)))
-            .collect();
-        Tensor::cat(&parts, 0)
+        let first = f(0, CHUNK.min(n));
+        if first.size()[0] == n {
+            return first;
+        }
+        // Written into one buffer rather than concatenated: a layer's output over the whole
+        // calibration set is the largest tensor held (822 MB for mbf's 128×56×56 at 512
+        // images), and `cat` would hold it twice. Channels-last stays channels-last, so that
+        // the next convolution reads it without a reorder.
+        let mut shape = first.size();
+        shape[0] = n;
+        let opts = (first.kind(), first.device());
+        let channels_last = first.dim() == 4 && first.stride()[1] == 1 && shape[1] > 1;
+        let out = if channels_last {
+            Tensor::empty([shape[0], shape[2], shape[3], shape[1]], opts).permute([0, 3, 1, 2])
+        } else {
+            Tensor::empty(shape.as_slice(), opts)
+        };
+        out.narrow(0, 0, first.size()[0]).copy_(&first);
+        drop(first);
+        for s in (CHUNK..n).step_by(CHUNK as usize) {
+            let l = CHUNK.min(n - s);
+            out.narrow(0, s, l).copy_(&f(s, l));
+        }
+        out
     })
 }
 
@@ -199,10 +218,11 @@ pub fn run(
             let mse_before = mse(&y0);
             correct_bias(b, &ty, &y0);
             drop(y0);
-            let mut y = student_out();
             let mut reverted = false;
-            if fit_weights {
-                let corrected = mse(&y);
+            let y = if fit_weights {
+                // The error after the bias correction alone, without keeping that output: one
+                // fewer whole-set tensor alive during the fit.
+                let corrected = mse(&student_out());
                 let saved: Vec<(Tensor, Tensor)> = [Some(w), Some(b), act]
                     .into_iter()
                     .flatten()
@@ -215,16 +235,20 @@ pub fn run(
                 // already near its optimum): keep the fit only when the whole calibration set
                 // says it helped.
                 if mse(&fitted) <= corrected {
-                    y = fitted;
+                    fitted
                 } else {
+                    drop(fitted);
                     tch::no_grad(|| {
                         for (t, v) in &saved {
                             t.shallow_clone().copy_(v);
                         }
                     });
                     reverted = true;
+                    student_out()
                 }
-            }
+            } else {
+                student_out()
+            };
             let mse_after = mse(&y);
             if !mse_after.is_finite() {
                 bail!(

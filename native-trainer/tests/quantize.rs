@@ -34,6 +34,10 @@ fn quantize_teacher(
     bits: &str,
     calibration: Calibration,
 ) -> efq_shared::format::PackedModel {
+    // libtorch's generator is global to the process and calibration draws from it after
+    // seeding it: tests quantizing at once would interleave their draws.
+    static LIBTORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _seeded = LIBTORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let path = dir.join(format!("teacher-{bits}-{}.onnx", calibration.equalize));
     std::fs::write(&path, efq_shared::onnx::export_bytes(teacher).unwrap()).unwrap();
     quantize::run(&QuantizeArgs {
