@@ -291,8 +291,9 @@ struct ReconstructArgs {
     #[arg(long, default_value_t = 32)]
     reconstruct_batch: usize,
     /// --reconstruct: `learned` also fits each layer's input activation scale (LSQ's gradient)
-    /// with its weights; `frozen` keeps the calibrated ranges.
-    #[arg(long, value_enum, default_value = "frozen")]
+    /// with its weights (on w600k_mbf at w4a4: teacher fidelity 0.773 against 0.765 frozen);
+    /// `frozen` keeps the calibrated ranges.
+    #[arg(long, value_enum, default_value = "learned")]
     reconstruct_ranges: efq_trainer::student::ActRanges,
 }
 

@@ -42,8 +42,9 @@ pub struct Reconstruction {
     pub batch: usize,
     /// Adam's step size in units of each output channel's weight quantization step.
     pub lr: f64,
-    /// Whether each layer's input activation scale is fitted with its weights (files written
-    /// before this option existed fitted the weights alone).
+    /// Whether each layer's input activation scale is fitted with its weights (`learned` by
+    /// default; files written before this option existed fitted the weights alone, which is
+    /// what a missing field reads as).
     #[serde(default)]
     pub ranges: ActRanges,
 }
@@ -54,7 +55,7 @@ impl Default for Reconstruction {
             steps: 200,
             batch: 32,
             lr: 0.02,
-            ranges: ActRanges::Frozen,
+            ranges: ActRanges::Learned,
         }
     }
 }
