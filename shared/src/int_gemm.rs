@@ -186,10 +186,14 @@ pub(crate) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
     pair_up_with(x, k, p, |v| v as i16)
 }
 
-/// `x` (`[K][P]` f32) quantized (`quantize(v, inv_scale, bits)`) straight into [`Paired`]: one
-/// pass instead of quantizing to i8 and re-laying that out.
-pub(crate) fn pair_up_quantized(x: &[f32], k: usize, p: usize, inv_scale: f32, bits: u8) -> Paired {
-    let q = crate::quant::Quantizer::new(inv_scale, bits);
+/// `x` (`[K][P]` f32) quantized by `q` straight into [`Paired`]: one pass instead of quantizing
+/// to i8 and re-laying that out.
+pub(crate) fn pair_up_quantized(
+    x: &[f32],
+    k: usize,
+    p: usize,
+    q: crate::quant::Quantizer,
+) -> Paired {
     pair_up_with(x, k, p, move |v| q.to_i16(v))
 }
 
@@ -476,7 +480,7 @@ mod tests {
             let want_y: Vec<f32> = want_q.iter().enumerate().map(|(i, &s)| s as f32 + 0.5 * (i / p) as f32).collect();
             proptest::prop_assert_eq!(by_pixels, want_y);
             // Quantizing straight into pairs equals quantizing, then pairing.
-            proptest::prop_assert_eq!(pair_up_quantized(&xf, k, p, inv, bits).data, pair_up(&q, k, p).data);
+            proptest::prop_assert_eq!(pair_up_quantized(&xf, k, p, quantizer).data, pair_up(&q, k, p).data);
         }
     }
 }

@@ -48,7 +48,8 @@ pub fn quantize(x: f32, inv_scale: f32, bits: u8) -> i8 {
 #[derive(Clone, Copy, Debug)]
 pub struct Quantizer {
     inv_scale: f32,
-    q: f32,
+    lo: f32,
+    hi: f32,
 }
 
 impl Quantizer {
@@ -56,11 +57,20 @@ impl Quantizer {
     /// the low mantissa bits.
     const ROUNDER: f32 = 12_582_912.0;
 
+    /// The symmetric grid `[-qmax(bits), qmax(bits)]`.
     #[inline(always)]
     pub fn new(inv_scale: f32, bits: u8) -> Self {
+        let q = qmax(bits);
+        Self::with_levels(inv_scale, [-q, q])
+    }
+
+    /// The integer grid `[lo, hi]` (an activation's [`ActQuant::levels`]).
+    #[inline(always)]
+    pub fn with_levels(inv_scale: f32, [lo, hi]: [i32; 2]) -> Self {
         Quantizer {
             inv_scale,
-            q: qmax(bits) as f32,
+            lo: lo as f32,
+            hi: hi as f32,
         }
     }
 
@@ -70,8 +80,8 @@ impl Quantizer {
     #[inline(always)]
     fn biased(self, x: f32) -> f32 {
         let t = x * self.inv_scale;
-        let t = if t < -self.q { -self.q } else { t };
-        let t = if t > self.q { self.q } else { t };
+        let t = if t < self.lo { self.lo } else { t };
+        let t = if t > self.hi { self.hi } else { t };
         let t = if t.is_nan() { 0.0 } else { t };
         t + Self::ROUNDER
     }
@@ -90,17 +100,23 @@ impl Quantizer {
     }
 }
 
-/// Per-tensor activation quantization of a Conv/Gemm input. Zero point is always 0: every
-/// quantized tensor in these networks is signed (BatchNorm or PReLU output), so an offset
-/// buys little range while costing a cross term in every integer dot product.
+/// Per-tensor activation quantization of a Conv/Gemm input. Zero point is always 0: padding and
+/// every integer dot product stay offset-free. The grid is symmetric, `[-qmax, qmax]`, unless
+/// `levels` **splits** the same `2^bits − 1` levels unevenly around zero, `[lo, lo + 2^bits − 2]`:
+/// the input of most convolutions is a PReLU output whose slopes are near 0, mostly positive,
+/// where a symmetric grid leaves half its levels unused. Every level still fits an i8 (at 8
+/// bits only the symmetric split does), so the kernels change only their clamp.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActQuant {
     pub bits: u8,
     pub scale: f32,
+    /// `[lo, hi]`, the integer grid; absent: symmetric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<[i32; 2]>,
 }
 
 impl ActQuant {
-    /// Scale so that `range` maps to `qmax(bits)`.
+    /// Scale so that `range` maps to `qmax(bits)` (symmetric grid).
     pub fn from_range(bits: u8, range: f32) -> Result<Self, Error> {
         check_bits(bits)?;
         if !(range.is_finite() && range > 0.0) {
@@ -111,11 +127,27 @@ impl ActQuant {
         Ok(ActQuant {
             bits,
             scale: range / qmax(bits) as f32,
+            levels: None,
         })
+    }
+    /// The integer grid `[lo, hi]`.
+    pub fn levels(&self) -> [i32; 2] {
+        self.levels.unwrap_or_else(|| {
+            let q = qmax(self.bits);
+            [-q, q]
+        })
+    }
+    /// The largest |q| on the grid (what bounds an integer sum).
+    pub fn max_level(&self) -> i32 {
+        let [lo, hi] = self.levels();
+        lo.abs().max(hi)
     }
     /// The reciprocal every implementation multiplies by (computed once, in f32).
     pub fn inv_scale(&self) -> f32 {
         1.0 / self.scale
+    }
+    pub fn quantizer(&self) -> Quantizer {
+        Quantizer::with_levels(self.inv_scale(), self.levels())
     }
     pub fn validate(&self) -> Result<(), Error> {
         check_bits(self.bits)?;
@@ -124,6 +156,16 @@ impl ActQuant {
                 "activation scale {} must be finite and positive",
                 self.scale
             )));
+        }
+        if let Some([lo, hi]) = self.levels {
+            let span = 2 * qmax(self.bits);
+            if !(lo <= 0 && hi >= 0 && hi - lo == span && lo >= -127 && hi <= 127) {
+                return Err(Error::Quant(format!(
+                    "activation grid [{lo}, {hi}] must hold zero, span {span} levels at {} bits \
+                     and fit an i8",
+                    self.bits
+                )));
+            }
         }
         Ok(())
     }
@@ -422,6 +464,26 @@ pub fn quantize_graph_clipped(
     input_ranges: &[f32],
     weight_clip: WeightClip,
 ) -> Result<Graph, Error> {
+    let n = input_ranges.len();
+    let grids = input_ranges
+        .iter()
+        .enumerate()
+        .map(|(k, &r)| {
+            ActQuant::from_range(cfg.layer_bits(k, n).1, r)
+                .map_err(|e| Error::Quant(format!("quantizable layer {k}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    quantize_graph_with_grids(graph, cfg, &grids, weight_clip)
+}
+
+/// Quantizes every Conv/Gemm's weights at `cfg`'s widths and gives its input the grid
+/// `input_grids[k]` (the k-th such layer in node order), whose width must be `cfg`'s.
+pub fn quantize_graph_with_grids(
+    graph: &Graph,
+    cfg: &QuantConfig,
+    input_grids: &[ActQuant],
+    weight_clip: WeightClip,
+) -> Result<Graph, Error> {
     let layers: Vec<usize> = graph
         .nodes
         .iter()
@@ -429,18 +491,26 @@ pub fn quantize_graph_clipped(
         .filter(|(_, n)| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
         .map(|(i, _)| i)
         .collect();
-    if layers.len() != input_ranges.len() {
+    if layers.len() != input_grids.len() {
         return Err(Error::Quant(format!(
             "{} quantizable layers but {} calibrated ranges",
             layers.len(),
-            input_ranges.len()
+            input_grids.len()
         )));
     }
     let mut out = graph.clone();
     for (k, &idx) in layers.iter().enumerate() {
         let (wb, ab) = cfg.layer_bits(k, layers.len());
-        let aq = ActQuant::from_range(ab, input_ranges[k])
-            .map_err(|e| Error::Quant(format!("layer '{}': {e}", graph.nodes[idx].name)))?;
+        let aq = input_grids[k];
+        let name = &graph.nodes[idx].name;
+        aq.validate()
+            .map_err(|e| Error::Quant(format!("layer '{name}': {e}")))?;
+        if aq.bits != ab {
+            return Err(Error::Quant(format!(
+                "layer '{name}': input grid of {} bits, the configuration says {ab}",
+                aq.bits
+            )));
+        }
         match &mut out.nodes[idx].op {
             Op::Conv {
                 weights,
@@ -577,6 +647,24 @@ mod tests {
     }
 
     #[test]
+    fn split_grids_must_hold_zero_span_the_levels_and_fit_an_i8() {
+        let at = |bits, levels| ActQuant {
+            bits,
+            scale: 0.1,
+            levels: Some(levels),
+        };
+        assert!(at(4, [-2, 12]).validate().is_ok());
+        assert!(at(4, [0, 14]).validate().is_ok());
+        assert!(at(4, [-14, 0]).validate().is_ok());
+        assert_eq!(at(4, [-2, 12]).max_level(), 12);
+        assert!(at(7, [0, 126]).validate().is_ok());
+        assert!(at(4, [1, 15]).validate().is_err(), "zero off the grid");
+        assert!(at(4, [-2, 13]).validate().is_err(), "one level too many");
+        assert!(at(8, [-2, 252]).validate().is_err(), "past an i8");
+        assert!(at(8, [-127, 127]).validate().is_ok());
+    }
+
+    #[test]
     fn parse_bit_spec() {
         let c = QuantConfig::parse("w4a8").unwrap();
         assert_eq!((c.weight_bits, c.act_bits), (4, 8));
@@ -592,6 +680,20 @@ mod tests {
             prop_assert_eq!(quantize(x, inv, bits), want);
             // The float form the exact-f32 convolutions use is the same integer.
             prop_assert_eq!(Quantizer::new(inv, bits).to_f32(x), want as f32);
+        }
+
+        #[test]
+        fn split_grid_quantizer_equals_round_ties_even_then_clamp_to_its_levels(
+            x in any::<f32>(), inv in 1e-3f32..1e3, bits in 2u8..=7, j in 0i32..=252,
+        ) {
+            let q = qmax(bits);
+            let lo = -(j % (2 * q + 1));
+            let aq = ActQuant { bits, scale: 1.0 / inv, levels: Some([lo, lo + 2 * q]) };
+            prop_assert!(aq.validate().is_ok());
+            let want = (x * aq.inv_scale()).round_ties_even().clamp(lo as f32, (lo + 2 * q) as f32);
+            let want = if want.is_nan() { 0.0 } else { want };
+            prop_assert_eq!(aq.quantizer().to_f32(x), want);
+            prop_assert_eq!(aq.quantizer().to_i16(x), want as i16);
         }
 
         #[test]

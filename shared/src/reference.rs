@@ -5,7 +5,7 @@
 
 use crate::Error;
 use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, ValueId, Weights};
-use crate::quant::{ActQuant, QuantWeights, quantize};
+use crate::quant::{ActQuant, QuantWeights};
 use rayon::prelude::*;
 
 /// Runs `graph` on a batch of NCHW images; returns `batch × dim` raw (unnormalised) embeddings.
@@ -330,10 +330,8 @@ pub fn l2_normalize_rows(m: &mut [f32], dim: usize) {
 }
 
 fn fake_quant(x: &[f32], aq: &ActQuant) -> Vec<f32> {
-    let inv = aq.inv_scale();
-    x.iter()
-        .map(|&v| quantize(v, inv, aq.bits) as f32 * aq.scale)
-        .collect()
+    let quantizer = aq.quantizer();
+    x.iter().map(|&v| quantizer.to_f32(v) * aq.scale).collect()
 }
 
 /// Shape bookkeeping of one convolution call.
@@ -440,7 +438,7 @@ fn conv_f32_im2col(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> 
 
 /// Quantizes a tensor of activations to the integer grid.
 pub fn quantize_activations(x: &[f32], aq: &ActQuant) -> Vec<i8> {
-    let quantizer = crate::quant::Quantizer::new(aq.inv_scale(), aq.bits);
+    let quantizer = aq.quantizer();
     let mut q = vec![0i8; x.len()];
     q.par_chunks_mut(ROWS_PER_TASK)
         .zip(x.par_chunks(ROWS_PER_TASK))
@@ -678,7 +676,7 @@ fn conv_int(
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
     let g = geo.attrs.group;
     if g > 1 && cg <= 4 {
-        if sums_exact_in_f32(cg * kh * kw, q.bits, aq.bits) {
+        if sums_exact_in_f32(cg * kh * kw, q.bits, aq.max_level()) {
             return grouped_conv_exact_f32(x, geo, q, bias, aq, prelu_slope);
         }
         let xq = quantize_activations(x, aq);
@@ -689,12 +687,11 @@ fn conv_int(
     let (k, p, hw) = (cg * kh * kw, geo.oh * geo.ow, geo.h * geo.w);
     let a = &geo.attrs;
     let in_place = kh == 1 && kw == 1 && a.stride == [1, 1] && a.pads == [0; 4];
-    let (inv, mult) = (aq.inv_scale(), aq_multipliers(q, aq));
+    let (quantizer, mult) = (aq.quantizer(), aq_multipliers(q, aq));
     let pairs = geo.batch * g;
     if in_place && g == 1 {
         let threads = rayon::current_num_threads();
         let tasks = if geo.batch >= threads { 1 } else { threads };
-        let quantizer = crate::quant::Quantizer::new(inv, aq.bits);
         let mut y = vec![0f32; geo.batch * o * p];
         y.par_chunks_mut(o * p).enumerate().for_each(|(n, y)| {
             let xn = &x[n * geo.c * hw..][..geo.c * hw];
@@ -729,7 +726,7 @@ fn conv_int(
         let (n, gi) = (pair / g, pair % g);
         let xg = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
         let xp = if in_place {
-            crate::int_gemm::pair_up_quantized(xg, k, p, inv, aq.bits)
+            crate::int_gemm::pair_up_quantized(xg, k, p, quantizer)
         } else {
             let xq = quantize_activations(xg, aq);
             crate::int_gemm::pair_up(&im2col_kp(&xq, geo, 0, cg, kh, kw), k, p)
@@ -751,11 +748,12 @@ fn conv_int(
     y
 }
 
-/// Whether every partial sum of `taps` products of `w_bits`- and `a_bits`-bit integers is an
-/// integer below 2^24, where f32 addition is exact in any order: then the products can be
-/// summed in f32 lanes and give the i32 sums' values bit for bit.
-fn sums_exact_in_f32(taps: usize, w_bits: u8, a_bits: u8) -> bool {
-    let product = crate::quant::qmax(w_bits) as u64 * crate::quant::qmax(a_bits) as u64;
+/// Whether every partial sum of `taps` products of `w_bits`-bit weights and activations of
+/// magnitude at most `a_max` is an integer below 2^24, where f32 addition is exact in any
+/// order: then the products can be summed in f32 lanes and give the i32 sums' values bit for
+/// bit.
+fn sums_exact_in_f32(taps: usize, w_bits: u8, a_max: i32) -> bool {
+    let product = crate::quant::qmax(w_bits) as u64 * a_max as u64;
     taps as u64 * product < 1 << 24
 }
 
@@ -793,10 +791,7 @@ fn grouped_conv_exact_f32(
     // tap reads past its phase.
     let span = (oh - 1) * wph + ow;
     const B: usize = 16;
-    let (quantizer, mult) = (
-        crate::quant::Quantizer::new(aq.inv_scale(), aq.bits),
-        aq_multipliers(q, aq),
-    );
+    let (quantizer, mult) = (aq.quantizer(), aq_multipliers(q, aq));
     let kern: Vec<f32> = q.values.iter().map(|&v| v as f32).collect();
     let mut y = vec![0f32; geo.batch * o * oh * ow];
     y.par_chunks_exact_mut(og * oh * ow)
@@ -1109,11 +1104,11 @@ mod tests {
     #[test]
     fn f32_sums_are_trusted_only_below_two_to_the_24() {
         // 1,040 products of 127 · 127 sum to 16,774,160 < 2^24; one more passes it.
-        assert!(sums_exact_in_f32(1040, 8, 8));
-        assert!(!sums_exact_in_f32(1041, 8, 8));
+        assert!(sums_exact_in_f32(1040, 8, 127));
+        assert!(!sums_exact_in_f32(1041, 8, 127));
         // Narrower operands allow longer sums: 7 · 7 = 49 per product at 4 bits.
-        assert!(sums_exact_in_f32(300_000, 4, 4));
-        assert!(!sums_exact_in_f32(400_000, 4, 4));
+        assert!(sums_exact_in_f32(300_000, 4, 7));
+        assert!(!sums_exact_in_f32(400_000, 4, 7));
     }
 
     #[test]
@@ -1135,7 +1130,7 @@ mod tests {
                 group: groups,
             },
         };
-        assert!(!sums_exact_in_f32(cg * k * k, 8, 8));
+        assert!(!sums_exact_in_f32(cg * k * k, 8, 127));
         let aq = ActQuant::from_range(8, 1.0).unwrap();
         let x: Vec<f32> = (0..cg * groups * k * k)
             .map(|i| 1.0 - (i % 3) as f32 * 0.004)

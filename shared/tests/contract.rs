@@ -93,18 +93,49 @@ fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
     quantize_graph(&g, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap()
 }
 
+/// `g` with every activation grid below 8 bits split a quarter below zero, three above.
+fn with_split_grids(mut g: efq_shared::graph::Graph) -> efq_shared::graph::Graph {
+    for n in &mut g.nodes {
+        if let Op::Conv {
+            input_quant: Some(aq),
+            ..
+        }
+        | Op::Gemm {
+            input_quant: Some(aq),
+            ..
+        } = &mut n.op
+            && aq.bits < 8
+        {
+            let q = efq_shared::quant::qmax(aq.bits);
+            let lo = -(q / 2);
+            aq.levels = Some([lo, lo + 2 * q]);
+        }
+    }
+    g
+}
+
 #[test]
 fn packed_file_roundtrips_float_and_every_bit_width() {
     let float = tiny_mobilefacenet(20, 16, 11).unwrap();
     let m = PackedModel::new(float.clone(), None).unwrap();
     let back = PackedModel::from_bytes(&m.to_bytes().unwrap()).unwrap();
     assert_eq!(back.graph, float);
-    for cfg in ["w8a8", "w6a6", "w4a4", "w3a8", "w2a2", "w5a7"] {
+    for (cfg, split) in [
+        ("w8a8", false),
+        ("w6a6", false),
+        ("w4a4", false),
+        ("w3a8", false),
+        ("w2a2", false),
+        ("w5a7", false),
+        ("w4a4", true),
+        ("w6a6", true),
+    ] {
         let s = tiny_student(cfg);
+        let s = if split { with_split_grids(s) } else { s };
         let m = PackedModel::new(s.clone(), Some(QuantConfig::parse(cfg).unwrap())).unwrap();
         let bytes = m.to_bytes().unwrap();
         let back = PackedModel::from_bytes(&bytes).unwrap();
-        assert_eq!(back.graph, s, "{cfg}");
+        assert_eq!(back.graph, s, "{cfg} split {split}");
         assert_eq!(back.manifest, m.manifest);
         let x = random_images(2, s.input_shape, 9);
         assert_eq!(
@@ -129,8 +160,14 @@ fn lower_bit_widths_make_smaller_files() {
 
 #[test]
 fn integer_path_equals_fake_quant_float_path() {
-    for cfg in ["w8a8", "w4a4", "w2a8"] {
+    for (cfg, split) in [
+        ("w8a8", false),
+        ("w4a4", false),
+        ("w2a8", false),
+        ("w4a4", true),
+    ] {
         let s = tiny_student(cfg);
+        let s = if split { with_split_grids(s) } else { s };
         // The same function computed in float: dequantized weights, fake-quantized inputs.
         let mut fq = s.clone();
         for n in &mut fq.nodes {
@@ -143,7 +180,7 @@ fn integer_path_equals_fake_quant_float_path() {
         let b = reference::forward(&fq, &x, 3).unwrap();
         assert!(
             max_rel_err(&a, &b) < 1e-4,
-            "{cfg}: rel err {}",
+            "{cfg} split {split}: rel err {}",
             max_rel_err(&a, &b)
         );
     }

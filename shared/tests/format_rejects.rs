@@ -104,6 +104,10 @@ fn inconsistent_manifests_are_rejected_naming_the_node() {
             Box::new(|m| m["nodes"][0]["input_quant"]["scale"] = (-1.0).into()),
             "scale",
         ),
+        (
+            Box::new(|m| m["nodes"][2]["input_quant"]["levels"] = serde_json::json!([1, 255])),
+            "activation grid [1, 255] must hold zero",
+        ),
     ];
     for (edit, needle) in cases {
         let e = err(&with_manifest(&b, edit));

@@ -225,9 +225,10 @@ pub struct QuantizeParams {
     pub group_channels: u32,
     pub words_per_group: u32,
     pub words_per_pixel: u32,
-    pub qmax: f32,
+    /// The integer grid `[lo, hi]` (`ActQuant::levels`).
+    pub lo: f32,
+    pub hi: f32,
     pub inv_scale: f32,
-    pub _pad: u32,
 }
 
 /// Shared by `conv_int.wgsl` (where `c` is words per input pixel and `group` words per group)

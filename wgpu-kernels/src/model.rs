@@ -8,7 +8,7 @@
 
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
 use efq_shared::graph::{ConvAttrs, Graph, Op, ValueId, Weights};
-use efq_shared::quant::{ActQuant, qmax};
+use efq_shared::quant::ActQuant;
 use wgpu::util::DeviceExt;
 
 use crate::error::EngineError;
@@ -318,9 +318,9 @@ impl Planner<'_> {
             group_channels: group_channels as u32,
             words_per_group: words_per_group as u32,
             words_per_pixel: words_per_pixel as u32,
-            qmax: qmax(aq.bits) as f32,
+            lo: aq.levels()[0] as f32,
+            hi: aq.levels()[1] as f32,
             inv_scale: aq.inv_scale(),
-            _pad: 0,
         });
         let out = self.alloc(pixels * words_per_pixel);
         let grid = self.check_grid(

@@ -144,7 +144,7 @@ proptest! {
         let y = b.push("fc", Op::Gemm {
             weights: Weights::Quant(QuantWeights::from_float(&wt, wb).unwrap()),
             bias: random_vec(&mut r, out, 0.2),
-            input_quant: Some(ActQuant::from_range(ab, 1.2).unwrap()),
+            input_quant: Some(ActQuant { levels: random_levels(&mut r, ab), ..ActQuant::from_range(ab, 1.2).unwrap() }),
         }, &[f]);
         let y = if prelu {
             b.push("prelu", Op::PRelu { slope: random_vec(&mut r, out, 0.5) }, &[y])

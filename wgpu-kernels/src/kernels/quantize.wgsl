@@ -1,5 +1,6 @@
 // f32 NHWC activations → packed 4×i8 words for one quantized convolution:
-// q = clamp(round_half_even(x · inv_scale), −qmax, qmax)   (docs/quantization.md)
+// q = clamp(round_half_even(x · inv_scale), lo, hi)   (docs/quantization.md: [lo, hi] is the
+// symmetric [−qmax, qmax] or a split of the same levels; zero stays 0, so padding needs nothing)
 //
 // Channels are packed per group: group g's channel j goes to word g·words_per_group + j/4,
 // byte j%4, with each group zero-padded to a multiple of four so that a dot4 never mixes
@@ -11,9 +12,9 @@ struct Params {
     group_channels: u32,  // channels per packed group
     words_per_group: u32, // ceil(group_channels / 4)
     words_per_pixel: u32, // groups · words_per_group
-    qmax: f32,
+    lo: f32,
+    hi: f32,
     inv_scale: f32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,7 +38,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var b = 0u; b < 4u; b++) {
         let j = j0 + b;
         if j < p.group_channels {
-            let q = clamp(round(x[base + j] * p.inv_scale), -p.qmax, p.qmax);
+            let q = clamp(round(x[base + j] * p.inv_scale), p.lo, p.hi);
             word |= (bitcast<u32>(i32(q)) & 0xffu) << (8u * b);
         }
     }

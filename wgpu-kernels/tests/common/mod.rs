@@ -95,6 +95,16 @@ pub fn assert_bit_exact(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// Half the time below 8 bits, an activation grid split unevenly around zero (`[lo, lo +
+/// 2·qmax]`, any `lo` that keeps zero on the grid); otherwise the symmetric one.
+pub fn random_levels(r: &mut ChaCha8Rng, bits: u8) -> Option<[i32; 2]> {
+    let q = qmax(bits);
+    (bits < 8 && r.random_bool(0.5)).then(|| {
+        let lo = r.random_range(-2 * q..=0);
+        [lo, lo + 2 * q]
+    })
+}
+
 /// A convolution layer's description for the property tests.
 #[derive(Clone, Debug)]
 pub struct ConvCase {
@@ -125,21 +135,30 @@ pub fn conv_graph(case: &ConvCase) -> (Graph, Vec<f32>) {
             // A power-of-two scale makes x · (1/s) exact, so inputs on half-integer multiples
             // of s land exactly on rounding ties (half to even) and beyond the clamp.
             let scale = 0.125f32;
-            let q = qmax(ab);
+            let levels = random_levels(&mut r, ab);
+            let [lo, hi] = levels.unwrap_or([-qmax(ab), qmax(ab)]);
             for v in input.iter_mut() {
-                *v = (r.random_range(-q - 2..=q + 2) as f32 + 0.5 * r.random_range(0..=1) as f32)
+                *v = (r.random_range(lo - 2..=hi + 2) as f32 + 0.5 * r.random_range(0..=1) as f32)
                     * scale;
             }
             (
                 Weights::Quant(QuantWeights::from_float(&w, wb).unwrap()),
-                Some(ActQuant { bits: ab, scale }),
+                Some(ActQuant {
+                    bits: ab,
+                    scale,
+                    levels,
+                }),
             )
         }
         Some((wb, ab)) => {
             let range = input.iter().fold(0f32, |m, v| m.max(v.abs())) * r.random_range(0.6..1.0);
+            let aq = ActQuant {
+                levels: random_levels(&mut r, ab),
+                ..ActQuant::from_range(ab, range).unwrap()
+            };
             (
                 Weights::Quant(QuantWeights::from_float(&w, wb).unwrap()),
-                Some(ActQuant::from_range(ab, range).unwrap()),
+                Some(aq),
             )
         }
         None => (Weights::Float(w), None),
