@@ -335,6 +335,11 @@ struct QuantizeCmd {
     /// --calibration percentile: the percentile of |x| (per batch, then averaged).
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
+    /// Activation grids below 8 bits: `split` places the levels around zero as the
+    /// calibration images ask (most above zero after a PReLU; zero point still 0), chosen with
+    /// the range by least squared error; `symmetric` keeps [-qmax, qmax].
+    #[arg(long, value_enum, default_value = "split")]
+    act_grid: quantize::ActGrid,
     /// Skip the channel equalization in front of depthwise convolutions (an exact float
     /// rescaling that lets one activation scale per tensor fit channels of unequal range).
     #[arg(long)]
@@ -467,6 +472,7 @@ fn main() -> Result<()> {
                     equalize_alpha: c.equalize_alpha,
                     weight_clip: c.weight_clip,
                     reconstruct: c.reconstruct.settings(),
+                    act_grid: c.act_grid,
                     ..quantize::Calibration::default_with_seed(c.seed)
                 },
                 device: net::pick_device(c.cpu),

@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use efq_shared::graph::{Graph, Op, Weights};
-use efq_shared::quant::{ActQuant, qmax};
+use efq_shared::quant::ActQuant;
 use tch::{Device, Kind, Tensor};
 
 /// How a Conv/Gemm computes.
@@ -84,11 +84,11 @@ fn tensor(data: &[f32], shape: &[usize], device: Device) -> Tensor {
     Tensor::from_slice(data).reshape(&shape).to_device(device)
 }
 
-/// `clamp(round_half_even(x · (1/s)), −qmax, qmax)` as float integers: the reference's
-/// `quantize` in tensor form (torch.round rounds half to even, like `round_ties_even`).
+/// `clamp(round_half_even(x · (1/s)), lo, hi)` as float integers: the reference's quantizer in
+/// tensor form (torch.round rounds half to even, like `round_ties_even`).
 pub fn quantize_to_grid(x: &Tensor, aq: &ActQuant) -> Tensor {
-    let q = qmax(aq.bits) as f64;
-    (x * aq.inv_scale() as f64).round().clamp(-q, q)
+    let [lo, hi] = aq.levels().map(f64::from);
+    (x * aq.inv_scale() as f64).round().clamp(lo, hi)
 }
 
 /// Quantize-dequantize: the activation as the integer path sees it, in float.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use efq_shared::format::PackedModel;
 use efq_shared::graph::Op;
 use efq_shared::preprocess::load_face;
-use efq_shared::quant::{QuantConfig, WeightClip, qmax, quantize_graph_clipped};
+use efq_shared::quant::{ActQuant, QuantConfig, WeightClip, qmax, quantize_graph_with_grids};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -30,6 +30,19 @@ pub enum RangeMethod {
     Mse,
     /// The `percentile` of |x| per batch, averaged over batches.
     Percentile,
+}
+
+/// Where an activation's integer levels sit around zero (docs/quantization.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActGrid {
+    /// `[-qmax, qmax]`.
+    #[default]
+    Symmetric,
+    /// The same number of levels split around zero as the calibration images ask
+    /// (`[lo, lo + 2·qmax]`, chosen with the range by least squared error; below 8 bits, with
+    /// `--calibration mse`). A PReLU output with slopes near 0 gets most levels above zero.
+    Split,
 }
 
 /// How activation ranges are read off the calibration images.
@@ -61,6 +74,10 @@ pub struct Calibration {
     /// Layer-wise reconstruction after calibration ([`crate::reconstruct`]); `None`: off.
     #[serde(default)]
     pub reconstruct: Option<Reconstruction>,
+    /// How the activation levels sit around zero (files written before this option existed:
+    /// symmetric).
+    #[serde(default)]
+    pub act_grid: ActGrid,
 }
 
 /// The equalization strength `quantize` uses unless told: 0.5 with weights of 6 bits or more,
@@ -83,6 +100,7 @@ impl Calibration {
             equalize_alpha: None,
             weight_clip: WeightClip::Max,
             reconstruct: None,
+            act_grid: ActGrid::Split,
         }
     }
 }
@@ -102,19 +120,76 @@ const MSE_CANDIDATES: usize = 100;
 
 /// The range `r` minimising Σ (x − fake_quant(x; r/qmax))² over `samples`.
 pub fn mse_range(samples: &Tensor, absmax: f64, bits: u8) -> f64 {
-    let q = qmax(bits) as i64;
-    let mut best = (f64::INFINITY, absmax);
-    for k in 1..=MSE_CANDIDATES {
-        let r = absmax * k as f64 / MSE_CANDIDATES as f64;
-        let err = (samples.fake_quantize_per_tensor_affine(r / q as f64, 0, -q, q) - samples)
-            .square()
-            .sum(Kind::Double)
-            .double_value(&[]);
-        if err < best.0 {
-            best = (err, r);
+    let q = qmax(bits);
+    let grid = mse_grid(samples, absmax, absmax, bits, ActGrid::Symmetric);
+    grid.scale as f64 * q as f64
+}
+
+/// Splits of the levels the search tries: `lo = −round(2·qmax·j/16)`, j = 0..=16 (all below
+/// zero to all above), the symmetric `−qmax` first so that a tie keeps it.
+const SPLITS: i32 = 16;
+/// Samples per layer the split search reads (the symmetric search reads them all).
+const SPLIT_SEARCH_SAMPLES: i64 = 1 << 16;
+
+/// The grid minimising Σ (x − fake_quant(x))² over `samples`, whose most negative and most
+/// positive values have magnitudes `neg` and `pos`: for each split `[lo, lo + 2·qmax]` (only
+/// the symmetric one unless `grid` is [`ActGrid::Split`] and `bits < 8`, where every split
+/// fits an i8), the scales k/100 of the one that covers both extremes, k = 1..=100.
+pub fn mse_grid(samples: &Tensor, neg: f64, pos: f64, bits: u8, grid: ActGrid) -> ActQuant {
+    let q = qmax(bits);
+    let mut splits = vec![-q];
+    let split = grid == ActGrid::Split && bits < 8;
+    // 17 splits × 100 scales: every one of a (random) fraction of the samples, to keep the
+    // search within seconds per layer.
+    let n = samples.size()[0];
+    let samples = if split && n > SPLIT_SEARCH_SAMPLES {
+        samples.slice(
+            0,
+            0,
+            n,
+            (n + SPLIT_SEARCH_SAMPLES - 1) / SPLIT_SEARCH_SAMPLES,
+        )
+    } else {
+        samples.shallow_clone()
+    };
+    let samples = &samples;
+    if split {
+        splits.extend(
+            (0..=SPLITS)
+                .map(|j| -((2 * q * j + SPLITS / 2) / SPLITS))
+                .filter(|&lo| lo != -q),
+        );
+        splits.dedup();
+    }
+    let mut best = (f64::INFINITY, 1.0f64, -q);
+    for &lo in &splits {
+        let hi = lo + 2 * q;
+        let cover = f64::max(
+            if hi > 0 { pos / hi as f64 } else { 0.0 },
+            if lo < 0 { neg / -lo as f64 } else { 0.0 },
+        );
+        // A split with no level on one side clips that sign to zero, which the error counts.
+        if cover.is_nan() || cover <= 0.0 {
+            continue;
+        }
+        for k in 1..=MSE_CANDIDATES {
+            let s = cover * k as f64 / MSE_CANDIDATES as f64;
+            let err = (samples.fake_quantize_per_tensor_affine(s, 0, lo as i64, hi as i64)
+                - samples)
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[]);
+            if err < best.0 {
+                best = (err, s, lo);
+            }
         }
     }
-    best.1
+    let (_, scale, lo) = best;
+    ActQuant {
+        bits,
+        scale: scale as f32,
+        levels: (lo != -q).then_some([lo, lo + 2 * q]),
+    }
 }
 
 /// Runs `net` over the calibration images (seeded draw of `cal.images` from `folder`), calling
@@ -214,7 +289,7 @@ pub fn equalize(
     Ok(sites.len())
 }
 
-/// Calibrated activation range of every Conv/Gemm input of `net`, in node order; `act_bits(k)`
+/// Calibrated activation grid of every Conv/Gemm input of `net`, in node order; `act_bits(k)`
 /// is the activation width of the k-th of them (the MSE search depends on it).
 pub fn calibrate(
     net: &TchNet,
@@ -222,10 +297,12 @@ pub fn calibrate(
     cal: &Calibration,
     pre: &efq_shared::format::Preprocessing,
     act_bits: &dyn Fn(usize) -> u8,
-) -> Result<Vec<f32>> {
-    // Per layer: the sum of per-batch percentiles, the largest |x|, and the MSE samples.
+) -> Result<Vec<ActQuant>> {
+    // Per layer: the sum of per-batch percentiles, the largest |x|, the largest magnitude of
+    // either sign, and the MSE samples.
     let mut sums: Vec<f64> = Vec::new();
     let mut absmax: Vec<f64> = Vec::new();
+    let mut extremes: Vec<(f64, f64)> = Vec::new();
     let mut samples: Vec<Vec<Tensor>> = Vec::new();
     let mut batches = 0usize;
     observe_calibration(net, folder, cal, pre, "calibrate", &mut |k, t| {
@@ -235,11 +312,15 @@ pub fn calibrate(
         if k == sums.len() {
             sums.push(0.0);
             absmax.push(0.0);
+            extremes.push((0.0, 0.0));
             samples.push(Vec::new());
         }
         let flat = t.flatten(0, -1).to_device(tch::Device::Cpu);
         let n = flat.size()[0];
         absmax[k] = absmax[k].max(flat.abs().max().double_value(&[]));
+        let (neg, pos) = &mut extremes[k];
+        *neg = neg.max(-flat.min().double_value(&[]));
+        *pos = pos.max(flat.max().double_value(&[]));
         match cal.method {
             RangeMethod::Percentile => {
                 let a = flat.abs();
@@ -259,21 +340,31 @@ pub fn calibrate(
             }
         }
     })?;
-    let ranges: Vec<f32> = match cal.method {
-        RangeMethod::Percentile => sums.iter().map(|s| (s / batches as f64) as f32).collect(),
+    let grid = |k: usize, range: f64| {
+        ActQuant::from_range(act_bits(k), range as f32).with_context(|| {
+            format!("calibration found no signal at the input of quantized layer {k}")
+        })
+    };
+    match cal.method {
+        RangeMethod::Percentile => sums
+            .iter()
+            .enumerate()
+            .map(|(k, s)| grid(k, s / batches as f64))
+            .collect(),
         RangeMethod::Mse => samples
             .iter()
             .enumerate()
-            .map(|(k, s)| mse_range(&Tensor::cat(s, 0), absmax[k], act_bits(k)) as f32)
+            .map(|(k, s)| {
+                if !(absmax[k] > 0.0 && absmax[k].is_finite()) {
+                    return grid(k, absmax[k]);
+                }
+                let (neg, pos) = extremes[k];
+                let g = mse_grid(&Tensor::cat(s, 0), neg, pos, act_bits(k), cal.act_grid);
+                g.validate()?;
+                Ok(g)
+            })
             .collect(),
-    };
-    if let Some(k) = ranges.iter().position(|r| !(r.is_finite() && *r > 0.0)) {
-        bail!(
-            "calibration found no signal at the input of quantized layer {k} (range {})",
-            ranges[k]
-        );
     }
-    Ok(ranges)
 }
 
 /// Teacher → calibrated, quantized student (not yet fine-tuned).
@@ -310,11 +401,11 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         .iter()
         .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
         .count();
-    let ranges = calibrate(&net, &folder, &calibration, &pre, &|k| {
+    let grids = calibrate(&net, &folder, &calibration, &pre, &|k| {
         args.config.layer_bits(k, n).1
     })?;
     let mut student =
-        quantize_graph_clipped(&graph, &args.config, &ranges, calibration.weight_clip)?;
+        quantize_graph_with_grids(&graph, &args.config, &grids, calibration.weight_clip)?;
     let mut fits = None;
     if let Some(r) = &calibration.reconstruct {
         let images = calibration_images(&folder, &calibration, &pre, graph.input_shape)?;
@@ -381,4 +472,61 @@ pub fn save(model: &PackedModel, path: &Path) -> Result<()> {
     model
         .save(path)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fq_error(x: &Tensor, g: &ActQuant) -> f64 {
+        let [lo, hi] = g.levels();
+        (x.fake_quantize_per_tensor_affine(g.scale as f64, 0, lo as i64, hi as i64) - x)
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[])
+    }
+
+    fn extremes(x: &Tensor) -> (f64, f64) {
+        (
+            (-x.min().double_value(&[])).max(0.0),
+            x.max().double_value(&[]).max(0.0),
+        )
+    }
+
+    #[test]
+    fn split_grid_gives_a_prelu_output_most_levels_above_zero_and_a_smaller_error() {
+        tch::manual_seed(3);
+        let z = Tensor::randn([50_000], (Kind::Float, tch::Device::Cpu));
+        // A PReLU output with slope 0.1: mostly positive, a short negative tail.
+        let x = z.relu() - (-&z).relu() * 0.1;
+        let (neg, pos) = extremes(&x);
+        let sym = mse_grid(&x, neg, pos, 4, ActGrid::Symmetric);
+        let split = mse_grid(&x, neg, pos, 4, ActGrid::Split);
+        assert_eq!(sym.levels, None);
+        let [lo, hi] = split.levels.expect("a one-sided tensor gets a split grid");
+        assert!(lo > -7 && lo < 0 && hi > 7, "levels [{lo}, {hi}]");
+        split.validate().unwrap();
+        let (e_sym, e_split) = (fq_error(&x, &sym), fq_error(&x, &split));
+        assert!(
+            e_split < 0.6 * e_sym,
+            "split error {e_split} vs symmetric {e_sym}"
+        );
+        // The symmetric search is the split search's first candidate: equal at 8 bits,
+        // where no other split fits an i8.
+        let s8 = mse_grid(&x, neg, pos, 8, ActGrid::Split);
+        assert_eq!(s8, mse_grid(&x, neg, pos, 8, ActGrid::Symmetric));
+        assert_eq!(s8.levels, None);
+    }
+
+    #[test]
+    fn split_grid_stays_near_symmetric_on_a_symmetric_tensor() {
+        tch::manual_seed(4);
+        let x = Tensor::randn([50_000], (Kind::Float, tch::Device::Cpu));
+        let (neg, pos) = extremes(&x);
+        let g = mse_grid(&x, neg, pos, 4, ActGrid::Split);
+        let [lo, _] = g.levels();
+        assert!((-9..=-5).contains(&lo), "levels {:?}", g.levels());
+        let sym = mse_grid(&x, neg, pos, 4, ActGrid::Symmetric);
+        assert!(fq_error(&x, &g) <= fq_error(&x, &sym));
+    }
 }

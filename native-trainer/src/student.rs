@@ -93,17 +93,17 @@ fn param(data: &[f32], shape: &[usize], device: Device) -> Tensor {
 /// slower still (6.3–6.8 images/s). Without a graph (the first half of gradient caching) the
 /// fake-quantized value is computed in place on one buffer.
 fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
-    let q = qmax(aq.bits) as f64;
+    let [lo, hi] = aq.levels().map(f64::from);
     if let Some(s) = learned {
         let per_image = x.size()[1..].iter().product::<i64>().max(1) as f64;
-        let g = 1.0 / (per_image * q).sqrt();
+        let g = 1.0 / (per_image * aq.max_level() as f64).sqrt();
         // Value `s`, gradient `g · ∂/∂s`; kept positive so that the grid stays a grid.
         let s = s.clamp_min(MIN_SCALE);
         let se = &s * g + (&s - &s * g).detach();
         if se.requires_grad() {
             // The reciprocal in f32, as every implementation multiplies by it.
             let v = x * se.reciprocal();
-            let vc = v.clamp(-q, q);
+            let vc = v.clamp(lo, hi);
             let r = tch::no_grad(|| {
                 let mut d = vc.round();
                 let _ = d.g_sub_(&vc);
@@ -112,8 +112,8 @@ fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
             return (vc + r) * se;
         }
         let frozen = ActQuant {
-            bits: aq.bits,
             scale: s.double_value(&[0]) as f32,
+            ..*aq
         };
         return quant_input(x, &frozen, None);
     }
@@ -122,15 +122,15 @@ fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
     if !x.requires_grad() {
         let mut y = x * inv;
         let _ = y.round_();
-        let _ = y.clamp_(-q, q);
+        let _ = y.clamp_(lo, hi);
         let _ = y.g_mul_scalar_(s);
         return y;
     }
-    let c = x.clamp(-q * s, q * s);
+    let c = x.clamp(lo * s, hi * s);
     let delta = tch::no_grad(|| {
         let mut d = &c * inv;
         let _ = d.round_();
-        let _ = d.clamp_(-q, q);
+        let _ = d.clamp_(lo, hi);
         let _ = d.g_mul_scalar_(s);
         let _ = d.g_sub_(&c);
         d
@@ -447,6 +447,7 @@ mod tests {
         let aq = ActQuant {
             bits: 4,
             scale: 0.2,
+            levels: None,
         };
         let s = Tensor::from_slice(&[0.23f32]).set_requires_grad(true);
         let y = quant_input(&x, &aq, Some(&s));
