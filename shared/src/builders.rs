@@ -204,3 +204,28 @@ pub fn random_images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect()
 }
+
+/// Gives every quantized input below 8 bits of `g` a split activation grid, `lo = −(k mod
+/// (2·qmax + 1))` for the k-th of them: for tests that every implementation follows each
+/// layer's own levels (the trainer's calibration chooses them from data).
+pub fn split_activation_grids(mut g: Graph) -> Graph {
+    let mut k = 0;
+    for n in &mut g.nodes {
+        if let Op::Conv {
+            input_quant: Some(aq),
+            ..
+        }
+        | Op::Gemm {
+            input_quant: Some(aq),
+            ..
+        } = &mut n.op
+            && aq.bits < 8
+        {
+            let q = crate::quant::qmax(aq.bits);
+            let lo = -((k * 5 + q / 2) % (2 * q + 1));
+            aq.levels = Some([lo, lo + 2 * q]);
+            k += 1;
+        }
+    }
+    g
+}

@@ -93,27 +93,6 @@ fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
     quantize_graph(&g, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap()
 }
 
-/// `g` with every activation grid below 8 bits split a quarter below zero, three above.
-fn with_split_grids(mut g: efq_shared::graph::Graph) -> efq_shared::graph::Graph {
-    for n in &mut g.nodes {
-        if let Op::Conv {
-            input_quant: Some(aq),
-            ..
-        }
-        | Op::Gemm {
-            input_quant: Some(aq),
-            ..
-        } = &mut n.op
-            && aq.bits < 8
-        {
-            let q = efq_shared::quant::qmax(aq.bits);
-            let lo = -(q / 2);
-            aq.levels = Some([lo, lo + 2 * q]);
-        }
-    }
-    g
-}
-
 #[test]
 fn packed_file_roundtrips_float_and_every_bit_width() {
     let float = tiny_mobilefacenet(20, 16, 11).unwrap();
@@ -131,7 +110,11 @@ fn packed_file_roundtrips_float_and_every_bit_width() {
         ("w6a6", true),
     ] {
         let s = tiny_student(cfg);
-        let s = if split { with_split_grids(s) } else { s };
+        let s = if split {
+            efq_shared::builders::split_activation_grids(s)
+        } else {
+            s
+        };
         let m = PackedModel::new(s.clone(), Some(QuantConfig::parse(cfg).unwrap())).unwrap();
         let bytes = m.to_bytes().unwrap();
         let back = PackedModel::from_bytes(&bytes).unwrap();
@@ -167,7 +150,11 @@ fn integer_path_equals_fake_quant_float_path() {
         ("w4a4", true),
     ] {
         let s = tiny_student(cfg);
-        let s = if split { with_split_grids(s) } else { s };
+        let s = if split {
+            efq_shared::builders::split_activation_grids(s)
+        } else {
+            s
+        };
         // The same function computed in float: dequantized weights, fake-quantized inputs.
         let mut fq = s.clone();
         for n in &mut fq.nodes {

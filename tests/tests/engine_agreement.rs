@@ -60,15 +60,23 @@ fn real_quantized_students_match_reference_bit_for_bit_through_the_packed_file()
     let graph = onnx::import_file(teacher()).unwrap();
     let (rgb, x) = lfw_images();
     let ranges = reference::input_absmax(&graph, &x, N).unwrap();
-    for cfg in ["w8a8", "w6a6", "w4a4"] {
-        let q = QuantConfig::parse(cfg).unwrap();
+    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split"] {
+        let q = QuantConfig::parse(cfg.trim_end_matches("-split")).unwrap();
         let student = quantize_graph(&graph, &q, &ranges).unwrap();
+        let student = if cfg.ends_with("-split") {
+            builders::split_activation_grids(student)
+        } else {
+            student
+        };
         let bytes = PackedModel::new(student.clone(), Some(q))
             .unwrap()
             .to_bytes()
             .unwrap();
         let model = GpuModel::from_bytes(&gpu, &bytes).unwrap();
-        assert_eq!(model.info().quant.as_deref(), Some(cfg));
+        assert_eq!(
+            model.info().quant.as_deref(),
+            Some(cfg.trim_end_matches("-split"))
+        );
         let got = model.forward_blocking(Images::Nchw(&x), N).unwrap();
         let want = reference::forward(&student, &x, N).unwrap();
         assert_eq!(got, want, "{cfg}: engine and integer reference differ");

@@ -103,8 +103,14 @@ fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
     let (_, x) = first_images();
     let ranges = reference::input_absmax(&graph, &x, N).unwrap();
     let teacher_out = reference::forward(&graph, &x, N).unwrap();
-    for cfg in ["w8a8", "w6a6", "w4a4"] {
-        let student = quantize_graph(&graph, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap();
+    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split"] {
+        let bits = QuantConfig::parse(cfg.trim_end_matches("-split")).unwrap();
+        let student = quantize_graph(&graph, &bits, &ranges).unwrap();
+        let student = if cfg.ends_with("-split") {
+            efq_shared::builders::split_activation_grids(student)
+        } else {
+            student
+        };
         let t = tch_forward(&student, &x);
         let r = reference::forward(&student, &x, N).unwrap();
         // Bit for bit: a one-ulp difference would cascade through the rounding of 50 layers.
