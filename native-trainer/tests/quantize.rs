@@ -6,7 +6,7 @@ use efq_shared::graph::Graph;
 use efq_shared::quant::QuantConfig;
 use efq_shared::{equalize, reference};
 use efq_tests::{cosine, lfw};
-use efq_trainer::quantize::{self, Calibration, QuantizeArgs};
+use efq_trainer::quantize::{self, ActGrid, Calibration, QuantizeArgs};
 use rand::{Rng, SeedableRng};
 
 /// The tiny network with the channels in front of its first depthwise layer spread over three
@@ -130,10 +130,12 @@ fn reconstructed_w4a4(
 ) {
     use efq_trainer::reconstruct::Reconstruction;
     let quantize = |reconstruct| {
+        // Symmetric grids: the start these tests were sized on (split grids start closer).
         let calibration = Calibration {
             images: 24,
             batch: 8,
             reconstruct,
+            act_grid: ActGrid::Symmetric,
             ..Calibration::default_with_seed(1)
         };
         quantize_teacher(teacher, dir, "w4a4", calibration)
@@ -242,5 +244,46 @@ fn reconstruction_with_learned_ranges_moves_the_scales_the_file_then_carries() {
     assert!(
         1.0 - after < 0.8 * (1.0 - before),
         "w4a4 fidelity on unseen faces: {before:.5} PTQ, {after:.5} reconstructed"
+    );
+}
+
+#[test]
+fn split_activation_grids_bring_a_four_bit_student_closer_to_its_teacher() {
+    use efq_shared::graph::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let quantize = |act_grid| {
+        let calibration = Calibration {
+            images: 24,
+            batch: 8,
+            act_grid,
+            ..Calibration::default_with_seed(1)
+        };
+        quantize_teacher(&teacher, dir.path(), "w4a4", calibration)
+    };
+    let (symmetric, split) = (quantize(ActGrid::Symmetric), quantize(ActGrid::Split));
+    let levels = |m: &efq_shared::format::PackedModel| -> Vec<Option<[i32; 2]>> {
+        m.graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { input_quant, .. } | Op::Gemm { input_quant, .. } => {
+                    input_quant.map(|a| a.levels)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(levels(&symmetric).iter().all(Option::is_none));
+    let split_layers = levels(&split).iter().filter(|l| l.is_some()).count();
+    assert!(split_layers > 0, "no layer took a split grid");
+    let before = fidelity_on_unseen_faces(&teacher, &symmetric.graph, 8);
+    let after = fidelity_on_unseen_faces(&teacher, &split.graph, 8);
+    eprintln!(
+        "w4a4 fidelity on unseen faces: {before:.5} symmetric, {after:.5} split ({split_layers} layers split)"
+    );
+    assert!(
+        1.0 - after < 0.8 * (1.0 - before),
+        "w4a4 fidelity on unseen faces: {before:.5} symmetric, {after:.5} split"
     );
 }
