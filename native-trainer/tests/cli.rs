@@ -8,6 +8,12 @@ fn trainer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
 }
 
+/// Asserts that the run failed; its error output.
+fn failure_message(o: &std::process::Output) -> String {
+    assert!(!o.status.success(), "the run should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn eval_writes_report_json_and_roc_png() {
     let out = tempfile::tempdir().unwrap();
@@ -45,8 +51,7 @@ fn missing_model_is_a_clear_error() {
         .args(["eval", "--model", "/nonexistent/model.onnx"])
         .output()
         .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure_message(&o);
     assert!(
         err.contains("/nonexistent/model.onnx") && err.contains("does not exist"),
         "{err}"
@@ -65,8 +70,7 @@ fn corrupt_model_is_a_clear_error() {
         .arg(&bad)
         .output()
         .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure_message(&o);
     assert!(err.contains("bad.efq") && err.contains("corrupt"), "{err}");
 }
 
@@ -176,8 +180,7 @@ fn verify_rejects_a_file_that_is_not_an_image() {
         .arg(&bad)
         .output()
         .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure_message(&o);
     assert!(
         err.contains("notes.jpg") && err.contains("cannot decode"),
         "{err}"
@@ -234,8 +237,7 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure_message(&o);
     assert!(
         err.contains("'lr' must be a string, number or boolean"),
         "{err}"
@@ -254,8 +256,7 @@ fn finetune_refuses_to_reconstruct_a_student_that_is_already_quantized() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure_message(&o);
     assert!(
         err.contains("--reconstruct") && err.contains("--student-init is already quantized"),
         "{err}"
