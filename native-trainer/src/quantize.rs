@@ -118,13 +118,6 @@ const MSE_SAMPLES: i64 = 1 << 14;
 /// Clipping points tried by the MSE search: k/100 of the largest |x|, k = 1..=100.
 const MSE_CANDIDATES: usize = 100;
 
-/// The range `r` minimising Σ (x − fake_quant(x; r/qmax))² over `samples`.
-pub fn mse_range(samples: &Tensor, absmax: f64, bits: u8) -> f64 {
-    let q = qmax(bits);
-    let grid = mse_grid(samples, absmax, absmax, bits, ActGrid::Symmetric);
-    grid.scale as f64 * q as f64
-}
-
 /// Splits of the levels the search tries: `lo = −round(2·qmax·j/16)`, j = 0..=16 (all below
 /// zero to all above), the symmetric `−qmax` first so that a tie keeps it.
 const SPLITS: i32 = 16;
