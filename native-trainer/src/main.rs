@@ -296,6 +296,16 @@ struct ReconstructArgs {
     /// `frozen` keeps the calibrated ranges.
     #[arg(long, value_enum, default_value = "learned")]
     reconstruct_ranges: efq_trainer::student::ActRanges,
+    /// --reconstruct: then fit each block (a residual unit, a bottleneck: the steps between two
+    /// points where one pre-activation value is live) as a whole to the teacher's output of
+    /// that block, this many Adam steps on all its layers at once (BRECQ). 0: off.
+    #[arg(
+        long,
+        value_name = "STEPS",
+        default_value_t = 0,
+        requires = "reconstruct"
+    )]
+    reconstruct_blocks: usize,
 }
 
 impl ReconstructArgs {
@@ -306,6 +316,7 @@ impl ReconstructArgs {
                 batch: self.reconstruct_batch,
                 lr: self.reconstruct_lr,
                 ranges: self.reconstruct_ranges,
+                block_steps: self.reconstruct_blocks,
             })
     }
 }

@@ -410,9 +410,27 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
             .expect("valid template"),
         );
         let f = crate::reconstruct::run(&net, &s, &images, r, calibration.seed, &pb)?;
+        let blocks = if r.block_steps > 0 {
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "blocks {bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            Some(crate::reconstruct::run_blocks(
+                &net,
+                &s,
+                &images,
+                r,
+                calibration.seed,
+                &pb,
+            )?)
+        } else {
+            None
+        };
         pb.finish_and_clear();
         student = s.to_graph()?;
-        fits = Some(f);
+        fits = Some((f, blocks));
     }
     let mut model = PackedModel::new(student, Some(args.config))?;
     model.manifest.preprocessing = pre;
@@ -429,11 +447,17 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         .manifest
         .extra
         .insert("equalized_layers".into(), equalized.into());
-    if let Some(f) = fits {
+    if let Some((layers, blocks)) = fits {
         model
             .manifest
             .extra
-            .insert("reconstruction".into(), serde_json::to_value(f)?);
+            .insert("reconstruction".into(), serde_json::to_value(layers)?);
+        if let Some(b) = blocks {
+            model
+                .manifest
+                .extra
+                .insert("reconstruction_blocks".into(), serde_json::to_value(b)?);
+        }
     }
     model.manifest.extra.insert(
         "calibration_crops".into(),

@@ -24,6 +24,9 @@
 //! error (`--weight-clip mse`) made the student worse, so the objective here is each layer's
 //! output, measured on data.
 
+use std::collections::HashMap;
+use std::ops::Range;
+
 use anyhow::{Result, bail};
 use efq_shared::quant::qmax;
 use indicatif::ProgressBar;
@@ -47,6 +50,10 @@ pub struct Reconstruction {
     /// what a missing field reads as).
     #[serde(default)]
     pub ranges: ActRanges,
+    /// Adam steps of block-wise reconstruction after the layer-wise pass ([`run_blocks`]); 0:
+    /// off (and what files written before it existed read as).
+    #[serde(default)]
+    pub block_steps: usize,
 }
 
 impl Default for Reconstruction {
@@ -56,6 +63,7 @@ impl Default for Reconstruction {
             batch: 32,
             lr: 0.02,
             ranges: ActRanges::Learned,
+            block_steps: 0,
         }
     }
 }
@@ -63,7 +71,9 @@ impl Default for Reconstruction {
 impl Reconstruction {
     /// Rejects settings that cannot fit anything, before any image is read.
     pub fn validate(&self) -> Result<()> {
-        if self.steps > 0 && (self.batch == 0 || !(self.lr.is_finite() && self.lr > 0.0)) {
+        if (self.steps > 0 || self.block_steps > 0)
+            && (self.batch == 0 || !(self.lr.is_finite() && self.lr > 0.0))
+        {
             bail!(
                 "--reconstruct needs --reconstruct-batch > 0 and a positive --reconstruct-lr (got {} and {})",
                 self.batch,
@@ -285,6 +295,266 @@ pub fn run(
     Ok(fits)
 }
 
+/// A run of consecutive steps that reads one value from before it and leaves one value for the
+/// steps after it: block-wise reconstruction fits such a run as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub steps: Range<usize>,
+    /// The one value it reads from before it (0: the graph's input).
+    pub input: usize,
+    /// The one value the steps after it read.
+    pub output: usize,
+}
+
+/// Splits a graph's steps (topological order; each step's input values and output value;
+/// value 0 the graph's input) into [`Block`]s. A block ends where exactly one value is live
+/// (written before, read after), was not written by an element-wise nonlinearity
+/// (`activation[i]`) and is not read by one: so a block ends on a residual unit's sum or on a
+/// linear projection, never next to a PReLU; and a block holds at least one quantized layer
+/// (`quantized[i]`; the steps after the last one join the last block). On MobileFaceNet that gives its bottleneck units (three
+/// convolutions each), the stem (five) and the head (two convolutions and the embedding Gemm);
+/// on an iresnet, its residual units.
+pub fn blocks(io: &[(Vec<usize>, usize)], activation: &[bool], quantized: &[bool]) -> Vec<Block> {
+    let n = io.len();
+    let num_values = io
+        .iter()
+        .flat_map(|(ins, out)| ins.iter().chain(std::iter::once(out)))
+        .max()
+        .map_or(1, |&v| v + 1);
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); num_values];
+    for (i, (ins, _)) in io.iter().enumerate() {
+        for &v in ins {
+            readers[v].push(i);
+        }
+    }
+    let mut out = Vec::new();
+    let (mut start, mut input) = (0, 0);
+    for p in 1..n {
+        let live: Vec<usize> = std::iter::once(0)
+            .chain(io[..p].iter().map(|(_, o)| *o))
+            .filter(|&v| readers[v].iter().any(|&r| r >= p))
+            .collect();
+        let after_activation = |v: usize| {
+            io[..p]
+                .iter()
+                .rposition(|(_, o)| *o == v)
+                .is_some_and(|i| activation[i])
+        };
+        if let [v] = live[..]
+            && quantized[start..p].contains(&true)
+            && !after_activation(v)
+            && !readers[v].iter().any(|&r| activation[r])
+        {
+            out.push(Block {
+                steps: start..p,
+                input,
+                output: v,
+            });
+            (start, input) = (p, v);
+        }
+    }
+    if let Some((_, last)) = io.last() {
+        match out.last_mut() {
+            Some(prev) if !quantized[start..n].contains(&true) => {
+                prev.steps.end = n;
+                prev.output = *last;
+            }
+            _ => out.push(Block {
+                steps: start..n,
+                input,
+                output: *last,
+            }),
+        }
+    }
+    out
+}
+
+/// Runs the steps of `b` on `x` (its input value) through `apply`, calling `observe(i, y)`
+/// with each step's output.
+fn forward_block(
+    apply: &dyn Fn(usize, &Tensor, Option<&Tensor>) -> Tensor,
+    io: &[(Vec<usize>, usize)],
+    b: &Block,
+    x: &Tensor,
+    observe: &mut dyn FnMut(usize, &Tensor),
+) -> Tensor {
+    let mut vals: HashMap<usize, Tensor> = HashMap::from([(b.input, x.shallow_clone())]);
+    for i in b.steps.clone() {
+        let (ins, out) = &io[i];
+        let y = apply(i, &vals[&ins[0]], ins.get(1).map(|v| &vals[v]));
+        observe(i, &y);
+        vals.insert(*out, y);
+    }
+    vals.remove(&b.output).expect("a block computes its output")
+}
+
+/// What block-wise reconstruction did to one block: mean squared error of its output against
+/// the teacher's (same block, float input) over the calibration images, before and after.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockFit {
+    /// The block's first and last node.
+    pub first: String,
+    pub last: String,
+    /// Quantized layers whose weights were fitted (the others have too few samples).
+    pub layers: usize,
+    pub mse_before: f64,
+    pub mse_after: f64,
+    /// Whether the fit was undone because it ended with a larger error than it started.
+    pub reverted: bool,
+}
+
+/// Block-wise reconstruction (BRECQ, Li et al. 2021), run after [`run`]: each [`Block`] in
+/// turn, from the student's own input to it, takes `r.block_steps` Adam steps on the weights
+/// (and, with learned ranges, the input activation scales) of all its quantized layers at
+/// once, against the teacher's output of the whole block. A layer-wise fit can only match each
+/// layer's output; a block's layers together can trade one layer's error against the next
+/// (a convolution's error that its PReLU would clip, a projection that absorbs the depthwise
+/// layer's rounding), which is where a 4-bit MobileFaceNet loses most. Layers with too few
+/// samples for their fan-in stay as they are, as in [`run`]; a block whose fit ends with a
+/// larger whole-set error than it started with is restored.
+pub fn run_blocks(
+    teacher: &TchNet,
+    student: &Student,
+    images: &Tensor,
+    r: &Reconstruction,
+    seed: u64,
+    pb: &ProgressBar,
+) -> Result<Vec<BlockFit>> {
+    if teacher.num_steps() != student.num_steps() {
+        bail!(
+            "reconstruction needs the float graph the student came from ({} vs {} nodes)",
+            teacher.num_steps(),
+            student.num_steps()
+        );
+    }
+    r.validate()?;
+    // A different stream from the layer-wise pass's: its batches are not the same draws again.
+    tch::manual_seed(seed.wrapping_add(1) as i64);
+    let io: Vec<(Vec<usize>, usize)> = (0..student.num_steps())
+        .map(|i| {
+            let (ins, out) = student.step_io(i);
+            (ins.to_vec(), out)
+        })
+        .collect();
+    let activation: Vec<bool> = (0..student.num_steps())
+        .map(|i| student.is_activation(i))
+        .collect();
+    let quantized: Vec<bool> = (0..student.num_steps())
+        .map(|i| student.linear(i).is_some())
+        .collect();
+    let blocks = blocks(&io, &activation, &quantized);
+    let t_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| teacher.apply(i, x, o);
+    let s_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| student.apply(i, x, o);
+    let n = images.size()[0];
+    let mut tx = channels_last(images.to_device(student.device).to_kind(Kind::Float));
+    let mut sx = tx.shallow_clone();
+    pb.set_position(0);
+    pb.set_length(blocks.len() as u64);
+    let mut fits = Vec::new();
+    for b in &blocks {
+        let ty = chunked(n, |s, l| {
+            forward_block(&t_apply, &io, b, &tx.narrow(0, s, l), &mut |_, _| {})
+        });
+        let student_out = || {
+            chunked(n, |s, l| {
+                forward_block(&s_apply, &io, b, &sx.narrow(0, s, l), &mut |_, _| {})
+            })
+        };
+        let mse = |y: &Tensor| (y - &ty).square().mean(Kind::Double).double_value(&[]);
+        let mut per_image = HashMap::new();
+        let _ = tch::no_grad(|| {
+            forward_block(&s_apply, &io, b, &sx.narrow(0, 0, 1), &mut |i, y| {
+                per_image.insert(i, y.numel() as i64 / y.size()[1]);
+            })
+        });
+        let mut params = Vec::new();
+        let mut layers = 0;
+        for i in b.steps.clone() {
+            let Some((w, _, wbits)) = student.linear(i) else {
+                continue;
+            };
+            let fan_in = w.numel() as i64 / w.size()[0];
+            if n * per_image[&i] < SAMPLES_PER_WEIGHT * fan_in {
+                continue;
+            }
+            layers += 1;
+            params.push(weight_adam(w, wbits, r.lr));
+            if r.ranges == ActRanges::Learned {
+                params.extend(student.act_scale(i).map(|a| scale_adam(a, r.lr)));
+            }
+        }
+        let mse_before = mse(&student_out());
+        let (mut mse_after, mut reverted) = (mse_before, false);
+        let y = if layers > 0 && r.block_steps > 0 {
+            let saved: Vec<Tensor> = params.iter().map(|p| p.param.detach().copy()).collect();
+            let batch = (r.batch as i64).min(n);
+            for k in 1..=r.block_steps {
+                let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
+                let xb = sx.index_select(0, &idx);
+                let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
+                let tb = ty.index_select(0, &idx);
+                let loss = (forward_block(&s_apply, &io, b, &xb, &mut |_, _| {}) - tb)
+                    .square()
+                    .mean(Kind::Float);
+                for p in &mut params {
+                    p.param.zero_grad();
+                }
+                loss.backward();
+                for p in &mut params {
+                    p.step(k, r.block_steps);
+                }
+            }
+            // The backward also reached the biases and PReLU slopes: leave no gradient behind.
+            for (_, p) in &student.params {
+                let mut p = p.shallow_clone();
+                p.zero_grad();
+            }
+            let fitted = student_out();
+            let after = mse(&fitted);
+            if after <= mse_before {
+                mse_after = after;
+                fitted
+            } else {
+                drop(fitted);
+                tch::no_grad(|| {
+                    for (p, v) in params.iter().zip(&saved) {
+                        p.param.shallow_clone().copy_(v);
+                    }
+                });
+                reverted = true;
+                student_out()
+            }
+        } else {
+            student_out()
+        };
+        if !mse_after.is_finite() {
+            bail!(
+                "block reconstruction of '{}' … '{}' diverged",
+                student.step_name(b.steps.start),
+                student.step_name(b.steps.end - 1)
+            );
+        }
+        let (first, last) = (
+            student.step_name(b.steps.start).to_string(),
+            student.step_name(b.steps.end - 1).to_string(),
+        );
+        pb.set_message(format!(
+            "{first}…{last} mse {mse_before:.3e} → {mse_after:.3e}"
+        ));
+        fits.push(BlockFit {
+            first,
+            last,
+            layers,
+            mse_before,
+            mse_after,
+            reverted,
+        });
+        (tx, sx) = (ty, y);
+        pb.inc(1);
+    }
+    Ok(fits)
+}
+
 /// `b += mean(teacher − student)` per output channel.
 fn correct_bias(b: &Tensor, ty: &Tensor, sy: &Tensor) {
     tch::no_grad(|| {
@@ -310,16 +580,8 @@ fn fit(
     r: &Reconstruction,
 ) -> Result<()> {
     let n = sx.size()[0];
-    let dims: Vec<i64> = (1..w.dim() as i64).collect();
-    let unit = tch::no_grad(|| {
-        let a = w.abs().amax(dims.as_slice(), true) / qmax(wbits) as f64;
-        a.clamp_min(1e-12) * r.lr
-    });
-    let mut params = vec![AdamState::new(w, unit)];
-    if let Some(a) = act {
-        let unit = tch::no_grad(|| a.abs() * (r.lr * ACT_LR_FRACTION));
-        params.push(AdamState::new(a, unit).decaying());
-    }
+    let mut params = vec![weight_adam(w, wbits, r.lr)];
+    params.extend(act.map(|a| scale_adam(a, r.lr)));
     let batch = (r.batch as i64).min(n);
     for k in 1..=r.steps {
         let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
@@ -345,6 +607,24 @@ fn fit(
         b.zero_grad();
     }
     Ok(())
+}
+
+/// Adam on a layer's float master weights, each element's step `lr` times its output
+/// channel's quantization step (taken from the starting weights).
+fn weight_adam(w: &Tensor, wbits: u8, lr: f64) -> AdamState {
+    let dims: Vec<i64> = (1..w.dim() as i64).collect();
+    let unit = tch::no_grad(|| {
+        let a = w.abs().amax(dims.as_slice(), true) / qmax(wbits) as f64;
+        a.clamp_min(1e-12) * lr
+    });
+    AdamState::new(w, unit)
+}
+
+/// Adam on a learned activation scale, its step a fixed fraction of the starting scale,
+/// cosine-decayed.
+fn scale_adam(a: &Tensor, lr: f64) -> AdamState {
+    let unit = tch::no_grad(|| a.abs() * (lr * ACT_LR_FRACTION));
+    AdamState::new(a, unit).decaying()
 }
 
 /// One tensor under Adam, with an element-wise step size `unit`.
@@ -397,5 +677,54 @@ impl AdamState {
                 .param
                 .g_sub_(&(mh / (vh.sqrt() + eps) * &self.unit * factor));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// conv → PReLU → conv (a stem), then a residual unit x + conv(PReLU(conv(x))), then a Gemm.
+    #[test]
+    fn blocks_end_on_residual_sums_and_projections_never_before_an_activation() {
+        let io: Vec<(Vec<usize>, usize)> = vec![
+            (vec![0], 1),    // 0 conv
+            (vec![1], 2),    // 1 prelu
+            (vec![2], 3),    // 2 conv (projection)
+            (vec![3], 4),    // 3 conv
+            (vec![4], 5),    // 4 prelu
+            (vec![5], 6),    // 5 conv
+            (vec![3, 6], 7), // 6 add
+            (vec![7], 8),    // 7 gemm
+            (vec![8], 9),    // 8 prelu
+        ];
+        let activation = [false, true, false, false, true, false, false, false, true];
+        let quantized = [true, false, true, true, false, true, false, true, false];
+        let b = blocks(&io, &activation, &quantized);
+        let ranges: Vec<_> = b.iter().map(|b| b.steps.clone()).collect();
+        assert_eq!(ranges, vec![0..3, 3..7, 7..9]);
+        assert_eq!((b[0].input, b[0].output), (0, 3));
+        assert_eq!((b[1].input, b[1].output), (3, 7));
+        assert_eq!((b[2].input, b[2].output), (7, 9));
+    }
+
+    #[test]
+    fn steps_without_a_quantized_layer_join_a_block_that_has_one() {
+        // conv, add-free tail: flatten, then a gemm; then a trailing flatten.
+        let io: Vec<(Vec<usize>, usize)> =
+            vec![(vec![0], 1), (vec![1], 2), (vec![2], 3), (vec![3], 4)];
+        let b = blocks(&io, &[false; 4], &[true, false, true, false]);
+        let ranges: Vec<_> = b.iter().map(|b| b.steps.clone()).collect();
+        assert_eq!(ranges, vec![0..1, 1..4]);
+    }
+
+    #[test]
+    fn a_graph_without_a_single_live_value_is_one_block() {
+        // The input stays live to the last step (a skip over everything).
+        let io: Vec<(Vec<usize>, usize)> =
+            vec![(vec![0], 1), (vec![1], 2), (vec![2], 3), (vec![0, 3], 4)];
+        let b = blocks(&io, &[false; 4], &[true, true, true, false]);
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].steps.clone(), b[0].input, b[0].output), (0..4, 0, 4));
     }
 }

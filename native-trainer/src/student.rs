@@ -287,6 +287,12 @@ impl Student {
         }
     }
 
+    /// Whether step `i` is an element-wise nonlinearity (PReLU, ReLU): block-wise
+    /// reconstruction does not end a block on the input of one.
+    pub fn is_activation(&self, i: usize) -> bool {
+        matches!(self.steps[i].layer, Layer::PRelu { .. } | Layer::Relu)
+    }
+
     /// The trainable input activation scale (`[1]`) of step `i`, when ranges are learned.
     pub fn act_scale(&self, i: usize) -> Option<&Tensor> {
         match &self.steps[i].layer {
