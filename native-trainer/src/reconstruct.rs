@@ -149,6 +149,45 @@ fn channel_sum(t: &Tensor) -> Tensor {
     t.sum_dim_intlist(dims.as_slice(), false, Kind::Double)
 }
 
+fn same_graph(teacher: &TchNet, student: &Student) -> Result<()> {
+    if teacher.num_steps() != student.num_steps() {
+        bail!(
+            "reconstruction needs the float graph the student came from ({} vs {} nodes)",
+            teacher.num_steps(),
+            student.num_steps()
+        );
+    }
+    Ok(())
+}
+
+/// `steps` Adam steps on `params`, each on `batch` random rows of the whole-set input `sx`
+/// against the same rows of `ty`, the loss the mean squared error of `forward`.
+fn adam_fit(
+    params: &mut [AdamState],
+    steps: usize,
+    batch: usize,
+    sx: &Tensor,
+    ty: &Tensor,
+    forward: impl Fn(&Tensor) -> Tensor,
+) {
+    let n = sx.size()[0];
+    let batch = (batch as i64).min(n);
+    for k in 1..=steps {
+        let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
+        let xb = sx.index_select(0, &idx);
+        let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
+        let tb = ty.index_select(0, &idx);
+        let loss = (forward(&xb) - tb).square().mean(Kind::Float);
+        for p in params.iter_mut() {
+            p.param.zero_grad();
+        }
+        loss.backward();
+        for p in params.iter_mut() {
+            p.step(k, steps);
+        }
+    }
+}
+
 /// Fits every quantized layer of `student` in place (weights, then bias) to `teacher`'s layer
 /// outputs on `images` (`[N, C, H, W]`). `teacher` is the float graph the student was quantized
 /// from: the two must have the same steps, node for node.
@@ -160,13 +199,7 @@ pub fn run(
     seed: u64,
     pb: &ProgressBar,
 ) -> Result<Vec<LayerFit>> {
-    if teacher.num_steps() != student.num_steps() {
-        bail!(
-            "reconstruction needs the float graph the student came from ({} vs {} nodes)",
-            teacher.num_steps(),
-            student.num_steps()
-        );
-    }
+    same_graph(teacher, student)?;
     r.validate()?;
     tch::manual_seed(seed as i64);
     let device = student.device;
@@ -409,9 +442,9 @@ pub struct BlockFit {
 /// once, against the teacher's output of the whole block. A layer-wise fit can only match each
 /// layer's output; a block's layers together can trade one layer's error against the next
 /// (a convolution's error that its PReLU would clip, a projection that absorbs the depthwise
-/// layer's rounding), which is where a 4-bit MobileFaceNet loses most. Layers with too few
-/// samples for their fan-in stay as they are, as in [`run`]; a block whose fit ends with a
-/// larger whole-set error than it started with is restored.
+/// layer's rounding). Layers with too few samples for their fan-in stay as they are, as in
+/// [`run`]; a block whose fit ends with a larger whole-set error than it started with is
+/// restored.
 pub fn run_blocks(
     teacher: &TchNet,
     student: &Student,
@@ -420,13 +453,7 @@ pub fn run_blocks(
     seed: u64,
     pb: &ProgressBar,
 ) -> Result<Vec<BlockFit>> {
-    if teacher.num_steps() != student.num_steps() {
-        bail!(
-            "reconstruction needs the float graph the student came from ({} vs {} nodes)",
-            teacher.num_steps(),
-            student.num_steps()
-        );
-    }
+    same_graph(teacher, student)?;
     r.validate()?;
     // A different stream from the layer-wise pass's: its batches are not the same draws again.
     tch::manual_seed(seed.wrapping_add(1) as i64);
@@ -487,23 +514,9 @@ pub fn run_blocks(
         let (mut mse_after, mut reverted) = (mse_before, false);
         let y = if layers > 0 && r.block_steps > 0 {
             let saved: Vec<Tensor> = params.iter().map(|p| p.param.detach().copy()).collect();
-            let batch = (r.batch as i64).min(n);
-            for k in 1..=r.block_steps {
-                let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
-                let xb = sx.index_select(0, &idx);
-                let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
-                let tb = ty.index_select(0, &idx);
-                let loss = (forward_block(&s_apply, &io, b, &xb, &mut |_, _| {}) - tb)
-                    .square()
-                    .mean(Kind::Float);
-                for p in &mut params {
-                    p.param.zero_grad();
-                }
-                loss.backward();
-                for p in &mut params {
-                    p.step(k, r.block_steps);
-                }
-            }
+            adam_fit(&mut params, r.block_steps, r.batch, &sx, &ty, |xb| {
+                forward_block(&s_apply, &io, b, xb, &mut |_, _| {})
+            });
             // The backward also reached the biases and PReLU slopes: leave no gradient behind.
             for (_, p) in &student.params {
                 let mut p = p.shallow_clone();
@@ -579,26 +592,11 @@ fn fit(
     ty: &Tensor,
     r: &Reconstruction,
 ) -> Result<()> {
-    let n = sx.size()[0];
     let mut params = vec![weight_adam(w, wbits, r.lr)];
     params.extend(act.map(|a| scale_adam(a, r.lr)));
-    let batch = (r.batch as i64).min(n);
-    for k in 1..=r.steps {
-        let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
-        let xb = sx.index_select(0, &idx);
-        let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
-        let tb = ty.index_select(0, &idx);
-        let loss = (student.apply(i, &xb, None) - tb)
-            .square()
-            .mean(Kind::Float);
-        for p in &mut params {
-            p.param.zero_grad();
-        }
-        loss.backward();
-        for p in &mut params {
-            p.step(k, r.steps);
-        }
-    }
+    adam_fit(&mut params, r.steps, r.batch, sx, ty, |xb| {
+        student.apply(i, xb, None)
+    });
     for p in &mut params {
         p.param.zero_grad();
     }
