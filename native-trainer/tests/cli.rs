@@ -266,3 +266,20 @@ fn finetune_refuses_to_reconstruct_a_student_that_is_already_quantized() {
         "nothing is written before the options are checked"
     );
 }
+
+#[test]
+fn block_reconstruction_without_the_layer_wise_pass_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.efq");
+    let o = trainer()
+        .args(["quantize", "--bits", "w4a4", "--reconstruct-blocks", "200"])
+        .arg("--model")
+        .arg(teacher())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = failure_message(&o);
+    assert!(err.contains("--reconstruct <STEPS>"), "{err}");
+    assert!(!out.exists());
+}
