@@ -717,6 +717,40 @@ mod tests {
     }
 
     #[test]
+    fn an_iresnets_blocks_are_its_residual_units_with_the_stem_in_the_first() {
+        use efq_shared::graph::Op;
+        let g = efq_shared::builders::iresnet(18, 0).unwrap();
+        let io: Vec<(Vec<usize>, usize)> = g
+            .nodes
+            .iter()
+            .map(|n| (n.inputs.clone(), n.output))
+            .collect();
+        let activation: Vec<bool> = g
+            .nodes
+            .iter()
+            .map(|n| matches!(n.op, Op::PRelu { .. } | Op::Relu))
+            .collect();
+        let linear: Vec<bool> = g
+            .nodes
+            .iter()
+            .map(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
+            .collect();
+        let b = blocks(&io, &activation, &linear);
+        // R18: 2 + 2 + 2 + 2 residual units, then the head (BN, Flatten, FC, BN).
+        assert_eq!(b.len(), 9);
+        let adds = |b: &Block| {
+            b.steps
+                .clone()
+                .filter(|&i| matches!(g.nodes[i].op, Op::Add))
+                .count()
+        };
+        assert!(b[..8].iter().all(|b| adds(b) == 1));
+        assert_eq!(g.nodes[b[0].steps.start].name, "conv1");
+        assert_eq!(adds(&b[8]), 0);
+        assert_eq!(g.nodes[b[8].steps.end - 1].name, "features");
+    }
+
+    #[test]
     fn a_graph_without_a_single_live_value_is_one_block() {
         // The input stays live to the last step (a skip over everything).
         let io: Vec<(Vec<usize>, usize)> =
