@@ -59,9 +59,9 @@ enum Command {
         of that layer on the calibration images (~20 minutes on 2 CPU cores; at w4a4 it lifts\n\
         w600k_mbf's teacher fidelity from 0.61 to 0.83), and --reconstruct-blocks STEPS then\n\
         fits each block (a bottleneck or residual unit) as a whole to the teacher's output of\n\
-        that block (0.83 to 0.85 at 200 steps). See docs/quantization.md.\n\n\
+        that block (0.83 to 0.89 at 600 steps). See docs/quantization.md.\n\n\
         Examples: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq\n          \
-        trainer quantize --bits w4a4 --reconstruct 200 --reconstruct-blocks 200 --out out/mbf-w4a4-rec.efq"
+        trainer quantize --bits w4a4 --reconstruct 200 --reconstruct-blocks 600 --out out/mbf-w4a4-rec.efq"
     )]
     Quantize(QuantizeCmd),
     /// Fine-tune a quantized student with distillation (EKD by default), export it, evaluate it.

@@ -505,7 +505,9 @@ pub fn run_blocks(
                 continue;
             }
             layers += 1;
-            params.push(weight_adam(w, wbits, r.lr));
+            // Decayed, unlike the layer-wise fit's: at constant steps a 600-step block fit ended
+            // noisier than it started in 9 of 16 blocks; decayed, in none (docs/RESULTS.md).
+            params.push(weight_adam(w, wbits, r.lr).decaying());
             if r.ranges == ActRanges::Learned {
                 params.extend(student.act_scale(i).map(|a| scale_adam(a, r.lr)));
             }
