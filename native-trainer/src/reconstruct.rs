@@ -512,9 +512,12 @@ pub fn run_blocks(
                 params.extend(student.act_scale(i).map(|a| scale_adam(a, r.lr)));
             }
         }
-        let mse_before = mse(&student_out());
+        let y0 = student_out();
+        let mse_before = mse(&y0);
         let (mut mse_after, mut reverted) = (mse_before, false);
         let y = if layers > 0 && r.block_steps > 0 {
+            // One fewer whole-set tensor alive during the fit; recomputed if the fit is undone.
+            drop(y0);
             let saved: Vec<Tensor> = params.iter().map(|p| p.param.detach().copy()).collect();
             adam_fit(&mut params, r.block_steps, r.batch, &sx, &ty, |xb| {
                 forward_block(&s_apply, &io, b, xb, &mut |_, _| {})
@@ -540,19 +543,15 @@ pub fn run_blocks(
                 student_out()
             }
         } else {
-            student_out()
+            y0
         };
-        if !mse_after.is_finite() {
-            bail!(
-                "block reconstruction of '{}' … '{}' diverged",
-                student.step_name(b.steps.start),
-                student.step_name(b.steps.end - 1)
-            );
-        }
         let (first, last) = (
             student.step_name(b.steps.start).to_string(),
             student.step_name(b.steps.end - 1).to_string(),
         );
+        if !mse_after.is_finite() {
+            bail!("block reconstruction of '{first}' … '{last}' diverged");
+        }
         pb.set_message(format!(
             "{first}…{last} mse {mse_before:.3e} → {mse_after:.3e}"
         ));
