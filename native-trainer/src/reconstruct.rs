@@ -54,6 +54,11 @@ pub struct Reconstruction {
     /// off (and what files written before it existed read as).
     #[serde(default)]
     pub block_steps: usize,
+    /// Probability with which the block-wise fit leaves each element of a quantized layer's
+    /// input unquantized ([`Student::apply_dropping`]); 0: every input quantized, as files
+    /// written before it existed did.
+    #[serde(default)]
+    pub block_drop: f64,
 }
 
 impl Default for Reconstruction {
@@ -64,6 +69,7 @@ impl Default for Reconstruction {
             lr: 0.02,
             ranges: ActRanges::Learned,
             block_steps: 0,
+            block_drop: 0.0,
         }
     }
 }
@@ -71,6 +77,12 @@ impl Default for Reconstruction {
 impl Reconstruction {
     /// Rejects settings that cannot fit anything, before any image is read.
     pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.block_drop) {
+            bail!(
+                "--reconstruct-drop is a probability in [0, 1) (got {})",
+                self.block_drop
+            );
+        }
         if (self.steps > 0 || self.block_steps > 0)
             && (self.batch == 0 || !(self.lr.is_finite() && self.lr > 0.0))
         {
@@ -519,8 +531,11 @@ pub fn run_blocks(
             // One fewer whole-set tensor alive during the fit; recomputed if the fit is undone.
             drop(y0);
             let saved: Vec<Tensor> = params.iter().map(|p| p.param.detach().copy()).collect();
+            let s_fit = |i: usize, x: &Tensor, o: Option<&Tensor>| {
+                student.apply_dropping(i, x, o, r.block_drop)
+            };
             adam_fit(&mut params, r.block_steps, r.batch, &sx, &ty, |xb| {
-                forward_block(&s_apply, &io, b, xb, &mut |_, _| {})
+                forward_block(&s_fit, &io, b, xb, &mut |_, _| {})
             });
             // The backward also reached the biases and PReLU slopes: leave no gradient behind.
             for (_, p) in &student.params {

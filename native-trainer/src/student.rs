@@ -138,6 +138,16 @@ fn quant_input(x: &Tensor, aq: &ActQuant, learned: Option<&Tensor>) -> Tensor {
     c + delta
 }
 
+/// Each element of `xq` (the fake-quantized `x`) replaced by `x`'s with probability `drop`.
+fn dropping_quant(x: &Tensor, xq: Tensor, drop: f64) -> Tensor {
+    if drop > 0.0 {
+        let keep_float = x.rand_like().lt(drop);
+        x.where_self(&keep_float, &xq)
+    } else {
+        xq
+    }
+}
+
 /// Fake-quantized weights with the per-channel scales `QuantWeights::from_float` computes
 /// (`max|w| / qmax`, 1 for an all-zero channel), straight-through gradient.
 fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
@@ -303,6 +313,25 @@ impl Student {
 
     /// Step `i` on its first input `x` (and `other`, an Add's second), differentiable.
     pub fn apply(&self, i: usize, x: &Tensor, other: Option<&Tensor>) -> Tensor {
+        self.apply_dropping(i, x, other, 0.0)
+    }
+
+    /// [`Student::apply`] with each element of a quantized layer's input left unquantized
+    /// (float) with probability `drop` (QDrop, Wei et al. 2022): a fit that sees its layers
+    /// both with and without the activations' rounding is meant to settle in a flatter
+    /// minimum, one the calibration images' own rounding noise does not pin (on w600k_mbf at
+    /// w4a4 it added 0.4 point of TAR @ 1e-5; docs/RESULTS.md, session 14). Only
+    /// reconstruction uses it; `drop = 0` is the quantized forward.
+    pub fn apply_dropping(
+        &self,
+        i: usize,
+        x: &Tensor,
+        other: Option<&Tensor>,
+        drop: f64,
+    ) -> Tensor {
+        let quant = |x: &Tensor, aq: &ActQuant, act: Option<&Tensor>| {
+            dropping_quant(x, quant_input(x, aq, act), drop)
+        };
         let s = &self.steps[i];
         match &s.layer {
             Layer::Conv {
@@ -313,7 +342,7 @@ impl Student {
                 aq,
                 act,
             } => {
-                let xq = quant_input(x, aq, act.as_ref());
+                let xq = quant(x, aq, act.as_ref());
                 let [t, l, bo, r] = attrs.pads.map(|p| p as i64);
                 let (xq, padding) = if t == bo && l == r {
                     (xq, [t, l])
@@ -332,7 +361,7 @@ impl Student {
                 wbits,
                 aq,
                 act,
-            } => quant_input(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
+            } => quant(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
             Layer::Affine { scale, shift } => {
                 let rank = x.dim() as i64;
                 let mut shape = vec![-1i64];
@@ -441,6 +470,44 @@ impl Student {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// QDrop leaves the stated share of elements float and the rest exactly as quantized, and
+    /// the learned scale still gets its gradient through the quantized ones.
+    #[test]
+    fn dropped_elements_are_float_in_the_stated_share_and_the_rest_quantized() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([4, 8, 32, 32], (Kind::Float, Device::Cpu)) * 1.5;
+        let aq = ActQuant {
+            bits: 4,
+            scale: 0.2,
+            levels: None,
+        };
+        let xq = quant_input(&x, &aq, None);
+        // Elements the grid itself leaves unchanged cannot tell the two apart.
+        let moved = xq.ne_tensor(&x);
+        let n_moved = moved.sum(Kind::Int64).int64_value(&[]);
+        assert!(n_moved > 30_000, "the case must round most elements");
+        for drop in [0.0, 0.25, 0.5] {
+            let y = dropping_quant(&x, xq.shallow_clone(), drop);
+            let is_float = y.eq_tensor(&x).logical_and(&moved);
+            let is_quant = y.eq_tensor(&xq);
+            assert!(
+                bool::try_from(is_float.logical_or(&is_quant).all()).unwrap(),
+                "drop {drop}: an element neither float nor quantized"
+            );
+            let share = is_float.sum(Kind::Int64).int64_value(&[]) as f64 / n_moved as f64;
+            // ~32k Bernoulli draws: the standard error is below 0.003.
+            assert!(
+                (share - drop).abs() < 0.015,
+                "drop {drop}: {share:.4} of the rounded elements left float"
+            );
+        }
+        let s = Tensor::from_slice(&[0.2f32]).set_requires_grad(true);
+        let y = dropping_quant(&x, quant_input(&x, &aq, Some(&s)), 0.5);
+        y.sum(Kind::Float).backward();
+        let g = s.grad().double_value(&[0]);
+        assert!(g.is_finite() && g != 0.0, "scale gradient {g}");
+    }
 
     /// LSQ's gradients, written out element by element, against what autograd computes through
     /// `quant_input` with a learned scale.

@@ -283,3 +283,33 @@ fn block_reconstruction_without_the_layer_wise_pass_is_refused_before_anything_i
     assert!(err.contains("--reconstruct <STEPS>"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn dropping_quantization_outside_a_block_fit_or_beyond_a_probability_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.efq");
+    let run = |extra: &[&str]| {
+        trainer()
+            .args(["quantize", "--bits", "w4a4", "--reconstruct", "2"])
+            .args(extra)
+            .arg("--model")
+            .arg(teacher())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let err = failure_message(&run(&["--reconstruct-drop", "0.5"]));
+    assert!(err.contains("--reconstruct-blocks <STEPS>"), "{err}");
+    let err = failure_message(&run(&[
+        "--reconstruct-blocks",
+        "2",
+        "--reconstruct-drop",
+        "1",
+    ]));
+    assert!(
+        err.contains("--reconstruct-drop is a probability in [0, 1) (got 1)"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -177,6 +177,7 @@ fn reconstructed_w4a4(
         lr: 0.02,
         ranges,
         block_steps,
+        block_drop: 0.0,
     }));
     let fits = serde_json::from_value(fitted.manifest.extra["reconstruction"].clone()).unwrap();
     assert!(!plain.manifest.extra.contains_key("reconstruction"));
