@@ -321,6 +321,16 @@ struct ReconstructArgs {
         requires = "reconstruct_blocks"
     )]
     reconstruct_drop: f64,
+    /// --reconstruct-blocks: keep each weight within this many of its channel's quantization
+    /// steps of where the block fit started (AdaRound's constraint; 0.5: only the two grid
+    /// points around it). 0: unbounded.
+    #[arg(
+        long,
+        value_name = "STEPS",
+        default_value_t = 0.0,
+        requires = "reconstruct_blocks"
+    )]
+    reconstruct_box: f64,
 }
 
 impl ReconstructArgs {
@@ -333,6 +343,7 @@ impl ReconstructArgs {
                 ranges: self.reconstruct_ranges,
                 block_steps: self.reconstruct_blocks,
                 block_drop: self.reconstruct_drop,
+                block_box: self.reconstruct_box,
             })
     }
 }

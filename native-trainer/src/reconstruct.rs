@@ -59,6 +59,12 @@ pub struct Reconstruction {
     /// written before it existed did.
     #[serde(default)]
     pub block_drop: f64,
+    /// How far, in its channel's weight quantization steps, the block-wise fit may move each
+    /// weight from where the block's fit started (AdaRound's constraint, loosened: 0.5 lets
+    /// each weight choose only between the two grid points around it); 0: unbounded, as
+    /// files written before it existed were.
+    #[serde(default)]
+    pub block_box: f64,
 }
 
 impl Default for Reconstruction {
@@ -70,6 +76,7 @@ impl Default for Reconstruction {
             ranges: ActRanges::Learned,
             block_steps: 0,
             block_drop: 0.0,
+            block_box: 0.0,
         }
     }
 }
@@ -81,6 +88,12 @@ impl Reconstruction {
             bail!(
                 "--reconstruct-drop is a probability in [0, 1) (got {})",
                 self.block_drop
+            );
+        }
+        if !(self.block_box.is_finite() && self.block_box >= 0.0) {
+            bail!(
+                "--reconstruct-box is a distance in weight quantization steps, 0 or more (got {})",
+                self.block_box
             );
         }
         if (self.steps > 0 || self.block_steps > 0)
@@ -519,7 +532,12 @@ pub fn run_blocks(
             layers += 1;
             // Decayed, unlike the layer-wise fit's: at constant steps a 600-step block fit ended
             // noisier than it started in 9 of 16 blocks; decayed, in none (docs/RESULTS.md).
-            params.push(weight_adam(w, wbits, r.lr).decaying());
+            let adam = weight_adam(w, wbits, r.lr).decaying();
+            params.push(if r.block_box > 0.0 {
+                adam.bounded(r.block_box / r.lr)
+            } else {
+                adam
+            });
             if r.ranges == ActRanges::Learned {
                 params.extend(student.act_scale(i).map(|a| scale_adam(a, r.lr)));
             }
@@ -650,6 +668,8 @@ struct AdamState {
     /// Whether the step follows a cosine from `unit` down to 0 over the run (a single scale
     /// fed by a whole tensor otherwise keeps jittering around its optimum to the last step).
     decay: bool,
+    /// Element-wise limits the parameter is clamped into after every step.
+    bounds: Option<(Tensor, Tensor)>,
 }
 
 impl AdamState {
@@ -660,6 +680,21 @@ impl AdamState {
             m: param.zeros_like(),
             v: param.zeros_like(),
             decay: false,
+            bounds: None,
+        }
+    }
+
+    /// Keeps every element within `radius` of its starting value, `radius` in units of the
+    /// element's step size `unit` (for weights `unit = lr × Δ`, so `radius = box / lr` is `box`
+    /// quantization steps).
+    fn bounded(self, radius: f64) -> Self {
+        let bounds = tch::no_grad(|| {
+            let r = &self.unit * radius;
+            (&self.param - &r, &self.param + &r)
+        });
+        AdamState {
+            bounds: Some(bounds),
+            ..self
         }
     }
 
@@ -690,6 +725,10 @@ impl AdamState {
             let _ = self
                 .param
                 .g_sub_(&(mh / (vh.sqrt() + eps) * &self.unit * factor));
+            if let Some((lo, hi)) = &self.bounds {
+                let clamped = self.param.maximum(lo).minimum(hi);
+                self.param.copy_(&clamped);
+            }
         });
     }
 }
@@ -764,6 +803,41 @@ mod tests {
         assert_eq!(g.nodes[b[0].steps.start].name, "conv1");
         assert_eq!(adds(&b[8]), 0);
         assert_eq!(g.nodes[b[8].steps.end - 1].name, "features");
+    }
+
+    #[test]
+    fn a_bounded_fit_keeps_each_weight_within_its_box_while_an_unbounded_one_leaves_it() {
+        tch::manual_seed(3);
+        let w0 = Tensor::randn([6, 4, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let run = |radius: Option<f64>| {
+            let w = w0.copy().set_requires_grad(true);
+            let adam = weight_adam(&w, 4, 0.02);
+            let mut adam = match radius {
+                Some(r) => adam.bounded(r / 0.02),
+                None => adam,
+            };
+            // A gradient that keeps pushing every element the same way, with random weights
+            // per element, for more steps than the box allows.
+            let push = Tensor::rand([6, 4, 3, 3], (Kind::Float, tch::Device::Cpu)) + 0.1;
+            for k in 1..=200 {
+                let mut p = adam.param.shallow_clone();
+                p.zero_grad();
+                (&adam.param * &push).sum(Kind::Float).backward();
+                adam.step(k, 200);
+            }
+            // Distance moved, in each output channel's quantization step.
+            let step = w0.abs().amax([1, 2, 3], true) / qmax(4) as f64;
+            tch::no_grad(|| ((adam.param.detach() - &w0) / step).abs())
+        };
+        let bounded = run(Some(0.5));
+        let free = run(None);
+        let most = |t: &Tensor| t.max().double_value(&[]);
+        assert!(most(&bounded) <= 0.5 + 1e-5, "moved {}", most(&bounded));
+        // The same steps unbounded carry every element well past it: 200 × 0.02 steps.
+        let least_free = free.min().double_value(&[]);
+        assert!(least_free > 2.0, "unbounded moved only {least_free}");
+        // And the box is filled, not a fit that never tried to move.
+        assert!(bounded.min().double_value(&[]) > 0.49);
     }
 
     #[test]

@@ -285,7 +285,7 @@ fn block_reconstruction_without_the_layer_wise_pass_is_refused_before_anything_i
 }
 
 #[test]
-fn dropping_quantization_outside_a_block_fit_or_beyond_a_probability_is_refused() {
+fn dropping_or_boxing_outside_a_block_fit_or_beyond_their_ranges_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.efq");
     let run = |extra: &[&str]| {
@@ -309,6 +309,15 @@ fn dropping_quantization_outside_a_block_fit_or_beyond_a_probability_is_refused(
     ]));
     assert!(
         err.contains("--reconstruct-drop is a probability in [0, 1) (got 1)"),
+        "{err}"
+    );
+    let err = failure_message(&run(&["--reconstruct-box", "0.5"]));
+    assert!(err.contains("--reconstruct-blocks <STEPS>"), "{err}");
+    let err = failure_message(&run(&["--reconstruct-blocks", "2", "--reconstruct-box=-1"]));
+    assert!(
+        err.contains(
+            "--reconstruct-box is a distance in weight quantization steps, 0 or more (got -1)"
+        ),
         "{err}"
     );
     assert!(!out.exists());

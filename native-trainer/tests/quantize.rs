@@ -144,16 +144,28 @@ fn assert_unseen_faces_closer(teacher: &Graph, before: &Graph, after: &Graph, wh
     );
 }
 
+/// Block-wise reconstruction settings of [`reconstructed_w4a4`].
+#[derive(Clone, Copy)]
+struct Blocks {
+    steps: usize,
+    drop: f64,
+    bound: f64,
+}
+
+const LAYERS_ONLY: Blocks = Blocks {
+    steps: 0,
+    drop: 0.0,
+    bound: 0.0,
+};
+
 /// The tiny network quantized at w4a4 on `images` calibration crops, plainly and reconstructed
-/// with `ranges` (then `block_steps` of block-wise reconstruction), and the layer records of
-/// the reconstruction.
+/// with `ranges` (then `blocks`), and the layer records of the reconstruction.
 fn reconstructed_w4a4(
     teacher: &Graph,
     dir: &std::path::Path,
     images: usize,
     ranges: efq_trainer::student::ActRanges,
-    block_steps: usize,
-    block_drop: f64,
+    blocks: Blocks,
 ) -> (
     efq_shared::format::PackedModel,
     efq_shared::format::PackedModel,
@@ -177,8 +189,9 @@ fn reconstructed_w4a4(
         batch: 8,
         lr: 0.02,
         ranges,
-        block_steps,
-        block_drop,
+        block_steps: blocks.steps,
+        block_drop: blocks.drop,
+        block_box: blocks.bound,
     }));
     let fits = serde_json::from_value(fitted.manifest.extra["reconstruction"].clone()).unwrap();
     assert!(!plain.manifest.extra.contains_key("reconstruction"));
@@ -210,7 +223,7 @@ fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_cl
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
     let (plain, fitted, fits) =
-        reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Frozen, 0, 0.0);
+        reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Frozen, LAYERS_ONLY);
     let gain = assert_every_layer_improves(&fits);
     assert!(gain > 1.05, "mean error ratio before/after {gain}");
     assert!(fits.iter().all(|f| f.act_scale.is_none()));
@@ -223,7 +236,7 @@ fn reconstruction_with_learned_ranges_moves_the_scales_the_file_then_carries() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
     let (plain, fitted, fits) =
-        reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Learned, 0, 0.0);
+        reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Learned, LAYERS_ONLY);
     let gain = assert_every_layer_improves(&fits);
     let scales = |m| input_grids(m).iter().map(|a| a.scale).collect::<Vec<_>>();
     let (calibrated, written) = (scales(&plain), scales(&fitted));
@@ -270,8 +283,13 @@ fn block_reconstruction_fits_whole_units_and_brings_unseen_faces_closer_than_lay
     let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
     // 64 calibration crops: on 24 a joint fit of five layers learns those crops (their error
     // falls, unseen faces move away: 0.895 → 0.861), as a 512-crop fit of w600k_mbf does not.
-    let (_, layers, _) = reconstructed_w4a4(&teacher, dir.path(), 64, ActRanges::Learned, 0, 0.0);
-    let (_, blocks, _) = reconstructed_w4a4(&teacher, dir.path(), 64, ActRanges::Learned, 60, 0.0);
+    let (_, layers, _) =
+        reconstructed_w4a4(&teacher, dir.path(), 64, ActRanges::Learned, LAYERS_ONLY);
+    let sixty = Blocks {
+        steps: 60,
+        ..LAYERS_ONLY
+    };
+    let (_, blocks, _) = reconstructed_w4a4(&teacher, dir.path(), 64, ActRanges::Learned, sixty);
     assert!(!layers.manifest.extra.contains_key("reconstruction_blocks"));
     let fits: Vec<BlockFit> =
         serde_json::from_value(blocks.manifest.extra["reconstruction_blocks"].clone()).unwrap();
@@ -332,28 +350,39 @@ fn split_activation_grids_bring_a_four_bit_student_closer_to_its_teacher() {
     );
 }
 
-/// The measurement behind `--reconstruct-drop`'s default (off): on this random network the
-/// block fit with QDrop still beats the layer-wise start on unseen faces, but by less than the
-/// plain block fit (docs/RESULTS.md, session 14). Ignored: a report, ~1 min of three
-/// quantizations per size; `N=24` or `N=64` calibration crops.
+/// The measurement behind the defaults of `--reconstruct-drop` and `--reconstruct-box` (both
+/// off): on this random network the block fit with QDrop still beats the layer-wise start on
+/// unseen faces, by less than the plain block fit (docs/RESULTS.md, session 14); the row with
+/// each weight kept within half a quantization step is not measured yet. Ignored: a report,
+/// four quantizations per size; `N=24` or `N=64` calibration crops, `STEPS` block steps (60).
 #[test]
 #[ignore]
-fn block_fit_with_qdrop_still_beats_layers_alone_on_unseen_faces() {
+fn block_fit_with_qdrop_or_a_box_still_beats_layers_alone_on_unseen_faces() {
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
     let n: usize = std::env::var("N").map_or(64, |v| v.parse().expect("N: a count"));
-    let fidelity = |steps, drop| {
-        let (_, s, _) =
-            reconstructed_w4a4(&teacher, dir.path(), n, ActRanges::Learned, steps, drop);
+    let steps: usize = std::env::var("STEPS").map_or(60, |v| v.parse().expect("STEPS: a count"));
+    let fidelity = |blocks| {
+        let (_, s, _) = reconstructed_w4a4(&teacher, dir.path(), n, ActRanges::Learned, blocks);
         fidelity_on_unseen_faces(&teacher, &s.graph, 8)
     };
-    let (layers, blocks, dropped) = (fidelity(0, 0.0), fidelity(60, 0.0), fidelity(60, 0.5));
+    let plain = Blocks {
+        steps,
+        ..LAYERS_ONLY
+    };
+    let layers = fidelity(LAYERS_ONLY);
+    let blocks = fidelity(plain);
+    let dropped = fidelity(Blocks { drop: 0.5, ..plain });
+    let boxed = fidelity(Blocks {
+        bound: 0.5,
+        ..plain
+    });
     eprintln!(
-        "{n} crops, unseen-face fidelity: layer-wise {layers:.5}, + blocks {blocks:.5}, + blocks with QDrop 0.5 {dropped:.5}"
+        "{n} crops, {steps} block steps, unseen-face fidelity: layer-wise {layers:.5}, + blocks {blocks:.5}, + blocks with QDrop 0.5 {dropped:.5}, + blocks within 0.5 step {boxed:.5}"
     );
     assert!(
-        blocks > layers && dropped > layers,
-        "{layers} {blocks} {dropped}"
+        blocks > layers && dropped > layers && boxed > layers,
+        "{layers} {blocks} {dropped} {boxed}"
     );
 }
