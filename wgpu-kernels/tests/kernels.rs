@@ -182,9 +182,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// A small FPN: an upsampled coarse map added to a fine one, both maps and the sum read
-    /// back as separate outputs (a detector's heads), NCHW like the reference.
+    /// back as separate outputs (a detector's heads), NCHW like the reference. The coarse map
+    /// is a float convolution, which WGSL lets a driver contract into fused multiply-adds
+    /// (NVIDIA's does: this test once demanded its bits and failed on an H200), so it is held
+    /// to the float tolerance; what follows it must be exact given the engine's own coarse map:
+    /// the upsample a copy, the lateral add and ReLU one correctly rounded f32 operation.
     #[test]
-    fn upsample_and_several_outputs_match_reference_bit_for_bit(
+    fn upsample_and_several_outputs_are_exact_given_the_float_conv_before_them(
         (c, h, w, factor, batch, seed) in (1usize..=9, 1usize..=5, 1usize..=5, 1usize..=3, 1usize..=3, any::<u64>())
     ) {
         let mut r = rng(seed);
@@ -205,9 +209,21 @@ proptest! {
         let got = model.forward_values_blocking(Images::Nchw(&input), batch).unwrap();
         let want = reference::forward_values(&graph, &input, batch, &outputs).unwrap();
         prop_assert_eq!(got.len(), 3);
-        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_bit_exact(g, w, &format!("output {k}"));
-        }
+
+        let scale = want[0].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = got[0].iter().zip(&want[0]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        prop_assert!(err <= 1e-5 * scale, "coarse map: max error {err} vs magnitude {scale}");
+
+        let (hf, wf) = (h * factor, w * factor);
+        let upsampled: Vec<f32> = (0..batch * c * hf * wf)
+            .map(|i| {
+                let (x, y, plane) = (i % wf, (i / wf) % hf, i / (wf * hf));
+                got[0][(plane * h + y / factor) * w + x / factor]
+            })
+            .collect();
+        assert_bit_exact(&got[1], &upsampled, "upsample of the engine's coarse map");
+        let lateral: Vec<f32> = got[1].iter().zip(&input).map(|(u, x)| (u + x).max(0.0)).collect();
+        assert_bit_exact(&got[2], &lateral, "relu(upsample + input)");
     }
 }
 
