@@ -360,6 +360,9 @@ pub struct FinetuneOutcome {
     pub images: usize,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// Images/s after this process's first step, which on CUDA also holds cuDNN's
+    /// algorithm search and the allocator's warm-up; None after a single step.
+    pub steady_images_per_second: Option<f64>,
     pub final_loss: f64,
     /// With learned ranges: min, median and max over layers of learned / calibrated scale.
     pub act_scale_ratio: Option<[f64; 3]>,
@@ -469,6 +472,8 @@ pub fn run(
     let mut step = start_step;
     // Images trained on in this process (the last batch of an epoch may be short).
     let mut images = 0usize;
+    // Seconds and images at the end of this process's first step.
+    let mut after_first: Option<(f64, usize)> = None;
     // The epoch's image order, drawn from the seed and the epoch number once per epoch.
     let mut order: Option<(usize, Vec<usize>)> = None;
     while step < total {
@@ -589,6 +594,9 @@ pub fn run(
         step += 1;
         pb.set_position(step as u64);
         images += n;
+        if after_first.is_none() {
+            after_first = Some((t0.elapsed().as_secs_f64(), images));
+        }
         pb.set_message(format!(
             "loss {lv:.5} (pos {:.4}, neg {:.4}, {} pos pairs{})  {:.1} img/s",
             parts.positive,
@@ -624,6 +632,9 @@ pub fn run(
         images,
         seconds,
         images_per_second: images as f64 / seconds,
+        steady_images_per_second: after_first
+            .filter(|&(_, first)| images > first)
+            .map(|(t, first)| (images - first) as f64 / (seconds - t)),
         final_loss: last_loss,
     })
 }

@@ -690,6 +690,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         "images": outcome.images,
         "seconds": outcome.seconds,
         "images_per_second": outcome.images_per_second,
+        "steady_images_per_second": outcome.steady_images_per_second,
         "final_loss": outcome.final_loss,
         "act_scale_ratio_min_median_max": outcome.act_scale_ratio,
         "peak_rss_mb": peak_rss_mb().max(peak_before),
