@@ -205,7 +205,7 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
             "--lr",
             "0.002",
             "--stop-after",
-            "1",
+            "2",
             "--no-eval",
             "--train-crops",
             "insightface112",
@@ -230,6 +230,14 @@ fn finetune_reads_a_toml_config_and_command_line_options_win() {
     assert_eq!(saved["checkpoint_every"], 1);
     assert_eq!(saved["lr"], 0.002, "the command line overrides the file");
     assert!(out.join("checkpoint.safetensors").exists());
+    let training: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(training["steps"], 2);
+    let (all, steady) = (
+        training["images_per_second"].as_f64().unwrap(),
+        training["steady_images_per_second"].as_f64().unwrap(),
+    );
+    assert!(all > 0.0 && steady > 0.0, "{training}");
 
     std::fs::write(&config, "lr = [1, 2]\n").unwrap();
     let o = trainer()
