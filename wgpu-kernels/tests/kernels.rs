@@ -184,7 +184,7 @@ proptest! {
     /// A small FPN: an upsampled coarse map added to a fine one, both maps and the sum read
     /// back as separate outputs (a detector's heads), NCHW like the reference. The coarse map
     /// is a float convolution, which WGSL lets a driver contract into fused multiply-adds
-    /// (NVIDIA's does: this test once demanded its bits and failed on an H200), so it is held
+    /// (this test once demanded its bits and failed on an H200's Vulkan driver), so it is held
     /// to the float tolerance; what follows it must be exact given the engine's own coarse map:
     /// the upsample a copy, the lateral add and ReLU one correctly rounded f32 operation.
     #[test]
