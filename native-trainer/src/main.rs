@@ -323,7 +323,8 @@ struct ReconstructArgs {
     reconstruct_drop: f64,
     /// --reconstruct-blocks: keep each weight within this many of its channel's quantization
     /// steps of where the block fit started (AdaRound's constraint; 0.5: only the two grid
-    /// points around it). 0: unbounded.
+    /// points around it). 0: unbounded, the default: at 0.5 the real teacher's w4a4 start
+    /// came out worse (docs/RESULTS.md).
     #[arg(
         long,
         value_name = "STEPS",
