@@ -109,16 +109,20 @@ for line in sys.stdin:
     }
     TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "wall %e s, host peak RSS %M KB")
     stop=(); [ -n "${STEPS:-}" ] && stop=(--stop-after "$STEPS")
-    finetune() {
-      local m=$1 bits=$2 teacher="$EFQ_TEACHER" t d=/tmp/ft-$1-$2
-      case " ${MODELS:-mbf r50} " in *" $m "*) ;; *) return 0 ;; esac
-      if [ "$m" = r50 ]; then
-        teacher=/tmp/r50.onnx
-        if [ ! -f $teacher ]; then
-          stage "generate iresnet50"
-          t=$(cap 60) && timeout "$t" "$T" generate --arch iresnet50 --seed 1 --out $teacher || return 0
-        fi
+    # The float model called $1 (mbf: the carried teacher; r50: generated once, seeded), its path
+    # printed; fails when it could not be had in time.
+    float_model() {
+      [ "$1" = mbf ] && { echo "$EFQ_TEACHER"; return; }
+      local f=/tmp/r50.onnx t
+      if [ ! -f $f ]; then
+        t=$(cap 60) && timeout "$t" "$T" generate --arch iresnet50 --seed 1 --out $f >&2 || return 1
       fi
+      echo $f
+    }
+    finetune() {
+      local m=$1 bits=$2 teacher t d=/tmp/ft-$1-$2
+      case " ${MODELS:-mbf r50} " in *" $m "*) ;; *) return 0 ;; esac
+      teacher=$(float_model "$m") || return 0
       stage "finetune $m $bits (EKD) on the carried crops"
       rm -rf "$d"
       t=$(cap "${FT_TIMEOUT:-120}") || return 0
@@ -172,9 +176,7 @@ PY
     }
     for m in ${BENCH_MODELS:-mbf r50}; do
       q=/tmp/$m-w8a8.efq; [ -f $q ] || q=/tmp/$m-w6a6.efq
-      f="$EFQ_TEACHER"; [ $m = r50 ] && f=/tmp/r50.onnx
-      [ $m = r50 ] && [ ! -f $f ] && timeout 30 "$T" generate --arch iresnet50 --seed 1 --out $f
-      [ -f "$f" ] || continue
+      f=$(float_model "$m") || continue
       if [ ! -f $q ]; then
         q=/tmp/$m-w8a8.efq
         t=$(cap 40) && timeout "$t" "$T" quantize --model "$f" --bits w8a8 --calib-images 64 \
