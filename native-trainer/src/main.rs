@@ -332,6 +332,18 @@ struct ReconstructArgs {
         requires = "reconstruct_blocks"
     )]
     reconstruct_box: f64,
+    /// --reconstruct-blocks: what the last block's fit minimises. Its output is the embedding,
+    /// which verification compares by cosine: `cosine` fits its direction alone (mean 1 −
+    /// cosine to the teacher's; a trailing block with nothing to fit joins the one before),
+    /// `mse` also its norm, as every other block does. On w600k_mbf w4a4 `cosine` halved the
+    /// head's calibration error but left unseen faces where they were (docs/RESULTS.md).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "mse",
+        requires = "reconstruct_blocks"
+    )]
+    reconstruct_head: efq_trainer::reconstruct::Objective,
 }
 
 impl ReconstructArgs {
@@ -345,6 +357,7 @@ impl ReconstructArgs {
                 block_steps: self.reconstruct_blocks,
                 block_drop: self.reconstruct_drop,
                 block_box: self.reconstruct_box,
+                head_objective: self.reconstruct_head,
             })
     }
 }

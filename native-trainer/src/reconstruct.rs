@@ -65,6 +65,40 @@ pub struct Reconstruction {
     /// files written before it existed were.
     #[serde(default)]
     pub block_box: f64,
+    /// What the block fit minimises on the last block, whose output is the embedding (with
+    /// `cosine`, trailing blocks with nothing to fit join the one before them, so that the
+    /// last fitted block ends on the embedding); every other block fits its output's squared
+    /// error. Missing in older files: `mse`.
+    #[serde(default)]
+    pub head_objective: Objective,
+}
+
+/// The error a block fit minimises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Mean squared error of the output, element by element.
+    #[default]
+    Mse,
+    /// Mean over images of 1 − cosine between the student's and the teacher's output (each
+    /// image's output flattened): only the direction counts, as in verification, where an
+    /// embedding is L2-normalised before its cosine is taken; squared error also spends the
+    /// fit on each face's norm, and most on the faces with the largest.
+    Cosine,
+}
+
+impl Objective {
+    /// The error of `y` against `t` (both `[N, …]`), as a scalar tensor of `kind`.
+    fn error(self, y: &Tensor, t: &Tensor, kind: Kind) -> Tensor {
+        match self {
+            Objective::Mse => (y - t).square().mean(kind),
+            Objective::Cosine => {
+                let (y, t) = (y.flatten(1, -1), t.flatten(1, -1));
+                let cos = Tensor::cosine_similarity(&y, &t, 1, 1e-8);
+                (cos.neg() + 1.0).mean(kind)
+            }
+        }
+    }
 }
 
 impl Default for Reconstruction {
@@ -77,6 +111,7 @@ impl Default for Reconstruction {
             block_steps: 0,
             block_drop: 0.0,
             block_box: 0.0,
+            head_objective: Objective::Mse,
         }
     }
 }
@@ -186,13 +221,14 @@ fn same_graph(teacher: &TchNet, student: &Student) -> Result<()> {
 }
 
 /// `steps` Adam steps on `params`, each on `batch` random rows of the whole-set input `sx`
-/// against the same rows of `ty`, the loss the mean squared error of `forward`.
+/// against the same rows of `ty`, the loss `objective`'s error of `forward`.
 fn adam_fit(
     params: &mut [AdamState],
     steps: usize,
     batch: usize,
     sx: &Tensor,
     ty: &Tensor,
+    objective: Objective,
     forward: impl Fn(&Tensor) -> Tensor,
 ) {
     let n = sx.size()[0];
@@ -202,7 +238,7 @@ fn adam_fit(
         let xb = sx.index_select(0, &idx);
         let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
         let tb = ty.index_select(0, &idx);
-        let loss = (forward(&xb) - tb).square().mean(Kind::Float);
+        let loss = objective.error(&forward(&xb), &tb, Kind::Float);
         for p in params.iter_mut() {
             p.param.zero_grad();
         }
@@ -455,10 +491,15 @@ pub struct BlockFit {
     pub last: String,
     /// Quantized layers whose weights were fitted (the others have too few samples).
     pub layers: usize,
+    /// The block's error before and after, under `objective` (squared error unless the
+    /// head's was chosen).
     pub mse_before: f64,
     pub mse_after: f64,
     /// Whether the fit was undone because it ended with a larger error than it started.
     pub reverted: bool,
+    /// The error the fit minimised and `mse_before`/`mse_after` measure (older files: `mse`).
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 /// Block-wise reconstruction (BRECQ, Li et al. 2021), run after [`run`]: each [`Block`] in
@@ -494,12 +535,37 @@ pub fn run_blocks(
     let quantized: Vec<bool> = (0..student.num_steps())
         .map(|i| student.linear(i).is_some())
         .collect();
-    let blocks = blocks(&io, &activation, &quantized);
+    let mut blocks = blocks(&io, &activation, &quantized);
     let t_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| teacher.apply(i, x, o);
     let s_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| student.apply(i, x, o);
     let n = images.size()[0];
     let mut tx = channels_last(images.to_device(student.device).to_kind(Kind::Float));
     let mut sx = tx.shallow_clone();
+    let mut per_image = HashMap::new();
+    tch::no_grad(|| {
+        let mut x = sx.narrow(0, 0, 1);
+        for b in &blocks {
+            x = forward_block(&s_apply, &io, b, &x, &mut |i, y| {
+                per_image.insert(i, y.numel() as i64 / y.size()[1]);
+            });
+        }
+    });
+    let fits_weights = |i: usize| {
+        student.linear(i).is_some_and(|(w, _, _)| {
+            let fan_in = w.numel() as i64 / w.size()[0];
+            n * per_image[&i] >= SAMPLES_PER_WEIGHT * fan_in
+        })
+    };
+    if r.head_objective != Objective::Mse {
+        // The head objective is about the embedding, so the last block must end on it: trailing
+        // blocks with nothing to fit (w600k_mbf's embedding Gemm, 512 × 512 weights on 512
+        // crops) join the block before them, whose fit then runs through them.
+        while blocks.len() >= 2 && !blocks[blocks.len() - 1].steps.clone().any(fits_weights) {
+            let last = blocks.pop().expect("two blocks");
+            let prev = blocks.last_mut().expect("one block");
+            (prev.steps.end, prev.output) = (last.steps.end, last.output);
+        }
+    }
     pb.set_position(0);
     pb.set_length(blocks.len() as u64);
     let mut fits = Vec::new();
@@ -512,23 +578,18 @@ pub fn run_blocks(
                 forward_block(&s_apply, &io, b, &sx.narrow(0, s, l), &mut |_, _| {})
             })
         };
-        let mse = |y: &Tensor| (y - &ty).square().mean(Kind::Double).double_value(&[]);
-        let mut per_image = HashMap::new();
-        let _ = tch::no_grad(|| {
-            forward_block(&s_apply, &io, b, &sx.narrow(0, 0, 1), &mut |i, y| {
-                per_image.insert(i, y.numel() as i64 / y.size()[1]);
-            })
-        });
+        let objective = if b.steps.end == student.num_steps() {
+            r.head_objective
+        } else {
+            Objective::Mse
+        };
+        let mse = |y: &Tensor| objective.error(y, &ty, Kind::Double).double_value(&[]);
         let mut params = Vec::new();
         let mut layers = 0;
         for i in b.steps.clone() {
-            let Some((w, _, wbits)) = student.linear(i) else {
+            let Some((w, _, wbits)) = student.linear(i).filter(|_| fits_weights(i)) else {
                 continue;
             };
-            let fan_in = w.numel() as i64 / w.size()[0];
-            if n * per_image[&i] < SAMPLES_PER_WEIGHT * fan_in {
-                continue;
-            }
             layers += 1;
             // Decayed, unlike the layer-wise fit's: at constant steps a 600-step block fit ended
             // noisier than it started in 9 of 16 blocks; decayed, in none (docs/RESULTS.md).
@@ -552,9 +613,15 @@ pub fn run_blocks(
             let s_fit = |i: usize, x: &Tensor, o: Option<&Tensor>| {
                 student.apply_dropping(i, x, o, r.block_drop)
             };
-            adam_fit(&mut params, r.block_steps, r.batch, &sx, &ty, |xb| {
-                forward_block(&s_fit, &io, b, xb, &mut |_, _| {})
-            });
+            adam_fit(
+                &mut params,
+                r.block_steps,
+                r.batch,
+                &sx,
+                &ty,
+                objective,
+                |xb| forward_block(&s_fit, &io, b, xb, &mut |_, _| {}),
+            );
             // The backward also reached the biases and PReLU slopes: leave no gradient behind.
             for (_, p) in &student.params {
                 let mut p = p.shallow_clone();
@@ -595,6 +662,7 @@ pub fn run_blocks(
             mse_before,
             mse_after,
             reverted,
+            objective,
         });
         (tx, sx) = (ty, y);
         pb.inc(1);
@@ -628,9 +696,15 @@ fn fit(
 ) -> Result<()> {
     let mut params = vec![weight_adam(w, wbits, r.lr)];
     params.extend(act.map(|a| scale_adam(a, r.lr)));
-    adam_fit(&mut params, r.steps, r.batch, sx, ty, |xb| {
-        student.apply(i, xb, None)
-    });
+    adam_fit(
+        &mut params,
+        r.steps,
+        r.batch,
+        sx,
+        ty,
+        Objective::Mse,
+        |xb| student.apply(i, xb, None),
+    );
     for p in &mut params {
         p.param.zero_grad();
     }
@@ -736,6 +810,33 @@ impl AdamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cosine_objective_is_one_minus_each_images_cosine_and_ignores_the_norm() {
+        // Image 0: (1, 0) against (1, 1): cos = 1/√2. Image 1: (0, 2) against (0, 3): cos = 1.
+        let t = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 3.0]).view([2, 2]);
+        let y = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 2.0]).view([2, 2]);
+        let hand = (1.0 - 0.5f64.sqrt()) / 2.0;
+        let cos = Objective::Cosine
+            .error(&y, &t, Kind::Double)
+            .double_value(&[]);
+        assert!((cos - hand).abs() < 1e-7, "{cos} vs {hand}");
+        // Squared error: ((0)² + (1)² + 0 + 1²) / 4.
+        let mse = Objective::Mse.error(&y, &t, Kind::Double).double_value(&[]);
+        assert!((mse - 0.5).abs() < 1e-7, "{mse}");
+        // Scaling one image's output changes its squared error, not its cosine.
+        let scaled = &y * Tensor::from_slice(&[3.0f32, 0.5]).view([2, 1]);
+        let again = Objective::Cosine
+            .error(&scaled, &t, Kind::Double)
+            .double_value(&[]);
+        assert!((again - cos).abs() < 1e-7, "{again} vs {cos}");
+        assert!(
+            Objective::Mse
+                .error(&scaled, &t, Kind::Double)
+                .double_value(&[])
+                > 1.0
+        );
+    }
 
     /// conv → PReLU → conv (a stem), then a residual unit x + conv(PReLU(conv(x))), then a Gemm.
     #[test]
