@@ -352,14 +352,10 @@ fn a_cosine_head_fits_the_embeddings_direction_and_only_the_last_block_uses_it()
     assert_eq!((head.first.as_str(), head.last.as_str()), ("down", "fc"));
     // 1 − cosine lies in [0, 2]; a squared error of this net's embedding is not bounded so.
     assert!(
-        (0.0..=2.0).contains(&head.mse_before) && head.mse_after <= head.mse_before,
+        (0.0..=2.0).contains(&head.mse_before) && head.mse_after < head.mse_before,
         "head 1 − cos {} → {}",
         head.mse_before,
         head.mse_after
-    );
-    assert!(
-        head.mse_before > 0.0,
-        "a 4-bit head should start off its teacher"
     );
 }
 
@@ -396,8 +392,8 @@ fn split_activation_grids_bring_a_four_bit_student_closer_to_its_teacher() {
 /// weight kept within half a quantization step it beat the plain fit here (N=64: 0.914 vs
 /// 0.909), though not on the real teacher (session 16); so did a cosine objective on the
 /// last block (0.918), which left the real teacher's unseen faces where they were (session
-/// 17). Ignored: a report,
-/// five quantizations per size; `N=24` or `N=64` calibration crops, `STEPS` block steps (60).
+/// 17). Ignored: a report, five quantizations per size; `N=24` or `N=64` calibration crops,
+/// `STEPS` block steps (60).
 #[test]
 #[ignore]
 fn block_fit_with_qdrop_a_box_or_a_cosine_head_still_beats_layers_alone_on_unseen_faces() {
