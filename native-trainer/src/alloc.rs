@@ -17,3 +17,15 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
+
+/// Gives the heap's free pages back to the system (glibc only; elsewhere a no-op). With
+/// [`keep_freed_memory`] nothing is ever returned on its own, so a pass that frees tensors of
+/// hundreds of MB (reconstruction's whole-set activations) and allocates the next ones in
+/// other sizes holds the freed ones too: call this where such tensors were just dropped.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no live block moves.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -344,6 +344,11 @@ struct ReconstructArgs {
         requires = "reconstruct_blocks"
     )]
     reconstruct_head: efq_trainer::reconstruct::Objective,
+    /// --reconstruct: hold the activations over all calibration images (a layer's or block's
+    /// input and the teacher's output, for each image) as `f16` to halve the memory that
+    /// bounds --calib-images (computing stays f32), or `f32`, the default.
+    #[arg(long, value_enum, default_value = "f32", requires = "reconstruct")]
+    reconstruct_storage: efq_trainer::reconstruct::Storage,
 }
 
 impl ReconstructArgs {
@@ -358,6 +363,7 @@ impl ReconstructArgs {
                 block_drop: self.reconstruct_drop,
                 block_box: self.reconstruct_box,
                 head_objective: self.reconstruct_head,
+                storage: self.reconstruct_storage,
             })
     }
 }

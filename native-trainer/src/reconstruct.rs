@@ -71,6 +71,40 @@ pub struct Reconstruction {
     /// error. Missing in older files: `mse`.
     #[serde(default)]
     pub head_objective: Objective,
+    /// How the activations over the whole calibration set are held between passes (every
+    /// computation still runs in f32). Missing in older files: `f32`.
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+/// The element type of the whole-set activations reconstruction keeps: a layer's input and
+/// the teacher's output over every calibration image, for the student and the teacher. They
+/// are what limits `--calib-images` (w600k_mbf at 1,024 crops: a 20.3 GB peak in f32 before
+/// the whole-set errors were chunked, 5.6 GB in f16 after; docs/RESULTS.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Full precision.
+    #[default]
+    F32,
+    /// Half the memory. Each stored value is rounded to 11 significant bits (relative error
+    /// ≤ 2⁻¹¹): at most a sixteenth of an 8-bit grid's step, far less of a 6- or 4-bit one's.
+    F16,
+}
+
+impl Storage {
+    fn kind(self) -> Kind {
+        match self {
+            Storage::F32 => Kind::Float,
+            Storage::F16 => Kind::Half,
+        }
+    }
+}
+
+/// Rows `s..s + l` of a stored whole-set tensor, in f32 for computing on (no copy when stored
+/// in f32).
+fn rows(t: &Tensor, s: i64, l: i64) -> Tensor {
+    t.narrow(0, s, l).to_kind(Kind::Float)
 }
 
 /// The error a block fit minimises.
@@ -112,6 +146,7 @@ impl Default for Reconstruction {
             block_drop: 0.0,
             block_box: 0.0,
             head_objective: Objective::Mse,
+            storage: Storage::F32,
         }
     }
 }
@@ -174,11 +209,12 @@ const ACT_LR_FRACTION: f64 = 0.25;
 /// Images per no-grad pass over the calibration set (bounds the temporaries of one layer).
 const CHUNK: i64 = 64;
 
-fn chunked(n: i64, f: impl Fn(i64, i64) -> Tensor) -> Tensor {
+/// `f(start, len)` over the calibration set a chunk at a time, into one tensor of `kind`.
+fn chunked(n: i64, kind: Kind, f: impl Fn(i64, i64) -> Tensor) -> Tensor {
     tch::no_grad(|| {
         let first = f(0, CHUNK.min(n));
         if first.size()[0] == n {
-            return first;
+            return first.to_kind(kind);
         }
         // Written into one buffer rather than concatenated: a layer's output over the whole
         // calibration set is the largest tensor held (822 MB for mbf's 128×56×56 at 512
@@ -186,7 +222,7 @@ fn chunked(n: i64, f: impl Fn(i64, i64) -> Tensor) -> Tensor {
         // the next convolution reads it without a reorder.
         let mut shape = first.size();
         shape[0] = n;
-        let opts = (first.kind(), first.device());
+        let opts = (kind, first.device());
         let channels_last = first.dim() == 4 && first.stride()[1] == 1 && shape[1] > 1;
         let out = if channels_last {
             Tensor::empty([shape[0], shape[2], shape[3], shape[1]], opts).permute([0, 3, 1, 2])
@@ -203,10 +239,39 @@ fn chunked(n: i64, f: impl Fn(i64, i64) -> Tensor) -> Tensor {
     })
 }
 
-/// Per-channel sum over everything but dimension 1.
+/// Per-channel sum over everything but dimension 1, in f64, a chunk of images at a time: a
+/// reduction into f64 first converts its whole input to f64 (libtorch on the CPU), which for a
+/// whole-set tensor is twice its size again.
 fn channel_sum(t: &Tensor) -> Tensor {
     let dims: Vec<i64> = (0..t.dim() as i64).filter(|&d| d != 1).collect();
-    t.sum_dim_intlist(dims.as_slice(), false, Kind::Double)
+    tch::no_grad(|| {
+        let n = t.size()[0];
+        let mut sum = Tensor::zeros([t.size()[1]], (Kind::Double, t.device()));
+        for s in (0..n).step_by(CHUNK as usize) {
+            let part = t.narrow(0, s, CHUNK.min(n - s));
+            sum += part.sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+        }
+        sum
+    })
+}
+
+/// `objective`'s error of `y` against `t` over the whole calibration set, in f64, a chunk of
+/// images at a time: the same value as `objective.error(y, t, Kind::Double)` without its
+/// whole-set temporaries (the difference, its square and their f64 copy: four times the
+/// tensor, the peak of the quantize command before this was chunked).
+fn whole_set_error(objective: Objective, y: &Tensor, t: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        let n = y.size()[0];
+        let mut sum = 0.0;
+        for s in (0..n).step_by(CHUNK as usize) {
+            let l = CHUNK.min(n - s);
+            let (yc, tc) = (rows(y, s, l), rows(t, s, l));
+            // Each chunk's mean, weighted by its share of the images: the chunks' means of
+            // equal-size rows average to the whole set's.
+            sum += objective.error(&yc, &tc, Kind::Double).double_value(&[]) * l as f64;
+        }
+        sum / n as f64
+    })
 }
 
 fn same_graph(teacher: &TchNet, student: &Student) -> Result<()> {
@@ -235,9 +300,9 @@ fn adam_fit(
     let batch = (batch as i64).min(n);
     for k in 1..=steps {
         let idx = Tensor::randint(n, [batch], (Kind::Int64, sx.device()));
-        let xb = sx.index_select(0, &idx);
+        let xb = sx.index_select(0, &idx).to_kind(Kind::Float);
         let xb = if xb.dim() == 4 { channels_last(xb) } else { xb };
-        let tb = ty.index_select(0, &idx);
+        let tb = ty.index_select(0, &idx).to_kind(Kind::Float);
         let loss = objective.error(&forward(&xb), &tb, Kind::Float);
         for p in params.iter_mut() {
             p.param.zero_grad();
@@ -275,7 +340,8 @@ pub fn run(
             last_use[v] = i;
         }
     }
-    let input = channels_last(images.to_device(device).to_kind(Kind::Float));
+    let store = r.storage.kind();
+    let input = channels_last(images.to_device(device).to_kind(store));
     let mut t_vals: Vec<Option<Tensor>> = (0..num_values).map(|_| None).collect();
     let mut s_vals: Vec<Option<Tensor>> = (0..num_values).map(|_| None).collect();
     t_vals[0] = Some(input.shallow_clone());
@@ -291,8 +357,8 @@ pub fn run(
         };
         let (tx, tx2) = (get(&t_vals, 0).unwrap(), get(&t_vals, 1));
         let (sx, sx2) = (get(&s_vals, 0).unwrap(), get(&s_vals, 1));
-        let slice = |t: &Tensor, s: i64, l: i64| t.narrow(0, s, l);
-        let ty = chunked(n, |s, l| {
+        let slice = rows;
+        let ty = chunked(n, store, |s, l| {
             teacher.apply(
                 i,
                 &slice(&tx, s, l),
@@ -300,7 +366,7 @@ pub fn run(
             )
         });
         let student_out = || {
-            chunked(n, |s, l| {
+            chunked(n, store, |s, l| {
                 student.apply(
                     i,
                     &slice(&sx, s, l),
@@ -309,7 +375,7 @@ pub fn run(
             })
         };
         if let Some((w, b, wbits)) = student.linear(i) {
-            let mse = |y: &Tensor| (y - &ty).square().mean(Kind::Double).double_value(&[]);
+            let mse = |y: &Tensor| whole_set_error(Objective::Mse, y, &ty);
             let channels = ty.size()[1];
             let per_channel = ty.numel() as i64 / channels;
             let fan_in = w.numel() as i64 / w.size()[0];
@@ -384,6 +450,7 @@ pub fn run(
                 s_vals[v] = None;
             }
         }
+        crate::alloc::release_free_memory();
         pb.inc(1);
     }
     Ok(fits)
@@ -539,11 +606,12 @@ pub fn run_blocks(
     let t_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| teacher.apply(i, x, o);
     let s_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| student.apply(i, x, o);
     let n = images.size()[0];
-    let mut tx = channels_last(images.to_device(student.device).to_kind(Kind::Float));
+    let store = r.storage.kind();
+    let mut tx = channels_last(images.to_device(student.device).to_kind(store));
     let mut sx = tx.shallow_clone();
     let mut per_image = HashMap::new();
     tch::no_grad(|| {
-        let mut x = sx.narrow(0, 0, 1);
+        let mut x = rows(&sx, 0, 1);
         for b in &blocks {
             x = forward_block(&s_apply, &io, b, &x, &mut |i, y| {
                 per_image.insert(i, y.numel() as i64 / y.size()[1]);
@@ -570,12 +638,12 @@ pub fn run_blocks(
     pb.set_length(blocks.len() as u64);
     let mut fits = Vec::new();
     for b in &blocks {
-        let ty = chunked(n, |s, l| {
-            forward_block(&t_apply, &io, b, &tx.narrow(0, s, l), &mut |_, _| {})
+        let ty = chunked(n, store, |s, l| {
+            forward_block(&t_apply, &io, b, &rows(&tx, s, l), &mut |_, _| {})
         });
         let student_out = || {
-            chunked(n, |s, l| {
-                forward_block(&s_apply, &io, b, &sx.narrow(0, s, l), &mut |_, _| {})
+            chunked(n, store, |s, l| {
+                forward_block(&s_apply, &io, b, &rows(&sx, s, l), &mut |_, _| {})
             })
         };
         let objective = if b.steps.end == student.num_steps() {
@@ -583,7 +651,7 @@ pub fn run_blocks(
         } else {
             Objective::Mse
         };
-        let mse = |y: &Tensor| objective.error(y, &ty, Kind::Double).double_value(&[]);
+        let mse = |y: &Tensor| whole_set_error(objective, y, &ty);
         let mut params = Vec::new();
         let mut layers = 0;
         for i in b.steps.clone() {
@@ -665,6 +733,7 @@ pub fn run_blocks(
             objective,
         });
         (tx, sx) = (ty, y);
+        crate::alloc::release_free_memory();
         pb.inc(1);
     }
     Ok(fits)
@@ -810,6 +879,28 @@ impl AdamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_set_errors_and_channel_sums_by_chunks_equal_the_unchunked_ones() {
+        // 150 images: two full chunks and a short one, random values with a nonzero mean.
+        tch::manual_seed(7);
+        let t = Tensor::randn([150, 5, 3, 2], (Kind::Float, tch::Device::Cpu)) + 0.3;
+        let y = &t + Tensor::randn([150, 5, 3, 2], (Kind::Float, tch::Device::Cpu)) * 0.2;
+        for objective in [Objective::Mse, Objective::Cosine] {
+            let whole = objective.error(&y, &t, Kind::Double).double_value(&[]);
+            let chunked = whole_set_error(objective, &y, &t);
+            assert!(whole > 0.0);
+            assert!(
+                (chunked - whole).abs() <= 1e-12 * whole,
+                "{objective:?}: {chunked} vs {whole}"
+            );
+        }
+        let whole = t.sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Double);
+        let chunked = channel_sum(&t);
+        assert_eq!(chunked.size(), [5]);
+        let gap = (&chunked - &whole).abs().max().double_value(&[]);
+        assert!(gap < 1e-9, "channel sums differ by {gap}");
+    }
 
     #[test]
     fn the_cosine_objective_is_one_minus_each_images_cosine_and_ignores_the_norm() {

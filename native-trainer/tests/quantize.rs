@@ -151,6 +151,9 @@ struct Blocks {
     drop: f64,
     bound: f64,
     head: efq_trainer::reconstruct::Objective,
+    /// Not a block setting, but the one other thing these tests vary: how the whole-set
+    /// activations are held.
+    storage: efq_trainer::reconstruct::Storage,
 }
 
 const LAYERS_ONLY: Blocks = Blocks {
@@ -158,6 +161,7 @@ const LAYERS_ONLY: Blocks = Blocks {
     drop: 0.0,
     bound: 0.0,
     head: efq_trainer::reconstruct::Objective::Mse,
+    storage: efq_trainer::reconstruct::Storage::F32,
 };
 
 /// The tiny network quantized at w4a4 on `images` calibration crops, plainly and reconstructed
@@ -195,6 +199,7 @@ fn reconstructed_w4a4(
         block_drop: blocks.drop,
         block_box: blocks.bound,
         head_objective: blocks.head,
+        storage: blocks.storage,
     }));
     let fits = serde_json::from_value(fitted.manifest.extra["reconstruction"].clone()).unwrap();
     assert!(!plain.manifest.extra.contains_key("reconstruction"));
@@ -324,6 +329,61 @@ fn block_reconstruction_fits_whole_units_and_brings_unseen_faces_closer_than_lay
     );
     eprintln!("w4a4 fidelity on unseen faces, layer-wise → + block-wise: {b:.5} → {a:.5}");
     assert!(1.0 - a < 0.9 * (1.0 - b), "{b:.5} → {a:.5}");
+}
+
+/// `--reconstruct-storage f16` holds the whole-set activations at half the memory: the fits
+/// then see every input and target rounded to 11 significant bits. That rounding is far below
+/// the 4-bit grid's: the first layer's error (nothing fitted before it) moves by under 1 %.
+/// Further on, two fits from inputs that differ in the last bits take different Adam paths (as
+/// two seeds would, on 24 crops: the block fits end several percent apart either way), so
+/// what must hold is what the fit is for: every layer's error falls, and unseen faces gain
+/// at least half of what f32 storage gives them.
+#[test]
+fn half_precision_storage_fits_layers_and_blocks_as_well_as_f32_and_the_file_records_it() {
+    use efq_trainer::reconstruct::{BlockFit, Storage};
+    use efq_trainer::student::ActRanges;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let run = |storage| {
+        let blocks = Blocks {
+            steps: 20,
+            storage,
+            ..LAYERS_ONLY
+        };
+        reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Learned, blocks)
+    };
+    let (plain, full, full_layers) = run(Storage::F32);
+    let (_, half, half_layers) = run(Storage::F16);
+    let recorded = |m: &efq_shared::format::PackedModel| {
+        m.manifest.extra["calibration"]["reconstruct"]["storage"].clone()
+    };
+    assert_eq!(
+        (recorded(&full), recorded(&half)),
+        ("f32".into(), "f16".into())
+    );
+    let (f, h) = (&full_layers[0], &half_layers[0]);
+    assert_eq!(f.name, h.name);
+    let moved = (h.mse_before / f.mse_before - 1.0).abs();
+    assert!(
+        moved < 0.01,
+        "{}: {} vs {}",
+        f.name,
+        f.mse_before,
+        h.mse_before
+    );
+    assert!(
+        moved > 0.0,
+        "the f16 run saw exactly the f32 inputs: nothing was stored as f16"
+    );
+    assert_every_layer_improves(&half_layers);
+    let blocks: Vec<BlockFit> =
+        serde_json::from_value(half.manifest.extra["reconstruction_blocks"].clone()).unwrap();
+    assert!(blocks.iter().any(|b| b.layers > 0));
+    assert!(blocks.iter().all(|b| b.mse_after <= b.mse_before));
+    let fid = |m: &efq_shared::format::PackedModel| fidelity_on_unseen_faces(&teacher, &m.graph, 8);
+    let (p, f, h) = (fid(&plain), fid(&full), fid(&half));
+    eprintln!("w4a4 fidelity on unseen faces: plain {p:.5}, f32 storage {f:.5}, f16 {h:.5}");
+    assert!(f > p && h - p >= 0.5 * (f - p), "{p:.5} {f:.5} {h:.5}");
 }
 
 /// `--reconstruct-head cosine`: the last block fits and records the embedding direction's
