@@ -215,6 +215,8 @@ struct FinetuneCmd {
     /// Quantized starting point; default: quantize the teacher at --bits.
     #[arg(long)]
     student_init: Option<PathBuf>,
+    /// Without --student-init: the bit-widths to quantize the teacher at (as `trainer quantize
+    /// --bits`: w8a8, w6a6, w4a4, mixed w4a4-dw8 …).
     #[arg(long, default_value = "w8a8", value_parser = |s: &str| QuantConfig::parse(s).map_err(|e| e.to_string()))]
     bits: QuantConfig,
     /// Without --student-init: how the teacher is quantized first (as `trainer quantize`).
@@ -378,7 +380,9 @@ struct QuantizeCmd {
     /// Training crops for calibration, relative to --lfw unless absolute.
     #[arg(long, default_value = "aligned112")]
     train_crops: PathBuf,
-    /// Bit-widths: w<weights>a<activations>, each 2..8 (w8a8, w6a6, w4a8, w4a4 …).
+    /// Bit-widths: w<weights>a<activations>, each 2..8 (w8a8, w6a6, w4a8, w4a4 …). A `-dw8`
+    /// suffix (w4a4-dw8) keeps every grouped/depthwise convolution at w8a8: mixed precision,
+    /// labelled as such in the file and its reports.
     #[arg(long, default_value = "w8a8", value_parser = |s: &str| QuantConfig::parse(s).map_err(|e| e.to_string()))]
     bits: QuantConfig,
     /// Quantize the first conv and the last FC at --bits too (default: keep them at 8 bits).

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use efq_shared::format::PackedModel;
-use efq_shared::graph::Op;
 use efq_shared::preprocess::load_face;
 use efq_shared::quant::{ActQuant, QuantConfig, WeightClip, qmax, quantize_graph_with_grids};
 use rand::SeedableRng;
@@ -389,14 +388,8 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
         0
     };
     let net = TchNet::new(&graph, args.device)?;
-    let n = graph
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. }))
-        .count();
-    let grids = calibrate(&net, &folder, &calibration, &pre, &|k| {
-        args.config.layer_bits(k, n).1
-    })?;
+    let widths = args.config.layer_widths(&graph);
+    let grids = calibrate(&net, &folder, &calibration, &pre, &|k| widths[k].1)?;
     let mut student =
         quantize_graph_with_grids(&graph, &args.config, &grids, calibration.weight_clip)?;
     let mut fits = None;

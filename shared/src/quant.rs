@@ -407,13 +407,20 @@ pub fn unpack(bytes: &[u8], bits: u8, n: usize) -> Result<Vec<i8>, Error> {
         .collect())
 }
 
-/// What to quantize: widths for weights and activations, and whether the first convolution
-/// and the final fully-connected layer stay at 8 bits (see docs/quantization.md).
+/// What to quantize: widths for weights and activations, whether the first convolution
+/// and the final fully-connected layer stay at 8 bits, and whether the grouped convolutions do
+/// too (see docs/quantization.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantConfig {
     pub weight_bits: u8,
     pub act_bits: u8,
     pub first_last_8bit: bool,
+    /// Every grouped convolution (group > 1: MobileFaceNet's depthwise layers and its
+    /// 2-channel-group first block) at w8a8. A mixed-precision configuration, so its label
+    /// says so (`w4a4-dw8`) and results with it are never reported as plain `w4a4`. Files
+    /// written before this field existed read as `false`.
+    #[serde(default)]
+    pub grouped_8bit: bool,
 }
 
 impl QuantConfig {
@@ -424,25 +431,57 @@ impl QuantConfig {
             weight_bits,
             act_bits,
             first_last_8bit: true,
+            grouped_8bit: false,
         })
     }
-    /// Parses `w8a8`, `w6a6`, `w4a8` ….
+    /// Parses `w8a8`, `w6a6`, `w4a8` …, and the mixed-precision `w4a4-dw8` (grouped
+    /// convolutions at w8a8).
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Quant(format!("'{s}' is not a bit-width spec like w8a8 or w4a4"));
-        let rest = s.strip_prefix('w').ok_or_else(bad)?;
+        let bad = || {
+            Error::Quant(format!(
+                "'{s}' is not a bit-width spec like w8a8, w4a4 or w4a4-dw8"
+            ))
+        };
+        let (spec, grouped_8bit) = match s.strip_suffix("-dw8") {
+            Some(spec) => (spec, true),
+            None => (s, false),
+        };
+        let rest = spec.strip_prefix('w').ok_or_else(bad)?;
         let (w, a) = rest.split_once('a').ok_or_else(bad)?;
-        Self::new(w.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?)
+        let mut cfg = Self::new(w.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?)?;
+        cfg.grouped_8bit = grouped_8bit;
+        Ok(cfg)
     }
     pub fn label(&self) -> String {
-        format!("w{}a{}", self.weight_bits, self.act_bits)
+        let dw = if self.grouped_8bit { "-dw8" } else { "" };
+        format!("w{}a{}{dw}", self.weight_bits, self.act_bits)
     }
-    /// (weight bits, activation bits) of the `k`-th of `n` quantized layers in node order.
-    pub fn layer_bits(&self, k: usize, n: usize) -> (u8, u8) {
-        if self.first_last_8bit && (k == 0 || k + 1 == n) {
+    /// (weight bits, activation bits) of the `k`-th of `n` quantized layers in node order;
+    /// `grouped` says whether that layer is a convolution with more than one group.
+    pub fn layer_bits(&self, k: usize, n: usize, grouped: bool) -> (u8, u8) {
+        if (self.first_last_8bit && (k == 0 || k + 1 == n)) || (self.grouped_8bit && grouped) {
             (8, 8)
         } else {
             (self.weight_bits, self.act_bits)
         }
+    }
+    /// (weight bits, activation bits) of every Conv/Gemm of `graph`, in node order.
+    pub fn layer_widths(&self, graph: &Graph) -> Vec<(u8, u8)> {
+        let grouped: Vec<bool> = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { attrs, .. } => Some(attrs.group > 1),
+                Op::Gemm { .. } => Some(false),
+                _ => None,
+            })
+            .collect();
+        let n = grouped.len();
+        grouped
+            .iter()
+            .enumerate()
+            .map(|(k, &g)| self.layer_bits(k, n, g))
+            .collect()
     }
 }
 
@@ -464,12 +503,20 @@ pub fn quantize_graph_clipped(
     input_ranges: &[f32],
     weight_clip: WeightClip,
 ) -> Result<Graph, Error> {
-    let n = input_ranges.len();
+    let widths = cfg.layer_widths(graph);
+    if widths.len() != input_ranges.len() {
+        return Err(Error::Quant(format!(
+            "{} quantizable layers but {} calibrated ranges",
+            widths.len(),
+            input_ranges.len()
+        )));
+    }
     let grids = input_ranges
         .iter()
+        .zip(&widths)
         .enumerate()
-        .map(|(k, &r)| {
-            ActQuant::from_range(cfg.layer_bits(k, n).1, r)
+        .map(|(k, (&r, &(_, ab)))| {
+            ActQuant::from_range(ab, r)
                 .map_err(|e| Error::Quant(format!("quantizable layer {k}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -498,9 +545,10 @@ pub fn quantize_graph_with_grids(
             input_grids.len()
         )));
     }
+    let widths = cfg.layer_widths(graph);
     let mut out = graph.clone();
     for (k, &idx) in layers.iter().enumerate() {
-        let (wb, ab) = cfg.layer_bits(k, layers.len());
+        let (wb, ab) = widths[k];
         let aq = input_grids[k];
         let name = &graph.nodes[idx].name;
         aq.validate()
@@ -670,6 +718,64 @@ mod tests {
         assert_eq!((c.weight_bits, c.act_bits), (4, 8));
         assert!(QuantConfig::parse("w9a8").is_err());
         assert!(QuantConfig::parse("8a8").is_err());
+        let mixed = QuantConfig::parse("w4a4-dw8").unwrap();
+        assert!(mixed.grouped_8bit && !c.grouped_8bit);
+        assert_eq!(mixed.label(), "w4a4-dw8");
+        assert_eq!(c.label(), "w4a8");
+        assert!(QuantConfig::parse("w4a4-dw4").is_err());
+        assert!(QuantConfig::parse("-dw8").is_err());
+    }
+
+    #[test]
+    fn grouped_8bit_widens_exactly_the_grouped_convolutions() {
+        let g = crate::builders::tiny_mobilefacenet(16, 8, 1).unwrap();
+        let grouped: Vec<bool> = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { attrs, .. } => Some(attrs.group > 1),
+                Op::Gemm { .. } => Some(false),
+                _ => None,
+            })
+            .collect();
+        let n = grouped.len();
+        assert!(grouped.iter().filter(|&&g| g).count() >= 2, "{grouped:?}");
+        let plain = QuantConfig::parse("w4a4").unwrap().layer_widths(&g);
+        let mixed = QuantConfig::parse("w4a4-dw8").unwrap().layer_widths(&g);
+        assert_eq!((plain.len(), mixed.len()), (n, n));
+        for (k, &is_grouped) in grouped.iter().enumerate() {
+            let edge = k == 0 || k + 1 == n;
+            assert_eq!(plain[k], if edge { (8, 8) } else { (4, 4) }, "layer {k}");
+            let want = if edge || is_grouped { (8, 8) } else { (4, 4) };
+            assert_eq!(mixed[k], want, "layer {k}");
+        }
+        // The quantized graph carries those widths, and old manifests (no field) read as uniform.
+        let x = crate::builders::random_images(2, g.input_shape, 3);
+        let ranges = crate::reference::input_absmax(&g, &x, 2).unwrap();
+        let cfg = QuantConfig::parse("w4a4-dw8").unwrap();
+        let q = quantize_graph(&g, &cfg, &ranges).unwrap();
+        let got: Vec<(u8, u8)> = q
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv {
+                    weights: Weights::Quant(w),
+                    input_quant: Some(a),
+                    ..
+                }
+                | Op::Gemm {
+                    weights: Weights::Quant(w),
+                    input_quant: Some(a),
+                    ..
+                } => Some((w.bits, a.bits)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, mixed);
+        let old: QuantConfig =
+            serde_json::from_str(r#"{"weight_bits":4,"act_bits":4,"first_last_8bit":true}"#)
+                .unwrap();
+        assert!(!old.grouped_8bit);
     }
 
     proptest! {

@@ -60,7 +60,7 @@ fn real_quantized_students_match_reference_bit_for_bit_through_the_packed_file()
     let graph = onnx::import_file(teacher()).unwrap();
     let (rgb, x) = lfw_images();
     let ranges = reference::input_absmax(&graph, &x, N).unwrap();
-    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split"] {
+    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split", "w4a4-dw8"] {
         let q = QuantConfig::parse(cfg.trim_end_matches("-split")).unwrap();
         let student = quantize_graph(&graph, &q, &ranges).unwrap();
         let student = if cfg.ends_with("-split") {

@@ -103,7 +103,7 @@ fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
     let (_, x) = first_images();
     let ranges = reference::input_absmax(&graph, &x, N).unwrap();
     let teacher_out = reference::forward(&graph, &x, N).unwrap();
-    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split"] {
+    for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split", "w4a4-dw8"] {
         let bits = QuantConfig::parse(cfg.trim_end_matches("-split")).unwrap();
         let student = quantize_graph(&graph, &bits, &ranges).unwrap();
         let student = if cfg.ends_with("-split") {
