@@ -415,8 +415,8 @@ pub struct QuantConfig {
     pub weight_bits: u8,
     pub act_bits: u8,
     pub first_last_8bit: bool,
-    /// Every grouped convolution (group > 1: MobileFaceNet's depthwise layers and its
-    /// 2-channel-group first block) at w8a8. A mixed-precision configuration, so its label
+    /// Every grouped convolution (group > 1: MobileFaceNet's depthwise layers and the
+    /// 2-channel-group layer after its first convolution) at w8a8. A mixed-precision configuration, so its label
     /// says so (`w4a4-dw8`) and results with it are never reported as plain `w4a4`. Files
     /// written before this field existed read as `false`.
     #[serde(default)]
