@@ -729,49 +729,44 @@ mod tests {
     #[test]
     fn grouped_8bit_widens_exactly_the_grouped_convolutions() {
         let g = crate::builders::tiny_mobilefacenet(16, 8, 1).unwrap();
-        let grouped: Vec<bool> = g
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.op {
-                Op::Conv { attrs, .. } => Some(attrs.group > 1),
-                Op::Gemm { .. } => Some(false),
-                _ => None,
-            })
-            .collect();
-        let n = grouped.len();
-        assert!(grouped.iter().filter(|&&g| g).count() >= 2, "{grouped:?}");
-        let plain = QuantConfig::parse("w4a4").unwrap().layer_widths(&g);
-        let mixed = QuantConfig::parse("w4a4-dw8").unwrap().layer_widths(&g);
-        assert_eq!((plain.len(), mixed.len()), (n, n));
-        for (k, &is_grouped) in grouped.iter().enumerate() {
-            let edge = k == 0 || k + 1 == n;
-            assert_eq!(plain[k], if edge { (8, 8) } else { (4, 4) }, "layer {k}");
-            let want = if edge || is_grouped { (8, 8) } else { (4, 4) };
-            assert_eq!(mixed[k], want, "layer {k}");
-        }
-        // The quantized graph carries those widths, and old manifests (no field) read as uniform.
         let x = crate::builders::random_images(2, g.input_shape, 3);
         let ranges = crate::reference::input_absmax(&g, &x, 2).unwrap();
-        let cfg = QuantConfig::parse("w4a4-dw8").unwrap();
-        let q = quantize_graph(&g, &cfg, &ranges).unwrap();
-        let got: Vec<(u8, u8)> = q
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.op {
-                Op::Conv {
-                    weights: Weights::Quant(w),
-                    input_quant: Some(a),
-                    ..
-                }
-                | Op::Gemm {
-                    weights: Weights::Quant(w),
-                    input_quant: Some(a),
-                    ..
-                } => Some((w.bits, a.bits)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(got, mixed);
+        // (group, weight bits, input bits) of every quantized layer, read off the student.
+        let student = |spec: &str| -> Vec<(usize, u8, u8)> {
+            let q = quantize_graph(&g, &QuantConfig::parse(spec).unwrap(), &ranges).unwrap();
+            q.nodes
+                .iter()
+                .filter_map(|n| match &n.op {
+                    Op::Conv {
+                        weights: Weights::Quant(w),
+                        input_quant: Some(a),
+                        attrs,
+                        ..
+                    } => Some((attrs.group, w.bits, a.bits)),
+                    Op::Gemm {
+                        weights: Weights::Quant(w),
+                        input_quant: Some(a),
+                        ..
+                    } => Some((1, w.bits, a.bits)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (plain, mixed) = (student("w4a4"), student("w4a4-dw8"));
+        let n = mixed.len();
+        assert!(mixed.iter().filter(|l| l.0 > 1).count() >= 2, "{mixed:?}");
+        for (k, (&(group, wb, ab), &(_, pwb, pab))) in mixed.iter().zip(&plain).enumerate() {
+            let edge = k == 0 || k + 1 == n;
+            assert_eq!((pwb, pab), if edge { (8, 8) } else { (4, 4) }, "layer {k}");
+            let want = if edge || group > 1 { (8, 8) } else { (4, 4) };
+            assert_eq!((wb, ab), want, "layer {k} (group {group})");
+        }
+        let widths: Vec<(u8, u8)> = mixed.iter().map(|&(_, w, a)| (w, a)).collect();
+        assert_eq!(
+            QuantConfig::parse("w4a4-dw8").unwrap().layer_widths(&g),
+            widths
+        );
+        // Manifests written before the field existed read as uniform.
         let old: QuantConfig =
             serde_json::from_str(r#"{"weight_bits":4,"act_bits":4,"first_last_8bit":true}"#)
                 .unwrap();
