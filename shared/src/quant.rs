@@ -416,9 +416,9 @@ pub struct QuantConfig {
     pub act_bits: u8,
     pub first_last_8bit: bool,
     /// Every grouped convolution (group > 1: MobileFaceNet's depthwise layers and the
-    /// 2-channel-group layer after its first convolution) at w8a8. A mixed-precision configuration, so its label
-    /// says so (`w4a4-dw8`) and results with it are never reported as plain `w4a4`. Files
-    /// written before this field existed read as `false`.
+    /// 2-channel-group layer after its first convolution) at w8a8. A mixed-precision
+    /// configuration, so its label says so (`w4a4-dw8`) and results with it are never
+    /// reported as plain `w4a4`. Files written before this field existed read as `false`.
     #[serde(default)]
     pub grouped_8bit: bool,
 }
@@ -458,7 +458,7 @@ impl QuantConfig {
     }
     /// (weight bits, activation bits) of the `k`-th of `n` quantized layers in node order;
     /// `grouped` says whether that layer is a convolution with more than one group.
-    pub fn layer_bits(&self, k: usize, n: usize, grouped: bool) -> (u8, u8) {
+    fn layer_bits(&self, k: usize, n: usize, grouped: bool) -> (u8, u8) {
         if (self.first_last_8bit && (k == 0 || k + 1 == n)) || (self.grouped_8bit && grouped) {
             (8, 8)
         } else {
