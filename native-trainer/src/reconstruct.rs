@@ -357,20 +357,19 @@ pub fn run(
         };
         let (tx, tx2) = (get(&t_vals, 0).unwrap(), get(&t_vals, 1));
         let (sx, sx2) = (get(&s_vals, 0).unwrap(), get(&s_vals, 1));
-        let slice = rows;
         let ty = chunked(n, store, |s, l| {
             teacher.apply(
                 i,
-                &slice(&tx, s, l),
-                tx2.as_ref().map(|t| slice(t, s, l)).as_ref(),
+                &rows(&tx, s, l),
+                tx2.as_ref().map(|t| rows(t, s, l)).as_ref(),
             )
         });
         let student_out = || {
             chunked(n, store, |s, l| {
                 student.apply(
                     i,
-                    &slice(&sx, s, l),
-                    sx2.as_ref().map(|t| slice(t, s, l)).as_ref(),
+                    &rows(&sx, s, l),
+                    sx2.as_ref().map(|t| rows(t, s, l)).as_ref(),
                 )
             })
         };
