@@ -7,7 +7,10 @@
 #   → EKD+CE w6a6 → EKD w8a8 → EKD w4a4 → EKD w6a6 clean protocol → EKD w6a6 on 50/75 %
 #   → FP32 teacher.
 # Usage: bash bench/quant_rows.sh [OUT_DIR]   (default out/quant); table: bench/quant_table.py
-#   ROWS="ptq-w8a8 ekd-w6a6 …"  runs only those rows, in that order (names as the folders);
+#   ROWS="ptq-w8a8 ekd-w6a6 …"  runs only those rows, in that order (names as the folders:
+#   ekd-, ekdce- or quantface- and a width, then -clean for the clean protocol or -fF for a
+#   fraction of the images; ort-int8; teacher); bench/loss_matrix.sh runs the whole table of
+#   losses and protocols;
 #   QUANTIZE_FLAGS="--no-equalize"  passes options to `trainer quantize` (the PTQ students
 #   every fine-tuning row starts from); FINETUNE_FLAGS="--lr 0.01"  to every `trainer finetune`.
 #   QUANTIZE_FLAGS="--reconstruct 200" makes the PTQ starts layer-wise reconstructed, and
@@ -39,28 +42,39 @@ ft() {
   /usr/bin/time -v $T finetune --student-init "$OUT/mbf-$bits-ptq.efq" --out-dir "$OUT/$name" --resume $FINETUNE_FLAGS "$@" \
     2> >(tee "$OUT/$name.time" >&2) | tee "$OUT/$name.txt"
 }
+# onnxruntime's own int8 post-training quantization of the teacher: the off-the-shelf row.
+ort_int8() {
+  [ -f "$OUT/ort-int8-qdq.json" ] && return
+  "$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"
+  "$EFQ_PYTHON" bench/ort_lfw.py --model "$OUT/w600k_mbf-int8-qdq.onnx" --teacher "$EFQ_TEACHER" --batch 16 \
+    --json "$OUT/ort-int8-qdq.json" 2>/dev/null | tee "$OUT/ort-int8-qdq.txt"
+}
+teacher() {
+  [ -f out/bench-eval/trainer/report.json ] && return
+  $T eval --model "$EFQ_TEACHER" --out out/bench-eval/trainer | tee out/bench-eval/trainer.txt
+}
 QUANTIZE_FLAGS="${QUANTIZE_FLAGS:-}"
 FINETUNE_FLAGS="${FINETUNE_FLAGS:-}"
 if [ -n "${ROWS:-}" ]; then
   for r in $ROWS; do
     case "$r" in
       ptq-*) ptq "${r#ptq-}" ;;
-      ekd-*-clean) b="${r#ekd-}"; ft "$r" "${b%-clean}" --loss ekd --protocol clean ;;
+      ort-int8) ort_int8 ;;
+      teacher) teacher ;;
       ekd-*-f*) b="${r#ekd-}"; ft "$r" "${b%-f*}" --loss ekd --fraction "${r##*-f}" ;;
-      ekd-*) ft "$r" "${r#ekd-}" --loss ekd ;;
-      ekdce-*) ft "$r" "${r#ekdce-}" --loss ekd-ce ;;
-      quantface-*) ft "$r" "${r#quantface-}" --loss quantface ;;
+      ekd-* | ekdce-* | quantface-*)
+        # LOSS-BITS[-clean]: the folder name says the loss, the width and the protocol.
+        loss="${r%%-*}"; b="${r#*-}"; protocol=paper
+        [ "$loss" = ekdce ] && loss=ekd-ce
+        case "$b" in *-clean) b="${b%-clean}"; protocol=clean ;; esac
+        ft "$r" "$b" --loss "$loss" --protocol "$protocol" ;;
       *) echo "unknown row $r" >&2; exit 2 ;;
     esac
   done
   exit 0
 fi
 ptq w6a6; ptq w8a8; ptq w4a4
-if [ ! -f "$OUT/ort-int8-qdq.json" ]; then
-  "$EFQ_PYTHON" bench/ort_quantize_qdq.py --out "$OUT/w600k_mbf-int8-qdq.onnx"
-  "$EFQ_PYTHON" bench/ort_lfw.py --model "$OUT/w600k_mbf-int8-qdq.onnx" --teacher "$EFQ_TEACHER" --batch 16 \
-    --json "$OUT/ort-int8-qdq.json" 2>/dev/null | tee "$OUT/ort-int8-qdq.txt"
-fi
+ort_int8
 ft ekd-w6a6 w6a6 --loss ekd
 ft quantface-w6a6 w6a6 --loss quantface
 ft ekd-w6a6-f0.25 w6a6 --loss ekd --fraction 0.25
@@ -69,6 +83,4 @@ ft ekd-w8a8 w8a8 --loss ekd
 ft ekd-w4a4 w4a4 --loss ekd
 ft ekd-w6a6-clean w6a6 --loss ekd --protocol clean
 for f in 0.5 0.75; do ft "ekd-w6a6-f$f" w6a6 --loss ekd --fraction "$f"; done
-if [ ! -f out/bench-eval/trainer/report.json ]; then
-  $T eval --model "$EFQ_TEACHER" --out out/bench-eval/trainer | tee out/bench-eval/trainer.txt
-fi
+teacher

@@ -42,6 +42,8 @@ RUNS = [  # (folder, label)
     ("quantface-{b}", "QuantFace loss {b}, 1 epoch"),
     ("ekdce-{b}", "EKD + CE {b}, 1 epoch"),
     ("ekd-{b}-clean", "EKD {b}, 1 epoch, clean protocol"),
+    ("quantface-{b}-clean", "QuantFace loss {b}, 1 epoch, clean protocol"),
+    ("ekdce-{b}-clean", "EKD + CE {b}, 1 epoch, clean protocol"),
     ("ekd-{b}-f0.25", "EKD {b}, 25 % of the images"),
     ("ekd-{b}-f0.5", "EKD {b}, 50 % of the images"),
     ("ekd-{b}-f0.75", "EKD {b}, 75 % of the images"),
