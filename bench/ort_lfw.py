@@ -29,6 +29,19 @@ def scan(root: Path):
     return images, np.array(labels)
 
 
+def cpu():
+    """The CPU model and its int8 dot-product extensions. onnxruntime's int8 kernels take a
+    different path on x86 without VNNI (16-bit intermediate sums that can saturate), so an int8
+    row measured on one machine need not repeat on another: the report says which it was."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": "unknown", "int8_dot": []}
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    return {"model": model, "int8_dot": [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]}
+
+
 def load(root: Path, rel: str):
     a = np.asarray(Image.open(root / rel).convert("RGB"), dtype=np.float32)
     return ((a - 127.5) * np.float32(1 / 127.5)).transpose(2, 0, 1)
@@ -126,7 +139,7 @@ def main():
         return
     if a.limit:
         _, _, ips = embed(sess, root, images[: a.limit], a.batch)
-        print(json.dumps({"runtime": f"onnxruntime {ort.__version__}", "batch": a.batch, "images": a.limit, "images_per_second": ips}))
+        print(json.dumps({"runtime": f"onnxruntime {ort.__version__}", "batch": a.batch, "cpu": cpu(), "images": a.limit, "images_per_second": ips}))
         return
     plain, flip, ips = embed(sess, root, images, a.batch)
     index = {p: i for i, p in enumerate(images)}
@@ -135,7 +148,7 @@ def main():
     same = np.array([p[2] for p in pairs])
     fars = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
     report = {"runtime": f"onnxruntime {ort.__version__}", "threads": a.threads, "batch": a.batch,
-              "images": len(images), "images_per_second": ips}
+              "cpu": cpu(), "images": len(images), "images_per_second": ips}
     for name, e in (("flip", flip), ("no_flip", plain)):
         d = ((e[ia] - e[ib]) ** 2).sum(axis=1).astype(np.float32)
         m, s = ten_fold(d, same)
@@ -148,7 +161,9 @@ def main():
             return {"mean_cosine": float(c.mean()), "p1_cosine": float(c[(len(c) - 1) // 100]), "min_cosine": float(c[0])}
         report["fidelity"] = {"flip": fid(flip, tflip), "no_flip": fid(plain, tplain)}
         print("fidelity", json.dumps(report["fidelity"]))
-    print(f"onnxruntime {ort.__version__}, {a.threads} threads, batch {a.batch}: {ips:.1f} images/s")
+    c = report["cpu"]
+    print(f"onnxruntime {ort.__version__}, {a.threads} threads, batch {a.batch}: {ips:.1f} images/s "
+          f"({c['model']}; int8 dot: {', '.join(c['int8_dot']) or 'none'})")
     for name in ("flip", "no_flip"):
         r = report[name]
         t = " | ".join(f"{x['tar'] * 100:.2f}" for x in r["all_pairs"]["tar_at_far"])
