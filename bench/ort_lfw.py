@@ -37,9 +37,10 @@ def cpu():
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return {"model": "unknown", "int8_dot": []}
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
-    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
-    return {"model": model, "int8_dot": [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]}
+    # First CPU's fields only: every core of one machine reports the same model and flags.
+    fields = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in info.split("\n\n")[0].splitlines() if ":" in l)}
+    flags = fields.get("flags", "").split()
+    return {"model": fields.get("model name", "unknown"), "int8_dot": [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]}
 
 
 def load(root: Path, rel: str):
