@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 /// The tiny network with the channels in front of its first depthwise layer spread over three
 /// decades (an exact float rescaling: the teacher's function does not change).
 fn unequal_teacher() -> Graph {
-    let mut g = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let mut g = tiny_mobilefacenet(112, 64, 5).unwrap();
     let site = equalize::sites(&g)[0];
     assert!(
         site.depthwise,
@@ -229,7 +229,7 @@ fn assert_every_layer_improves(fits: &[efq_trainer::reconstruct::LayerFit]) -> f
 fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_closer() {
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let (plain, fitted, fits) =
         reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Frozen, LAYERS_ONLY);
     let gain = assert_every_layer_improves(&fits);
@@ -242,7 +242,7 @@ fn layerwise_reconstruction_lowers_every_layers_error_and_brings_unseen_faces_cl
 fn reconstruction_with_learned_ranges_moves_the_scales_the_file_then_carries() {
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let (plain, fitted, fits) =
         reconstructed_w4a4(&teacher, dir.path(), 24, ActRanges::Learned, LAYERS_ONLY);
     let gain = assert_every_layer_improves(&fits);
@@ -288,7 +288,7 @@ fn block_reconstruction_fits_whole_units_and_brings_unseen_faces_closer_than_lay
     use efq_trainer::reconstruct::BlockFit;
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     // 64 calibration crops: on 24 a joint fit of five layers learns those crops (their error
     // falls, unseen faces move away: 0.895 → 0.861), as a 512-crop fit of w600k_mbf does not.
     let (_, layers, _) =
@@ -343,7 +343,7 @@ fn half_precision_storage_fits_layers_and_blocks_as_well_as_f32_and_the_file_rec
     use efq_trainer::reconstruct::{BlockFit, Storage};
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let run = |storage| {
         let blocks = Blocks {
             steps: 20,
@@ -395,7 +395,7 @@ fn a_cosine_head_fits_the_embeddings_direction_and_only_the_last_block_uses_it()
     use efq_trainer::reconstruct::{BlockFit, Objective};
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let cosine = Blocks {
         steps: 20,
         head: Objective::Cosine,
@@ -422,7 +422,7 @@ fn a_cosine_head_fits_the_embeddings_direction_and_only_the_last_block_uses_it()
 #[test]
 fn split_activation_grids_bring_a_four_bit_student_closer_to_its_teacher() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let quantize = |act_grid| {
         let calibration = Calibration {
             images: 24,
@@ -448,18 +448,18 @@ fn split_activation_grids_bring_a_four_bit_student_closer_to_its_teacher() {
 
 /// The measurement behind the defaults of `--reconstruct-drop` and `--reconstruct-box` (both
 /// off): on this random network the block fit with QDrop still beats the layer-wise start on
-/// unseen faces, by less than the plain block fit (docs/RESULTS.md, session 14); with each
-/// weight kept within half a quantization step it beat the plain fit here (N=64: 0.914 vs
-/// 0.909), though not on the real teacher (session 16); so did a cosine objective on the
-/// last block (0.918), which left the real teacher's unseen faces where they were (session
-/// 17). Ignored: a report, five quantizations per size; `N=24` or `N=64` calibration crops,
-/// `STEPS` block steps (60).
+/// unseen faces, by less than the plain block fit (docs/EXPERIMENTS.md, 2026-12-01, e638965);
+/// with each weight kept within half a quantization step it beat the plain fit here (N=64:
+/// 0.914 vs 0.909), though not on the real teacher (2026-12-04, b555ba3); so did a cosine
+/// objective on the last block (0.918), which left the real teacher's unseen faces where they
+/// were (2026-12-04, cd166f5). Ignored: a report, five quantizations per size; `N=24` or `N=64`
+/// calibration crops, `STEPS` block steps (60).
 #[test]
 #[ignore]
 fn block_fit_with_qdrop_a_box_or_a_cosine_head_still_beats_layers_alone_on_unseen_faces() {
     use efq_trainer::student::ActRanges;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
     let n: usize = std::env::var("N").map_or(64, |v| v.parse().expect("N: a count"));
     let steps: usize = std::env::var("STEPS").map_or(60, |v| v.parse().expect("STEPS: a count"));
     let fidelity = |blocks| {

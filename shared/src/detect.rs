@@ -218,7 +218,7 @@ impl Scrfd {
             let result = match n.op_type.as_str() {
                 "Conv" => {
                     let x = value(0)?;
-                    let w = match consts.get(&n.input[1]) {
+                    let w = match n.input.get(1).and_then(|i| consts.get(i)) {
                         Some(Constant::F32(t)) if t.shape.len() == 4 => t.clone(),
                         _ => return Err(err("weights must be a 4-D float initializer".into())),
                     };

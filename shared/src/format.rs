@@ -110,6 +110,52 @@ pub struct Manifest {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl Manifest {
+    /// The preprocessing and threshold a file declares are ones every backend can apply: a
+    /// known channel order, a finite mean, a positive std, the graph's own input size, a
+    /// threshold that is a cosine at a false-accept rate.
+    pub fn check_conventions(&self) -> Result<(), Error> {
+        let p = &self.preprocessing;
+        if !["RGB", "BGR"]
+            .iter()
+            .any(|c| p.color.eq_ignore_ascii_case(c))
+        {
+            return Err(bad(format!(
+                "preprocessing.color '{}' is neither RGB nor BGR",
+                p.color
+            )));
+        }
+        if !p.mean.is_finite() {
+            return Err(bad(format!("preprocessing.mean {} is not finite", p.mean)));
+        }
+        if !(p.std.is_normal() && p.std > 0.0 && (1.0 / p.std).is_finite()) {
+            return Err(bad(format!(
+                "preprocessing.std {} must be a positive normal float",
+                p.std
+            )));
+        }
+        let [_, h, w] = self.input_shape;
+        if p.size != [h, w] {
+            return Err(bad(format!(
+                "preprocessing.size {:?} differs from the graph's input {}×{}",
+                p.size, h, w
+            )));
+        }
+        if let Some(t) = &self.threshold {
+            if !(t.far > 0.0 && t.far <= 1.0) {
+                return Err(bad(format!("threshold.far {} is not in (0, 1]", t.far)));
+            }
+            if !(t.cosine.is_finite() && (-1.0..=1.0).contains(&t.cosine)) {
+                return Err(bad(format!(
+                    "threshold.cosine {} is not a cosine in [-1, 1]",
+                    t.cosine
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A model in memory: its graph (parameters included) and its manifest.
 #[derive(Clone, Debug)]
 pub struct PackedModel {
@@ -129,9 +175,9 @@ fn bad(m: impl Into<String>) -> Error {
 }
 
 impl PackedModel {
-    /// Wraps a validated graph with a fresh manifest.
+    /// Wraps a validated face-recognition graph with a fresh manifest.
     pub fn new(graph: Graph, quant: Option<QuantConfig>) -> Result<Self, Error> {
-        let embedding_dim = graph.embedding_dim()?;
+        let embedding_dim = graph.check_recognizer()?;
         let nodes = graph
             .nodes
             .iter()
@@ -223,7 +269,10 @@ impl PackedModel {
         total
     }
 
+    /// Serialises the model. The manifest's conventions are checked first, so that no file is
+    /// written that [`PackedModel::from_bytes`] would refuse.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        self.manifest.check_conventions()?;
         let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for n in &self.graph.nodes {
@@ -327,8 +376,11 @@ impl PackedModel {
         }
         let manifest: Manifest =
             serde_json::from_value(version).map_err(|e| bad(format!("manifest: {e}")))?;
+        manifest.check_conventions()?;
         let graph = graph_from_manifest(&manifest, &st)?;
-        let dim = graph.embedding_dim()?;
+        let dim = graph
+            .check_recognizer()
+            .map_err(|e| bad(format!("'{}' {e}", manifest.name)))?;
         if dim != manifest.embedding_dim {
             return Err(bad(format!(
                 "graph produces {dim}-d output but the manifest says {}",
@@ -422,7 +474,7 @@ impl Reader<'_> {
         let n = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&n| n > 0 && n <= 1 << 30);
+            .filter(|&n| n > 0 && n <= crate::limits::MAX_PARAMETER_ELEMENTS);
         let n = n.ok_or_else(|| {
             bad(format!(
                 "node '{node}': weight shape {shape:?} is empty or too large"

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::quant::{ActQuant, QuantWeights};
+use crate::{Error, limits};
 
 /// Index of a value (an activation tensor) in [`Graph::values`].
 pub type ValueId = usize;
@@ -19,7 +19,8 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, Error> {
-        let n: usize = shape.iter().product();
+        let n = limits::checked_product(&shape)
+            .ok_or_else(|| Error::Graph(format!("tensor shape {shape:?} overflows")))?;
         if n != data.len() {
             return Err(Error::Graph(format!(
                 "tensor of shape {shape:?} needs {n} values, got {}",
@@ -155,13 +156,36 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Checks topological order, arities, parameter sizes and shapes; returns every value's shape.
+    /// Checks topological order, arities, parameter sizes and shapes against the
+    /// [`limits`](crate::limits) on what a model may declare; returns every value's shape.
+    /// All arithmetic is checked: a file cannot make a size wrap around.
     pub fn infer_shapes(&self) -> Result<Vec<SampleShape>, Error> {
-        let mut shapes: Vec<Option<SampleShape>> = vec![None; self.num_values];
         if self.num_values == 0 {
             return Err(Error::Graph("graph has no values".into()));
         }
+        if self.nodes.len() > limits::MAX_NODES {
+            return Err(Error::Graph(format!(
+                "{} nodes exceed the limit of {}",
+                self.nodes.len(),
+                limits::MAX_NODES
+            )));
+        }
+        if self.num_values != self.nodes.len() + 1 {
+            return Err(Error::Graph(format!(
+                "{} values for {} nodes; every node defines one value after the input",
+                self.num_values,
+                self.nodes.len()
+            )));
+        }
+        let [c, h, w] = self.input_shape;
+        let input_err = |m: String| Error::Graph(format!("input: {m}"));
+        limits::in_range("channels", c, limits::MAX_INPUT_CHANNELS).map_err(input_err)?;
+        limits::in_range("height", h, limits::MAX_INPUT_SIDE).map_err(input_err)?;
+        limits::in_range("width", w, limits::MAX_INPUT_SIDE).map_err(input_err)?;
+        let mut shapes: Vec<Option<SampleShape>> = vec![None; self.num_values];
         shapes[0] = Some(self.input_shape.to_vec());
+        let mut activation_bytes = 4 * (c * h * w) as u64;
+        let mut macs = 0u64;
         for node in &self.nodes {
             let err =
                 |m: String| Error::Graph(format!("node '{}' ({}): {m}", node.name, node.op.kind()));
@@ -188,105 +212,24 @@ impl Graph {
                     node.output
                 )));
             }
-            let x = &ins[0];
-            let channels = x[0];
-            let out = match &node.op {
-                Op::Conv {
-                    weights,
-                    bias,
-                    attrs,
-                    ..
-                } => {
-                    let w = weights.shape();
-                    if x.len() != 3 || w.len() != 4 {
-                        return Err(err(format!(
-                            "needs a [C,H,W] input and OIHW weights, got {x:?} and {w:?}"
-                        )));
-                    }
-                    let g = attrs.group;
-                    if g == 0 || channels % g != 0 || w[0] % g != 0 || w[1] != channels / g {
-                        return Err(err(format!(
-                            "weights {w:?} with group {g} do not fit {channels} input channels"
-                        )));
-                    }
-                    if bias.len() != w[0] {
-                        return Err(err(format!(
-                            "bias has {} values for {} channels",
-                            bias.len(),
-                            w[0]
-                        )));
-                    }
-                    if attrs.stride.contains(&0) || attrs.dilation.contains(&0) {
-                        return Err(err("stride and dilation must be positive".into()));
-                    }
-                    let oh = conv_out(
-                        x[1],
-                        w[2],
-                        attrs.stride[0],
-                        attrs.pads[0] + attrs.pads[2],
-                        attrs.dilation[0],
-                    );
-                    let ow = conv_out(
-                        x[2],
-                        w[3],
-                        attrs.stride[1],
-                        attrs.pads[1] + attrs.pads[3],
-                        attrs.dilation[1],
-                    );
-                    match (oh, ow) {
-                        (Some(oh), Some(ow)) => vec![w[0], oh, ow],
-                        _ => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
-                    }
-                }
-                Op::Gemm { weights, bias, .. } => {
-                    let w = weights.shape();
-                    let fin: usize = x.iter().product();
-                    if x.len() != 1 || w.len() != 2 || w[1] != fin || bias.len() != w[0] {
-                        return Err(err(format!(
-                            "input {x:?}, weights {w:?}, bias {} do not fit a flattened Gemm",
-                            bias.len()
-                        )));
-                    }
-                    vec![w[0]]
-                }
-                Op::Affine { scale, shift } => {
-                    if scale.len() != channels || shift.len() != channels {
-                        return Err(err(format!(
-                            "{} channels but {} scales / {} shifts",
-                            channels,
-                            scale.len(),
-                            shift.len()
-                        )));
-                    }
-                    x.clone()
-                }
-                Op::PRelu { slope } => {
-                    if slope.len() != channels && slope.len() != 1 {
-                        return Err(err(format!(
-                            "{} channels but {} slopes",
-                            channels,
-                            slope.len()
-                        )));
-                    }
-                    x.clone()
-                }
-                Op::Relu => x.clone(),
-                Op::Add => {
-                    if ins[0] != ins[1] {
-                        return Err(err(format!("adds shapes {:?} and {:?}", ins[0], ins[1])));
-                    }
-                    x.clone()
-                }
-                Op::Flatten => vec![x.iter().product()],
-                Op::Upsample { factor } => {
-                    if x.len() != 3 || *factor == 0 {
-                        return Err(err(format!(
-                            "needs a [C,H,W] input and a positive factor, got {x:?} and {factor}"
-                        )));
-                    }
-                    vec![x[0], x[1] * factor, x[2] * factor]
-                }
-            };
+            let (out, node_macs) = node_shape(&node.op, &ins).map_err(err)?;
+            check_value(&out).map_err(err)?;
+            let elements = out.iter().product::<usize>() as u64;
+            activation_bytes += 4 * elements;
+            if activation_bytes > limits::MAX_ACTIVATION_BYTES {
+                return Err(err(format!(
+                    "the activations of one image reach {activation_bytes} bytes, over the \
+                     limit of {}",
+                    limits::MAX_ACTIVATION_BYTES
+                )));
+            }
+            macs = macs.saturating_add(node_macs);
+            if macs > limits::MAX_MACS {
+                return Err(err(format!(
+                    "one image takes over {} multiply-accumulates by this node, the limit",
+                    limits::MAX_MACS
+                )));
+            }
             shapes[node.output] = Some(out);
         }
         let shapes: Vec<SampleShape> = shapes
@@ -301,6 +244,13 @@ impl Graph {
             )));
         }
         Ok(shapes)
+    }
+
+    /// Checks that this graph is a face recognizer (one 3-channel image in, one embedding of a
+    /// plausible width out; see [`limits::check_recognizer`]) and returns the embedding width.
+    pub fn check_recognizer(&self) -> Result<usize, Error> {
+        let shapes = self.infer_shapes()?;
+        limits::check_recognizer(self.input_shape, &shapes[self.output])
     }
 
     /// Length of the output embedding.
@@ -358,9 +308,149 @@ impl Graph {
     }
 }
 
+/// Output side of a convolution; `None` when the (dilated) kernel does not fit the padded input.
+/// The operands are within [`limits`], so nothing here can overflow.
 fn conv_out(size: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
     let eff = dil * (k - 1) + 1;
     (size + pad).checked_sub(eff).map(|d| d / stride + 1)
+}
+
+/// Every dimension of an activation positive and within the limits.
+fn check_value(shape: &[usize]) -> Result<(), String> {
+    match shape {
+        [c, h, w] => {
+            limits::in_range("output channels", *c, limits::MAX_CHANNELS)?;
+            limits::in_range("output height", *h, limits::MAX_SIDE)?;
+            limits::in_range("output width", *w, limits::MAX_SIDE)?;
+        }
+        [f] => limits::in_range("output features", *f, limits::MAX_FEATURES)?,
+        other => return Err(format!("output shape {other:?} is neither [C,H,W] nor [F]")),
+    }
+    let n = limits::checked_product(shape).unwrap_or(usize::MAX);
+    limits::at_most("output size", n, limits::MAX_VALUE_ELEMENTS)
+}
+
+/// A parameter tensor's shape: every dimension positive, the whole within the limit.
+fn check_parameter(what: &str, shape: &[usize]) -> Result<(), String> {
+    if shape.contains(&0) {
+        return Err(format!("{what} shape {shape:?} has a zero dimension"));
+    }
+    let n = limits::checked_product(shape).unwrap_or(usize::MAX);
+    limits::at_most(&format!("{what} size"), n, limits::MAX_PARAMETER_ELEMENTS)
+}
+
+/// The output shape of one node and its multiply-accumulates for one image, from its inputs'
+/// shapes (already within the limits), or what is wrong with it.
+fn node_shape(op: &Op, ins: &[SampleShape]) -> Result<(SampleShape, u64), String> {
+    let x = &ins[0];
+    let channels = x[0];
+    let out = match op {
+        Op::Conv {
+            weights,
+            bias,
+            attrs,
+            ..
+        } => {
+            let w = weights.shape();
+            if x.len() != 3 || w.len() != 4 {
+                return Err(format!(
+                    "needs a [C,H,W] input and OIHW weights, got {x:?} and {w:?}"
+                ));
+            }
+            check_parameter("weight", w)?;
+            limits::at_most("output channels", w[0], limits::MAX_CHANNELS)?;
+            limits::at_most("kernel height", w[2], limits::MAX_KERNEL)?;
+            limits::at_most("kernel width", w[3], limits::MAX_KERNEL)?;
+            let g = attrs.group;
+            if g == 0 || channels % g != 0 || w[0] % g != 0 || w[1] != channels / g {
+                return Err(format!(
+                    "weights {w:?} with group {g} do not fit {channels} input channels"
+                ));
+            }
+            if bias.len() != w[0] {
+                return Err(format!(
+                    "bias has {} values for {} channels",
+                    bias.len(),
+                    w[0]
+                ));
+            }
+            for s in attrs.stride {
+                limits::in_range("stride", s, limits::MAX_STRIDE)?;
+            }
+            for d in attrs.dilation {
+                limits::in_range("dilation", d, limits::MAX_DILATION)?;
+            }
+            for p in attrs.pads {
+                limits::at_most("padding", p, limits::MAX_PAD)?;
+            }
+            let oh = conv_out(
+                x[1],
+                w[2],
+                attrs.stride[0],
+                attrs.pads[0] + attrs.pads[2],
+                attrs.dilation[0],
+            );
+            let ow = conv_out(
+                x[2],
+                w[3],
+                attrs.stride[1],
+                attrs.pads[1] + attrs.pads[3],
+                attrs.dilation[1],
+            );
+            let (Some(oh), Some(ow)) = (oh, ow) else {
+                return Err(format!("kernel {w:?} does not fit input {x:?}"));
+            };
+            let out = vec![w[0], oh, ow];
+            let per_output = (w[1] * w[2] * w[3]) as u64;
+            let macs = (w[0] as u64 * oh as u64 * ow as u64).saturating_mul(per_output);
+            return Ok((out, macs));
+        }
+        Op::Gemm { weights, bias, .. } => {
+            let w = weights.shape();
+            if x.len() != 1 || w.len() != 2 || w[1] != x[0] || bias.len() != w[0] {
+                return Err(format!(
+                    "input {x:?}, weights {w:?}, bias {} do not fit a flattened Gemm",
+                    bias.len()
+                ));
+            }
+            check_parameter("weight", w)?;
+            return Ok((vec![w[0]], w[0] as u64 * w[1] as u64));
+        }
+        Op::Affine { scale, shift } => {
+            if scale.len() != channels || shift.len() != channels {
+                return Err(format!(
+                    "{} channels but {} scales / {} shifts",
+                    channels,
+                    scale.len(),
+                    shift.len()
+                ));
+            }
+            x.clone()
+        }
+        Op::PRelu { slope } => {
+            if slope.len() != channels && slope.len() != 1 {
+                return Err(format!("{} channels but {} slopes", channels, slope.len()));
+            }
+            x.clone()
+        }
+        Op::Relu => x.clone(),
+        Op::Add => {
+            if ins[0] != ins[1] {
+                return Err(format!("adds shapes {:?} and {:?}", ins[0], ins[1]));
+            }
+            x.clone()
+        }
+        // The input is within MAX_VALUE_ELEMENTS, so its product cannot overflow.
+        Op::Flatten => vec![x.iter().product()],
+        Op::Upsample { factor } => {
+            if x.len() != 3 {
+                return Err(format!("needs a [C,H,W] input, got {x:?}"));
+            }
+            limits::in_range("upsample factor", *factor, limits::MAX_UPSAMPLE)?;
+            vec![x[0], x[1] * factor, x[2] * factor]
+        }
+    };
+    Ok((out, 0))
 }
 
 /// Incremental construction of a [`Graph`] in topological order.

@@ -8,6 +8,7 @@ pub mod equalize;
 pub mod eval;
 pub mod format;
 pub mod graph;
+pub mod limits;
 mod int_gemm;
 pub mod onnx;
 pub mod preprocess;

@@ -172,11 +172,11 @@ pub(crate) fn decode_tensor(t: &TensorProto) -> Result<Constant, Error> {
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let n = n.ok_or_else(|| Error::Onnx(format!("tensor '{name}' shape {shape:?} overflows")))?;
     let raw_len = |width: usize| -> Result<(), Error> {
-        if t.raw_data.len() != n * width {
+        if n.checked_mul(width) != Some(t.raw_data.len()) {
             return Err(Error::Onnx(format!(
-                "tensor '{name}' of shape {shape:?} has {} raw bytes, expected {}",
+                "tensor '{name}' of shape {shape:?} has {} raw bytes, expected {n} values of \
+                 {width} bytes",
                 t.raw_data.len(),
-                n * width
             )));
         }
         Ok(())
@@ -596,9 +596,10 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
         nodes,
         output,
     };
+    // Validated (limits, no zero-sized layer) before folding divides by channel counts.
     graph.infer_shapes()?;
     graph.fold_batchnorm();
-    graph.infer_shapes()?;
+    graph.check_recognizer()?;
     Ok(graph)
 }
 

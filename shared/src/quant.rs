@@ -151,15 +151,17 @@ impl ActQuant {
     }
     pub fn validate(&self) -> Result<(), Error> {
         check_bits(self.bits)?;
-        if !(self.scale.is_finite() && self.scale > 0.0) {
+        // A subnormal scale has no finite reciprocal: every backend would quantize by infinity.
+        if !(self.scale.is_normal() && self.scale > 0.0 && self.inv_scale().is_finite()) {
             return Err(Error::Quant(format!(
-                "activation scale {} must be finite and positive",
+                "activation scale {} must be a positive normal float",
                 self.scale
             )));
         }
         if let Some([lo, hi]) = self.levels {
             let span = 2 * qmax(self.bits);
-            if !(lo <= 0 && hi >= 0 && hi - lo == span && lo >= -127 && hi <= 127) {
+            // Bounds first: a file's levels may be anywhere in i32, and `hi - lo` must not wrap.
+            if !(lo >= -127 && hi <= 127 && lo <= 0 && hi >= 0 && hi - lo == span) {
                 return Err(Error::Quant(format!(
                     "activation grid [{lo}, {hi}] must hold zero, span {span} levels at {} bits \
                      and fit an i8",
@@ -728,7 +730,7 @@ mod tests {
 
     #[test]
     fn grouped_8bit_widens_exactly_the_grouped_convolutions() {
-        let g = crate::builders::tiny_mobilefacenet(16, 8, 1).unwrap();
+        let g = crate::builders::tiny_mobilefacenet(16, 64, 1).unwrap();
         let x = crate::builders::random_images(2, g.input_shape, 3);
         let ranges = crate::reference::input_absmax(&g, &x, 2).unwrap();
         // (group, weight bits, input bits) of every quantized layer, read off the student.

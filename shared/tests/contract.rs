@@ -69,7 +69,7 @@ fn every_iresnet_depth_builds_with_the_published_stage_sizes() {
 
 #[test]
 fn unsupported_onnx_op_is_an_error_naming_op_and_node() {
-    let g = tiny_mobilefacenet(16, 8, 3).unwrap();
+    let g = tiny_mobilefacenet(16, 64, 3).unwrap();
     let bytes = onnx::export_bytes(&g).unwrap();
     let mut model = <onnx::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
     let graph = model.graph.as_mut().unwrap();
@@ -87,7 +87,7 @@ fn unsupported_onnx_op_is_an_error_naming_op_and_node() {
 }
 
 fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
-    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let calib = random_images(4, g.input_shape, 5);
     let ranges = reference::input_absmax(&g, &calib, 4).unwrap();
     quantize_graph(&g, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap()
@@ -95,7 +95,7 @@ fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
 
 #[test]
 fn packed_file_roundtrips_float_and_every_bit_width() {
-    let float = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let float = tiny_mobilefacenet(20, 64, 11).unwrap();
     let m = PackedModel::new(float.clone(), None).unwrap();
     let back = PackedModel::from_bytes(&m.to_bytes().unwrap()).unwrap();
     assert_eq!(back.graph, float);
@@ -133,7 +133,7 @@ fn lower_bit_widths_make_smaller_files() {
     let size = |cfg: &str| {
         let mut c = QuantConfig::parse(cfg).unwrap();
         c.first_last_8bit = false;
-        let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+        let g = tiny_mobilefacenet(20, 64, 11).unwrap();
         let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
         let s = quantize_graph(&g, &c, &ranges).unwrap();
         PackedModel::new(s, Some(c)).unwrap().parameter_bytes()
@@ -175,7 +175,7 @@ fn integer_path_equals_fake_quant_float_path() {
 
 #[test]
 fn w8a8_student_stays_close_to_its_float_teacher() {
-    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let s = tiny_student("w8a8");
     let x = random_images(4, g.input_shape, 33);
     let a = reference::forward(&g, &x, 4).unwrap();
@@ -187,7 +187,7 @@ fn w8a8_student_stays_close_to_its_float_teacher() {
 
 #[test]
 fn wrong_input_size_is_rejected() {
-    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let err = reference::forward(&g, &[0.5; 10], 1)
         .unwrap_err()
         .to_string();
@@ -202,7 +202,7 @@ fn wrong_input_size_is_rejected() {
 fn forward_is_bit_identical_across_batching_threads_and_fusion() {
     for cfg in ["w8a8", "w4a4", "float"] {
         let g = if cfg == "float" {
-            tiny_mobilefacenet(20, 16, 11).unwrap()
+            tiny_mobilefacenet(20, 64, 11).unwrap()
         } else {
             tiny_student(cfg)
         };

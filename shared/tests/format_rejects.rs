@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use safetensors::SafeTensors;
 
 fn student_bytes() -> Vec<u8> {
-    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let cfg = QuantConfig::parse("w4a8").unwrap();
     let s = quantize_graph(&g, &cfg, &ranges).unwrap();
@@ -88,7 +88,7 @@ fn inconsistent_manifests_are_rejected_naming_the_node() {
             Box::new(|m| m["nodes"][0]["output"] = 1_000_000_000_000u64.into()),
             "defines value",
         ),
-        (Box::new(|m| m["embedding_dim"] = 3.into()), "16-d"),
+        (Box::new(|m| m["embedding_dim"] = 3.into()), "64-d"),
         (
             Box::new(|m| {
                 m["nodes"]
@@ -118,7 +118,7 @@ fn inconsistent_manifests_are_rejected_naming_the_node() {
 #[test]
 fn out_of_range_packed_values_are_rejected() {
     // A 2-bit weight may only be -1, 0 or 1; the bit pattern 10 (−2) is invalid.
-    let g = tiny_mobilefacenet(20, 16, 11).unwrap();
+    let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let mut cfg = QuantConfig::parse("w2a8").unwrap();
     cfg.first_last_8bit = false;

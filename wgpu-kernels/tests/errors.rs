@@ -9,7 +9,7 @@ use efq_shared::format::PackedModel;
 use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
 
 fn tiny_model_bytes() -> Vec<u8> {
-    let g = builders::tiny_mobilefacenet(16, 8, 3).unwrap();
+    let g = builders::tiny_mobilefacenet(16, 64, 3).unwrap();
     PackedModel::new(g, None).unwrap().to_bytes().unwrap()
 }
 
@@ -109,7 +109,7 @@ fn an_app_can_hand_the_engine_its_own_device_and_get_decisions_at_the_stored_thr
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let gpu =
         efq_engine::Gpu::from_device(device, queue, &adapter.get_info(), efq_engine::Dot4::Native);
-    let g = builders::tiny_mobilefacenet(16, 8, 3).unwrap();
+    let g = builders::tiny_mobilefacenet(16, 64, 3).unwrap();
     let mut packed = PackedModel::new(g, None).unwrap();
     packed.manifest.threshold = Some(efq_shared::format::Threshold {
         far: 1e-3,
