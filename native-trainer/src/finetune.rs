@@ -150,8 +150,6 @@ fn default_ce_scale() -> f64 {
     64.0
 }
 
-/// Everything needed to continue a run: parameters, optimizer buffers, EKD thresholds, step.
-const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Images per teacher forward pass on the CPU.
 const TEACHER_CHUNK: i64 = 4;
 
@@ -194,13 +192,6 @@ fn chunk_student(cfg: &FinetuneConfig, views: usize) -> i64 {
 /// Checkpoint names of the margin loss's class centres and of their initialised flags.
 const HEAD: &str = "ce.head";
 const HEAD_READY: &str = "ce.head_ready";
-const CHECKPOINT_META: &str = "checkpoint.json";
-
-#[derive(Serialize, Deserialize)]
-struct CheckpointMeta {
-    step: usize,
-    ekd: EkdState,
-}
 
 struct Opt {
     kind: Optimizer,
@@ -414,38 +405,39 @@ pub fn run(
     let mut opt = Opt::new(cfg.optimizer, cfg.lr, &params);
     let mut ekd = EkdState::new();
     let mut start_step = 0;
-    let ckpt = out_dir.join(CHECKPOINT);
-    if resume && ckpt.exists() {
-        let meta: CheckpointMeta =
-            serde_json::from_slice(&std::fs::read(out_dir.join(CHECKPOINT_META))?)?;
-        let saved = Tensor::read_safetensors(&ckpt)
-            .with_context(|| format!("cannot read checkpoint {}", ckpt.display()))?;
-        let saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
+    // A kill while a file was written leaves its temporary behind; the last complete
+    // checkpoint is never one of them.
+    for stale in crate::checkpoint::remove_stale_temporaries(out_dir)? {
+        eprintln!("removed {}, left by an interrupted write", stale.display());
+    }
+    let saved = if resume {
+        crate::checkpoint::load(out_dir)?
+    } else {
+        None
+    };
+    if let Some(saved) = saved {
+        if saved.record.step > total {
+            bail!(
+                "checkpoint {} is at step {}, past this run's {total} steps (other options?)",
+                saved.path.display(),
+                saved.record.step
+            );
+        }
         tch::no_grad(|| -> Result<()> {
             if head.is_some() {
-                let r = saved
-                    .get(HEAD_READY)
-                    .with_context(|| format!("checkpoint lacks '{HEAD_READY}'"))?;
-                head_ready.shallow_clone().copy_(r);
+                let r = saved.tensor(HEAD_READY, &head_ready)?;
+                head_ready.shallow_clone().f_copy_(r)?;
             }
             for (k, (name, p)) in params.iter().enumerate() {
-                let get = |n: &str| {
-                    saved.get(n).with_context(|| {
-                        format!(
-                            "checkpoint lacks '{n}': was it written with other options \
-                                 (--act-ranges, --loss)?"
-                        )
-                    })
-                };
-                p.shallow_clone().copy_(get(name)?);
-                opt.m[k].copy_(get(&format!("opt.m.{name}"))?);
-                opt.v[k].copy_(get(&format!("opt.v.{name}"))?);
+                p.shallow_clone().f_copy_(saved.tensor(name, p)?)?;
+                opt.m[k].f_copy_(saved.tensor(&format!("opt.m.{name}"), p)?)?;
+                opt.v[k].f_copy_(saved.tensor(&format!("opt.v.{name}"), p)?)?;
             }
             Ok(())
         })?;
-        opt.t = meta.step as i64;
-        ekd = meta.ekd;
-        start_step = meta.step;
+        opt.t = saved.record.step as i64;
+        ekd = saved.record.ekd;
+        start_step = saved.record.step;
         eprintln!(
             "resuming {} at step {start_step}/{total}",
             out_dir.display()
@@ -592,6 +584,7 @@ pub fn run(
         }
         opt.step(&params);
         step += 1;
+        crate::fault::point("finetune:step")?;
         pb.set_position(step as u64);
         images += n;
         if after_first.is_none() {
@@ -656,15 +649,9 @@ fn save_checkpoint(
         named.push((format!("opt.m.{name}"), opt.m[k].to_device(Device::Cpu)));
         named.push((format!("opt.v.{name}"), opt.v[k].to_device(Device::Cpu)));
     }
-    // Both files go through temporaries and renames; the tensors first, so a crash between the
-    // two renames leaves new tensors with the old step count, which a resume re-trains from.
-    let tmp = dir.join(format!(".{CHECKPOINT}.tmp"));
-    Tensor::write_safetensors(&named, &tmp)?;
-    std::fs::rename(&tmp, dir.join(CHECKPOINT))?;
-    let meta = CheckpointMeta {
+    let record = crate::checkpoint::Record {
         step,
         ekd: ekd.clone(),
     };
-    efq_shared::format::write_atomic(&dir.join(CHECKPOINT_META), &serde_json::to_vec(&meta)?)?;
-    Ok(())
+    crate::checkpoint::save(dir, &named, &record)
 }

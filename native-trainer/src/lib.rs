@@ -2,10 +2,12 @@
 //! the `trainer` binary.
 
 pub mod align;
+pub mod checkpoint;
 pub mod alloc;
 pub mod embed;
 pub mod engine_cli;
 pub mod eval;
+pub mod fault;
 pub mod finetune;
 pub mod loss;
 pub mod net;

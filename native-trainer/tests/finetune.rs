@@ -14,7 +14,7 @@ use efq_trainer::quantize::{self, Calibration, QuantizeArgs};
 
 fn setup(dir: &Path) -> FinetuneConfig {
     let teacher = dir.join("tiny.onnx");
-    let g = tiny_mobilefacenet(112, 32, 5).unwrap();
+    let g = tiny_mobilefacenet(112, 64, 5).unwrap();
     std::fs::write(&teacher, efq_shared::onnx::export_bytes(&g).unwrap()).unwrap();
     let crops = lfw().join("insightface112");
     let student = quantize::run(&QuantizeArgs {
@@ -91,6 +91,126 @@ fn resume_matches(cfg: &FinetuneConfig, dir: &Path) {
     assert_ne!(whole.graph, init.graph, "training changed nothing");
 }
 
+/// Interrupts a run at every point where the files on disk change — before, during and after
+/// the checkpoint's write, before and after its rename, and between checkpoints — at each
+/// checkpoint in turn, then resumes: every resumed run ends with exactly the uninterrupted
+/// run's weights, and no temporary is left behind.
+#[test]
+fn a_run_interrupted_at_any_write_or_step_resumes_to_the_same_weights() {
+    use efq_trainer::fault;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    fault::arm("", 0);
+    let whole = finetune::run(
+        &cfg,
+        &dir.path().join("whole"),
+        false,
+        tch::Device::Cpu,
+        None,
+    )
+    .unwrap();
+    let hits = fault::disarm();
+    assert!(whole.steps >= 6, "the test needs several checkpoints");
+    let points = [
+        "checkpoint:before-write",
+        "checkpoint:during-write",
+        "checkpoint:before-rename",
+        "checkpoint:after-rename",
+        "finetune:step",
+    ];
+    for p in points {
+        assert!(hits.iter().any(|h| h == p), "{p} never reached: {hits:?}");
+    }
+    // The first, second and last checkpoint (steps 2, 4 and the end), and odd steps between.
+    let checkpoints = hits
+        .iter()
+        .filter(|h| *h == "checkpoint:before-write")
+        .count();
+    let mut tried = 0;
+    for p in points {
+        let nths: Vec<usize> = if p == "finetune:step" {
+            vec![1, 3, whole.steps]
+        } else {
+            vec![1, 2, checkpoints]
+        };
+        for nth in nths {
+            let out = dir.path().join(format!("{}-{nth}", p.replace(':', "-")));
+            fault::arm(p, nth);
+            let err = finetune::run(&cfg, &out, false, tch::Device::Cpu, None);
+            fault::disarm();
+            let err = err
+                .err()
+                .unwrap_or_else(|| panic!("{p} #{nth} was not reached"));
+            assert!(
+                err.to_string().contains("injected fault"),
+                "{p} #{nth}: {err}"
+            );
+            let resumed = finetune::run(&cfg, &out, true, tch::Device::Cpu, None)
+                .unwrap_or_else(|e| panic!("resume after {p} #{nth}: {e:#}"));
+            assert_eq!(resumed.steps, whole.steps, "{p} #{nth}");
+            assert!(
+                resumed.graph == whole.graph,
+                "after an interruption at {p} #{nth} the resumed weights differ"
+            );
+            let left: Vec<_> = std::fs::read_dir(&out)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp"))
+                .collect();
+            assert!(left.is_empty(), "{p} #{nth}: temporaries left: {left:?}");
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 15);
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_used_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let out = dir.path().join("run");
+    finetune::run(&cfg, &out, false, tch::Device::Cpu, Some(2)).unwrap();
+    let ckpt = out.join(efq_trainer::checkpoint::FILE);
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 3]).unwrap();
+    let err = finetune::run(&cfg, &out, true, tch::Device::Cpu, None)
+        .err()
+        .expect("a truncated checkpoint was accepted");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("checkpoint.safetensors"), "{msg}");
+    assert!(msg.contains("cannot be read"), "{msg}");
+    // A checkpoint whose tensor has another shape (another student's): named, no libtorch abort.
+    finetune::run(&cfg, &out, false, tch::Device::Cpu, Some(2)).unwrap();
+    let saved = efq_trainer::checkpoint::load(&out).unwrap().unwrap();
+    let mut tensors: Vec<(String, tch::Tensor)> = saved
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let (name, t) = tensors
+        .iter_mut()
+        .find(|(n, _)| !n.starts_with("opt."))
+        .unwrap();
+    let name = name.clone();
+    *t = tch::Tensor::zeros([t.numel() as i64 + 1], (tch::Kind::Float, tch::Device::Cpu));
+    efq_trainer::checkpoint::save(&out, &tensors, &saved.record).unwrap();
+    let err = finetune::run(&cfg, &out, true, tch::Device::Cpu, None)
+        .err()
+        .expect("a checkpoint of another shape was accepted");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&format!("'{name}' has shape")), "{msg}");
+    // Other options (a loss with class centres) than the checkpoint's: the missing tensor named.
+    finetune::run(&cfg, &out, false, tch::Device::Cpu, Some(2)).unwrap();
+    let mut ce = cfg.clone();
+    ce.loss = LossKind::EkdCe;
+    let err = finetune::run(&ce, &out, true, tch::Device::Cpu, None)
+        .err()
+        .expect("a checkpoint without the class centres was accepted");
+    assert!(format!("{err:#}").contains("lacks 'ce.head"), "{err:#}");
+}
+
 #[test]
 fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +240,7 @@ fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
     });
     let t = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
     for i in 0..3 {
-        let c = cosine(&r[i * 32..][..32], &t[i * 32..][..32]);
+        let c = cosine(&r[i * 64..][..64], &t[i * 64..][..64]);
         assert!(c >= 0.999, "image {i}: cosine {c}");
     }
 }
@@ -151,7 +271,7 @@ fn gradient_caching_gives_the_full_batch_gradient() {
     let student = Student::new(&init.graph, tch::Device::Cpu, Default::default()).unwrap();
     let x = Tensor::from_slice(&efq_shared::builders::random_images(12, [3, 112, 112], 4))
         .reshape([12, 3, 112, 112]);
-    let target = Tensor::randn([12, 32], (Kind::Float, tch::Device::Cpu));
+    let target = Tensor::randn([12, 64], (Kind::Float, tch::Device::Cpu));
     // A loss that couples every sample with every other, like EKD's similarity matrix.
     let loss_of = |e: &Tensor| {
         let e = e / e.norm_scalaropt_dim(2, [1], true);
@@ -238,10 +358,10 @@ fn learned_activation_scales_are_the_ones_the_exported_file_runs() {
     for t in [trained, frozen] {
         let t = Vec::<f32>::try_from(t.detach().flatten(0, -1)).unwrap();
         for i in 0..n {
-            let c = cosine(&r[i * 32..][..32], &t[i * 32..][..32]);
+            let c = cosine(&r[i * 64..][..64], &t[i * 64..][..64]);
             assert!(c >= 0.999, "image {i}: cosine {c}");
             // …and the moved scales matter: the calibrated file gives something else.
-            let c0 = cosine(&before[i * 32..][..32], &t[i * 32..][..32]);
+            let c0 = cosine(&before[i * 64..][..64], &t[i * 64..][..64]);
             assert!(
                 c0 < c,
                 "image {i}: moved scales changed nothing ({c0} vs {c})"
