@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The GPU measurements, for a session that is lent a CUDA machine (an H200) through the `device`
-# tool, in one call. The machine gets only the working tree and carried folders, no network and
-# no ../shared, but has PyTorch 2.11.0+cu130 (/opt/torch/.venv), the same build as the libtorch
-# here, so binaries built here run there against its libraries, and NVIDIA's Vulkan driver, which
-# the engine reaches through a carried Vulkan loader.
+# The GPU measurements, on a machine with an NVIDIA GPU: fine-tuning on CUDA, and the engine's
+# tests and benchmarks on NVIDIA's Vulkan driver. The GPU machine needs no network, no Rust and
+# no ../shared: it gets the checkout and the .gpu/ folder that `prepare` fills on the build
+# machine, and needs NVIDIA's driver and a python3 with a CUDA build of PyTorch 2.11.0 (or
+# TORCH_LIB pointing at its lib/; the same build as the CPU libtorch here, so binaries built
+# here run there against its libraries) and onnxruntime for the CPU row. The engine reaches
+# NVIDIA's Vulkan driver through the Vulkan loader that .gpu/ carries.
 #
-#   bash bench/gpu_check.sh prepare     # here: .gpu/ = stripped trainer and engine test binaries,
-#                                       # teacher, Vulkan loader, as many training crops as fit
-#   device run: command "bash bench/gpu_check.sh run", carry [".gpu"], timeout_s 480
+#   bash bench/gpu_check.sh prepare     # on the build machine: .gpu/ = stripped trainer and engine
+#                                       # test binaries, teacher, Vulkan loader, as many training
+#                                       # crops as fit in about 60 MB
+#   then copy the checkout with .gpu/ to the GPU machine and there:
+#   DEADLINE=400 bash bench/gpu_check.sh run          # results in $OUT (default out/gpu)
 #
-# `run`, each stage capped by `timeout` so that the call ends inside its limit:
-#  1. fine-tunes (EKD) mbf (the real teacher) and a generated iresnet50 on CUDA over the carried
-#     crops (one pass, checkpoints off): $OUT/gpu-<model>-<bits>.json, GPU memory from nvidia-smi;
+# `run`, each stage capped by `timeout` so that the whole run ends within DEADLINE seconds:
+#  1. fine-tunes (EKD) mbf (the real teacher) and a generated iresnet50 on CUDA over the .gpu/
+#     training crops (one pass, checkpoints off): $OUT/gpu-<model>-<bits>.json, GPU memory from nvidia-smi;
 #  2. runs the engine's kernel and whole-model agreement tests on the NVIDIA Vulkan adapter;
 #  3. benchmarks inference: the engine (wgpu, Vulkan) against libtorch on CUDA (tch) and
 #     onnxruntime on the machine's CPUs: $OUT/bench-table.md;
@@ -38,7 +42,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("kernels", "engine_agreement"):
         print(m["target"]["name"], m["executable"])')
     rm -rf "$G" && mkdir -p "$G/lfw/aligned112" "$G/lfw/insightface112" "$G/tests" "$G/gl"
-    # Stripped and xz-compressed (a third of the size), to leave the call room for crops.
+    # Stripped and xz-compressed (a third of the size), to leave room for crops.
     strip -o "$G/trainer" target/release/trainer
     for t in "${tests[@]}"; do strip -o "$G/tests/${t%% *}" "${t#* }"; done
     cp "$EFQ_TEACHER" "$G/w600k_mbf.onnx"
@@ -48,7 +52,7 @@ for line in sys.stdin:
     for d in $(ls -d "$EFQ_LFW"/insightface112/*/ | head -8); do cp -r "$d" "$G/lfw/insightface112/"; done
     # The Vulkan loader and glvnd, which NVIDIA's Vulkan driver (libGLX_nvidia) links.
     (cd "$G/gl" && apt-get download -q libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null)
-    # Whole identity folders in name order while the call stays under its 64 MiB (~60 MB here).
+    # Whole identity folders in name order while .gpu/ and the checkout stay under ~60 MB.
     tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
     budget=$((60 * 1000 * 1000 - tree - $(du -sb "$G" | cut -f1)))
     n=0
@@ -72,7 +76,7 @@ for line in sys.stdin:
     # Built against the CPU libraries, the binaries do not name libtorch_cuda: preload it so
     # that its CUDA kernels register.
     [ -f "$TL/libtorch_cuda.so" ] && export LD_PRELOAD="$TL/libtorch_cuda.so"
-    # Vulkan: the carried loader, NVIDIA's driver manifest where the image keeps it.
+    # Vulkan: the loader from .gpu, NVIDIA's driver manifest where the system keeps it.
     if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
       for f in "$G"/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
     fi
@@ -99,7 +103,7 @@ for line in sys.stdin:
       return $rc
     }
 
-    # Every stage's timeout is cut to what is left of DEADLINE seconds, so the call ends in time
+    # Every stage's timeout is cut to what is left of DEADLINE seconds, so the run ends in time
     # whatever hangs; stages run most important first.
     DEADLINE="${DEADLINE:-420}"
     cap() {
@@ -109,7 +113,7 @@ for line in sys.stdin:
     }
     TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "wall %e s, host peak RSS %M KB")
     stop=(); [ -n "${STEPS:-}" ] && stop=(--stop-after "$STEPS")
-    # The float model called $1 (mbf: the carried teacher; r50: generated once, seeded), its path
+    # The float model called $1 (mbf: the teacher in .gpu; r50: generated once, seeded), its path
     # printed; fails when it could not be had in time.
     float_model() {
       [ "$1" = mbf ] && { echo "$EFQ_TEACHER"; return; }
@@ -123,7 +127,7 @@ for line in sys.stdin:
       local m=$1 bits=$2 teacher t d=/tmp/ft-$1-$2
       case " ${MODELS:-mbf r50} " in *" $m "*) ;; *) return 0 ;; esac
       teacher=$(float_model "$m") || return 0
-      stage "finetune $m $bits (EKD) on the carried crops"
+      stage "finetune $m $bits (EKD) on the crops in .gpu"
       rm -rf "$d"
       t=$(cap "${FT_TIMEOUT:-120}") || return 0
       gpumem timeout "$t" "${TIME[@]}" \
@@ -166,7 +170,7 @@ PY
 
     stage "inference benchmarks"
     BS="${BATCHES:-1,32,256}"
-    # Only 8 files come back from the call: the rows go into one table there.
+    # The rows go into one table, $OUT/bench-table.md.
     J=/tmp/bench-json; rm -rf $J; mkdir -p $J
     bench() {
       local name=$1 t; shift; echo "--- $name"

@@ -14,11 +14,11 @@
 #   QUANTIZE_FLAGS="--no-equalize"  passes options to `trainer quantize` (the PTQ students
 #   every fine-tuning row starts from); FINETUNE_FLAGS="--lr 0.01"  to every `trainer finetune`.
 #   QUANTIZE_FLAGS="--reconstruct 200" makes the PTQ starts layer-wise reconstructed, and
-#   "--reconstruct 200 --reconstruct-blocks 200" then block-wise (the best w4a4 start, session
-#   13); activation grids below 8 bits are split by default since session 12:
-#   QUANTIZE_FLAGS="--act-grid symmetric" repeats the earlier rows.
-#   Fine-tuning takes positives from the identity folders, one view per image (the default
-#   since session 9); FINETUNE_FLAGS="--positives views" repeats the earlier two-view rows.
+#   "--reconstruct 200 --reconstruct-blocks 200" then block-wise (the w6a6 start of
+#   bench/loss_matrix.sh, which names each width's); activation grids below 8 bits are split by
+#   default since 608fc43 (2026-11-30): QUANTIZE_FLAGS="--act-grid symmetric" repeats the earlier
+#   rows. Fine-tuning takes positives from the identity folders, one view per image (the default
+#   since 4900a4a, 2026-11-30); FINETUNE_FLAGS="--positives views" repeats the earlier two-view rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
