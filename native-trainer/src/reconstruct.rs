@@ -12,17 +12,17 @@
 //! - with `ranges: learned`, the layer's input activation scale takes the same Adam steps with
 //!   LSQ's gradient (the student's own, [`crate::student`]), each step a fixed fraction of the
 //!   calibrated scale: the activation half of the 4-bit error is as large as the weight half
-//!   (docs/RESULTS.md, session 8), and the MSE calibration chose the range for the teacher's
-//!   input, not for what minimises the layer's output error;
+//!   (docs/EXPERIMENTS.md, 2026-11-30, 7075678), and the MSE calibration chose the range for
+//!   the teacher's input, not for what minimises the layer's output error;
 //! - the bias is then set in closed form to cancel the mean output error of every channel
 //!   (bias correction, Nagel et al. 2019): the least-squares optimum for a bias.
 //!
 //! A layer sees too few samples to fit its weights when its outputs per channel over the
 //! calibration set are fewer than [`SAMPLES_PER_WEIGHT`] times its fan-in (the 512×512 FC on
 //! 512 images): it gets the bias correction alone.
-//! Session 8's diagnosis (docs/RESULTS.md) is what this targets: choosing weights by their own
-//! error (`--weight-clip mse`) made the student worse, so the objective here is each layer's
-//! output, measured on data.
+//! The weights-or-activations diagnosis (docs/EXPERIMENTS.md, 2026-11-30) is what this
+//! targets: choosing weights by their own error (`--weight-clip mse`) made the student worse,
+//! so the objective here is each layer's output, measured on data.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -80,7 +80,7 @@ pub struct Reconstruction {
 /// The element type of the whole-set activations reconstruction keeps: a layer's input and
 /// the teacher's output over every calibration image, for the student and the teacher. They
 /// are what limits `--calib-images` (w600k_mbf at 1,024 crops: a 20.3 GB peak in f32 before
-/// the whole-set errors were chunked, 5.6 GB in f16 after; docs/RESULTS.md).
+/// the whole-set errors were chunked, 5.6 GB in f16 after; docs/EXPERIMENTS.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
@@ -659,7 +659,7 @@ pub fn run_blocks(
             };
             layers += 1;
             // Decayed, unlike the layer-wise fit's: at constant steps a 600-step block fit ended
-            // noisier than it started in 9 of 16 blocks; decayed, in none (docs/RESULTS.md).
+            // noisier than it started in 9 of 16 blocks; decayed, in none (docs/EXPERIMENTS.md).
             let adam = weight_adam(w, wbits, r.lr).decaying();
             params.push(if r.block_box > 0.0 {
                 adam.bounded(r.block_box / r.lr)

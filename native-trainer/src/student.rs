@@ -320,7 +320,7 @@ impl Student {
     /// (float) with probability `drop` (QDrop, Wei et al. 2022): a fit that sees its layers
     /// both with and without the activations' rounding is meant to settle in a flatter
     /// minimum, one the calibration images' own rounding noise does not pin (on w600k_mbf at
-    /// w4a4 it added 0.4 point of TAR @ 1e-5; docs/RESULTS.md, session 14). Only
+    /// w4a4 it added 0.4 point of TAR @ 1e-5; docs/EXPERIMENTS.md, 2026-12-01, e638965). Only
     /// reconstruction uses it; `drop = 0` is the quantized forward.
     pub fn apply_dropping(
         &self,
