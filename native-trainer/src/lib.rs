@@ -2,8 +2,8 @@
 //! the `trainer` binary.
 
 pub mod align;
-pub mod checkpoint;
 pub mod alloc;
+pub mod checkpoint;
 pub mod embed;
 pub mod engine_cli;
 pub mod eval;

@@ -362,7 +362,11 @@ fn node_shape(op: &Op, ins: &[SampleShape]) -> Result<(SampleShape, u64), String
             limits::at_most("kernel height", w[2], limits::MAX_KERNEL)?;
             limits::at_most("kernel width", w[3], limits::MAX_KERNEL)?;
             let g = attrs.group;
-            if g == 0 || channels % g != 0 || w[0] % g != 0 || w[1] != channels / g {
+            if g == 0
+                || !channels.is_multiple_of(g)
+                || !w[0].is_multiple_of(g)
+                || w[1] != channels / g
+            {
                 return Err(format!(
                     "weights {w:?} with group {g} do not fit {channels} input channels"
                 ));
