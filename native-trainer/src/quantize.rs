@@ -478,10 +478,20 @@ pub fn describe(model: &PackedModel, path: &Path) -> String {
     )
 }
 
+/// Writes `model` and loads it back: a file that every later command would refuse is removed
+/// and reported here, not announced as written.
 pub fn save(model: &PackedModel, path: &Path) -> Result<()> {
     model
         .save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Err(e) = PackedModel::load(path) {
+        let _ = std::fs::remove_file(path);
+        anyhow::bail!(
+            "the model written to {} does not load back, so it was removed: {e}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

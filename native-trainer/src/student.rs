@@ -149,12 +149,15 @@ fn dropping_quant(x: &Tensor, xq: Tensor, drop: f64) -> Tensor {
 }
 
 /// Fake-quantized weights with the per-channel scales `QuantWeights::from_float` computes
-/// (`max|w| / qmax`, 1 for an all-zero channel), straight-through gradient.
+/// (`max|w| / qmax`; 1 for an all-zero channel or one whose scale would be below
+/// `MIN_WEIGHT_SCALE`), straight-through gradient.
 fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
     let q = qmax(bits) as i64;
     let dims: Vec<i64> = (1..w.dim() as i64).collect();
     let absmax = w.abs().amax(dims.as_slice(), false).detach();
-    let scale = (&absmax / q as f64).where_self(&absmax.gt(0.0), &absmax.ones_like());
+    let scale = &absmax / q as f64;
+    let usable = scale.ge(efq_shared::quant::MIN_WEIGHT_SCALE as f64);
+    let scale = scale.where_self(&usable, &scale.ones_like());
     let zero = Tensor::zeros([scale.size()[0]], (Kind::Int, w.device()));
     w.fake_quantize_per_channel_affine(&scale, &zero, 0, -q, q)
 }

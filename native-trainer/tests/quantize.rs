@@ -489,3 +489,66 @@ fn block_fit_with_qdrop_a_box_or_a_cosine_head_still_beats_layers_alone_on_unsee
         "{layers} {blocks} {dropped} {boxed} {headed}"
     );
 }
+
+/// A teacher some of whose output channels hold only subnormal or ~1e-37 weights (as one
+/// public MobileFaceNet-like model does): the student quantizes those channels like zero ones,
+/// the file it writes loads back, and libtorch's fake quantization computes what the packed
+/// file's integer path computes.
+#[test]
+fn channels_of_subnormal_weights_quantize_like_zero_ones_and_the_file_loads_back() {
+    use efq_shared::graph::{Op, Weights};
+    let mut teacher = tiny_mobilefacenet(112, 64, 5).unwrap();
+    let mut touched = 0;
+    for n in &mut teacher.nodes {
+        if let Op::Conv {
+            weights: Weights::Float(w),
+            ..
+        } = &mut n.op
+        {
+            let per = w.numel() / w.shape[0];
+            // Channel 0: subnormal; channel 1: normal, but its scale (÷127) would be subnormal.
+            w.data[..per]
+                .iter_mut()
+                .for_each(|v| *v = v.signum() * 1e-45);
+            w.data[per..2 * per]
+                .iter_mut()
+                .for_each(|v| *v = v.signum() * 1e-37);
+            touched += 1;
+        }
+    }
+    assert!(touched >= 5);
+    let dir = tempfile::tempdir().unwrap();
+    // Without equalization, which would rescale the tiny channels before they are quantized.
+    let calibration = Calibration {
+        images: 8,
+        batch: 8,
+        equalize: false,
+        ..Calibration::default_with_seed(1)
+    };
+    let student = quantize_teacher(&teacher, dir.path(), "w8a8", calibration);
+    let file = dir.path().join("student.efq");
+    quantize::save(&student, &file).unwrap();
+    let loaded = efq_shared::format::PackedModel::load(&file).unwrap();
+    for n in &loaded.graph.nodes {
+        if let Op::Conv {
+            weights: Weights::Quant(q),
+            ..
+        } = &n.op
+        {
+            assert_eq!(&q.scales[..2], &[1.0, 1.0], "node {}", n.name);
+        }
+    }
+    let x = efq_shared::builders::random_images(2, [3, 112, 112], 9);
+    let r = reference::forward(&loaded.graph, &x, 2).unwrap();
+    assert!(r.iter().all(|v| v.is_finite()));
+    let net = efq_trainer::net::TchNet::new(&loaded.graph, tch::Device::Cpu).unwrap();
+    let t = tch::no_grad(|| {
+        net.forward(&tch::Tensor::from_slice(&x).reshape([2, 3, 112, 112]))
+            .unwrap()
+    });
+    let t = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    assert_eq!(
+        r, t,
+        "libtorch and the reference differ on the quantized student"
+    );
+}

@@ -216,7 +216,23 @@ impl std::str::FromStr for WeightClip {
 const CLIP_CANDIDATES: usize = 51;
 
 /// The scale of one channel's weights under `clip` (an all-zero channel gets 1).
+/// The smallest per-channel weight scale, `f32::MIN_POSITIVE` (the smallest normal float). A
+/// channel whose scale would fall below it — its largest weight subnormal or under ~1e-36 —
+/// quantizes like an all-zero channel (scale 1, every value 0): dividing by 127 would
+/// otherwise underflow to a scale of 0 or one whose reciprocal overflows, which no backend
+/// can run. Such weights change no output a float can represent.
+pub const MIN_WEIGHT_SCALE: f32 = f32::MIN_POSITIVE;
+
 fn channel_scale(row: &[f32], bits: u8, clip: WeightClip) -> f32 {
+    let scale = channel_scale_unchecked(row, bits, clip);
+    if scale >= MIN_WEIGHT_SCALE && scale.is_finite() {
+        scale
+    } else {
+        1.0
+    }
+}
+
+fn channel_scale_unchecked(row: &[f32], bits: u8, clip: WeightClip) -> f32 {
     let q = qmax(bits) as f32;
     let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
     if !(absmax > 0.0 && absmax.is_finite()) {
@@ -247,7 +263,8 @@ fn channel_scale(row: &[f32], bits: u8, clip: WeightClip) -> f32 {
 }
 
 impl QuantWeights {
-    /// Quantizes float weights with `scale[o] = max|w[o,…]| / qmax` (an all-zero channel gets scale 1).
+    /// Quantizes float weights with `scale[o] = max|w[o,…]| / qmax` (an all-zero channel, or one
+    /// whose scale would be below [`MIN_WEIGHT_SCALE`], gets scale 1).
     pub fn from_float(w: &Tensor, bits: u8) -> Result<Self, Error> {
         Self::from_float_clipped(w, bits, WeightClip::Max)
     }
@@ -589,6 +606,24 @@ pub fn quantize_graph_with_grids(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn subnormal_and_tiny_channels_quantize_like_zero_ones() {
+        // Largest weights 1e-45 (subnormal), 5e-38 (normal, but ÷7 or ÷127 is subnormal), 0, 1.
+        let rows = [[1e-45f32, -1e-45], [5e-38, 2e-38], [0.0, 0.0], [1.0, -0.5]];
+        let w = Tensor::new(vec![4, 2], rows.concat()).unwrap();
+        for bits in [8, 4] {
+            let q = QuantWeights::from_float(&w, bits).unwrap();
+            q.validate().unwrap();
+            assert_eq!(&q.scales[..3], &[1.0, 1.0, 1.0], "{bits} bits");
+            assert!(q.values[..6].iter().all(|&v| v == 0), "{bits} bits");
+            assert_eq!(q.scales[3], 1.0 / qmax(bits) as f32);
+            for clip in [WeightClip::Max, WeightClip::Mse] {
+                let q = QuantWeights::from_float_clipped(&w, bits, clip).unwrap();
+                assert!(q.scales.iter().all(|&s| s >= MIN_WEIGHT_SCALE));
+            }
+        }
+    }
 
     #[test]
     fn qmax_is_symmetric_range() {
