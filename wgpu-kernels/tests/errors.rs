@@ -60,25 +60,33 @@ fn wrong_input_sizes_are_rejected_before_anything_runs() {
     let e = model
         .embed_blocking(Images::Rgb8(&vec![7u8; per]), 1)
         .unwrap();
-    assert_eq!(e.len(), 8);
+    assert_eq!(e.len(), 64);
 }
 
 #[test]
 fn a_layer_larger_than_the_device_allows_is_reported_not_allocated() {
-    // 64 channels of 4096×4096 floats: 4 GiB for one image, beyond any storage binding.
+    // 8 channels of 4096×4096 floats: 512 MiB for one image, within what a model file may
+    // declare (efq_shared::limits) but beyond a device with WebGPU's default limits (128 MiB
+    // per storage binding), as an app may hand the engine.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let small =
+        efq_engine::Gpu::from_device(device, queue, &adapter.get_info(), efq_engine::Dot4::Native);
     let mut b = GraphBuilder::new("huge", [1, 4096, 4096]);
     let y = b.push(
         "conv",
         Op::Conv {
-            weights: Weights::Float(Tensor::new(vec![64, 1, 1, 1], vec![0.5; 64]).unwrap()),
-            bias: vec![0.0; 64],
+            weights: Weights::Float(Tensor::new(vec![8, 1, 1, 1], vec![0.5; 8]).unwrap()),
+            bias: vec![0.0; 8],
             attrs: ConvAttrs::default(),
             input_quant: None,
         },
         &[GraphBuilder::INPUT],
     );
     let g = b.finish(y).unwrap();
-    let err = GpuModel::from_graph(gpu(), &g, 1).err().expect("too large");
+    let err = GpuModel::from_graph(&small, &g, 1).err().expect("too large");
     assert!(matches!(err, EngineError::TooLarge { .. }), "{err:?}");
     assert!(
         err.to_string().contains("model too large for this device"),
