@@ -196,12 +196,12 @@ fn worker(a: &Args, from: u64, to: u64) {
         .backends
         .then(|| efq_engine::request_blocking(&Default::default()).ok())
         .flatten();
-    let mut progress = std::fs::File::create(a.out.join("progress")).unwrap();
+    let progress = a.out.join("progress");
     let mut out = std::io::stdout().lock();
     for n in from..to {
         let (k, index) = split(n, seeds.len());
         // Written before the input runs: a supervisor that finds the worker dead knows which.
-        progress.write_all(format!("{n}\n").as_bytes()).unwrap();
+        std::fs::write(&progress, n.to_string()).unwrap();
         let line = one(&seeds, a, k, index, gpu.as_ref());
         writeln!(out, "{line}").unwrap();
         out.flush().unwrap();
