@@ -31,9 +31,10 @@ pub struct AlignCmd {
     pub src: PathBuf,
     /// Output folder: one 112×112 crop per photo with a face, at the same relative path.
     pub dst: PathBuf,
-    /// The SCRFD detector (scrfd_500m_bnkps.onnx in the setup cache).
+    /// The SCRFD detector [default: scrfd_500m_bnkps.onnx where scripts/setup.sh installs it,
+    /// $EFQ_CACHE/models, EFQ_CACHE defaulting to ~/.cache/efquantface].
     #[arg(long, env = "EFQ_DETECTOR")]
-    pub detector: PathBuf,
+    pub detector: Option<PathBuf>,
     /// Detector input size (square, a multiple of 32).
     #[arg(long, default_value_t = 640)]
     pub det_size: usize,
@@ -140,16 +141,17 @@ fn save(crop: &RgbImage, path: &Path, quality: u8) -> Result<()> {
 
 /// Aligns every photo of `c.src` into `c.dst`; `progress` draws a progress bar on stderr.
 pub fn align_folder(c: &AlignCmd, progress: bool) -> Result<AlignReport> {
-    if !c.detector.exists() {
+    let detector = crate::paths::detector(c.detector.clone())?;
+    if !detector.exists() {
         bail!(
-            "detector {} not found (run `. scripts/setup.sh`, or pass --detector)",
-            c.detector.display()
+            "detector {} not found (run `bash scripts/setup.sh`, or pass --detector)",
+            detector.display()
         );
     }
-    let main = Scrfd::import_file(&c.detector, [c.det_size, c.det_size])?;
+    let main = Scrfd::import_file(&detector, [c.det_size, c.det_size])?;
     let retry = match c.retry_size {
         0 => None,
-        s => Some(Scrfd::import_file(&c.detector, [s, s])?),
+        s => Some(Scrfd::import_file(&detector, [s, s])?),
     };
     let photos = scan_photos(&c.src)?;
     if photos.is_empty() {
@@ -211,7 +213,7 @@ pub fn align_folder(c: &AlignCmd, progress: bool) -> Result<AlignReport> {
     let mut report = AlignReport {
         src: c.src.display().to_string(),
         dst: c.dst.display().to_string(),
-        detector: c.detector.display().to_string(),
+        detector: detector.display().to_string(),
         det_size: c.det_size,
         retry_size: c.retry_size,
         threshold: c.threshold,

@@ -1,5 +1,6 @@
-//! The engine's command-line face: `embed`, `verify` and `bench` over any backend (the wgpu
-//! engine by default), sharing model loading and image decoding with `eval`.
+//! The engine's command-line face: `embed`, `verify` and `bench` over any backend (by default
+//! the fastest one present: the wgpu engine on a hardware GPU, else a CPU path), sharing model
+//! loading and image decoding with `eval`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,20 +18,30 @@ use crate::eval::load_model;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The WGSL engine through wgpu (Vulkan/Metal/DX12/GL; lavapipe without a GPU).
+    /// The fastest one present, said on stderr: the wgpu engine on a hardware GPU adapter;
+    /// without one libtorch on CUDA; on the CPU the reference executor for a quantized model,
+    /// libtorch for a float one.
+    Auto,
+    /// The WGSL engine through wgpu (Vulkan/Metal/DX12/GL; lavapipe, a software GPU on the
+    /// CPU, where there is no GPU).
     Wgpu,
-    /// libtorch, CUDA when present.
+    /// libtorch, CUDA when present (quantized layers as fake quantization: the same integers).
     Tch,
-    /// The shared CPU reference executor (exact integer path, slow).
+    /// The shared CPU reference executor, on all cores: a quantized model's exact integer
+    /// arithmetic (the result the other backends are tested against, and the fastest CPU path
+    /// for a quantized model); a float model through im2col and sgemm.
     Reference,
 }
 
 #[derive(Args, Clone, Debug)]
 pub struct BackendArgs {
-    /// Where to run the network.
-    #[arg(long, value_enum, default_value = "wgpu")]
+    /// Where to run the network. `auto` takes the wgpu engine only on a hardware GPU adapter
+    /// (never a software one such as lavapipe), else libtorch on CUDA, else the fastest CPU
+    /// path for the model, and says which on stderr; --polyfill and --arith (wgpu options) make
+    /// it the wgpu engine, --cpu keeps it on the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
-    /// libtorch: use the CPU even when CUDA is available.
+    /// libtorch: use the CPU even when CUDA is available (auto: stay on the CPU).
     #[arg(long)]
     pub cpu: bool,
     /// wgpu: use the dot4 polyfill even where `dot4I8Packed` exists.
@@ -50,23 +61,90 @@ pub enum Arith {
 }
 
 impl BackendArgs {
-    pub fn open(&self) -> Result<Backend> {
+    /// Opens the backend for `model`; `--backend auto` decides here (from the adapters present
+    /// and whether the model is quantized) and says on stderr what it chose and why.
+    pub fn open(&self, model: &Path) -> Result<Backend> {
         Ok(match self.backend {
             BackendKind::Tch => Backend::Tch(crate::net::pick_device(self.cpu)),
             BackendKind::Reference => Backend::Reference,
-            BackendKind::Wgpu => {
-                Backend::Wgpu(efq_engine::request_blocking(&efq_engine::GpuOptions {
-                    force_polyfill: self.polyfill,
-                    float_dot: match self.arith {
-                        Arith::Auto => None,
-                        Arith::Dot4 => Some(false),
-                        Arith::Float => Some(true),
-                    },
-                    ..Default::default()
-                })?)
+            BackendKind::Wgpu => self.wgpu()?,
+            BackendKind::Auto => {
+                let (backend, why) = self.auto(model)?;
+                eprintln!(
+                    "backend: {} (auto: {why}; --backend wgpu|tch|reference picks one)",
+                    backend.describe()
+                );
+                backend
             }
         })
     }
+
+    fn wgpu(&self) -> Result<Backend> {
+        Ok(Backend::Wgpu(efq_engine::request_blocking(
+            &efq_engine::GpuOptions {
+                force_polyfill: self.polyfill,
+                float_dot: match self.arith {
+                    Arith::Auto => None,
+                    Arith::Dot4 => Some(false),
+                    Arith::Float => Some(true),
+                },
+                ..Default::default()
+            },
+        )?))
+    }
+
+    /// `--backend auto`: the backend and the reason for it.
+    fn auto(&self, model: &Path) -> Result<(Backend, String)> {
+        if self.polyfill || self.arith != Arith::Auto {
+            return Ok((
+                self.wgpu()?,
+                "--polyfill and --arith are wgpu options".into(),
+            ));
+        }
+        let no_gpu = if self.cpu {
+            "--cpu".to_string()
+        } else {
+            let seen = match self.wgpu() {
+                Ok(Backend::Wgpu(g)) if !g.adapter.software => {
+                    let why = format!("hardware GPU adapter {}", g.adapter);
+                    return Ok((Backend::Wgpu(g), why));
+                }
+                Ok(Backend::Wgpu(g)) => {
+                    format!("no hardware GPU, wgpu offers only {}", g.adapter)
+                }
+                Ok(_) => unreachable!("wgpu() opens the engine"),
+                Err(e) => format!("no GPU adapter ({e})"),
+            };
+            if tch::Cuda::is_available() {
+                return Ok((
+                    Backend::Tch(crate::net::pick_device(false)),
+                    format!("{seen}, CUDA present"),
+                ));
+            }
+            format!("{seen}, no CUDA")
+        };
+        Ok(if is_quantized(model)? {
+            (
+                Backend::Reference,
+                format!(
+                    "{no_gpu}; a quantized model runs fastest on the CPU reference's integer path"
+                ),
+            )
+        } else {
+            (
+                Backend::Tch(tch::Device::Cpu),
+                format!("{no_gpu}; a float model runs fastest in libtorch on the CPU"),
+            )
+        })
+    }
+}
+
+/// Whether `model` holds quantized layers (ONNX files are float; packed files say).
+fn is_quantized(model: &Path) -> Result<bool> {
+    let onnx = model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    Ok(!onnx && PackedModel::load(model)?.graph.is_quantized())
 }
 
 /// The model's stored threshold (packed files only).

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod finetune;
 pub mod loss;
 pub mod net;
+pub mod paths;
 pub mod plot;
 pub mod quantize;
 pub mod reconstruct;

@@ -4,12 +4,17 @@
 use efq_shared::quant::QuantConfig;
 use efq_trainer::engine_cli::{self, BackendArgs, file_stem, peak_rss_mb};
 use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Positives, Protocol};
-use efq_trainer::{eval, net, quantize};
+use efq_trainer::{eval, net, paths, quantize};
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+
+/// The help heading of options whose alternatives to the default lost in docs/EXPERIMENTS.md:
+/// listed apart under `--help`, left out of `-h`.
+const EXPERIMENTS: &str =
+    "Experiments (did not improve results; kept to reproduce docs/EXPERIMENTS.md)";
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +25,14 @@ use clap::{Args, Parser, Subcommand};
         Models are InsightFace ONNX files (float teachers such as w600k_mbf.onnx) or packed\n\
         EfQuantFace files (.efq, safetensors with a manifest). Data is LFW: a folder of aligned\n\
         112×112 crops with one sub-folder per person, and the standard pairs.txt.\n\n\
-        Defaults come from the environment that scripts/setup.sh prepares:\n  \
-        EFQ_TEACHER  the teacher model (w600k_mbf.onnx in the setup cache)\n  \
-        EFQ_LFW      the LFW folder (../shared/data/lfw beside the checkout)\n\n\
+        Without a flag, files are found where scripts/setup.sh puts them, whatever the working\n\
+        directory; an environment variable overrides each default, a flag overrides both:\n  \
+        EFQ_TEACHER   the teacher (--model, --teacher): $EFQ_CACHE/models/w600k_mbf.onnx\n  \
+        EFQ_DETECTOR  the face detector (--detector): $EFQ_CACHE/models/scrfd_500m_bnkps.onnx\n  \
+        EFQ_CACHE     the set-up cache: ~/.cache/efquantface\n  \
+        EFQ_LFW       the LFW folder (--lfw): shared/data/lfw beside this checkout\n\n\
+        The recipe is the default. Options whose alternatives did not improve results are listed\n\
+        under their own \"Experiments\" heading in a subcommand's --help (not in -h).\n\n\
         `trainer finetune --config FILE.toml` reads options from a file: its keys are the long\n\
         option names (e.g. `lr = 0.001`, `loss = \"ekd\"`, `positives = \"views\"`); options on the\n\
         command line win. The effective configuration is saved as config.json in --out-dir.",
@@ -83,9 +93,10 @@ enum Command {
     Finetune(FinetuneCmd),
     /// Compare two aligned face crops: cosine similarity and same/different at the model's threshold.
     #[command(long_about = "Compare two aligned 112×112 face crops.\n\n\
-        Embeds both (with the flip test) through --backend (the wgpu engine by default) and\n\
-        prints their cosine similarity and, for a packed model that stores one, the decision at\n\
-        its FAR = 1e-3 threshold.\n\n\
+        Embeds both (with the flip test) through --backend (by default the fastest present: the\n\
+        wgpu engine on a hardware GPU, else a CPU path; stderr says which) and prints their\n\
+        cosine similarity and, for a packed model that stores one, the decision at its\n\
+        FAR = 1e-3 threshold. Without --model it uses the teacher.\n\n\
         Example: trainer verify --model out/ekd-w6a6/student.efq a.jpg b.jpg")]
     Verify(VerifyCmd),
     /// Write the L2-normalised embeddings of aligned face crops as JSON.
@@ -128,9 +139,10 @@ enum Command {
 
 #[derive(Args)]
 struct VerifyCmd {
-    /// Model: an ONNX teacher or a packed .efq student.
+    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
+    /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
     /// First aligned crop.
@@ -144,9 +156,10 @@ struct VerifyCmd {
 
 #[derive(Args)]
 struct EmbedCmd {
-    /// Model: an ONNX teacher or a packed .efq student.
+    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
+    /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
     /// Aligned 112×112 crops.
@@ -159,9 +172,10 @@ struct EmbedCmd {
 
 #[derive(Args)]
 struct BenchCmd {
-    /// Model: an ONNX teacher or a packed .efq student.
+    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
+    /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
     /// Batch sizes to measure.
@@ -209,9 +223,9 @@ struct FinetuneCmd {
     /// TOML file of options (keys are the long option names); command-line options win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Float teacher (ONNX).
+    /// Float teacher (ONNX) [default: the teacher scripts/setup.sh installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    teacher: PathBuf,
+    teacher: Option<PathBuf>,
     /// Quantized starting point; default: quantize the teacher at --bits.
     #[arg(long)]
     student_init: Option<PathBuf>,
@@ -262,7 +276,13 @@ struct FinetuneCmd {
     /// Activation scales during fine-tuning: `frozen` keeps the calibrated ones; `learned`
     /// trains each with LSQ's gradient (docs/quantization.md) and exports what it learned
     /// (measured on mbf w6a6: no better than frozen in one epoch, 10 % slower, +2 GB).
-    #[arg(long, value_enum, default_value = "frozen")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "frozen",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
+    )]
     act_ranges: efq_trainer::student::ActRanges,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -301,7 +321,13 @@ struct ReconstructArgs {
     /// --reconstruct: `learned` also fits each layer's input activation scale (LSQ's gradient)
     /// with its weights (on w600k_mbf at w4a4: teacher fidelity 0.773 against 0.765 frozen);
     /// `frozen` keeps the calibrated ranges.
-    #[arg(long, value_enum, default_value = "learned")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "learned",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
+    )]
     reconstruct_ranges: efq_trainer::student::ActRanges,
     /// --reconstruct: then fit each block (a residual unit, a bottleneck: the steps between two
     /// points where one pre-activation value is live) as a whole to the teacher's output of
@@ -331,7 +357,9 @@ struct ReconstructArgs {
         long,
         value_name = "STEPS",
         default_value_t = 0.0,
-        requires = "reconstruct_blocks"
+        requires = "reconstruct_blocks",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
     )]
     reconstruct_box: f64,
     /// --reconstruct-blocks: what the last block's fit minimises. Its output is the embedding,
@@ -343,7 +371,9 @@ struct ReconstructArgs {
         long,
         value_enum,
         default_value = "mse",
-        requires = "reconstruct_blocks"
+        requires = "reconstruct_blocks",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
     )]
     reconstruct_head: efq_trainer::reconstruct::Objective,
     /// --reconstruct: hold the activations over all calibration images (a layer's or block's
@@ -372,9 +402,9 @@ impl ReconstructArgs {
 
 #[derive(Args)]
 struct QuantizeCmd {
-    /// Float teacher (ONNX).
+    /// Float teacher (ONNX) [default: the teacher scripts/setup.sh installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Training crops for calibration, relative to --lfw unless absolute.
@@ -392,20 +422,35 @@ struct QuantizeCmd {
     #[arg(long, default_value_t = 512)]
     calib_images: usize,
     /// How activation ranges are chosen: the least-squared-error clipping point at each
-    /// layer's width, or a percentile of |x|.
-    #[arg(long, value_enum, default_value = "mse")]
+    /// layer's width, or a percentile of |x| (the first default; `mse` replaced it on
+    /// 2026-11-29, 3f73ead).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "mse",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
+    )]
     calibration: quantize::RangeMethod,
     /// --calibration percentile: the percentile of |x| (per batch, then averaged).
-    #[arg(long, default_value_t = 99.99)]
+    #[arg(long, default_value_t = 99.99, help_heading = EXPERIMENTS, hide_short_help = true)]
     percentile: f64,
     /// Activation grids below 8 bits: `split` places the levels around zero as the
     /// calibration images ask (most above zero after a PReLU; zero point still 0), chosen with
-    /// the range by least squared error; `symmetric` keeps [-qmax, qmax].
-    #[arg(long, value_enum, default_value = "split")]
+    /// the range by least squared error; `symmetric` keeps [-qmax, qmax] (every grid before
+    /// `split` became the default, 2026-11-30, b79652a).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "split",
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
+    )]
     act_grid: quantize::ActGrid,
     /// Skip the channel equalization in front of depthwise convolutions (an exact float
-    /// rescaling that lets one activation scale per tensor fit channels of unequal range).
-    #[arg(long)]
+    /// rescaling that lets one activation scale per tensor fit channels of unequal range; with
+    /// it w8a8 post-training quantization first met both its targets, 2026-11-30, 872ba46).
+    #[arg(long, help_heading = EXPERIMENTS, hide_short_help = true)]
     no_equalize: bool,
     /// Equalization strength in front of grouped and pointwise convolutions, where it also
     /// moves range differences into their weights: 0 equalizes depthwise inputs only, 1 fully
@@ -416,7 +461,13 @@ struct QuantizeCmd {
     /// clipped) or `mse` (the clipping point, 50–100 % of max|w|, with the least squared
     /// weight error per channel; a fine-tuned student keeps it). On w600k_mbf `mse` lowered
     /// the PTQ student's teacher fidelity at every width (docs/RESULTS.md): for ablations.
-    #[arg(long, default_value = "max", value_parser = parse_weight_clip)]
+    #[arg(
+        long,
+        default_value = "max",
+        value_parser = parse_weight_clip,
+        help_heading = EXPERIMENTS,
+        hide_short_help = true
+    )]
     weight_clip: efq_shared::quant::WeightClip,
     #[command(flatten)]
     reconstruct: ReconstructArgs,
@@ -432,16 +483,24 @@ struct QuantizeCmd {
 
 #[derive(Args)]
 struct DataArgs {
-    /// LFW folder holding pairs.txt and the crop folders.
-    #[arg(long, env = "EFQ_LFW", default_value = "../shared/data/lfw")]
-    lfw: PathBuf,
+    /// LFW folder holding pairs.txt and the crop folders [default: shared/data/lfw beside this
+    /// checkout, not the working directory].
+    #[arg(long, env = "EFQ_LFW")]
+    lfw: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn lfw(&self) -> Result<PathBuf> {
+        paths::lfw(self.lfw.clone())
+    }
 }
 
 #[derive(Args)]
 struct EvalCmd {
-    /// Model to evaluate: an ONNX teacher or a packed .efq student.
+    /// Model to evaluate: an ONNX teacher or a packed .efq student [default: the teacher
+    /// scripts/setup.sh installed].
     #[arg(long, env = "EFQ_TEACHER")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Crop folder, relative to --lfw unless absolute.
@@ -457,7 +516,8 @@ struct EvalCmd {
     /// and run fastest), 128 on CUDA; wgpu 32].
     #[arg(long)]
     batch: Option<usize>,
-    /// Where to run the network: libtorch (default), the wgpu engine, or the CPU reference.
+    /// Where to run the network: libtorch (default), the wgpu engine, the CPU reference, or
+    /// `auto` (as in `verify`: the fastest present, said on stderr).
     #[arg(long, value_enum, default_value = "tch")]
     backend: engine_cli::BackendKind,
     /// libtorch: use the CPU even when CUDA is available.
@@ -478,27 +538,30 @@ struct EvalCmd {
 }
 
 fn main() -> Result<()> {
+    quiet_vulkan_probe();
     efq_trainer::alloc::keep_freed_memory();
     let cli = Cli::parse_from(engine_cli::expand_config(std::env::args_os().collect())?);
     match cli.command {
         Command::Eval(c) => {
-            let crops = c.data.lfw.join(&c.crops);
-            let pairs = c.data.lfw.join(&c.pairs);
-            if !c.model.exists() {
+            let model = paths::teacher(c.model, "--model")?;
+            if !model.exists() {
                 anyhow::bail!(
-                    "model {} does not exist (run scripts/setup.sh or pass --model)",
-                    c.model.display()
+                    "model {} does not exist (run `bash scripts/setup.sh` or pass --model)",
+                    model.display()
                 );
             }
+            let lfw = c.data.lfw()?;
+            let crops = lfw.join(&c.crops);
+            let pairs = lfw.join(&c.pairs);
             let backend = BackendArgs {
                 backend: c.backend,
                 cpu: c.cpu,
                 polyfill: c.polyfill,
                 arith: engine_cli::Arith::Auto,
             }
-            .open()?;
+            .open(&model)?;
             let report = eval::run(&eval::EvalArgs {
-                model: &c.model,
+                model: &model,
                 crops: &crops,
                 pairs: &pairs,
                 teacher: c.teacher.as_deref(),
@@ -506,7 +569,7 @@ fn main() -> Result<()> {
                 backend: &backend,
                 limit: c.limit,
             })?;
-            let stem = file_stem(&c.model);
+            let stem = file_stem(&model);
             let out = c
                 .out
                 .unwrap_or_else(|| PathBuf::from("out").join(format!("eval-{stem}")));
@@ -522,9 +585,10 @@ fn main() -> Result<()> {
         Command::Quantize(c) => {
             let mut config = c.bits;
             config.first_last_8bit = !c.all_layers;
-            let crops = c.data.lfw.join(&c.train_crops);
+            let teacher = paths::teacher(c.model, "--model")?;
+            let crops = c.data.lfw()?.join(&c.train_crops);
             let model = quantize::run(&quantize::QuantizeArgs {
-                teacher: &c.model,
+                teacher: &teacher,
                 crops: &crops,
                 config,
                 calibration: quantize::Calibration {
@@ -540,7 +604,7 @@ fn main() -> Result<()> {
                 },
                 device: net::pick_device(c.cpu),
             })?;
-            let stem = file_stem(&c.model);
+            let stem = file_stem(&teacher);
             let out = c.out.unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("{stem}-{}-ptq.efq", config.label()))
             });
@@ -549,8 +613,9 @@ fn main() -> Result<()> {
         }
         Command::Finetune(c) => run_finetune(c)?,
         Command::Verify(c) => {
-            let backend = c.backend.open()?;
-            let r = engine_cli::verify(&backend, &c.model, &c.a, &c.b)?;
+            let model = paths::teacher(c.model, "--model")?;
+            let backend = c.backend.open(&model)?;
+            let r = engine_cli::verify(&backend, &model, &c.a, &c.b)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -572,20 +637,25 @@ fn main() -> Result<()> {
             }
         }
         Command::Embed(c) => {
-            let backend = c.backend.open()?;
-            let rows = engine_cli::embed_files(&backend, &c.model, &c.images)?;
+            let model = paths::teacher(c.model, "--model")?;
+            let backend = c.backend.open(&model)?;
+            let rows = engine_cli::embed_files(&backend, &model, &c.images)?;
             let json = serde_json::to_vec_pretty(&rows)?;
             match c.out {
                 Some(p) => efq_shared::format::write_atomic(&p, &json)?,
                 None => println!("{}", String::from_utf8_lossy(&json)),
             }
         }
-        Command::Bench(c) => {
-            let backend = c.backend.open()?;
-            if c.profile {
-                return engine_cli::profile(&backend, &c.model, c.batches[0]);
+        Command::Bench(mut c) => {
+            let model = paths::teacher(c.model, "--model")?;
+            if c.profile && c.backend.backend == engine_cli::BackendKind::Auto {
+                c.backend.backend = engine_cli::BackendKind::Wgpu; // what --profile measures
             }
-            let rows = engine_cli::bench(&backend, &c.model, &c.batches, c.seconds)?;
+            let backend = c.backend.open(&model)?;
+            if c.profile {
+                return engine_cli::profile(&backend, &model, c.batches[0]);
+            }
+            let rows = engine_cli::bench(&backend, &model, &c.batches, c.seconds)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -648,10 +718,12 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
              --student-init is already quantized (reconstruct it with `trainer quantize --reconstruct`)"
         );
     }
+    let teacher = paths::teacher(c.teacher.clone(), "--teacher")?;
+    let lfw = c.data.lfw()?;
     let device = net::pick_device(c.cpu);
-    let mut train_crops = c.data.lfw.join(&c.train_crops);
+    let mut train_crops = lfw.join(&c.train_crops);
     if !train_crops.exists() && c.train_crops.as_os_str() == "aligned112" {
-        train_crops = c.data.lfw.join("insightface112");
+        train_crops = lfw.join("insightface112");
         eprintln!(
             "aligned112 not found; training on {}",
             train_crops.display()
@@ -665,7 +737,7 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
             let p = c.out_dir.join("student-init.efq");
             if !(c.resume && p.exists()) {
                 let model = quantize::run(&quantize::QuantizeArgs {
-                    teacher: &c.teacher,
+                    teacher: &teacher,
                     crops: &train_crops,
                     config: c.bits,
                     calibration: quantize::Calibration {
@@ -681,9 +753,9 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
     };
     let mut cfg = FinetuneConfig {
         student_init,
-        teacher: c.teacher.clone(),
+        teacher: teacher.clone(),
         train_crops,
-        pairs: c.data.lfw.join("pairs.txt"),
+        pairs: lfw.join("pairs.txt"),
         protocol: c.protocol,
         positives: c.positives,
         fraction: c.fraction,
@@ -742,9 +814,9 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
         let backend = efq_trainer::embed::Backend::Tch(device);
         let report = eval::run(&eval::EvalArgs {
             model: &out,
-            crops: &c.data.lfw.join("insightface112"),
-            pairs: &c.data.lfw.join("pairs.txt"),
-            teacher: Some(&c.teacher),
+            crops: &lfw.join("insightface112"),
+            pairs: &lfw.join("pairs.txt"),
+            teacher: Some(&teacher),
             batch: backend.default_batch(),
             backend: &backend,
             limit: None,
@@ -770,4 +842,29 @@ fn run_finetune(c: FinetuneCmd) -> Result<()> {
 
 fn parse_weight_clip(s: &str) -> Result<efq_shared::quant::WeightClip, String> {
     s.parse().map_err(|e: efq_shared::Error| e.to_string())
+}
+
+/// Mesa's Vulkan driver probes for a Wayland display and prints an error on every start when
+/// `XDG_RUNTIME_DIR` is unset (headless machines have none), which `--backend auto` would show
+/// on every run outside scripts/setup.sh's shell: point it at the private directory the set-up
+/// uses, `/tmp/xdg-runtime-<uid>`, when that is (or can be made) ours alone.
+fn quiet_vulkan_probe() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return;
+        };
+        let dir = PathBuf::from(format!("/tmp/xdg-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o777 == 0o700);
+        if ours {
+            // SAFETY: first thing in `main`, before any thread exists to read the environment.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
 }

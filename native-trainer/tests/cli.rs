@@ -330,3 +330,163 @@ fn dropping_or_boxing_outside_a_block_fit_or_beyond_their_ranges_is_refused() {
     );
     assert!(!out.exists());
 }
+
+/// The options whose alternatives lost (docs/EXPERIMENTS.md) sit under one heading in `--help`
+/// and are left out of `-h`; the recipe's options stay where they were.
+#[test]
+fn help_sets_the_experiments_apart_from_the_recipe() {
+    let help = |args: &[&str]| -> String {
+        let o = trainer().args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let heading = "Experiments (did not improve results; kept to reproduce docs/EXPERIMENTS.md):";
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "quantize",
+            &[
+                "--weight-clip",
+                "--reconstruct-box",
+                "--reconstruct-head",
+                "--reconstruct-ranges",
+                "--calibration",
+                "--act-grid",
+                "--no-equalize",
+            ],
+        ),
+        (
+            "finetune",
+            &["--act-ranges", "--reconstruct-box", "--reconstruct-head"],
+        ),
+    ];
+    for (command, experiments) in cases {
+        let long = help(&[command, "--help"]);
+        let (recipe, tried) = long
+            .split_once(heading)
+            .unwrap_or_else(|| panic!("{command} --help has no experiments heading:\n{long}"));
+        let short = help(&[command, "-h"]);
+        assert!(!short.contains("Experiments"), "{short}");
+        for flag in experiments {
+            let option = format!("      {flag} ");
+            let listed = format!("      {flag}\n");
+            let named = |text: &str| text.contains(&option) || text.contains(&listed);
+            assert!(named(tried), "{command}: {flag} is not under the heading");
+            assert!(
+                !named(recipe),
+                "{command}: {flag} is listed with the recipe"
+            );
+            assert!(!named(&short), "{command} -h lists {flag}");
+        }
+        for flag in ["--bits", "--reconstruct ", "--reconstruct-drop", "--lfw"] {
+            assert!(recipe.contains(flag), "{command}: {flag} left the recipe");
+        }
+    }
+}
+
+/// Two crops of one person, and a set-up cache holding the teacher (a link to it), as
+/// `scripts/setup.sh` leaves `$EFQ_CACHE`.
+fn crops_and_cache(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let person = lfw().join("insightface112/Abel_Pacheco");
+    let mut crops: Vec<_> = std::fs::read_dir(&person)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    crops.sort();
+    let models = dir.join("cache/models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(teacher(), models.join("w600k_mbf.onnx")).unwrap();
+    (crops[0].clone(), crops[1].clone())
+}
+
+/// What a user gets who runs the binary by itself: no EFQ_* variables but the cache, any
+/// working directory.
+fn outside_setup(cwd: &std::path::Path) -> Command {
+    let mut c = trainer();
+    c.current_dir(cwd);
+    for var in ["EFQ_TEACHER", "EFQ_DETECTOR", "EFQ_LFW", "EFQ_CACHE"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+#[test]
+fn verify_outside_the_checkout_finds_the_installed_teacher_and_says_which_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = crops_and_cache(dir.path());
+    let o = outside_setup(dir.path())
+        .env("EFQ_CACHE", dir.path().join("cache"))
+        .args(["verify", "--json"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["similarity"].as_f64().unwrap() > 0.4, "{r}");
+    assert!(
+        r["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("cache/models/w600k_mbf.onnx"),
+        "{r}"
+    );
+    let backend = r["backend"].as_str().unwrap();
+    let said = err
+        .lines()
+        .find(|l| l.starts_with("backend: "))
+        .unwrap_or_else(|| panic!("auto says nothing of its choice: {err}"));
+    assert!(said.contains(backend) && said.contains("auto: "), "{said}");
+    // A software GPU (lavapipe) is never the automatic choice: it is the slowest path.
+    assert!(
+        !(backend.contains("wgpu") && backend.contains("software")),
+        "{said}"
+    );
+}
+
+#[test]
+fn eval_outside_the_checkout_reads_the_lfw_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = outside_setup(dir.path())
+        .args(["eval", "--crops", "no-such-crops", "--model"])
+        .arg(teacher())
+        .output()
+        .unwrap();
+    let err = failure_message(&o);
+    let beside = efq_trainer::paths::default_lfw().join("no-such-crops");
+    assert!(
+        err.contains(&beside.display().to_string()),
+        "not the checkout's LFW: {err}"
+    );
+}
+
+#[test]
+fn without_the_set_up_the_errors_say_to_run_it_and_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = crops_and_cache(dir.path());
+    let empty = dir.path().join("empty-cache");
+    let run = |args: &[&str]| {
+        failure_message(
+            &outside_setup(dir.path())
+                .env("EFQ_CACHE", &empty)
+                .args(args)
+                .arg(&a)
+                .arg(&b)
+                .output()
+                .unwrap(),
+        )
+    };
+    let err = run(&["verify"]);
+    for needle in [
+        "bash scripts/setup.sh",
+        "--model",
+        "EFQ_TEACHER",
+        "empty-cache/models/w600k_mbf.onnx",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let err = run(&["align"]);
+    for needle in ["bash scripts/setup.sh", "--detector", "EFQ_DETECTOR"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
