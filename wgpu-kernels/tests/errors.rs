@@ -86,7 +86,9 @@ fn a_layer_larger_than_the_device_allows_is_reported_not_allocated() {
         &[GraphBuilder::INPUT],
     );
     let g = b.finish(y).unwrap();
-    let err = GpuModel::from_graph(&small, &g, 1).err().expect("too large");
+    let err = GpuModel::from_graph(&small, &g, 1)
+        .err()
+        .expect("too large");
     assert!(matches!(err, EngineError::TooLarge { .. }), "{err:?}");
     assert!(
         err.to_string().contains("model too large for this device"),
