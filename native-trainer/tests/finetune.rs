@@ -435,3 +435,76 @@ fn identity_grouped_order_keeps_every_image_once_and_beside_one_of_its_identity(
         assert_eq!(order, finetune::identity_grouped_order(&items, &mut again));
     }
 }
+
+/// The real thing: the `trainer` process aborted (no unwinding, no destructors) between a
+/// checkpoint's write and its rename, then `--resume`d, exports the same student as a run
+/// that was never interrupted.
+#[test]
+fn an_aborted_trainer_process_resumes_to_the_same_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let run = |out: &str, fault: Option<&str>, resume: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"));
+        cmd.args(["finetune", "--cpu", "--no-eval", "--batch", "8"])
+            .args([
+                "--fraction",
+                "0.006",
+                "--seed",
+                "3",
+                "--checkpoint-every",
+                "2",
+            ])
+            .arg("--teacher")
+            .arg(&cfg.teacher)
+            .arg("--student-init")
+            .arg(&cfg.student_init)
+            .arg("--lfw")
+            .arg(lfw())
+            .args(["--train-crops", "insightface112", "--out-dir"])
+            .arg(dir.path().join(out))
+            .env_remove("EFQ_FAULT");
+        if let Some(f) = fault {
+            cmd.env("EFQ_FAULT", f);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.output().unwrap()
+    };
+    let whole = run("whole", None, false);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let killed = run("killed", Some("checkpoint:before-rename:2"), false);
+    assert!(!killed.status.success(), "the fault point was not reached");
+    assert!(
+        String::from_utf8_lossy(&killed.stderr).contains("EFQ_FAULT: aborting"),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    assert!(
+        dir.path()
+            .join("killed/.checkpoint.safetensors.tmp")
+            .exists()
+    );
+    let resumed = run("killed", None, true);
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert!(
+        log.contains("resuming") && log.contains("at step 2/"),
+        "{log}"
+    );
+    let a = PackedModel::load(dir.path().join("whole/student.efq")).unwrap();
+    let b = PackedModel::load(dir.path().join("killed/student.efq")).unwrap();
+    assert!(
+        a.graph == b.graph,
+        "the resumed process exported other weights"
+    );
+    assert!(
+        !dir.path()
+            .join("killed/.checkpoint.safetensors.tmp")
+            .exists()
+    );
+}
