@@ -1,25 +1,38 @@
-//! The WGSL kernels: one `.wgsl` file each under `kernels/`, a prelude that provides `dot4` and
+//! The WGSL kernels: one `.wgsl` file each in this folder, a prelude that provides `dot4` and
 //! `unpack4` natively or as a polyfill, and the packed-weight reader for the integer
 //! convolutions. Pipelines are compiled once per (kernel, override constants) and shared by
 //! every model on a device.
+//!
+//! Each kernel's shader has a Rust module of the same name beside it, holding its source and
+//! its uniform parameter block (field for field the shader's `Params`), so that a change to
+//! one is seen next to the other. The pieces pasted into several shaders (preludes, packed
+//! weights, integer epilogue) are included here.
 
-use bytemuck::{Pod, Zeroable};
+mod conv_dw_int;
+mod conv_f32;
+mod conv_int;
+mod elementwise;
+mod gemm_int;
+mod l2norm;
+mod layout;
+mod quantize;
+mod upsample;
+
+pub use conv_dw_int::DepthwiseParams;
+pub use conv_int::ConvParams;
+pub use elementwise::ElementwiseParams;
+pub use gemm_int::GemmParams;
+pub use l2norm::L2NormParams;
+pub use layout::LayoutParams;
+pub use quantize::QuantizeParams;
+pub use upsample::UpsampleParams;
 
 use crate::gpu::{Dot4, Gpu};
 
-const PRELUDE_DOT4: &str = include_str!("kernels/prelude_dot4.wgsl");
-const PRELUDE_POLYFILL: &str = include_str!("kernels/prelude_polyfill.wgsl");
-const PACKED_WEIGHTS: &str = include_str!("kernels/packed_weights.wgsl");
-const INT_EPILOGUE: &str = include_str!("kernels/int_epilogue.wgsl");
-const QUANTIZE: &str = include_str!("kernels/quantize.wgsl");
-const CONV_INT: &str = include_str!("kernels/conv_int.wgsl");
-const GEMM_INT: &str = include_str!("kernels/gemm_int.wgsl");
-const CONV_DW_INT: &str = include_str!("kernels/conv_dw_int.wgsl");
-const CONV_F32: &str = include_str!("kernels/conv_f32.wgsl");
-const ELEMENTWISE: &str = include_str!("kernels/elementwise.wgsl");
-const LAYOUT: &str = include_str!("kernels/layout.wgsl");
-const L2NORM: &str = include_str!("kernels/l2norm.wgsl");
-const UPSAMPLE: &str = include_str!("kernels/upsample.wgsl");
+const PRELUDE_DOT4: &str = include_str!("prelude_dot4.wgsl");
+const PRELUDE_POLYFILL: &str = include_str!("prelude_polyfill.wgsl");
+const PACKED_WEIGHTS: &str = include_str!("packed_weights.wgsl");
+const INT_EPILOGUE: &str = include_str!("int_epilogue.wgsl");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -69,15 +82,15 @@ impl Kernel {
 
     fn file(self) -> &'static str {
         match self {
-            Kernel::Quantize => QUANTIZE,
-            Kernel::ConvInt => CONV_INT,
-            Kernel::GemmInt => GEMM_INT,
-            Kernel::ConvDepthwiseInt => CONV_DW_INT,
-            Kernel::ConvF32 => CONV_F32,
-            Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => ELEMENTWISE,
-            Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => LAYOUT,
-            Kernel::L2Norm => L2NORM,
-            Kernel::Upsample => UPSAMPLE,
+            Kernel::Quantize => quantize::SOURCE,
+            Kernel::ConvInt => conv_int::SOURCE,
+            Kernel::GemmInt => gemm_int::SOURCE,
+            Kernel::ConvDepthwiseInt => conv_dw_int::SOURCE,
+            Kernel::ConvF32 => conv_f32::SOURCE,
+            Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
+            Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
+            Kernel::L2Norm => l2norm::SOURCE,
+            Kernel::Upsample => upsample::SOURCE,
         }
     }
 
@@ -213,114 +226,6 @@ pub fn pipeline(gpu: &Gpu, key: &PipelineKey) -> Pipelines {
     let p = Pipelines { pipeline, layout };
     cache.insert(key.clone(), p.clone());
     p
-}
-
-// Uniform parameter blocks, field for field the `Params` structs of the WGSL files.
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct QuantizeParams {
-    pub pixels: u32,
-    pub channels: u32,
-    pub group_channels: u32,
-    pub words_per_group: u32,
-    pub words_per_pixel: u32,
-    /// The integer grid `[lo, hi]` (`ActQuant::levels`).
-    pub lo: f32,
-    pub hi: f32,
-    pub inv_scale: f32,
-}
-
-/// Shared by `conv_int.wgsl` (where `c` is words per input pixel and `group` words per group)
-/// and `conv_f32.wgsl` (input channels and channels per group).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ConvParams {
-    pub in_h: u32,
-    pub in_w: u32,
-    pub c: u32,
-    pub group: u32,
-    pub out_h: u32,
-    pub out_w: u32,
-    pub out_c: u32,
-    pub out_per_group: u32,
-    pub k_h: u32,
-    pub k_w: u32,
-    pub stride_y: u32,
-    pub stride_x: u32,
-    pub pad_top: u32,
-    pub pad_left: u32,
-    pub dil_y: u32,
-    pub dil_x: u32,
-    pub shared_slope: u32,
-    pub zero: u32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct GemmParams {
-    pub in_words: u32,
-    pub out_c: u32,
-    pub shared_slope: u32,
-    pub zero: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct DepthwiseParams {
-    pub in_h: u32,
-    pub in_w: u32,
-    pub channels: u32,
-    pub words: u32,
-    pub out_h: u32,
-    pub out_w: u32,
-    pub k_h: u32,
-    pub k_w: u32,
-    pub stride_y: u32,
-    pub stride_x: u32,
-    pub pad_top: u32,
-    pub pad_left: u32,
-    pub dil_y: u32,
-    pub dil_x: u32,
-    pub shared_slope: u32,
-    pub zero: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct ElementwiseParams {
-    pub count: u32,
-    pub channels: u32,
-    pub shared_param: u32,
-    pub zero: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct LayoutParams {
-    pub pixels: u32,
-    pub channels: u32,
-    pub mean: f32,
-    pub inv_std: f32,
-    pub bgr: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct UpsampleParams {
-    pub out_w: u32,
-    pub out_h: u32,
-    pub channels: u32,
-    pub factor: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct L2NormParams {
-    pub dim: u32,
-    pub _pad: [u32; 3],
 }
 
 /// Workgroup grid for `count` elements at 256 per workgroup, folded into two dimensions when

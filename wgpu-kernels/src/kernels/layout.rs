@@ -1,0 +1,18 @@
+//! `layout.wgsl`: moves between the engine's NHWC activations and the outside world (network
+//! input from RGB bytes or NCHW floats, NCHW copies for Flatten and read-back).
+
+use bytemuck::{Pod, Zeroable};
+
+pub(super) const SOURCE: &str = include_str!("layout.wgsl");
+
+/// Field for field the `Params` of `layout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct LayoutParams {
+    pub pixels: u32,
+    pub channels: u32,
+    pub mean: f32,
+    pub inv_std: f32,
+    pub bgr: u32,
+    pub _pad: [u32; 3],
+}

@@ -1,0 +1,156 @@
+//! A packed model on the GPU: the graph compiled once into a list of dispatches over
+//! preallocated buffers, run for a batch in one submission.
+//!
+//! Activations live in NHWC f32 between layers; each quantized layer's input is packed to
+//! 4×i8 words just before it (the scale belongs to the consumer). Buffers are pooled by
+//! liveness, so a 50-layer network needs a handful of activation buffers; a PReLU that is the
+//! only reader of a convolution runs in that convolution's epilogue.
+//!
+//! This file holds the model and its constructors; the work is split by concern:
+//! - `plan`: dispatches and buffers as planned, before the batch is known;
+//! - `lower/`: the lowering of each op family to dispatches;
+//! - `compile`: the walk over the graph that drives the lowering;
+//! - `materialize`: the plan made real (buffers at the batch size, bind groups);
+//! - `run`: submission and read-back, the public ways to run a model;
+//! - `profile`: per-dispatch timing.
+
+mod compile;
+mod lower;
+mod materialize;
+mod plan;
+mod profile;
+mod run;
+
+use efq_shared::format::{PackedModel, Preprocessing, Threshold};
+use efq_shared::graph::{Graph, ValueId};
+
+use crate::error::EngineError;
+use crate::gpu::Gpu;
+use plan::Step;
+
+/// Largest batch a model is planned for unless the caller asks otherwise.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+/// What a loaded model is.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub input_shape: [usize; 3],
+    pub embedding_dim: usize,
+    pub preprocessing: Preprocessing,
+    pub threshold: Option<Threshold>,
+    /// `"w6a6"` and so on; `None` for a float model.
+    pub quant: Option<String>,
+    /// Bytes of parameters in GPU memory (packed weights, scales, biases).
+    pub gpu_parameter_bytes: u64,
+    /// Bytes of activation buffers at `max_batch`.
+    pub gpu_activation_bytes: u64,
+    /// Images per submission; larger batches are split.
+    pub max_batch: usize,
+    pub dispatches: usize,
+}
+
+/// Two images compared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verification {
+    /// Cosine similarity of the two L2-normalised embeddings.
+    pub similarity: f32,
+    /// The model's threshold and the decision at it, when the model carries one.
+    pub threshold: Option<f32>,
+    pub same: Option<bool>,
+}
+
+/// How the network input is handed over.
+#[derive(Clone, Copy, Debug)]
+pub enum Images<'a> {
+    /// Interleaved RGB bytes, `n × H × W × 3`; normalised on the GPU.
+    Rgb8(&'a [u8]),
+    /// Already normalised NCHW floats, `n × C × H × W`.
+    Nchw(&'a [f32]),
+}
+
+/// A model compiled for one device.
+pub struct GpuModel {
+    gpu: Gpu,
+    info: ModelInfo,
+    entry_rgb8: Step,
+    entry_nchw: Step,
+    body: Vec<Step>,
+    normalize: Step,
+    upload: wgpu::Buffer,
+    run_uniform: wgpu::Buffer,
+    raw_output: wgpu::Buffer,
+    /// NHWC → NCHW conversions of the values asked for at compile time, and where they land
+    /// (buffer, values per image).
+    output_steps: Vec<Step>,
+    outputs: Vec<(wgpu::Buffer, usize)>,
+    embeddings: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// One batch at a time: every call shares the model's buffers. An async lock, so that
+    /// callers on other threads (or other tasks in a browser) wait instead of garbling them.
+    busy: futures_util::lock::Mutex<()>,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl GpuModel {
+    /// Loads a packed model file's bytes.
+    pub fn from_bytes(gpu: &Gpu, bytes: &[u8]) -> Result<GpuModel, EngineError> {
+        let model = PackedModel::from_bytes(bytes)?;
+        GpuModel::new(gpu, &model, DEFAULT_MAX_BATCH)
+    }
+
+    /// Compiles a model for `gpu`, planning buffers for batches of up to `max_batch` images
+    /// (fewer when the device's buffer limits demand it).
+    pub fn new(gpu: &Gpu, model: &PackedModel, max_batch: usize) -> Result<GpuModel, EngineError> {
+        let m = &model.manifest;
+        let info = ModelInfo {
+            name: m.name.clone(),
+            input_shape: m.input_shape,
+            embedding_dim: m.embedding_dim,
+            preprocessing: m.preprocessing.clone(),
+            threshold: m.threshold.clone(),
+            quant: m.quant.map(|q| q.label()),
+            gpu_parameter_bytes: 0,
+            gpu_activation_bytes: 0,
+            max_batch: 0,
+            dispatches: 0,
+        };
+        GpuModel::compile(gpu, &model.graph, info, max_batch, &[])
+    }
+
+    /// Compiles a bare graph (tests, tools); preprocessing is InsightFace's default.
+    pub fn from_graph(gpu: &Gpu, graph: &Graph, max_batch: usize) -> Result<GpuModel, EngineError> {
+        GpuModel::from_graph_with_outputs(gpu, graph, &[], max_batch)
+    }
+
+    /// Compiles a graph whose values `outputs` [`GpuModel::forward_values`] reads back (a
+    /// detector's heads); they stay alive through the whole pass.
+    pub fn from_graph_with_outputs(
+        gpu: &Gpu,
+        graph: &Graph,
+        outputs: &[ValueId],
+        max_batch: usize,
+    ) -> Result<GpuModel, EngineError> {
+        let info = ModelInfo {
+            name: graph.name.clone(),
+            input_shape: graph.input_shape,
+            embedding_dim: graph.embedding_dim()?,
+            preprocessing: Preprocessing::default(),
+            threshold: None,
+            quant: None,
+            gpu_parameter_bytes: 0,
+            gpu_activation_bytes: 0,
+            max_batch: 0,
+            dispatches: 0,
+        };
+        GpuModel::compile(gpu, graph, info, max_batch, outputs)
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+}

@@ -1,0 +1,77 @@
+//! Per-dispatch profiling: each dispatch in its own submission, timed by the caller's clock,
+//! to see where a forward pass spends its time.
+
+use super::GpuModel;
+use crate::error::EngineError;
+use crate::kernels::Kernel;
+
+impl GpuModel {
+    /// Times every dispatch on its own (one submission each, waiting for each): where the
+    /// time of a forward pass goes. Returns (node name, kernel, seconds) in execution order.
+    /// `now` is the caller's clock in seconds (`Instant` natively, `performance.now()` in a
+    /// browser, where the engine has no clock of its own). Each time includes one submission's
+    /// round trip, so it is for comparing layers, not for summing into a latency.
+    pub async fn profile_with(
+        &self,
+        nchw: &[f32],
+        n: usize,
+        now: &dyn Fn() -> f64,
+    ) -> Result<Vec<(String, Kernel, f64)>, EngineError> {
+        if n == 0
+            || n > self.info.max_batch
+            || nchw.len() != n * self.info.input_shape.iter().product::<usize>()
+        {
+            return Err(EngineError::Input(format!(
+                "profile takes 1..={} NCHW images",
+                self.info.max_batch
+            )));
+        }
+        let _guard = self.busy.lock().await;
+        self.gpu
+            .queue
+            .write_buffer(&self.upload, 0, bytemuck::cast_slice(nchw));
+        self.gpu.queue.write_buffer(
+            &self.run_uniform,
+            0,
+            bytemuck::bytes_of(&[n as u32, 0, 0, 0]),
+        );
+        let mut out = Vec::new();
+        for s in std::iter::once(&self.entry_nchw).chain(&self.body) {
+            let mut encoder = self
+                .gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                s.dispatch(&mut pass, n);
+            }
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let start = now();
+            self.gpu.queue.submit([encoder.finish()]);
+            self.gpu.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            #[cfg(not(target_arch = "wasm32"))]
+            self.gpu
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| EngineError::Gpu(e.to_string()))?;
+            rx.await
+                .map_err(|_| EngineError::DeviceLost("the profiled dispatch was dropped".into()))?;
+            out.push((s.label.clone(), s.kernel, now() - start));
+        }
+        self.gpu.check_alive()?;
+        Ok(out)
+    }
+
+    /// [`GpuModel::profile_with`] on the native clock.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(
+        &self,
+        nchw: &[f32],
+        n: usize,
+    ) -> Result<Vec<(String, Kernel, f64)>, EngineError> {
+        let t0 = std::time::Instant::now();
+        pollster::block_on(self.profile_with(nchw, n, &|| t0.elapsed().as_secs_f64()))
+    }
+}
