@@ -179,7 +179,7 @@ impl Graph {
         }
         let [c, h, w] = self.input_shape;
         let input_err = |m: String| Error::Graph(format!("input: {m}"));
-        limits::in_range("channels", c, limits::MAX_INPUT_CHANNELS).map_err(input_err)?;
+        limits::in_range("channels", c, limits::MAX_CHANNELS).map_err(input_err)?;
         limits::in_range("height", h, limits::MAX_INPUT_SIDE).map_err(input_err)?;
         limits::in_range("width", w, limits::MAX_INPUT_SIDE).map_err(input_err)?;
         let mut shapes: Vec<Option<SampleShape>> = vec![None; self.num_values];

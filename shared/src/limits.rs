@@ -12,8 +12,6 @@ use crate::Error;
 
 /// Longest side of the input image (a detector's canvas; a recognizer's is far smaller).
 pub const MAX_INPUT_SIDE: usize = 4096;
-/// Channels of the input image (grey, RGB, RGBA).
-pub const MAX_INPUT_CHANNELS: usize = 4;
 /// Channels of any activation, and output channels of any layer.
 pub const MAX_CHANNELS: usize = 16_384;
 /// Features of a fully-connected layer's input or output.
