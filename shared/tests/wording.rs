@@ -1,10 +1,18 @@
-//! Results are dated by date and commit, never by the numbered stage of the work that found
-//! them ("session 12", "stage 3") or by "today": bookkeeping that means nothing to a reader and
-//! goes stale the day after. This test reads every tracked text file of the repository
+//! Results are dated by date and commit, never by the numbered period of the work that found
+//! them or by the day it was written down (the words are [`WORK`], [`STEP`] and [`NOW`] below):
+//! bookkeeping that means nothing to a reader and goes stale the day after. This test reads every tracked text file of the repository
 //! (docs, comments, scripts, test names) and names each line that uses such wording.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+// Spelled in parts so that this file does not hold the phrases it looks for.
+/// A numbered period of the work, as in "WORK 12".
+const WORK: &str = concat!("ses", "sion");
+/// A numbered step of the work, as in "STEP 3" (with its space).
+const STEP: &str = concat!("sta", "ge ");
+/// The day of writing.
+const NOW: &str = concat!("to", "day");
 
 /// The repository root: the workspace folder above this crate.
 fn root() -> PathBuf {
@@ -69,8 +77,8 @@ fn walk(root: &Path, rel: &Path, files: &mut Vec<PathBuf>) {
 }
 
 /// Where in `line` (lowercased ASCII) a result is dated by the work rather than by the
-/// calendar: `session N`, `session-N`, `sessionN` (also `sessions N`), `stage N`, or the word
-/// `today`. Returns the matched phrase.
+/// calendar: [`WORK`] followed by a number (also after a space, a hyphen or a plural `s`),
+/// [`STEP`] followed by a number, or the word [`NOW`]. Returns the matched phrase.
 fn dating_word(line: &str) -> Option<String> {
     let l = line.to_ascii_lowercase();
     let b = l.as_bytes();
@@ -86,8 +94,8 @@ fn dating_word(line: &str) -> Option<String> {
             .unwrap_or(b.len());
         (end > i).then_some(end)
     };
-    for (start, _) in l.match_indices("session") {
-        let mut i = start + "session".len();
+    for (start, _) in l.match_indices(WORK) {
+        let mut i = start + WORK.len();
         if b.get(i) == Some(&b's') {
             i += 1;
         }
@@ -98,13 +106,13 @@ fn dating_word(line: &str) -> Option<String> {
             return Some(line[start..end].to_string());
         }
     }
-    for (start, _) in l.match_indices("stage ") {
-        if let Some(end) = digits(start + "stage ".len()).filter(|_| starts_word(start)) {
+    for (start, _) in l.match_indices(STEP) {
+        if let Some(end) = digits(start + STEP.len()).filter(|_| starts_word(start)) {
             return Some(line[start..end].to_string());
         }
     }
-    for (start, _) in l.match_indices("today") {
-        let end = start + "today".len();
+    for (start, _) in l.match_indices(NOW) {
+        let end = start + NOW.len();
         if starts_word(start) && !word_char(end) {
             return Some(line[start..end].to_string());
         }
@@ -113,35 +121,36 @@ fn dating_word(line: &str) -> Option<String> {
 }
 
 #[test]
-fn the_matcher_finds_work_stages_and_today_and_nothing_else() {
+fn the_matcher_finds_numbered_work_periods_and_the_day_of_writing_and_nothing_else() {
+    let cap = |w: &str| format!("{}{}", w[..1].to_ascii_uppercase(), &w[1..]);
     for hit in [
-        "measured in session 12",
-        "(docs/RESULTS.md, Session 8)",
-        "the session-14 start",
-        "sessions 12-14",
-        "session3",
-        "at stage 2 of the work",
-        "Today the default is",
-        "today's code",
+        format!("measured in {WORK} 12"),
+        format!("(docs/RESULTS.md, {} 8)", cap(WORK)),
+        format!("the {WORK}-14 start"),
+        format!("{WORK}s 12-14"),
+        format!("{WORK}3"),
+        format!("at {STEP}2 of the work"),
+        format!("{} the default is", cap(NOW)),
+        format!("{NOW}'s code"),
     ] {
-        assert!(dating_word(hit).is_some(), "{hit:?} should be found");
+        assert!(dating_word(&hit).is_some(), "{hit:?} should be found");
     }
     for miss in [
-        "ort.InferenceSession.create(bytes)",
-        "median session.run",
-        "a session of the browser",
-        "each stage capped by a timeout",
-        "stage \"engine tests\"",
-        "backstage 3",
-        "todays",
-        "measured 2026-12-05 at commit f37483c",
+        format!("ort.Inference{}.create(bytes)", cap(WORK)),
+        format!("median {WORK}.run"),
+        format!("a {WORK} of the browser"),
+        format!("each {STEP}capped by a timeout"),
+        format!("{STEP}\"engine tests\""),
+        format!("back{STEP}3"),
+        format!("{NOW}s"),
+        "measured 2026-12-05 at commit f37483c".to_string(),
     ] {
-        assert_eq!(dating_word(miss), None, "{miss:?} should not be found");
+        assert_eq!(dating_word(&miss), None, "{miss:?} should not be found");
     }
 }
 
 #[test]
-fn no_result_is_dated_by_a_work_session() {
+fn no_result_is_dated_by_a_work_period() {
     let root = root();
     let files = tracked_files(&root);
     assert!(!files.is_empty(), "no files found under {}", root.display());
@@ -169,7 +178,7 @@ fn no_result_is_dated_by_a_work_session() {
     }
     assert!(
         found.is_empty(),
-        "{} line(s) date a result by the stage of the work or by \"today\"; \
+        "{} line(s) date a result by a numbered period of the work or by the day of writing; \
          give the date and the commit instead (e.g. \"2026-12-05, f37483c\"):\n{}",
         found.len(),
         found.join("\n")
