@@ -229,3 +229,34 @@ pub fn split_activation_grids(mut g: Graph) -> Graph {
     }
     g
 }
+
+/// A small recognizer with an upsampling layer (the op SCRFD's neck uses): a 3×3 convolution
+/// down by 4, nearest upsampling ×2, a convolution down by 2, and a 64-d fully-connected head,
+/// on 32×32 inputs. Fixed weights; for tests of the upsampling path and of model-file limits.
+pub fn tiny_upsampling() -> Result<Graph, Error> {
+    let conv = |i: usize, o: usize, s: usize| -> Result<Op, Error> {
+        let w = (0..o * i * 9)
+            .map(|k| ((k % 7) as f32 - 3.0) * 0.1)
+            .collect();
+        Ok(conv_op(
+            Tensor::new(vec![o, i, 3, 3], w)?,
+            vec![0.01; o],
+            s,
+            1,
+            1,
+        ))
+    };
+    let mut b = GraphBuilder::new("up", [3, 32, 32]);
+    let x = b.push("down", conv(3, 4, 4)?, &[GraphBuilder::INPUT]);
+    let x = b.push("up", Op::Upsample { factor: 2 }, &[x]);
+    let x = b.push("down2", conv(4, 4, 2)?, &[x]);
+    let x = b.push("flat", Op::Flatten, &[x]);
+    let w = (0..64 * 256).map(|k| (k % 5) as f32 * 0.01).collect();
+    let fc = Op::Gemm {
+        weights: Weights::Float(Tensor::new(vec![64, 256], w)?),
+        bias: vec![0.0; 64],
+        input_quant: None,
+    };
+    let x = b.push("fc", fc, &[x]);
+    b.finish(x)
+}

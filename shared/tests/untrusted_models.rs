@@ -30,37 +30,8 @@ fn student_bytes() -> Vec<u8> {
 
 /// A recognizer with an upsampling layer: conv ↓4, upsample ×2, conv ↓2, fc.
 fn upsampling_bytes() -> Vec<u8> {
-    let conv = |i: usize, o: usize, s: usize| Op::Conv {
-        weights: Weights::Float(
-            Tensor::new(
-                vec![o, i, 3, 3],
-                (0..o * i * 9).map(|k| (k % 7) as f32 * 0.1).collect(),
-            )
-            .unwrap(),
-        ),
-        bias: vec![0.01; o],
-        attrs: ConvAttrs {
-            stride: [s, s],
-            pads: [1; 4],
-            ..Default::default()
-        },
-        input_quant: None,
-    };
-    let mut b = GraphBuilder::new("up", [3, 32, 32]);
-    let x = b.push("down", conv(3, 4, 4), &[GraphBuilder::INPUT]);
-    let x = b.push("up", Op::Upsample { factor: 2 }, &[x]);
-    let x = b.push("down2", conv(4, 4, 2), &[x]);
-    let x = b.push("flat", Op::Flatten, &[x]);
-    let fc = Op::Gemm {
-        weights: Weights::Float(Tensor::new(vec![64, 256], vec![0.01; 64 * 256]).unwrap()),
-        bias: vec![0.0; 64],
-        input_quant: None,
-    };
-    let x = b.push("fc", fc, &[x]);
-    PackedModel::new(b.finish(x).unwrap(), None)
-        .unwrap()
-        .to_bytes()
-        .unwrap()
+    let g = efq_shared::builders::tiny_upsampling().unwrap();
+    PackedModel::new(g, None).unwrap().to_bytes().unwrap()
 }
 
 /// Rewrites the manifest JSON of a valid file and keeps the tensors.

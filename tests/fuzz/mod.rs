@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use efq_shared::builders::{random_images, tiny_mobilefacenet};
 use efq_shared::detect::Scrfd;
 use efq_shared::format::{MANIFEST_KEY, PackedModel};
-use efq_shared::graph::{ConvAttrs, Graph, GraphBuilder, Op, Tensor, Weights};
+use efq_shared::graph::Graph;
 use efq_shared::onnx::{self, ModelProto};
 use efq_shared::quant::{QuantConfig, quantize_graph};
 use efq_shared::reference;
@@ -65,45 +65,6 @@ pub enum Outcome {
 /// The category of the mutation that made an input (for the report).
 pub type Category = &'static str;
 
-fn tiny_with_upsampling() -> Graph {
-    let conv = |i: usize, o: usize, s: usize| Op::Conv {
-        weights: Weights::Float(
-            Tensor::new(
-                vec![o, i, 3, 3],
-                (0..o * i * 9)
-                    .map(|k| ((k % 7) as f32 - 3.0) * 0.1)
-                    .collect(),
-            )
-            .unwrap(),
-        ),
-        bias: vec![0.01; o],
-        attrs: ConvAttrs {
-            stride: [s, s],
-            pads: [1; 4],
-            ..Default::default()
-        },
-        input_quant: None,
-    };
-    let mut b = GraphBuilder::new("up", [3, 32, 32]);
-    let x = b.push("down", conv(3, 4, 4), &[GraphBuilder::INPUT]);
-    let x = b.push("up", Op::Upsample { factor: 2 }, &[x]);
-    let x = b.push("down2", conv(4, 4, 2), &[x]);
-    let x = b.push("flat", Op::Flatten, &[x]);
-    let fc = Op::Gemm {
-        weights: Weights::Float(
-            Tensor::new(
-                vec![64, 256],
-                (0..64 * 256).map(|k| (k % 5) as f32 * 0.01).collect(),
-            )
-            .unwrap(),
-        ),
-        bias: vec![0.0; 64],
-        input_quant: None,
-    };
-    let x = b.push("fc", fc, &[x]);
-    b.finish(x).unwrap()
-}
-
 fn packed(g: &Graph, bits: Option<&str>) -> Vec<u8> {
     let Some(bits) = bits else {
         return PackedModel::new(g.clone(), None)
@@ -121,7 +82,7 @@ fn packed(g: &Graph, bits: Option<&str>) -> Vec<u8> {
 /// ONNX and as a packed w8a8 student) and detector, where set-up has put them.
 pub fn seeds(real: bool) -> Vec<Seed> {
     let tiny = tiny_mobilefacenet(20, 64, 11).unwrap();
-    let up = tiny_with_upsampling();
+    let up = efq_shared::builders::tiny_upsampling().unwrap();
     let mut v = vec![
         Seed {
             target: Target::Efq,
