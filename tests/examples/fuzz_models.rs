@@ -10,7 +10,9 @@
 //! A supervisor runs the inputs in a worker process and restarts it past any input that
 //! aborts the process or runs longer than `--hang-seconds`; a counting allocator flags any
 //! single allocation over 1 GiB. Every finding is written with its seed and index, so
-//! `--only SEED:INDEX` re-runs it.
+//! `--only SEED:INDEX` re-runs it. Each input's outcome is appended to `OUT/lines.tsv` as it
+//! comes, so a campaign stopped part-way goes on from where it stood with `--resume` (same
+//! `--inputs`, `--seed` and `--backends`).
 
 #[path = "../fuzz/mod.rs"]
 mod fuzz;
@@ -51,6 +53,7 @@ struct Args {
     backends: bool,
     hang_seconds: u64,
     only: Option<(usize, u64)>,
+    resume: bool,
     worker: Option<(u64, u64)>,
     out: std::path::PathBuf,
 }
@@ -62,6 +65,7 @@ fn args() -> Args {
         backends: false,
         hang_seconds: 60,
         only: None,
+        resume: false,
         worker: None,
         out: "out/fuzz".into(),
     };
@@ -74,6 +78,11 @@ fn args() -> Args {
             "--seed" => a.seed = next(i).parse().expect("--seed N"),
             "--hang-seconds" => a.hang_seconds = next(i).parse().expect("--hang-seconds S"),
             "--out" => a.out = next(i).into(),
+            "--resume" => {
+                a.resume = true;
+                i += 1;
+                continue;
+            }
             "--backends" => {
                 a.backends = true;
                 i += 1;
@@ -92,7 +101,7 @@ fn args() -> Args {
             "--help" | "-h" => {
                 println!(
                     "fuzz_models [--inputs N per seed] [--seed S] [--backends] \
-                     [--hang-seconds S] [--out DIR] [--only SEED:INDEX]"
+                     [--hang-seconds S] [--out DIR] [--only SEED:INDEX] [--resume]"
                 );
                 std::process::exit(0);
             }
@@ -256,8 +265,29 @@ fn main() {
     );
     let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut findings = Vec::new();
-    let t0 = Instant::now();
     let mut next = 0u64;
+    // Seconds spent by earlier runs of a resumed campaign.
+    let mut before = 0f64;
+    let lines_path = a.out.join("lines.tsv");
+    if a.resume {
+        let old = std::fs::read_to_string(&lines_path).unwrap_or_default();
+        for line in old.lines().filter(|l| !l.is_empty()) {
+            next = tally(line, &seeds, &mut counts, &mut findings);
+        }
+        before = std::fs::read_to_string(a.out.join("seconds"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
+        eprintln!("resuming at input {next} of {total} ({before:.0} s so far)");
+    } else {
+        std::fs::write(&lines_path, "").unwrap();
+    }
+    let mut lines = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&lines_path)
+        .unwrap();
+    let t0 = Instant::now();
     let exe = std::env::current_exe().unwrap();
     while next < total {
         let mut cmd = std::process::Command::new(&exe);
@@ -286,18 +316,16 @@ fn main() {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(line) => {
-                    let f: Vec<&str> = line.split('\t').collect();
-                    let target = seeds[f[1].parse::<usize>().unwrap()].target.name();
-                    *counts
-                        .entry((target.into(), f[4].into(), f[0].into()))
-                        .or_default() += 1;
-                    if !matches!(f[0], "ran" | "refused") {
-                        findings.push(line.clone());
+                    writeln!(lines, "{line}").unwrap();
+                    next = tally(&line, &seeds, &mut counts, &mut findings);
+                    if !matches!(line.split('\t').next(), Some("ran" | "refused")) {
                         eprintln!("FINDING {line}");
                     }
-                    // Input n is (seed n % seeds, index n / seeds); the worker goes in order.
-                    let (k, index): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-                    next = index * seeds.len() as u64 + k + 1;
+                    std::fs::write(
+                        a.out.join("seconds"),
+                        format!("{}", before + t0.elapsed().as_secs_f64()),
+                    )
+                    .unwrap();
                     last = Instant::now();
                     if next.is_multiple_of(5000) {
                         eprintln!("{next}/{total} in {:.0} s", t0.elapsed().as_secs_f64());
@@ -307,25 +335,50 @@ fn main() {
                     if last.elapsed() > Duration::from_secs(a.hang_seconds) {
                         let _ = child.kill();
                         let _ = child.wait();
-                        record_dead(&a, &seeds, &mut next, "hang", &mut counts, &mut findings);
+                        let line =
+                            record_dead(&a, &seeds, &mut next, "hang", &mut counts, &mut findings);
+                        writeln!(lines, "{line}").unwrap();
                         break;
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     let status = child.wait().unwrap();
                     if !status.success() || next < total {
-                        record_dead(&a, &seeds, &mut next, "abort", &mut counts, &mut findings);
+                        let line =
+                            record_dead(&a, &seeds, &mut next, "abort", &mut counts, &mut findings);
+                        writeln!(lines, "{line}").unwrap();
                     }
                     break;
                 }
             }
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
+    let seconds = before + t0.elapsed().as_secs_f64();
     report(&a, &counts, &findings, total, seconds);
 }
 
-/// The worker died or hung on the input its progress file names: record it, skip past it.
+/// Counts one report line and returns the input that follows it.
+fn tally(
+    line: &str,
+    seeds: &[fuzz::Seed],
+    counts: &mut BTreeMap<(String, String, String), u64>,
+    findings: &mut Vec<String>,
+) -> u64 {
+    let f: Vec<&str> = line.split('\t').collect();
+    let target = seeds[f[1].parse::<usize>().unwrap()].target.name();
+    *counts
+        .entry((target.into(), f[4].into(), f[0].into()))
+        .or_default() += 1;
+    if !matches!(f[0], "ran" | "refused") {
+        findings.push(line.to_string());
+    }
+    // Input n is (seed n % seeds, index n / seeds); the worker goes in order.
+    let (k, index): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    index * seeds.len() as u64 + k + 1
+}
+
+/// The worker died or hung on the input its progress file names: record it, skip past it,
+/// and return its line.
 fn record_dead(
     a: &Args,
     seeds: &[fuzz::Seed],
@@ -333,7 +386,7 @@ fn record_dead(
     kind: &str,
     counts: &mut BTreeMap<(String, String, String), u64>,
     findings: &mut Vec<String>,
-) {
+) -> String {
     let n: u64 = std::fs::read_to_string(a.out.join("progress"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -345,8 +398,9 @@ fn record_dead(
     *counts
         .entry((seeds[k].target.name().into(), category.into(), kind.into()))
         .or_default() += 1;
-    findings.push(line);
+    findings.push(line.clone());
     *next = n + 1;
+    line
 }
 
 fn report(
