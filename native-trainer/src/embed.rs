@@ -120,9 +120,9 @@ impl Backend {
                 let arith = if g.float_dot() {
                     "exact f32 multiply-adds".to_string()
                 } else {
-                    format!("dot4 {:?}", g.dot4).to_lowercase()
+                    format!("dot4 {:?}", g.dot4()).to_lowercase()
                 };
-                format!("wgpu engine on {} ({arith})", g.adapter)
+                format!("wgpu engine on {} ({arith})", g.adapter())
             }
             Backend::Reference => "CPU reference executor".into(),
         }

@@ -83,11 +83,7 @@ impl BackendArgs {
         Ok(Backend::Wgpu(efq_engine::request_blocking(
             &efq_engine::GpuOptions {
                 force_polyfill: self.polyfill,
-                float_dot: match self.arith {
-                    Arith::Auto => None,
-                    Arith::Dot4 => Some(false),
-                    Arith::Float => Some(true),
-                },
+                float_dot: self.arith == Arith::Float,
                 ..Default::default()
             },
         )?))
@@ -105,12 +101,12 @@ impl BackendArgs {
             "--cpu".to_string()
         } else {
             let seen = match self.wgpu() {
-                Ok(Backend::Wgpu(g)) if !g.adapter.software => {
-                    let why = format!("hardware GPU adapter {}", g.adapter);
+                Ok(Backend::Wgpu(g)) if !g.adapter().software => {
+                    let why = format!("hardware GPU adapter {}", g.adapter());
                     return Ok((Backend::Wgpu(g), why));
                 }
                 Ok(Backend::Wgpu(g)) => {
-                    format!("no hardware GPU, wgpu offers only {}", g.adapter)
+                    format!("no hardware GPU, wgpu offers only {}", g.adapter())
                 }
                 Ok(_) => unreachable!("wgpu() opens the engine"),
                 Err(e) => format!("no GPU adapter ({e})"),
@@ -307,16 +303,15 @@ pub fn profile(backend: &Backend, model: &Path, batch: usize) -> Result<()> {
     let x = efq_shared::builders::random_images(batch, graph.input_shape, 1);
     m.profile(&x, batch)?; // warm-up
     let steps = m.profile(&x, batch)?;
-    let total: f64 = steps.iter().map(|s| s.2).sum();
-    let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
-    for (_, k, t) in &steps {
-        let name = format!("{k:?}");
-        match by_kernel.iter_mut().find(|e| e.0 == name) {
+    let total: f64 = steps.iter().map(|s| s.seconds).sum();
+    let mut by_kernel: Vec<(&str, f64, usize)> = Vec::new();
+    for r in &steps {
+        match by_kernel.iter_mut().find(|e| e.0 == r.kernel) {
             Some(e) => {
-                e.1 += t;
+                e.1 += r.seconds;
                 e.2 += 1
             }
-            None => by_kernel.push((name, *t, 1)),
+            None => by_kernel.push((r.kernel, r.seconds, 1)),
         }
     }
     by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -334,10 +329,10 @@ pub fn profile(backend: &Backend, model: &Path, batch: usize) -> Result<()> {
         );
     }
     let mut slow = steps.clone();
-    slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     println!("\nslowest dispatches:");
-    for (l, k, t) in slow.iter().take(10) {
-        println!("  {:>8.2} ms  {k:?}  {l}", t * 1e3);
+    for r in slow.iter().take(10) {
+        println!("  {:>8.2} ms  {}  {}", r.seconds * 1e3, r.kernel, r.node);
     }
     Ok(())
 }

@@ -282,7 +282,7 @@ fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
          worst head difference {worst_head:.2e} of range; network at 640×640: engine ({}) {:.1} ms, \
          reference {:.1} ms (median)",
         images.len(),
-        gpu.adapter.name,
+        gpu.adapter().name,
         median(t_engine) * 1e3,
         median(t_ref) * 1e3,
     );

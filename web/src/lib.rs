@@ -20,12 +20,12 @@ use wasm_bindgen::prelude::*;
 /// Largest model file the page accepts (the engine checks device limits on top of this).
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 
-/// The engine's integer-convolution arithmetic on the web: packed dot4 (`Some(false)`), the
+/// The engine's integer-convolution arithmetic on the web: packed dot4 (`false`), the
 /// arithmetic real GPUs use. The f32 multiply-add path (the engine's default on software
 /// adapters) is bit-exact in Chromium too since the engine zeroes its per-chunk accumulators
 /// explicitly (`engine_float_dot_path_in_browser`); at engine f2101c6 SwiftShader did not
 /// re-zero that loop-scoped array and the embeddings were wrong (cosine 0.51).
-pub const DEFAULT_FLOAT_DOT: Option<bool> = Some(false);
+pub const DEFAULT_FLOAT_DOT: bool = false;
 
 /// Images per GPU submission the model is planned for (larger batches are split).
 pub const GPU_MAX_BATCH: usize = 32;
@@ -177,7 +177,7 @@ fn named(name: &str) -> String {
 }
 
 /// Opens WebGPU, or says why not.
-async fn open_gpu(float_dot: Option<bool>) -> Result<Gpu, String> {
+async fn open_gpu(float_dot: bool) -> Result<Gpu, String> {
     #[cfg(target_arch = "wasm32")]
     if !wgpu::util::is_browser_webgpu_supported().await {
         return Err("this browser does not expose WebGPU (navigator.gpu is missing)".into());
@@ -199,7 +199,7 @@ impl Verifier {
         backend: String,
         float_dot: Option<bool>,
     ) -> Result<Verifier, JsError> {
-        Verifier::load_native(&bytes, &backend, float_dot.or(DEFAULT_FLOAT_DOT))
+        Verifier::load_native(&bytes, &backend, float_dot.unwrap_or(DEFAULT_FLOAT_DOT))
             .await
             .map_err(|e| JsError::new(&e))
     }
@@ -318,7 +318,7 @@ impl Verifier {
             .map_err(|e| JsError::new(&e.to_string()))?;
         let rows: Vec<_> = steps
             .iter()
-            .map(|(node, kernel, s)| json!({"node": node, "kernel": format!("{kernel:?}"), "ms": s * 1e3}))
+            .map(|r| json!({"node": r.node, "kernel": r.kernel, "ms": r.seconds * 1e3}))
             .collect();
         Ok(serde_json::Value::from(rows).to_string())
     }
@@ -326,11 +326,11 @@ impl Verifier {
 
 impl Verifier {
     /// [`Verifier::load`] with plain errors (for Rust callers and tests).
-    /// `float_dot`: the engine's integer-convolution arithmetic (`None`: its default).
+    /// `float_dot`: the engine's integer-convolution arithmetic (see [`DEFAULT_FLOAT_DOT`]).
     pub async fn load_native(
         bytes: &[u8],
         backend: &str,
-        float_dot: Option<bool>,
+        float_dot: bool,
     ) -> Result<Verifier, String> {
         let choice = Backend::parse(backend)?;
         let packed = parse_model(bytes)?;
@@ -523,7 +523,7 @@ impl FaceDetector {
             .map(|&s| Scrfd::import_bytes(bytes, "detector", [s, s]))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("not a usable SCRFD detector: {e}"))?;
-        let path = pick_path(choice, None).await?;
+        let path = pick_path(choice, DEFAULT_FLOAT_DOT).await?;
         let gpu = match &path.gpu {
             Some(gpu) => Some(
                 nets.iter()
@@ -658,7 +658,7 @@ struct Path {
 
 /// Opens WebGPU unless the CPU is asked for; with `auto`, a software rasteriser or a missing
 /// WebGPU means the CPU path.
-async fn pick_path(choice: Backend, float_dot: Option<bool>) -> Result<Path, String> {
+async fn pick_path(choice: Backend, float_dot: bool) -> Result<Path, String> {
     let cpu = |reason: String| Path {
         gpu: None,
         reason,
@@ -674,13 +674,13 @@ async fn pick_path(choice: Backend, float_dot: Option<bool>) -> Result<Path, Str
             let mut path = Path {
                 reason: String::new(),
                 adapter: json!({
-                    "name": gpu.adapter.name,
-                    "backend": gpu.adapter.backend,
-                    "device_type": gpu.adapter.device_type,
-                    "driver": gpu.adapter.driver,
-                    "software": gpu.adapter.software,
+                    "name": gpu.adapter().name,
+                    "backend": gpu.adapter().backend,
+                    "device_type": gpu.adapter().device_type,
+                    "driver": gpu.adapter().driver,
+                    "software": gpu.adapter().software,
                 }),
-                dot4: json!(match gpu.dot4 {
+                dot4: json!(match gpu.dot4() {
                     Dot4::Native => "native",
                     Dot4::Polyfill => "polyfill",
                 }),
@@ -691,17 +691,17 @@ async fn pick_path(choice: Backend, float_dot: Option<bool>) -> Result<Path, Str
                 }),
                 gpu: None,
             };
-            if choice == Backend::Auto && gpu.adapter.software {
+            if choice == Backend::Auto && gpu.adapter().software {
                 path.reason = format!(
                     "the WebGPU adapter{} is a software rasteriser; the CPU path is used \
                      (force WebGPU with ?backend=webgpu)",
-                    named(&gpu.adapter.name)
+                    named(&gpu.adapter().name)
                 );
             } else {
                 path.reason = if choice == Backend::WebGpu {
                     "WebGPU requested".to_string()
                 } else {
-                    format!("a hardware WebGPU adapter{}", named(&gpu.adapter.name))
+                    format!("a hardware WebGPU adapter{}", named(&gpu.adapter().name))
                 };
                 path.gpu = Some(gpu);
             }

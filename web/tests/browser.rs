@@ -63,7 +63,7 @@ extern "C" {
 
 #[wasm_bindgen_test]
 async fn cpu_path_in_wasm_equals_native_reference() {
-    let v = Verifier::load_native(MODEL, "cpu", None).await.unwrap();
+    let v = Verifier::load_native(MODEL, "cpu", false).await.unwrap();
     assert_eq!(v.backend(), "cpu");
     let want = floats(EMBEDDINGS);
     let got = v.embed_native(&rgba(), n(), 4).await.unwrap();
@@ -113,7 +113,7 @@ async fn webgpu_engine_in_browser_equals_native_reference() {
 
 #[wasm_bindgen_test]
 async fn verdicts_and_errors() {
-    let v = Verifier::load_native(MODEL, "cpu", None).await.unwrap();
+    let v = Verifier::load_native(MODEL, "cpu", false).await.unwrap();
     let img = |i: usize| rgba()[i * 112 * 112 * 4..(i + 1) * 112 * 112 * 4].to_vec();
     let same: serde_json::Value =
         serde_json::from_str(&v.verify(img(0), img(0), 4).await.ok().unwrap()).unwrap();
@@ -122,12 +122,12 @@ async fn verdicts_and_errors() {
     // Wrong sizes and bad files are errors that say what is wrong.
     let e = v.embed_native(&img(0)[..100], 1, 4).await.unwrap_err();
     assert!(e.contains("expected 1 image(s) of 112×112"), "{e}");
-    let e = Verifier::load_native(b"not a model at all", "cpu", None)
+    let e = Verifier::load_native(b"not a model at all", "cpu", false)
         .await
         .err()
         .unwrap();
     assert!(e.starts_with("not a usable EfQuantFace model"), "{e}");
-    let e = Verifier::load_native(MODEL, "vulkan", None)
+    let e = Verifier::load_native(MODEL, "vulkan", false)
         .await
         .err()
         .unwrap();
@@ -136,7 +136,7 @@ async fn verdicts_and_errors() {
 
 #[wasm_bindgen_test]
 async fn verify_agrees_between_paths() {
-    let cpu = Verifier::load_native(MODEL, "cpu", None).await.unwrap();
+    let cpu = Verifier::load_native(MODEL, "cpu", false).await.unwrap();
     let gpu = Verifier::load_native(MODEL, "webgpu", DEFAULT_FLOAT_DOT)
         .await
         .unwrap();
@@ -206,9 +206,7 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
 /// accumulator array and this gave cosine 0.51; the kernel now zeroes it explicitly.)
 #[wasm_bindgen_test]
 async fn engine_float_dot_path_in_browser() {
-    let v = Verifier::load_native(MODEL, "webgpu", Some(true))
-        .await
-        .unwrap();
+    let v = Verifier::load_native(MODEL, "webgpu", true).await.unwrap();
     let got = v.embed_native(&rgba(), n(), 4).await.unwrap();
     let c = min_cosine(&got, &floats(EMBEDDINGS));
     assert!(c >= 0.99999, "float_dot path: cosine {c} to native");

@@ -20,15 +20,20 @@ pub enum Dot4 {
 /// What the engine knows about the adapter it runs on.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
+    /// The adapter's name, e.g. `"NVIDIA H100 80GB HBM3"` or `"llvmpipe (LLVM 19.1.1, 256 bits)"`.
     pub name: String,
+    /// The wgpu backend: `"Vulkan"`, `"Metal"`, `"Dx12"`, `"Gl"` or `"BrowserWebGpu"`.
     pub backend: String,
+    /// wgpu's device type: `"DiscreteGpu"`, `"IntegratedGpu"`, `"Cpu"`, ….
     pub device_type: String,
+    /// Driver name and version, where the platform reports them.
     pub driver: String,
     /// True for software rasterisers (lavapipe, llvmpipe, SwiftShader, WARP).
     pub software: bool,
 }
 
 impl AdapterSummary {
+    /// Summarises wgpu's adapter info.
     pub fn from_info(info: &wgpu::AdapterInfo) -> Self {
         AdapterSummary {
             name: info.name.clone(),
@@ -63,27 +68,36 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Force the dot4 polyfill even where the extension exists (to test and compare it).
     pub force_polyfill: bool,
-    /// How the integer convolutions multiply: packed dot4 (`None`, the default everywhere) or
-    /// exact f32 multiply-adds (`Some(true)`; identical results, measured slower on lavapipe).
-    pub float_dot: Option<bool>,
+    /// Integer convolutions multiply in exact f32 multiply-adds instead of packed dot4
+    /// (identical results; measured slower on lavapipe, so off by default).
+    pub float_dot: bool,
 }
 
 /// A device and queue plus the engine's compiled pipelines, shared by every model on it.
+/// Cloning is cheap: clones share the device and the pipeline cache.
 #[derive(Clone)]
 pub struct Gpu {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub adapter: AdapterSummary,
-    pub dot4: Dot4,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    pub(crate) dot4: Dot4,
     /// Integer convolutions accumulate exact integer products in f32 multiply-adds instead of
     /// dot4 (identical results; opt-in).
-    pub float_dot: bool,
+    float_dot: bool,
     pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, Pipelines>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
     /// Opens the best adapter wgpu finds and a device with the largest buffer limits it allows.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), efq_engine::EngineError> {
+    /// use efq_engine::{Gpu, GpuOptions};
+    /// let gpu = Gpu::request(&GpuOptions::default()).await?;
+    /// println!("running on {}", gpu.adapter());
+    /// # Ok(()) }
+    /// ```
     pub async fn request(options: &GpuOptions) -> Result<Gpu, EngineError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         if let Some(b) = options.backends {
@@ -120,15 +134,34 @@ impl Gpu {
         } else {
             Dot4::Polyfill
         };
-        let mut gpu = Gpu::from_device(device, queue, &info, dot4);
-        if let Some(f) = options.float_dot {
-            gpu.float_dot = f;
-        }
-        Ok(gpu)
+        Ok(Gpu::from_device(device, queue, &info, dot4).with_float_dot(options.float_dot))
     }
 
-    /// Wraps a device an app already has. `dot4` should be [`Dot4::Native`] when
-    /// `instance.wgsl_language_features()` contains `Packed4x8IntegerDotProduct`.
+    /// Wraps a device an app already has (its renderer's, say), so the engine shares it.
+    /// `dot4` should be [`Dot4::Native`] when `instance.wgsl_language_features()` contains
+    /// `Packed4x8IntegerDotProduct`, else [`Dot4::Polyfill`]. The device should allow storage
+    /// buffers as large as the model's activations (the adapter's own limits are safest).
+    ///
+    /// ```no_run
+    /// # async fn run(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<(), Box<dyn std::error::Error>> {
+    /// use efq_engine::{Dot4, Gpu};
+    /// let (device, queue) = adapter
+    ///     .request_device(&wgpu::DeviceDescriptor {
+    ///         required_limits: adapter.limits(),
+    ///         ..Default::default()
+    ///     })
+    ///     .await?;
+    /// let dot4 = if instance
+    ///     .wgsl_language_features()
+    ///     .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct)
+    /// {
+    ///     Dot4::Native
+    /// } else {
+    ///     Dot4::Polyfill
+    /// };
+    /// let gpu = Gpu::from_device(device, queue, &adapter.get_info(), dot4);
+    /// # Ok(()) }
+    /// ```
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -164,16 +197,50 @@ impl Gpu {
         }
     }
 
+    /// The same device with the integer convolutions' arithmetic chosen (see
+    /// [`GpuOptions::float_dot`]); models compiled afterwards use it.
+    pub fn with_float_dot(mut self, on: bool) -> Gpu {
+        self.float_dot = on;
+        self
+    }
+
+    /// Whether integer convolutions multiply in f32 multiply-adds rather than dot4.
     pub fn float_dot(&self) -> bool {
         self.float_dot
     }
 
+    /// How `dot4I8Packed` is reached on this device.
+    pub fn dot4(&self) -> Dot4 {
+        self.dot4
+    }
+
+    /// The adapter the device belongs to.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// The wgpu device (for an app that draws with it too).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The device's limits (the largest batch a model can plan for follows from them).
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
     }
 }
 
 /// Blocking helper for native apps and tests: [`Gpu::request`] on the current thread.
+///
+/// ```no_run
+/// let gpu = efq_engine::request_blocking(&Default::default())?;
+/// # Ok::<(), efq_engine::EngineError>(())
+/// ```
 #[cfg(not(target_arch = "wasm32"))]
 pub fn request_blocking(options: &GpuOptions) -> Result<Gpu, EngineError> {
     pollster::block_on(Gpu::request(options))

@@ -15,15 +15,17 @@
 //! The integer path is bit-exact with `efq_shared::reference` (see `docs/quantization.md`);
 //! that executor is re-exported as the CPU fallback.
 
+#![warn(missing_docs)]
+
 mod error;
 mod gpu;
-pub mod kernels;
+mod kernels;
 mod model;
-pub mod weights;
+mod weights;
 
 pub use efq_shared::reference;
 pub use error::EngineError;
 #[cfg(not(target_arch = "wasm32"))]
 pub use gpu::request_blocking;
 pub use gpu::{AdapterSummary, Dot4, Gpu, GpuOptions};
-pub use model::{DEFAULT_MAX_BATCH, GpuModel, Images, ModelInfo, Verification};
+pub use model::{DEFAULT_MAX_BATCH, GpuModel, Images, ModelInfo, ProfileRow, Verification};

@@ -102,8 +102,8 @@ fn a_lost_device_fails_later_calls_cleanly() {
     let model = GpuModel::from_bytes(&gpu, &tiny_model_bytes()).unwrap();
     let img = vec![9u8; 3 * 16 * 16];
     model.embed_blocking(Images::Rgb8(&img), 1).unwrap();
-    gpu.device.destroy();
-    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    gpu.device().destroy();
+    let _ = gpu.device().poll(wgpu::PollType::wait_indefinitely());
     let err = model.embed_blocking(Images::Rgb8(&img), 1).unwrap_err();
     assert!(
         matches!(err, EngineError::DeviceLost(_) | EngineError::Gpu(_)),
@@ -185,13 +185,16 @@ fn profile_rejects_a_wrong_batch_and_times_every_dispatch_of_a_pass() {
     assert!(matches!(model.profile(&[], 0), Err(EngineError::Input(_))));
     let steps = model.profile(&nchw, 1).unwrap();
     // One entry per dispatch, in execution order, named by its graph node.
-    let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = steps.iter().map(|r| r.node.as_str()).collect();
     assert_eq!(names.first(), Some(&"input"), "{steps:?}");
     for node in ["conv1", "dw1", "add", "fc"] {
         assert!(names.contains(&node), "{node} missing: {steps:?}");
     }
-    for (name, _, s) in &steps {
-        assert!(!name.is_empty() && s.is_finite() && *s >= 0.0, "{steps:?}");
+    for r in &steps {
+        assert!(
+            !r.node.is_empty() && !r.kernel.is_empty() && r.seconds.is_finite() && r.seconds >= 0.0,
+            "{steps:?}"
+        );
     }
     // Profiling shares the model's buffers: the next pass must be unaffected.
     assert_eq!(model.embed_blocking(Images::Rgb8(&rgb), 1).unwrap(), before);

@@ -63,6 +63,8 @@ pub enum Access {
 use Access::{Read, ReadWrite, Uniform};
 
 impl Kernel {
+    /// Every kernel (the shader validation test walks them).
+    #[cfg(test)]
     pub const ALL: [Kernel; 14] = [
         Kernel::Quantize,
         Kernel::ConvInt,
@@ -79,6 +81,26 @@ impl Kernel {
         Kernel::L2Norm,
         Kernel::Upsample,
     ];
+
+    /// The kernel's name in profiles: `"ConvInt"` and so on.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Quantize => "Quantize",
+            Kernel::ConvInt => "ConvInt",
+            Kernel::GemmInt => "GemmInt",
+            Kernel::ConvDepthwiseInt => "ConvDepthwiseInt",
+            Kernel::ConvF32 => "ConvF32",
+            Kernel::Add => "Add",
+            Kernel::Prelu => "Prelu",
+            Kernel::Relu => "Relu",
+            Kernel::Affine => "Affine",
+            Kernel::FromRgb8 => "FromRgb8",
+            Kernel::FromNchw => "FromNchw",
+            Kernel::ToNchw => "ToNchw",
+            Kernel::L2Norm => "L2Norm",
+            Kernel::Upsample => "Upsample",
+        }
+    }
 
     fn file(self) -> &'static str {
         match self {
@@ -239,3 +261,6 @@ pub fn grid_1d(count: u64, max_dim: u32) -> [u32; 2] {
         [groups.div_ceil(y) as u32, y as u32]
     }
 }
+
+#[cfg(test)]
+mod validation_tests;

@@ -27,6 +27,7 @@ use efq_shared::graph::{Graph, ValueId};
 use crate::error::EngineError;
 use crate::gpu::Gpu;
 use plan::Step;
+pub use profile::ProfileRow;
 
 /// Largest batch a model is planned for unless the caller asks otherwise.
 pub const DEFAULT_MAX_BATCH: usize = 64;
@@ -34,10 +35,15 @@ pub const DEFAULT_MAX_BATCH: usize = 64;
 /// What a loaded model is.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
+    /// The name stored in the model file.
     pub name: String,
+    /// `[channels, height, width]` of one input image.
     pub input_shape: [usize; 3],
+    /// Values per embedding.
     pub embedding_dim: usize,
+    /// Channel order, mean and std the model expects (applied on the GPU to RGB bytes).
     pub preprocessing: Preprocessing,
+    /// The verification threshold stored with the model, if any.
     pub threshold: Option<Threshold>,
     /// `"w6a6"` and so on; `None` for a float model.
     pub quant: Option<String>,
@@ -47,6 +53,7 @@ pub struct ModelInfo {
     pub gpu_activation_bytes: u64,
     /// Images per submission; larger batches are split.
     pub max_batch: usize,
+    /// Compute dispatches in one forward pass.
     pub dispatches: usize,
 }
 
@@ -57,6 +64,7 @@ pub struct Verification {
     pub similarity: f32,
     /// The model's threshold and the decision at it, when the model carries one.
     pub threshold: Option<f32>,
+    /// Whether the two faces are the same person at that threshold (`None` without one).
     pub same: Option<bool>,
 }
 
@@ -93,7 +101,15 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Loads a packed model file's bytes.
+    /// Loads a packed model file's bytes (validated before anything is allocated), planned for
+    /// batches of up to [`DEFAULT_MAX_BATCH`] images.
+    ///
+    /// ```no_run
+    /// # fn run(gpu: &efq_engine::Gpu) -> Result<(), Box<dyn std::error::Error>> {
+    /// let model = efq_engine::GpuModel::from_bytes(gpu, &std::fs::read("student.efq")?)?;
+    /// println!("{}: {}-d embeddings", model.info().name, model.info().embedding_dim);
+    /// # Ok(()) }
+    /// ```
     pub fn from_bytes(gpu: &Gpu, bytes: &[u8]) -> Result<GpuModel, EngineError> {
         let model = PackedModel::from_bytes(bytes)?;
         GpuModel::new(gpu, &model, DEFAULT_MAX_BATCH)
@@ -146,10 +162,12 @@ impl GpuModel {
         GpuModel::compile(gpu, graph, info, max_batch, outputs)
     }
 
+    /// What the model is: its input, embedding, preprocessing, threshold and GPU memory.
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
 
+    /// The device the model was compiled for.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

@@ -30,7 +30,7 @@ pub fn polyfill_gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         request_blocking(&GpuOptions {
             force_polyfill: true,
-            float_dot: Some(false),
+            float_dot: false,
             ..Default::default()
         })
         .expect("a GPU adapter")
@@ -42,7 +42,7 @@ pub fn float_gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         request_blocking(&GpuOptions {
-            float_dot: Some(true),
+            float_dot: true,
             ..Default::default()
         })
         .expect("a GPU adapter")

@@ -1,7 +1,7 @@
 //! Every kernel, with either dot4 prelude, is valid WGSL according to naga.
 
-use efq_engine::Dot4;
-use efq_engine::kernels::Kernel;
+use super::Kernel;
+use crate::gpu::Dot4;
 
 #[test]
 fn every_kernel_passes_naga_validation_with_both_dot4_preludes() {
