@@ -34,7 +34,7 @@ fn channels_last(t: Tensor) -> Tensor {
 }
 
 fn main() {
-    efq_trainer::alloc::keep_freed_memory();
+    efq_trainer::memory::keep_freed_memory();
     tch::set_num_threads(2);
     let nb: i64 = std::env::var("NB")
         .ok()

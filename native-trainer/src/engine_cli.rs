@@ -162,29 +162,38 @@ pub struct EmbeddingRow {
     pub embedding: Vec<f32>,
 }
 
-/// L2-normalised embeddings of image files (aligned crops).
+/// L2-normalised embeddings of image files (aligned crops), handed to `row` one at a time in
+/// the order given. Images are read and embedded `batch` at a time, so memory stays that of
+/// one batch however many images there are (the rows are the caller's to keep or write out).
 pub fn embed_files(
     backend: &Backend,
     model: &Path,
     images: &[PathBuf],
-) -> Result<Vec<EmbeddingRow>> {
+    batch: usize,
+    row: &mut dyn FnMut(EmbeddingRow) -> Result<()>,
+) -> Result<()> {
     if images.is_empty() {
         bail!("no images given");
     }
+    let batch = batch.clamp(1, images.len());
     let (graph, pre) = load_model(model)?;
-    let x = load_images(&pre, images)?;
-    let net = backend.load(&graph, images.len())?;
-    let (mut plain, _) = net.forward_with_flip(&x, images.len())?;
+    let net = backend.load(&graph, batch)?;
     let dim = net.embedding_dim();
-    l2_normalize_rows(&mut plain, dim);
-    Ok(images
-        .iter()
-        .zip(plain.chunks(dim))
-        .map(|(p, e)| EmbeddingRow {
-            image: p.clone(),
-            embedding: e.to_vec(),
-        })
-        .collect())
+    let pb = crate::embed::progress(images.len() as u64, "embed");
+    for chunk in images.chunks(batch) {
+        let x = load_images(&pre, chunk)?;
+        let (mut plain, _) = net.forward_with_flip(&x, chunk.len())?;
+        l2_normalize_rows(&mut plain, dim);
+        for (p, e) in chunk.iter().zip(plain.chunks(dim)) {
+            row(EmbeddingRow {
+                image: p.clone(),
+                embedding: e.to_vec(),
+            })?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -247,7 +256,7 @@ pub fn bench(
     min_seconds: f64,
 ) -> Result<Vec<BenchRow>> {
     let (graph, _) = load_model(model)?;
-    let name = file_stem(model);
+    let name = crate::paths::file_stem(model);
     let mut rows = Vec::new();
     for &batch in batches {
         let net = backend.load(&graph, batch.div_ceil(2).max(1))?;
@@ -286,7 +295,7 @@ pub fn bench(
             iterations: times.len(),
             images_per_second: batch as f64 / median,
             latency_ms: median * 1e3,
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: crate::memory::peak_rss_mb(),
         });
     }
     Ok(rows)
@@ -352,69 +361,4 @@ pub fn print_bench(rows: &[BenchRow]) {
             r.peak_rss_mb
         );
     }
-}
-
-/// Peak resident memory of this process so far (Linux `VmHWM`), MB; 0 where unknown.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-pub fn file_stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// `--config FILE.toml` → the file's keys as long options, inserted right after the subcommand
-/// so that options given on the command line (later, and `args_override_self`) win. Keys are
-/// the long option names (`lr`, `hard-negatives` or `hard_negatives`); `true` turns a flag on.
-pub fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
-    let pos = args.iter().position(|a| a == "--config");
-    let path = match pos {
-        Some(i) => args
-            .get(i + 1)
-            .map(PathBuf::from)
-            .context("--config needs a file")?,
-        None => match args
-            .iter()
-            .find_map(|a| a.to_str().and_then(|s| s.strip_prefix("--config=")))
-        {
-            Some(p) => PathBuf::from(p),
-            None => return Ok(args),
-        },
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("config {} is not valid TOML", path.display()))?;
-    let mut extra: Vec<std::ffi::OsString> = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            toml::Value::Boolean(true) => extra.push(flag.into()),
-            toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => extra.extend([flag.into(), s.into()]),
-            toml::Value::Integer(i) => extra.extend([flag.into(), i.to_string().into()]),
-            toml::Value::Float(f) => extra.extend([flag.into(), f.to_string().into()]),
-            other => bail!(
-                "config {}: '{key}' must be a string, number or boolean, not {}",
-                path.display(),
-                other.type_str()
-            ),
-        }
-    }
-    // After the program name and the subcommand.
-    let mut out = args[..2.min(args.len())].to_vec();
-    out.extend(extra);
-    out.extend(args[2.min(args.len())..].iter().cloned());
-    Ok(out)
 }

@@ -2,7 +2,6 @@
 //! the `trainer` binary.
 
 pub mod align;
-pub mod alloc;
 pub mod checkpoint;
 pub mod embed;
 pub mod engine_cli;
@@ -10,6 +9,7 @@ pub mod eval;
 pub mod fault;
 pub mod finetune;
 pub mod loss;
+pub mod memory;
 pub mod net;
 pub mod paths;
 pub mod plot;

@@ -126,6 +126,13 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// The file name without its extension (`out/student.efq` → `student`), for default output names.
+pub fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,7 +449,7 @@ pub fn run(
                 s_vals[v] = None;
             }
         }
-        crate::alloc::release_free_memory();
+        crate::memory::release_free_memory();
         pb.inc(1);
     }
     Ok(fits)
@@ -732,7 +732,7 @@ pub fn run_blocks(
             objective,
         });
         (tx, sx) = (ty, y);
-        crate::alloc::release_free_memory();
+        crate::memory::release_free_memory();
         pb.inc(1);
     }
     Ok(fits)

@@ -490,3 +490,62 @@ fn without_the_set_up_the_errors_say_to_run_it_and_what_to_set() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+#[test]
+fn embed_streams_rows_in_order_and_the_batch_size_changes_nothing() {
+    let person = lfw().join("insightface112/Abel_Pacheco");
+    let mut crops: Vec<_> = std::fs::read_dir(&person)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    crops.sort();
+    crops.push(lfw().join("insightface112/Aaron_Peirsol/Aaron_Peirsol_0001.jpg"));
+    let dir = tempfile::tempdir().unwrap();
+    let embed = |batch: &str, out: &str| -> Vec<(String, Vec<f64>)> {
+        let path = dir.path().join(out);
+        let o = trainer()
+            .args(["embed", "--backend", "tch", "--batch", batch, "--out"])
+            .arg(&path)
+            .arg("--model")
+            .arg(teacher())
+            .args(&crops)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", failure_message(&o));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let e: Vec<f64> = serde_json::from_value(r["embedding"].clone()).unwrap();
+                (r["image"].as_str().unwrap().to_string(), e)
+            })
+            .collect()
+    };
+    let one = embed("1", "one.json");
+    let three = embed("2", "two.json");
+    assert_eq!(one.len(), crops.len());
+    for ((row, crop), other) in one.iter().zip(&crops).zip(&three) {
+        assert_eq!(row.0, crop.to_str().unwrap(), "rows out of order");
+        assert_eq!(row.0, other.0);
+        let cos: f64 = row.1.iter().zip(&other.1).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.99999, "{}: batch 1 vs 2 cosine {cos}", row.0);
+        let norm: f64 = row.1.iter().map(|a| a * a).sum();
+        assert!((norm - 1.0).abs() < 1e-4, "not L2-normalised: {norm}");
+    }
+    let cos =
+        |i: usize, j: usize| -> f64 { one[i].1.iter().zip(&one[j].1).map(|(a, b)| a * b).sum() };
+    let last = one.len() - 1;
+    assert!(
+        cos(0, 1) > 0.4 && cos(0, last) < 0.2,
+        "same {} vs different {}",
+        cos(0, 1),
+        cos(0, last)
+    );
+    // Nothing is left beside the output.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}

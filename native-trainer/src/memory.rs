@@ -1,4 +1,4 @@
-//! Allocator settings for libtorch on the CPU.
+//! Memory: allocator settings for libtorch on the CPU, and the process's peak resident size.
 //!
 //! A training step allocates and frees hundreds of activation and gradient buffers of 1–50 MB.
 //! glibc serves large blocks with fresh `mmap`s and gives them back on `free`, so every buffer
@@ -28,4 +28,18 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), MB; 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

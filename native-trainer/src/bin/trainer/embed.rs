@@ -1,0 +1,73 @@
+//! `trainer embed`: the L2-normalised embeddings of aligned crops, as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use efq_trainer::engine_cli::{self, BackendArgs};
+use efq_trainer::paths;
+
+#[derive(Args)]
+pub struct EmbedCmd {
+    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
+    /// installed].
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Aligned 112×112 crops.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Images per forward pass [default: the backend's, as in `eval`]. Memory follows the
+    /// batch, not the number of images.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Output JSON file [default: stdout]. Written beside and renamed into place when complete.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl EmbedCmd {
+    pub fn run(self) -> Result<()> {
+        let model = paths::teacher(self.model, "--model")?;
+        let backend = self.backend.open(&model)?;
+        let batch = self.batch.unwrap_or(backend.default_batch());
+        // A JSON array written row by row: `[{"image": …, "embedding": […]}, …]`.
+        let write = |w: &mut dyn Write| -> Result<()> {
+            let mut first = true;
+            w.write_all(b"[")?;
+            engine_cli::embed_files(&backend, &model, &self.images, batch, &mut |row| {
+                w.write_all(if first { b"\n" } else { b",\n" })?;
+                first = false;
+                serde_json::to_writer(&mut *w, &row)?;
+                Ok(())
+            })?;
+            w.write_all(b"\n]\n")?;
+            w.flush()?;
+            Ok(())
+        };
+        match &self.out {
+            Some(path) => {
+                let tmp = path.with_extension("json.tmp");
+                let file = std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+                let mut w = std::io::BufWriter::new(file);
+                let written = write(&mut w).and_then(|_| {
+                    w.into_inner()
+                        .map_err(|e| e.into_error())?
+                        .sync_all()
+                        .map_err(Into::into)
+                });
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+        }
+        Ok(())
+    }
+}

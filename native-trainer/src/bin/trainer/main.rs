@@ -1,0 +1,185 @@
+//! `trainer`: turns a full-precision face-recognition teacher into a low-bit student
+//! (Ef-QuantFace) and evaluates both.
+//!
+//! `main` only parses and dispatches; each subcommand is a module here with its arguments and
+//! its `run`, over the library's work (`efq_trainer`).
+
+mod bench;
+mod common;
+mod config_file;
+mod embed;
+mod eval;
+mod finetune;
+mod generate;
+mod quantize;
+mod reconstruct;
+mod roc;
+mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Ef-QuantFace trainer: import a face-recognition teacher, quantize it, evaluate it",
+    long_about = "Ef-QuantFace trainer.\n\n\
+        Models are InsightFace ONNX files (float teachers such as w600k_mbf.onnx) or packed\n\
+        EfQuantFace files (.efq, safetensors with a manifest). Data is LFW: a folder of aligned\n\
+        112×112 crops with one sub-folder per person, and the standard pairs.txt.\n\n\
+        Without a flag, files are found where scripts/setup.sh puts them, whatever the working\n\
+        directory; an environment variable overrides each default, a flag overrides both:\n  \
+        EFQ_TEACHER   the teacher (--model, --teacher): $EFQ_CACHE/models/w600k_mbf.onnx\n  \
+        EFQ_DETECTOR  the face detector (--detector): $EFQ_CACHE/models/scrfd_500m_bnkps.onnx\n  \
+        EFQ_CACHE     the set-up cache: ~/.cache/efquantface\n  \
+        EFQ_LFW       the LFW folder (--lfw): shared/data/lfw beside this checkout\n\n\
+        The recipe is the default. Options whose alternatives did not improve results are listed\n\
+        under their own \"Experiments\" heading in a subcommand's --help (not in -h).\n\n\
+        `trainer finetune --config FILE.toml` reads options from a file: its keys are the long\n\
+        option names (e.g. `lr = 0.001`, `loss = \"ekd\"`, `positives = \"views\"`); options on the\n\
+        command line win. The effective configuration is saved as config.json in --out-dir.",
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a model on LFW: 10-fold accuracy, all-pairs TAR at low FAR, ROC plot.
+    #[command(long_about = "Evaluate a model on LFW.\n\n\
+        Embeds every crop of --crops (with and without the flip test), then reports\n\
+        - InsightFace's 10-fold accuracy on pairs.txt (squared-L2 thresholds 0..4 step 0.01),\n\
+        - ROC AUC of the pairs,\n\
+        - TAR at FAR 1e-2 … 1e-6 over ALL pairs of the folder (29.6M impostor pairs on the\n  \
+          7,701 standard test crops), where quantized models actually differ,\n\
+        - with --teacher, the mean and 1st-percentile cosine of each embedding to the teacher's.\n\
+        Writes report.json and roc.png into --out.\n\n\
+        Example: trainer eval --model student.efq --teacher w600k_mbf.onnx --json")]
+    Eval(eval::EvalCmd),
+    /// Quantize a float teacher into a packed low-bit student (post-training quantization).
+    #[command(
+        long_about = "Quantize a float teacher into a packed low-bit student.\n\n\
+        Weights: symmetric per output channel at --bits' w width; activations: per tensor at\n\
+        its a width, ranges calibrated on --calib-images training crops (by default the\n\
+        clipping point with the least squared error at that width; below 8 bits the levels\n\
+        may also be split unevenly around zero, --act-grid). Before calibrating,\n\
+        the channels in front of grouped and depthwise layers are equalized (an exact float\n\
+        rescaling; --no-equalize skips it). The first conv and the last FC stay at 8 bits\n\
+        unless --all-layers. --reconstruct STEPS then fits each layer to the teacher's output\n\
+        of that layer on the calibration images (~20 minutes on 2 CPU cores; at w4a4 it lifts\n\
+        w600k_mbf's teacher fidelity from 0.61 to 0.83), and --reconstruct-blocks STEPS then\n\
+        fits each block (a bottleneck or residual unit) as a whole to the teacher's output of\n\
+        that block (0.83 to 0.89 at 600 steps; --reconstruct-drop 0.5 leaves half the\n\
+        activations float during that fit, QDrop, and adds a little on unseen faces).\n\
+        See docs/quantization.md.\n\n\
+        Examples: trainer quantize --bits w6a6 --out out/mbf-w6a6-ptq.efq\n          \
+        trainer quantize --bits w4a4 --reconstruct 200 --reconstruct-blocks 600 \\\n            \
+        --reconstruct-drop 0.5 --out out/mbf-w4a4-rec.efq"
+    )]
+    Quantize(quantize::QuantizeCmd),
+    /// Fine-tune a quantized student with distillation (EKD by default), export it, evaluate it.
+    #[command(
+        long_about = "Fine-tune a quantized student from the teacher (Ef-QuantFace).\n\n\
+        Starts from --student-init, or quantizes the teacher at --bits first (as `quantize`).\n\
+        One epoch over --train-crops, EKD loss by default, no classification head. Positive\n\
+        pairs come from the identity folders (one view per image, a person's images batched\n\
+        together), or, with --positives views or where no person has two images, from two\n\
+        views of each image (the image and an augmented copy: no labels, twice the passes).\n\
+        Checkpoints every --checkpoint-every steps into --out-dir; --resume continues from the last one.\n\
+        Writes student.efq (packed weights) and, unless --no-eval, evaluates it on LFW with the\n\
+        teacher's fidelity and stores the FAR = 1e-3 threshold in the model.\n\n\
+        Example: trainer finetune --bits w6a6 --out-dir out/ekd-w6a6"
+    )]
+    Finetune(finetune::FinetuneCmd),
+    /// Compare two aligned face crops: cosine similarity and same/different at the model's threshold.
+    #[command(long_about = "Compare two aligned 112×112 face crops.\n\n\
+        Embeds both (with the flip test) through --backend (by default the fastest present: the\n\
+        wgpu engine on a hardware GPU, else a CPU path; stderr says which) and prints their\n\
+        cosine similarity and, for a packed model that stores one, the decision at its\n\
+        FAR = 1e-3 threshold. Without --model it uses the teacher.\n\n\
+        Example: trainer verify --model out/ekd-w6a6/student.efq a.jpg b.jpg")]
+    Verify(verify::VerifyCmd),
+    /// Write the L2-normalised embeddings of aligned face crops as JSON.
+    Embed(embed::EmbedCmd),
+    /// Measure images/s and latency of a model at several batch sizes on one backend.
+    #[command(
+        long_about = "Measure images/s and median batch latency of plain forward passes\n\
+        on random inputs at each --batches size, on one --backend, and the peak memory of the\n\
+        process. bench/engine_bench.sh runs every backend and onnxruntime side by side.\n\n\
+        Example: trainer bench --model out/mbf-w8a8.efq --backend wgpu --batches 1,32,256"
+    )]
+    Bench(bench::BenchCmd),
+    /// Draw the all-pairs ROC curves of several `eval` reports in one PNG.
+    #[command(
+        long_about = "Draw the all-pairs ROC curves (flip test) of several `eval` reports\n\
+        in one PNG, to compare a teacher with its students at low FAR.\n\n\
+        Example: trainer roc --out roc.png teacher=out/eval-t/report.json w6a6=out/eval-s/report.json"
+    )]
+    Roc(roc::RocCmd),
+    /// Write a generated network (random weights, seeded) as an InsightFace-layout ONNX file.
+    #[command(
+        long_about = "Write a generated network with seeded random weights as ONNX, in\n\
+        the layout of InsightFace's model zoo: for benchmarks and for testing the import of\n\
+        architectures whose trained weights are not available here (iresnet R18–R200).\n\n\
+        Example: trainer generate --arch iresnet50 --out out/r50-random.onnx"
+    )]
+    Generate(generate::GenerateCmd),
+    /// Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.
+    #[command(
+        long_about = "Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.\n\n\
+        Every .jpg/.jpeg/.png under SRC (recursively) gets one crop at the same relative path\n\
+        under DST. SCRFD (--detector) finds the faces at --det-size (retried at --retry-size\n\
+        when none is found); of several faces the one nearest the photo's centre is kept; its\n\
+        five keypoints are mapped onto the ArcFace template by a least-squares similarity.\n\
+        Photos without a face are listed in DST/align-report.json and the summary.\n\n\
+        Example: trainer align photos/ crops/"
+    )]
+    Align(efq_trainer::align::AlignCmd),
+}
+
+fn main() -> Result<()> {
+    quiet_vulkan_probe();
+    efq_trainer::memory::keep_freed_memory();
+    let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
+    match cli.command {
+        Command::Eval(c) => c.run(),
+        Command::Quantize(c) => c.run(),
+        Command::Finetune(c) => c.run(),
+        Command::Verify(c) => c.run(),
+        Command::Embed(c) => c.run(),
+        Command::Bench(c) => c.run(),
+        Command::Roc(c) => c.run(),
+        Command::Generate(c) => c.run(),
+        Command::Align(c) => efq_trainer::align::run(&c),
+    }
+}
+
+/// Mesa's Vulkan driver probes for a Wayland display and prints an error on every start when
+/// `XDG_RUNTIME_DIR` is unset (headless machines have none), which `--backend auto` would show
+/// on every run outside scripts/setup.sh's shell: point it at the private directory the set-up
+/// uses, `/tmp/xdg-runtime-<uid>`, when that is (or can be made) ours alone.
+fn quiet_vulkan_probe() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return;
+        };
+        let dir = PathBuf::from(format!("/tmp/xdg-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o777 == 0o700);
+        if ours {
+            // SAFETY: first thing in `main`, before any thread exists to read the environment.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `trainer verify`: two aligned crops compared, same person or not at the model's threshold.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use efq_trainer::engine_cli::{self, BackendArgs};
+use efq_trainer::paths;
+
+#[derive(Args)]
+pub struct VerifyCmd {
+    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
+    /// installed].
+    #[arg(long, env = "EFQ_TEACHER")]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// First aligned crop.
+    a: PathBuf,
+    /// Second aligned crop.
+    b: PathBuf,
+    /// Print JSON instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+impl VerifyCmd {
+    pub fn run(self) -> Result<()> {
+        let c = self;
+        let model = paths::teacher(c.model, "--model")?;
+        let backend = c.backend.open(&model)?;
+        let r = engine_cli::verify(&backend, &model, &c.a, &c.b)?;
+        if c.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            let verdict = match r.same {
+                Some(true) => "same person".to_string(),
+                Some(false) => "different people".to_string(),
+                None => "no decision: the model stores no threshold (export a student)".into(),
+            };
+            println!(
+                "cosine {:.4}{} → {verdict}  ({:.1} ms on {})",
+                r.similarity,
+                r.threshold
+                    .as_ref()
+                    .map(|t| format!(" vs threshold {:.4} (FAR {:e})", t.cosine, t.far))
+                    .unwrap_or_default(),
+                r.latency_ms,
+                r.backend
+            );
+        }
+
+        Ok(())
+    }
+}
