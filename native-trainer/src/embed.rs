@@ -178,6 +178,20 @@ impl Net {
         }
     }
 
+    /// Raw embeddings of `n` NCHW images.
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        Ok(match self {
+            Net::Tch(net) => {
+                let [c, h, w] = self.input_shape().map(|d| d as i64);
+                let t = Tensor::from_slice(x).reshape([n as i64, c, h, w]);
+                let y = tch::no_grad(|| net.forward(&t))?;
+                Vec::<f32>::try_from(y.to_device(tch::Device::Cpu).flatten(0, -1))?
+            }
+            Net::Wgpu(m) => m.forward_blocking(efq_engine::Images::Nchw(x), n)?,
+            Net::Reference(g) => efq_shared::reference::forward(g, x, n)?,
+        })
+    }
+
     /// Raw embeddings of `n` NCHW images and of their mirror images.
     pub fn forward_with_flip(&self, x: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let dim = self.embedding_dim();

@@ -182,7 +182,7 @@ pub fn embed_files(
     let pb = crate::embed::progress(images.len() as u64, "embed");
     for chunk in images.chunks(batch) {
         let x = load_images(&pre, chunk)?;
-        let (mut plain, _) = net.forward_with_flip(&x, chunk.len())?;
+        let mut plain = net.forward(&x, chunk.len())?;
         l2_normalize_rows(&mut plain, dim);
         for (p, e) in chunk.iter().zip(plain.chunks(dim)) {
             row(EmbeddingRow {

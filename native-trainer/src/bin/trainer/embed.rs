@@ -1,9 +1,9 @@
 //! `trainer embed`: the L2-normalised embeddings of aligned crops, as JSON.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use efq_trainer::engine_cli::{self, BackendArgs};
 use efq_trainer::paths;
@@ -16,7 +16,7 @@ pub struct EmbedCmd {
     model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Aligned 112×112 crops.
+    /// Aligned 112×112 crops, or folders of them (every .jpg/.jpeg/.png below, in path order).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Images per forward pass [default: the backend's, as in `eval`]. Memory follows the
@@ -33,11 +33,21 @@ impl EmbedCmd {
         let model = paths::teacher(self.model, "--model")?;
         let backend = self.backend.open(&model)?;
         let batch = self.batch.unwrap_or(backend.default_batch());
+        let mut images = Vec::new();
+        for p in &self.images {
+            if p.is_dir() {
+                let before = images.len();
+                images_under(p, &mut images, 0)?;
+                images[before..].sort();
+            } else {
+                images.push(p.clone());
+            }
+        }
         // A JSON array written row by row: `[{"image": …, "embedding": […]}, …]`.
         let write = |w: &mut dyn Write| -> Result<()> {
             let mut first = true;
             w.write_all(b"[")?;
-            engine_cli::embed_files(&backend, &model, &self.images, batch, &mut |row| {
+            engine_cli::embed_files(&backend, &model, &images, batch, &mut |row| {
                 w.write_all(if first { b"\n" } else { b",\n" })?;
                 first = false;
                 serde_json::to_writer(&mut *w, &row)?;
@@ -70,4 +80,26 @@ impl EmbedCmd {
         }
         Ok(())
     }
+}
+
+/// Appends the image files below `dir`. Symbolic links to folders are not followed (a link
+/// back up the tree would never end), nor is anything deeper than 16 levels.
+fn images_under(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+    if depth > 16 {
+        bail!("{} is more than 16 folders deep", dir.display());
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            images_under(&path, out, depth + 1)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
