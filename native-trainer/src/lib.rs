@@ -8,6 +8,7 @@ pub mod engine_cli;
 pub mod eval;
 pub mod fault;
 pub mod finetune;
+pub mod inspect;
 pub mod loss;
 pub mod memory;
 pub mod net;

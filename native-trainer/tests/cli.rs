@@ -549,3 +549,49 @@ fn embed_streams_rows_in_order_and_the_batch_size_changes_nothing() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+#[test]
+fn inspect_describes_the_teacher_and_its_quantized_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let inspect = |model: &std::path::Path| -> serde_json::Value {
+        let o = trainer()
+            .args(["inspect", "--json"])
+            .arg(model)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", failure_message(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let t = inspect(&teacher());
+    assert_eq!(t["format"], "onnx");
+    assert_eq!(t["embedding_dim"], 512);
+    assert_eq!(t["input"], serde_json::json!([3, 112, 112]));
+    assert_eq!(t["ops"]["conv"], 49, "{t}");
+    assert_eq!(t["layer_widths"], serde_json::json!({"float": 50}));
+    assert!(t["quant"].is_null() && t["threshold"].is_null());
+    let gmac = t["gmac"].as_f64().unwrap();
+    assert!(
+        (0.3..0.6).contains(&gmac),
+        "MobileFaceNet is ~0.44 GMAC, not {gmac}"
+    );
+    let s = inspect(&quantized_teacher(dir.path()));
+    assert_eq!(s["format"], "efq");
+    assert_eq!(s["quant"], "w8a8");
+    assert_eq!(s["layer_widths"], serde_json::json!({"w8a8": 50}));
+    assert_eq!(
+        s["parameters"], t["parameters"],
+        "quantizing keeps every parameter"
+    );
+    assert_eq!(s["conventions"], t["conventions"]);
+    assert!(s["file_bytes"].as_u64().unwrap() < t["file_bytes"].as_u64().unwrap() / 3);
+    // A file that is no model is named in the error, not summarised.
+    let junk = dir.path().join("junk.efq");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let o = trainer().args(["inspect"]).arg(&junk).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("junk.efq"),
+        "{}",
+        failure_message(&o)
+    );
+}

@@ -11,6 +11,7 @@ mod embed;
 mod eval;
 mod finetune;
 mod generate;
+mod inspect;
 mod quantize;
 mod reconstruct;
 mod roc;
@@ -104,6 +105,16 @@ enum Command {
         FAR = 1e-3 threshold. Without --model it uses the teacher.\n\n\
         Example: trainer verify --model out/ekd-w6a6/student.efq a.jpg b.jpg")]
     Verify(verify::VerifyCmd),
+    /// Show what a model file is: graph, input conventions, bit-widths, threshold, size.
+    #[command(
+        long_about = "Show what a model file is, without running it: its input (size,\n\
+        channel order, mean and std), its output, the graph's ops, parameters and\n\
+        multiply-accumulates per image, the bit-widths of its layers, the verification\n\
+        threshold it stores, its size and how it was made.\n\n\
+        Examples: trainer inspect                      (the installed teacher)\n          \
+        trainer inspect out/ekd-w6a6/student.efq --json"
+    )]
+    Inspect(inspect::InspectCmd),
     /// Write the L2-normalised embeddings of aligned face crops as JSON.
     Embed(embed::EmbedCmd),
     /// Measure images/s and latency of a model at several batch sizes on one backend.
@@ -144,6 +155,7 @@ enum Command {
 
 fn main() -> Result<()> {
     quiet_vulkan_probe();
+    exit_quietly_on_closed_pipe();
     efq_trainer::memory::keep_freed_memory();
     let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
     match cli.command {
@@ -151,6 +163,7 @@ fn main() -> Result<()> {
         Command::Quantize(c) => c.run(),
         Command::Finetune(c) => c.run(),
         Command::Verify(c) => c.run(),
+        Command::Inspect(c) => c.run(),
         Command::Embed(c) => c.run(),
         Command::Bench(c) => c.run(),
         Command::Roc(c) => c.run(),
@@ -181,5 +194,15 @@ fn quiet_vulkan_probe() {
             // SAFETY: first thing in `main`, before any thread exists to read the environment.
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
+    }
+}
+
+/// `trainer inspect --json | head` closes the pipe early; Rust ignores SIGPIPE, so the next
+/// `println!` would panic. Restore the default action: the process ends quietly, as `cat` does.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: first thing in `main`, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
