@@ -17,3 +17,4 @@ pub mod plot;
 pub mod quantize;
 pub mod reconstruct;
 pub mod student;
+pub mod threshold;

@@ -584,6 +584,15 @@ fn inspect_describes_the_teacher_and_its_quantized_student() {
     );
     assert_eq!(s["conventions"], t["conventions"]);
     assert!(s["file_bytes"].as_u64().unwrap() < t["file_bytes"].as_u64().unwrap() / 3);
+    // `quantize` stores a threshold, measured away from the test pairs.
+    let th = &s["threshold"];
+    assert_eq!(th["far"], 1e-3, "{s}");
+    let cosine = th["cosine"].as_f64().unwrap();
+    assert!((0.1..0.5).contains(&cosine), "threshold {cosine}");
+    assert!(
+        th["source"].as_str().unwrap().contains("outside pairs.txt"),
+        "{th}"
+    );
     // A file that is no model is named in the error, not summarised.
     let junk = dir.path().join("junk.efq");
     std::fs::write(&junk, b"not a model").unwrap();
@@ -593,5 +602,39 @@ fn inspect_describes_the_teacher_and_its_quantized_student() {
         String::from_utf8_lossy(&o.stderr).contains("junk.efq"),
         "{}",
         failure_message(&o)
+    );
+}
+
+#[test]
+fn verify_decides_with_the_threshold_quantize_stored_and_explains_when_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = quantized_teacher(dir.path());
+    let person = lfw().join("insightface112/Abel_Pacheco");
+    let (a, b) = (
+        person.join("Abel_Pacheco_0001.jpg"),
+        person.join("Abel_Pacheco_0002.jpg"),
+    );
+    let o = trainer()
+        .args(["verify", "--json", "--model"])
+        .arg(&student)
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", failure_message(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["same"], true, "{r}");
+    let o = trainer()
+        .args(["verify", "--model"])
+        .arg(teacher())
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", failure_message(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("no same/different decision") && said.contains("trainer quantize"),
+        "{said}"
     );
 }

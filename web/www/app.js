@@ -396,7 +396,7 @@ async function maybeVerify() {
     $('#result').dataset.pair = pair;
     const v = $('#verdict');
     if (r.same === null || r.same === undefined) {
-      v.textContent = 'no verdict: the model has no threshold';
+      v.textContent = 'No verdict: this model file stores no threshold to decide at. Files made by `trainer quantize` or `trainer finetune` carry one.';
       v.dataset.verdict = 'none';
     } else {
       v.textContent = r.same ? 'Same person' : 'Different people';

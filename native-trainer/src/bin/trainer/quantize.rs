@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use efq_shared::quant::QuantConfig;
 use efq_trainer::paths::file_stem;
-use efq_trainer::{net, paths, quantize};
+use efq_trainer::{net, paths, quantize, threshold};
 
 use crate::common::{DataArgs, EXPERIMENTS};
 use crate::reconstruct::ReconstructArgs;
@@ -87,6 +87,14 @@ pub struct QuantizeCmd {
     /// Use the CPU even when CUDA is available.
     #[arg(long)]
     cpu: bool,
+    /// Face folder (`<person>/<image>`) on which to measure the verification threshold stored
+    /// in the model (FAR 1e-3, flip test, all pairs) [default: LFW's clean set, the aligned112
+    /// crops of the people outside pairs.txt].
+    #[arg(long)]
+    threshold_crops: Option<PathBuf>,
+    /// Store no threshold (saves the ~1,549-crop pass; `verify` then gives no decision).
+    #[arg(long)]
+    no_threshold: bool,
     /// Output model file [default: out/<teacher>-<bits>-ptq.efq].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,8 +110,9 @@ impl QuantizeCmd {
         let mut config = c.bits;
         config.first_last_8bit = !c.all_layers;
         let teacher = paths::teacher(c.model, "--model")?;
-        let crops = c.data.lfw()?.join(&c.train_crops);
-        let model = quantize::run(&quantize::QuantizeArgs {
+        let lfw = c.data.lfw()?;
+        let crops = lfw.join(&c.train_crops);
+        let mut model = quantize::run(&quantize::QuantizeArgs {
             teacher: &teacher,
             crops: &crops,
             config,
@@ -124,6 +133,18 @@ impl QuantizeCmd {
         let out = c.out.unwrap_or_else(|| {
             PathBuf::from("out").join(format!("{stem}-{}-ptq.efq", config.label()))
         });
+        if !c.no_threshold {
+            let set = match &c.threshold_crops {
+                Some(dir) => threshold::ThresholdSet::folder(dir)?,
+                None => threshold::ThresholdSet::lfw_clean(&lfw)?,
+            };
+            let t = threshold::measure(&model, &set)?;
+            eprintln!(
+                "threshold: cosine {:.4} at FAR {:e} ({})",
+                t.cosine, t.far, t.source
+            );
+            model.manifest.threshold = Some(t);
+        }
         quantize::save(&model, &out)?;
         println!("{}", quantize::describe(&model, &out));
 

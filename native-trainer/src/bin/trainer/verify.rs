@@ -36,7 +36,7 @@ impl VerifyCmd {
             let verdict = match r.same {
                 Some(true) => "same person".to_string(),
                 Some(false) => "different people".to_string(),
-                None => "no decision: the model stores no threshold (export a student)".into(),
+                None => "no same/different decision".into(),
             };
             println!(
                 "cosine {:.4}{} → {verdict}  ({:.1} ms on {})",
@@ -48,6 +48,15 @@ impl VerifyCmd {
                 r.latency_ms,
                 r.backend
             );
+            if r.same.is_none() {
+                println!(
+                    "{} stores no threshold to decide at (ONNX teachers never do). Files written by \
+                     `trainer quantize` or `trainer finetune` carry one; `trainer quantize --bits \
+                     w8a8 --model {}` makes such a file from this teacher.",
+                    model.display(),
+                    model.display()
+                );
+            }
         }
 
         Ok(())
