@@ -504,8 +504,9 @@ impl GraphBuilder {
 
 impl Graph {
     /// Folds inference BatchNorm (an [`Op::Affine`]) into the neighbouring linear layer where that
-    /// is exact: into a preceding Conv/Gemm (`conv → BN`, `fc → BN1d`), and into a following Gemm
-    /// through a Flatten (`BN2d → flatten → fc`, the iresnet head). An affine in front of a padded
+    /// is exact: into a preceding Conv/Gemm (`conv → BN`, `fc → BN1d`), and into a following Gemm,
+    /// directly or through a Flatten (`flatten → BN1d → fc`, `BN2d → flatten → fc`, the iresnet
+    /// head). An affine in front of a padded
     /// convolution (iresnet's block-input BN) is kept: folding it would change the border pixels,
     /// where the convolution sees zero padding rather than the affine's shift.
     pub fn fold_batchnorm(&mut self) {
@@ -547,19 +548,19 @@ impl Graph {
                     continue;
                 }
             }
-            // BN2d → flatten → fc
+            // BN2d → flatten → fc, and flatten → BN1d → fc
             let y = self.nodes[i].output;
             if uses[y] != 1 {
                 continue;
             }
-            let Some(f) = self
+            let fy = match self
                 .nodes
                 .iter()
                 .position(|n| n.inputs == [y] && matches!(n.op, Op::Flatten))
-            else {
-                continue;
+            {
+                Some(f) => self.nodes[f].output,
+                None => y,
             };
-            let fy = self.nodes[f].output;
             if uses[fy] != 1 {
                 continue;
             }
@@ -571,6 +572,7 @@ impl Graph {
                 bias,
                 input_quant: None,
             } = &mut self.nodes[g].op
+                && w.shape[1].is_multiple_of(scale.len())
             {
                 let fin = w.shape[1];
                 let spatial = fin / scale.len();
