@@ -140,9 +140,18 @@ pub fn print(s: &Summary) {
         s.file_bytes as f64 / 1e6
     );
     println!("  name         {}", s.name);
+    let channels = |v: &[f32; 3]| {
+        if v[1..].iter().all(|x| x == &v[0]) {
+            format!("{}", v[0])
+        } else {
+            format!("{v:?}")
+        }
+    };
     println!(
         "  input        {c}×{h}×{w}, {} → (pixel − {}) / {}",
-        p.color, p.mean, p.std
+        p.color,
+        channels(&p.mean),
+        channels(&p.std)
     );
     println!("  output       {}-d embedding", s.embedding_dim);
     println!(

@@ -17,14 +17,19 @@ use crate::quant::{ActQuant, QuantConfig, QuantWeights, pack, packed_len, unpack
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_KEY: &str = "efquantface";
 
-/// How pixels become the network input.
+/// How pixels become the network input: the channels put in `color` order, then
+/// `x[c] = (pixel[c] − mean[c]) · (1 / std[c])`, `c` counting the network's input channels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
-    /// Channel order of the input tensor.
+    /// Channel order of the input tensor: `"RGB"` or `"BGR"`.
     pub color: String,
-    /// `x = (pixel − mean) · (1 / std)`.
-    pub mean: f32,
-    pub std: f32,
+    /// Per input channel; written as one number when the three agree (as every file before
+    /// per-channel values did), and read from either form.
+    #[serde(with = "per_channel")]
+    pub mean: [f32; 3],
+    /// Per input channel, as `mean`.
+    #[serde(with = "per_channel")]
+    pub std: [f32; 3],
     pub size: [usize; 2],
 }
 
@@ -32,10 +37,37 @@ impl Default for Preprocessing {
     fn default() -> Self {
         Preprocessing {
             color: "RGB".into(),
-            mean: 127.5,
-            std: 127.5,
+            mean: [127.5; 3],
+            std: [127.5; 3],
             size: [112, 112],
         }
+    }
+}
+
+/// `mean`/`std` in a manifest: a number (all channels) or an array of three.
+mod per_channel {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        One(f32),
+        Three([f32; 3]),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[f32; 3], s: S) -> Result<S::Ok, S::Error> {
+        if v[1..].iter().all(|x| x.to_bits() == v[0].to_bits()) {
+            Form::One(v[0]).serialize(s)
+        } else {
+            Form::Three(*v).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[f32; 3], D::Error> {
+        Ok(match Form::deserialize(d)? {
+            Form::One(x) => [x; 3],
+            Form::Three(v) => v,
+        })
     }
 }
 
@@ -125,12 +157,19 @@ impl Manifest {
                 p.color
             )));
         }
-        if !p.mean.is_finite() {
-            return Err(bad(format!("preprocessing.mean {} is not finite", p.mean)));
-        }
-        if !(p.std.is_normal() && p.std > 0.0 && (1.0 / p.std).is_finite()) {
+        if !p.mean.iter().all(|m| m.is_finite()) {
             return Err(bad(format!(
-                "preprocessing.std {} must be a positive normal float",
+                "preprocessing.mean {:?} is not finite",
+                p.mean
+            )));
+        }
+        if !p
+            .std
+            .iter()
+            .all(|s| s.is_normal() && *s > 0.0 && (1.0 / s).is_finite())
+        {
+            return Err(bad(format!(
+                "preprocessing.std {:?} must be positive normal floats",
                 p.std
             )));
         }

@@ -40,13 +40,13 @@ pub fn decode_face(bytes: &[u8], pre: &Preprocessing) -> Result<Vec<f32>, Error>
 
 /// Interleaved RGB bytes → normalised CHW (BGR when the model asks for it).
 pub fn pixels_to_chw(rgb: &[u8], w: usize, h: usize, pre: &Preprocessing) -> Vec<f32> {
-    let inv = 1.0 / pre.std;
+    let inv = pre.std.map(|s| 1.0 / s);
     let bgr = pre.color.eq_ignore_ascii_case("BGR");
     let mut out = vec![0f32; 3 * h * w];
     for (i, px) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
             let src = if bgr { 2 - c } else { c };
-            out[c * h * w + i] = (px[src] as f32 - pre.mean) * inv;
+            out[c * h * w + i] = (px[src] as f32 - pre.mean[c]) * inv[c];
         }
     }
     out

@@ -156,3 +156,24 @@ proptest! {
         prop_assert!(PackedModel::from_bytes(&b).is_err());
     }
 }
+
+#[test]
+fn a_mean_and_std_shared_by_all_channels_is_written_as_one_number_and_per_channel_as_three() {
+    let g = efq_shared::builders::tiny_mobilefacenet(16, 64, 3).unwrap();
+    let mut m = efq_shared::format::PackedModel::new(g, None).unwrap();
+    m.manifest.preprocessing.size = [16, 16];
+    let json = serde_json::to_value(&m.manifest.preprocessing).unwrap();
+    assert_eq!(
+        json["mean"], 127.5,
+        "files with one mean keep the old form: {json}"
+    );
+    m.manifest.preprocessing.mean = [123.675, 116.28, 103.53];
+    let json = serde_json::to_value(&m.manifest.preprocessing).unwrap();
+    assert_eq!(json["mean"].as_array().map(Vec::len), Some(3), "{json}");
+    let back = efq_shared::format::PackedModel::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(back.manifest.preprocessing.mean, [123.675, 116.28, 103.53]);
+    // A zero std in any one channel is refused (on writing as on reading), naming the field.
+    m.manifest.preprocessing.std = [58.0, 0.0, 57.0];
+    let err = m.to_bytes().unwrap_err();
+    assert!(err.to_string().contains("preprocessing.std"), "{err}");
+}

@@ -11,8 +11,9 @@ pub(super) const SOURCE: &str = include_str!("layout.wgsl");
 pub struct LayoutParams {
     pub pixels: u32,
     pub channels: u32,
-    pub mean: f32,
-    pub inv_std: f32,
     pub bgr: u32,
-    pub _pad: [u32; 3],
+    pub _pad: u32,
+    /// Per input channel (the fourth unused); `vec4<f32>`, 16-byte aligned.
+    pub mean: [f32; 4],
+    pub inv_std: [f32; 4],
 }

@@ -4,12 +4,10 @@
 struct Params {
     pixels: u32,   // H·W
     channels: u32, // C
-    mean: f32,
-    inv_std: f32,
     bgr: u32,      // 1: the network wants BGR
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    _pad: u32,
+    mean: vec4<f32>,    // per network input channel (from_rgb8 only)
+    inv_std: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,7 +30,7 @@ fn from_rgb8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let src_c = select(c, 2u - c, p.bgr != 0u);
     let byte_index = gid.z * count + i - c + src_c;
     let byte = (src[byte_index / 4u] >> (8u * (byte_index % 4u))) & 0xffu;
-    dst[gid.z * count + i] = (f32(byte) - p.mean) * p.inv_std;
+    dst[gid.z * count + i] = (f32(byte) - p.mean[c]) * p.inv_std[c];
 }
 
 // NCHW float tensor → NHWC.

@@ -21,10 +21,10 @@ impl Planner<'_> {
         let u = self.uniform(&LayoutParams {
             pixels: (input.h * input.w) as u32,
             channels: input.c as u32,
-            mean: pre.mean,
-            inv_std: 1.0 / pre.std,
             bgr: pre.color.eq_ignore_ascii_case("BGR") as u32,
-            _pad: [0; 3],
+            _pad: 0,
+            mean: [pre.mean[0], pre.mean[1], pre.mean[2], 0.0],
+            inv_std: [1.0 / pre.std[0], 1.0 / pre.std[1], 1.0 / pre.std[2], 1.0],
         });
         Ok(StepDesc {
             label: "input".into(),
@@ -61,10 +61,10 @@ impl Planner<'_> {
         let u = self.uniform(&LayoutParams {
             pixels: (x.h * x.w) as u32,
             channels: x.c as u32,
-            mean: 0.0,
-            inv_std: 1.0,
             bgr: 0,
-            _pad: [0; 3],
+            _pad: 0,
+            mean: [0.0; 4],
+            inv_std: [1.0; 4],
         });
         let out = self.alloc(x.per_image());
         let grid = self.check_grid(what, grid_1d(x.per_image() as u64, self.max_dim))?;
