@@ -19,21 +19,20 @@ use crate::plot::{Curve, roc_png};
 /// The FARs of the summary table (the paper's IJB-C columns and two easier points).
 pub const TABLE_FARS: [f64; 5] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
 
-/// Loads a float ONNX teacher or a packed `.efq` model.
+/// Loads a float ONNX teacher (its input conventions from [`crate::conventions`]) or a packed
+/// `.efq` model (which records its own).
 pub fn load_model(path: &Path) -> Result<(Graph, Preprocessing)> {
     let is_onnx = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     if is_onnx {
-        let g = efq_shared::onnx::import_file(path)?;
-        let pre = Preprocessing {
-            size: [g.input_shape[1], g.input_shape[2]],
-            ..Default::default()
-        };
-        Ok((g, pre))
+        let imported = efq_shared::onnx::import_file_with_conventions(path)?;
+        let pre = crate::conventions::for_onnx(&imported, path)?;
+        Ok((imported.graph, pre))
     } else {
         let m = PackedModel::load(path)?;
+        crate::conventions::check_packed(&m.manifest.preprocessing, path)?;
         Ok((m.graph, m.manifest.preprocessing))
     }
 }

@@ -56,6 +56,7 @@ pub fn summarize(path: &Path) -> Result<Summary> {
         (g, pre, None, None, None)
     } else {
         let m = PackedModel::load(path)?;
+        crate::conventions::check_packed(&m.manifest.preprocessing, path)?;
         let extra = &m.manifest.extra;
         let provenance = ["teacher", "calibration", "calibration_crops", "training"]
             .iter()

@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod checkpoint;
+pub mod conventions;
 pub mod embed;
 pub mod engine_cli;
 pub mod eval;

@@ -32,14 +32,34 @@ pub struct Imported {
 /// Reads an ONNX file into a [`Graph`] with BatchNorm folded where it is exact. Baked-in input
 /// normalisation and layout are removed as [`import_file_with_conventions`] says; use that to
 /// learn what they were.
+///
+/// A model that normalises its input in its own graph (Sub/Mul/Div at the input) is refused
+/// here: the graph alone would silently take a different input. Such models are imported with
+/// [`import_file_with_conventions`], whose caller applies the normalisation.
 pub fn import_file(path: impl AsRef<Path>) -> Result<Graph, Error> {
-    import_file_with_conventions(path).map(|i| i.graph)
+    let path = path.as_ref();
+    without_baked_normalisation(import_file_with_conventions(path)?)
+        .map_err(|e| Error::Onnx(format!("{}: {e}", path.display())))
 }
 
 /// Parses ONNX bytes into a [`Graph`] with BatchNorm folded where it is exact (see
 /// [`import_bytes_with_conventions`]).
+///
+/// Refuses a model that normalises its input in its own graph, as [`import_file`] does.
 pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Graph, Error> {
-    import_bytes_with_conventions(bytes, name).map(|i| i.graph)
+    without_baked_normalisation(import_bytes_with_conventions(bytes, name)?)
+}
+
+fn without_baked_normalisation(i: Imported) -> Result<Graph, Error> {
+    let b = &i.baked;
+    if b.mean.iter().any(|&m| m != 0.0) || b.std.iter().any(|&s| s != 1.0) {
+        return Err(Error::Onnx(format!(
+            "the model normalises its input itself ((x − {:?}) / {:?} at the input); import it \
+             with its conventions (import_*_with_conventions), which the caller must apply",
+            b.mean, b.std
+        )));
+    }
+    Ok(i.graph)
 }
 
 /// [`import_bytes_with_conventions`] on a file; errors name the file.

@@ -47,6 +47,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    conventions: efq_trainer::conventions::ConventionArgs,
 }
 
 #[derive(Subcommand)]
@@ -158,6 +160,7 @@ fn main() -> Result<()> {
     exit_quietly_on_closed_pipe();
     efq_trainer::memory::keep_freed_memory();
     let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
+    efq_trainer::conventions::set(cli.conventions);
     match cli.command {
         Command::Eval(c) => c.run(),
         Command::Quantize(c) => c.run(),
