@@ -3,17 +3,18 @@
 
 pub mod align;
 pub mod builders;
+pub mod cpu;
 pub mod detect;
 pub mod equalize;
 pub mod eval;
 pub mod format;
 pub mod graph;
-mod int_gemm;
 pub mod limits;
 pub mod onnx;
 pub mod preprocess;
 pub mod quant;
-pub mod reference;
+/// The CPU executor under its former name.
+pub use cpu as reference;
 
 /// Every failure the shared crate reports; each message names what is wrong.
 #[derive(Debug, thiserror::Error)]

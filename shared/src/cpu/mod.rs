@@ -8,6 +8,8 @@ use crate::graph::{ConvAttrs, Graph, Node, Op, Tensor, ValueId, Weights};
 use crate::quant::{ActQuant, QuantWeights};
 use rayon::prelude::*;
 
+mod int_gemm;
+
 /// Runs `graph` on a batch of NCHW images; returns `batch × dim` raw (unnormalised) embeddings.
 pub fn forward(graph: &Graph, input: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
     let mut out = forward_values(graph, input, batch, &[graph.output])?;
@@ -466,7 +468,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 ///
 /// Integer sums are exact in any order, so this may be fast without being clever about
 /// correctness: depthwise layers run as direct loops, everything else as an `[O][K] × [K][P]`
-/// product ([`crate::int_gemm`]: SSE2 natively, SIMD128 in the browser's CPU path). A 1×1
+/// product ([`int_gemm`]: SSE2 natively, SIMD128 in the browser's CPU path). A 1×1
 /// stride-1 convolution reads its input in place; other shapes lay their patches out as
 /// `[K][P]` first. `tests::conv_int_acc_matches_the_naive_sum` checks it
 /// against the plain patch-by-patch dot products.
@@ -501,7 +503,7 @@ pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32>
                 patches = im2col_kp(xn, geo, gi * cg, cg, kh, kw);
                 &patches
             };
-            crate::int_gemm::gemm_i8(&q.values[gi * og * k..][..og * k], col, k, p, out, split);
+            int_gemm::gemm_i8(&q.values[gi * og * k..][..og * k], col, k, p, out, split);
         });
     acc
 }
@@ -695,7 +697,7 @@ fn conv_int(
         let mut y = vec![0f32; geo.batch * o * p];
         y.par_chunks_mut(o * p).enumerate().for_each(|(n, y)| {
             let xn = &x[n * geo.c * hw..][..geo.c * hw];
-            crate::int_gemm::gemm_quantized_by_pixels(
+            int_gemm::gemm_quantized_by_pixels(
                 &q.values,
                 xn,
                 k,
@@ -726,13 +728,13 @@ fn conv_int(
         let (n, gi) = (pair / g, pair % g);
         let xg = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
         let xp = if in_place {
-            crate::int_gemm::pair_up_quantized(xg, k, p, quantizer)
+            int_gemm::pair_up_quantized(xg, k, p, quantizer)
         } else {
             let xq = quantize_activations(xg, aq);
-            crate::int_gemm::pair_up(&im2col_kp(&xq, geo, 0, cg, kh, kw), k, p)
+            int_gemm::pair_up(&im2col_kp(&xq, geo, 0, cg, kh, kw), k, p)
         };
         let w = &q.values[gi * og * k..][..og * k];
-        crate::int_gemm::gemm_paired_then(w, &xp, split, y, |oc0, sums, y| {
+        int_gemm::gemm_paired_then(w, &xp, split, y, |oc0, sums, y| {
             for (r, (y, sums)) in y.chunks_mut(p).zip(sums.chunks(p)).enumerate() {
                 let oc = gi * og + oc0 + r;
                 dequantize_row(
