@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use efq_shared::format::Preprocessing;
 use efq_shared::preprocess::load_face;
-use efq_shared::reference::l2_normalize_rows;
+use efq_shared::cpu::l2_normalize_rows;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use tch::Tensor;
@@ -200,7 +200,7 @@ impl Net {
                 ));
                 let y = match self {
                     Net::Wgpu(m) => m.forward_blocking(efq_engine::Images::Nchw(&both), 2 * n)?,
-                    Net::Reference(g) => efq_shared::reference::forward(g, &both, 2 * n)?,
+                    Net::Reference(g) => efq_shared::cpu::forward(g, &both, 2 * n)?,
                     Net::Tch(_) => unreachable!(),
                 };
                 let (a, b) = y.split_at(n * dim);

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
 use efq_shared::preprocess::load_face;
-use efq_shared::reference::l2_normalize_rows;
+use efq_shared::cpu::l2_normalize_rows;
 use serde::Serialize;
 
 use crate::embed::Backend;
@@ -268,7 +268,7 @@ pub fn bench(
                     m.forward_blocking(efq_engine::Images::Nchw(&x), batch)?;
                 }
                 crate::embed::Net::Reference(g) => {
-                    efq_shared::reference::forward(g, &x, batch)?;
+                    efq_shared::cpu::forward(g, &x, batch)?;
                 }
             }
             Ok(())

@@ -1,5 +1,6 @@
 //! The contract both halves of EfQuantFace share: the graph, the quantization arithmetic, the
-//! packed model format, the CPU reference executor, preprocessing and evaluation.
+//! packed model format, the CPU backend and the naive oracle it is tested against,
+//! preprocessing and evaluation.
 
 pub mod align;
 pub mod builders;
@@ -13,8 +14,7 @@ pub mod limits;
 pub mod onnx;
 pub mod preprocess;
 pub mod quant;
-/// The CPU executor under its former name.
-pub use cpu as reference;
+pub mod reference;
 
 /// Every failure the shared crate reports; each message names what is wrong.
 #[derive(Debug, thiserror::Error)]

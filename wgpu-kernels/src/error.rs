@@ -5,7 +5,7 @@
 pub enum EngineError {
     #[error(
         "no GPU adapter found ({0}); on Linux without a GPU install Mesa's software Vulkan driver \
-         (apt-get install mesa-vulkan-drivers libvulkan1), or use the CPU reference"
+         (apt-get install mesa-vulkan-drivers libvulkan1), or use the CPU backend"
     )]
     NoAdapter(String),
     #[error("cannot open the GPU device on {adapter}: {reason}")]
