@@ -14,7 +14,7 @@ use rayon::prelude::*;
 ///
 /// Integer sums are exact in any order, so this may be fast without being clever about
 /// correctness: depthwise layers run as direct loops, everything else as an `[O][K] × [K][P]`
-/// product ([`super::int_gemm`]: SSE2 natively, SIMD128 in the browser's CPU path). A 1×1
+/// product (`int_gemm`: SSE2 natively, SIMD128 in the browser's CPU path). A 1×1
 /// stride-1 convolution reads its input in place; other shapes lay their patches out as
 /// `[K][P]` first. `tests::conv_int_acc_matches_the_naive_sum` checks it
 /// against the plain patch-by-patch dot products.
@@ -55,7 +55,7 @@ pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32>
 }
 
 /// One group of one image as `[K][P]` patch rows (K ordered channel, ky, kx like OIHW): the
-/// transpose of [`im2col`], so that the product's inner loop runs along pixels.
+/// transpose of [`super::conv::im2col`], so that the product's inner loop runs along pixels.
 fn im2col_kp(x: &[i8], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: usize) -> Vec<i8> {
     let p = geo.oh * geo.ow;
     let mut col = vec![0i8; cg * kh * kw * p];

@@ -9,7 +9,7 @@
 //! this backend against it on random graphs (bit for bit when quantized). The arithmetic both
 //! must share, quantizing an activation and dequantizing a sum, lives in [`crate::quant`].
 //!
-//! Files by concern: this one the layer loop; [`conv`] the float convolution and the geometry;
+//! Files by concern: this one the layer loop; `conv` the float convolution and the geometry;
 //! `conv_int` the integer convolution; `grouped` its depthwise/grouped form; `gemm` the
 //! fully-connected layer; `int_gemm` the i8 matrix product; `quantize` the way into and out of
 //! the integer grid; `elementwise` affine, PReLU, ReLU, Add and upsampling.
