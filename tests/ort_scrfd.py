@@ -1,6 +1,6 @@
 """SCRFD detection with onnxruntime, decoded exactly as InsightFace's model_zoo/scrfd.py.
 
-The peer that tests/tests/detect_agreement.rs checks the Rust CPU reference against. It reads
+The peer that tests/tests/detect_agreement.rs checks the Rust CPU backend against. It reads
 letterboxed canvases written by the Rust side (PNG, lossless, so both sides see the same
 pixels) and each one's letterbox scale, and writes JSON with every detection above
 --threshold after NMS, plus per-image onnxruntime latency.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests (run by scripts/test.sh; headless system Chromium, WebGPU on SwiftShader):
 #  1. web/build.sh: the wasm module, the page and the default model (w8a8, with its threshold);
-#  2. the browser fixture: a few LFW crops and their embeddings from the native CPU reference,
+#  2. the browser fixture: a few LFW crops and their embeddings from the native CPU backend,
 #     and the faces (and aligned crop) it finds in one raw LFW photo;
 #  3. wasm-bindgen-test in Chromium: the WebGPU engine and the CPU path compiled to wasm
 #     reproduce the native embeddings and detections (web/tests/browser.rs);

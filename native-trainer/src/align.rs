@@ -1,5 +1,5 @@
 //! `trainer align SRC DST`: raw photos → 112×112 ArcFace crops, with the SCRFD detector on the
-//! CPU reference (`efq_shared::detect`) and five-point alignment (`efq_shared::align`).
+//! CPU backend (`efq_shared::detect`) and five-point alignment (`efq_shared::align`).
 //!
 //! Rules, in order:
 //! - every `.jpg`/`.jpeg`/`.png` under SRC (recursively) gives at most one crop at the same
@@ -77,7 +77,7 @@ pub struct AlignReport {
     /// Photos that could not be read or written, with the reason.
     pub failed: Vec<Failure>,
     pub seconds: f64,
-    /// Mean detection time per photo (CPU reference, this machine's threads shared).
+    /// Mean detection time per photo (CPU backend, this machine's threads shared).
     pub detect_ms_mean: f64,
 }
 
@@ -280,7 +280,7 @@ pub fn run(c: &AlignCmd) -> Result<()> {
         println!("failed: {}: {}", f.image, f.error);
     }
     println!(
-        "detection {:.0} ms per photo (CPU reference); report: {}",
+        "detection {:.0} ms per photo (CPU backend); report: {}",
         r.detect_ms_mean,
         c.dst.join("align-report.json").display()
     );

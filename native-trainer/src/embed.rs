@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use efq_shared::cpu::l2_normalize_rows;
 use efq_shared::format::Preprocessing;
 use efq_shared::preprocess::load_face;
-use efq_shared::reference::l2_normalize_rows;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use tch::Tensor;
@@ -105,11 +105,11 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// Embeds `paths` (relative to `root`) in batches.
 /// Where embeddings are computed: libtorch (CPU or CUDA), the wgpu engine, or the shared CPU
-/// reference executor. All three run the same graph; `eval --backend` picks one.
+/// backend. All three run the same graph; `eval --backend` picks one.
 pub enum Backend {
     Tch(tch::Device),
     Wgpu(efq_engine::Gpu),
-    Reference,
+    Cpu,
 }
 
 impl Backend {
@@ -124,7 +124,7 @@ impl Backend {
                 };
                 format!("wgpu engine on {} ({arith})", g.adapter())
             }
-            Backend::Reference => "CPU reference executor".into(),
+            Backend::Cpu => "CPU backend".into(),
         }
     }
 
@@ -135,7 +135,7 @@ impl Backend {
             Backend::Tch(d) if d.is_cuda() => 128,
             Backend::Tch(_) => 4,
             Backend::Wgpu(_) => 32,
-            Backend::Reference => 4,
+            Backend::Cpu => 4,
         }
     }
 
@@ -149,7 +149,7 @@ impl Backend {
                 graph,
                 2 * batch,
             )?)),
-            Backend::Reference => Net::Reference(graph.clone()),
+            Backend::Cpu => Net::Cpu(graph.clone()),
         })
     }
 }
@@ -158,7 +158,7 @@ impl Backend {
 pub enum Net {
     Tch(TchNet),
     Wgpu(Box<efq_engine::GpuModel>),
-    Reference(efq_shared::graph::Graph),
+    Cpu(efq_shared::graph::Graph),
 }
 
 impl Net {
@@ -166,7 +166,7 @@ impl Net {
         match self {
             Net::Tch(n) => n.embedding_dim,
             Net::Wgpu(m) => m.info().embedding_dim,
-            Net::Reference(g) => g.embedding_dim().unwrap_or(0),
+            Net::Cpu(g) => g.embedding_dim().unwrap_or(0),
         }
     }
 
@@ -174,7 +174,7 @@ impl Net {
         match self {
             Net::Tch(n) => n.input_shape,
             Net::Wgpu(m) => m.info().input_shape,
-            Net::Reference(g) => g.input_shape,
+            Net::Cpu(g) => g.input_shape,
         }
     }
 
@@ -188,7 +188,7 @@ impl Net {
                 Vec::<f32>::try_from(y.to_device(tch::Device::Cpu).flatten(0, -1))?
             }
             Net::Wgpu(m) => m.forward_blocking(efq_engine::Images::Nchw(x), n)?,
-            Net::Reference(g) => efq_shared::reference::forward(g, x, n)?,
+            Net::Cpu(g) => efq_shared::cpu::forward(g, x, n)?,
         })
     }
 
@@ -206,7 +206,7 @@ impl Net {
                     |t: Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).flatten(0, -1));
                 Ok((v(a)?, v(b)?))
             }
-            Net::Wgpu(_) | Net::Reference(_) => {
+            Net::Wgpu(_) | Net::Cpu(_) => {
                 let mut both = x.to_vec();
                 both.extend(efq_shared::preprocess::flip_horizontal(
                     x,
@@ -214,7 +214,7 @@ impl Net {
                 ));
                 let y = match self {
                     Net::Wgpu(m) => m.forward_blocking(efq_engine::Images::Nchw(&both), 2 * n)?,
-                    Net::Reference(g) => efq_shared::reference::forward(g, &both, 2 * n)?,
+                    Net::Cpu(g) => efq_shared::cpu::forward(g, &both, 2 * n)?,
                     Net::Tch(_) => unreachable!(),
                 };
                 let (a, b) = y.split_at(n * dim);

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use efq_shared::cpu::l2_normalize_rows;
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
 use efq_shared::preprocess::load_face;
-use efq_shared::reference::l2_normalize_rows;
 use serde::Serialize;
 
 use crate::embed::Backend;
@@ -19,7 +19,7 @@ use crate::eval::load_model;
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// The fastest one present, said on stderr: the wgpu engine on a hardware GPU adapter;
-    /// without one libtorch on CUDA; on the CPU the reference executor for a quantized model,
+    /// without one libtorch on CUDA; on the CPU the CPU backend for a quantized model,
     /// libtorch for a float one.
     Auto,
     /// The WGSL engine through wgpu (Vulkan/Metal/DX12/GL; lavapipe, a software GPU on the
@@ -27,10 +27,12 @@ pub enum BackendKind {
     Wgpu,
     /// libtorch, CUDA when present (quantized layers as fake quantization: the same integers).
     Tch,
-    /// The shared CPU reference executor, on all cores: a quantized model's exact integer
-    /// arithmetic (the result the other backends are tested against, and the fastest CPU path
-    /// for a quantized model); a float model through im2col and sgemm.
-    Reference,
+    /// The shared CPU backend (`efq_shared::cpu`), on all cores: a quantized model's exact
+    /// integer arithmetic (bit for bit the oracle's, which every backend is tested against,
+    /// and the fastest CPU path for a quantized model); a float model through im2col and
+    /// sgemm. `reference`, its former name, is still accepted.
+    #[value(alias = "reference")]
+    Cpu,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -66,12 +68,12 @@ impl BackendArgs {
     pub fn open(&self, model: &Path) -> Result<Backend> {
         Ok(match self.backend {
             BackendKind::Tch => Backend::Tch(crate::net::pick_device(self.cpu)),
-            BackendKind::Reference => Backend::Reference,
+            BackendKind::Cpu => Backend::Cpu,
             BackendKind::Wgpu => self.wgpu()?,
             BackendKind::Auto => {
                 let (backend, why) = self.auto(model)?;
                 eprintln!(
-                    "backend: {} (auto: {why}; --backend wgpu|tch|reference picks one)",
+                    "backend: {} (auto: {why}; --backend wgpu|tch|cpu picks one)",
                     backend.describe()
                 );
                 backend
@@ -121,9 +123,9 @@ impl BackendArgs {
         };
         Ok(if is_quantized(model)? {
             (
-                Backend::Reference,
+                Backend::Cpu,
                 format!(
-                    "{no_gpu}; a quantized model runs fastest on the CPU reference's integer path"
+                    "{no_gpu}; a quantized model runs fastest on the CPU backend's integer path"
                 ),
             )
         } else {
@@ -272,8 +274,8 @@ pub fn bench(
                 crate::embed::Net::Wgpu(m) => {
                     m.forward_blocking(efq_engine::Images::Nchw(&x), batch)?;
                 }
-                crate::embed::Net::Reference(g) => {
-                    efq_shared::reference::forward(g, &x, batch)?;
+                crate::embed::Net::Cpu(g) => {
+                    efq_shared::cpu::forward(g, &x, batch)?;
                 }
             }
             Ok(())
@@ -360,5 +362,23 @@ pub fn print_bench(rows: &[BenchRow]) {
             r.iterations,
             r.peak_rss_mb
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--backend cpu`, and `reference`, the CPU backend's name before the oracle took it, so
+    /// that older commands and scripts still run.
+    #[test]
+    fn the_cpu_backend_answers_to_its_former_name_too() {
+        for name in ["cpu", "reference"] {
+            assert_eq!(
+                BackendKind::from_str(name, false),
+                Ok(BackendKind::Cpu),
+                "{name}"
+            );
+        }
     }
 }

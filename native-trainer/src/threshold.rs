@@ -79,9 +79,9 @@ pub fn measure(model: &PackedModel, set: &ThresholdSet) -> Result<Threshold> {
             set.root.display()
         );
     }
-    // A quantized model runs exactly on the CPU's integer path; a float one in libtorch.
+    // A quantized model runs exactly on the CPU backend's integer path; a float one in libtorch.
     let backend = if model.graph.is_quantized() {
-        Backend::Reference
+        Backend::Cpu
     } else {
         Backend::Tch(tch::Device::Cpu)
     };

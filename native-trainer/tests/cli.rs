@@ -174,7 +174,7 @@ fn verify_rejects_a_file_that_is_not_an_image() {
     let bad = dir.path().join("notes.jpg");
     std::fs::write(&bad, b"not a jpeg").unwrap();
     let o = trainer()
-        .args(["verify", "--backend", "reference", "--model"])
+        .args(["verify", "--backend", "cpu", "--model"])
         .arg(teacher())
         .arg(&bad)
         .arg(&bad)

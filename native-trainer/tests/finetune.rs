@@ -1,12 +1,12 @@
 //! Fine-tuning on a tiny generated network and a handful of LFW crops: resumption is exact, and
-//! the exported file reproduces the trainer's embeddings in the CPU reference.
+//! the exported file reproduces the trainer's embeddings on the CPU backend.
 
 use std::path::Path;
 
 use efq_shared::builders::tiny_mobilefacenet;
+use efq_shared::cpu;
 use efq_shared::format::PackedModel;
 use efq_shared::quant::QuantConfig;
-use efq_shared::reference;
 use efq_tests::{cosine, lfw};
 use efq_trainer::finetune::{self, FinetuneConfig, LossKind, Optimizer, Positives, Protocol};
 use efq_trainer::net::TchNet;
@@ -212,7 +212,7 @@ fn a_checkpoint_that_cannot_be_used_is_refused_naming_the_file() {
 }
 
 #[test]
-fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
+fn exported_student_reproduces_the_trainer_embeddings_on_the_cpu_backend() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = setup(dir.path());
     cfg.loss = LossKind::Quantface;
@@ -232,7 +232,7 @@ fn exported_student_reproduces_the_trainer_embeddings_in_the_cpu_reference() {
         .unwrap();
     let loaded = PackedModel::load(&file).unwrap();
     let x = efq_shared::builders::random_images(3, [3, 112, 112], 8);
-    let r = reference::forward(&loaded.graph, &x, 3).unwrap();
+    let r = cpu::forward(&loaded.graph, &x, 3).unwrap();
     let net = TchNet::new(&out.graph, tch::Device::Cpu).unwrap();
     let t = tch::no_grad(|| {
         net.forward(&tch::Tensor::from_slice(&x).reshape([3, 3, 112, 112]))
@@ -348,13 +348,13 @@ fn learned_activation_scales_are_the_ones_the_exported_file_runs() {
     assert_ne!(graph, init.graph);
     let n = 3;
     let x = efq_shared::builders::random_images(n, [3, 112, 112], 9);
-    let r = reference::forward(&graph, &x, n).unwrap();
+    let r = cpu::forward(&graph, &x, n).unwrap();
     let xt = tch::Tensor::from_slice(&x).reshape([n as i64, 3, 112, 112]);
     // The training forward, with its graph (the LSQ path) and without (the frozen path).
     let trained = student.forward(&xt);
     assert!(trained.requires_grad());
     let frozen = tch::no_grad(|| student.forward(&xt));
-    let before = reference::forward(&init.graph, &x, n).unwrap();
+    let before = cpu::forward(&init.graph, &x, n).unwrap();
     for t in [trained, frozen] {
         let t = Vec::<f32>::try_from(t.detach().flatten(0, -1)).unwrap();
         for i in 0..n {

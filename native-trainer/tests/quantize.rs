@@ -4,7 +4,7 @@
 use efq_shared::builders::tiny_mobilefacenet;
 use efq_shared::graph::Graph;
 use efq_shared::quant::QuantConfig;
-use efq_shared::{equalize, reference};
+use efq_shared::{cpu, equalize};
 use efq_tests::{cosine, lfw};
 use efq_trainer::quantize::{self, ActGrid, Calibration, QuantizeArgs};
 use rand::{Rng, SeedableRng};
@@ -61,8 +61,8 @@ fn ptq_fidelity(teacher: &Graph, equalize: bool, dir: &std::path::Path) -> f64 {
     let equalized = student.manifest.extra["equalized_layers"].as_u64().unwrap();
     assert_eq!(equalized > 0, equalize);
     let x = efq_shared::builders::random_images(8, [3, 112, 112], 4);
-    let want = reference::forward(teacher, &x, 8).unwrap();
-    let got = reference::forward(&student.graph, &x, 8).unwrap();
+    let want = cpu::forward(teacher, &x, 8).unwrap();
+    let got = cpu::forward(&student.graph, &x, 8).unwrap();
     let n = want.len() / 8;
     want.chunks(n)
         .zip(got.chunks(n))
@@ -84,7 +84,7 @@ fn channel_equalization_keeps_quiet_channels_that_a_per_tensor_scale_rounds_away
     );
 }
 
-/// Mean cosine of `student` to `teacher` (CPU reference) on `n` real crops that calibration
+/// Mean cosine of `student` to `teacher` (CPU backend) on `n` real crops that calibration
 /// did not see (it draws from `insightface112`; these come from `aligned112`).
 fn fidelity_on_unseen_faces(teacher: &Graph, student: &Graph, n: usize) -> f64 {
     let pre = efq_shared::format::Preprocessing::default();
@@ -107,8 +107,8 @@ fn fidelity_on_unseen_faces(teacher: &Graph, student: &Graph, n: usize) -> f64 {
             efq_shared::preprocess::load_face(&files[0], &pre).unwrap()
         })
         .collect();
-    let want = reference::forward(teacher, &x, n).unwrap();
-    let got = reference::forward(student, &x, n).unwrap();
+    let want = cpu::forward(teacher, &x, n).unwrap();
+    let got = cpu::forward(student, &x, n).unwrap();
     let d = want.len() / n;
     want.chunks(d)
         .zip(got.chunks(d))
@@ -542,7 +542,7 @@ fn channels_of_subnormal_weights_quantize_like_zero_ones_and_the_file_loads_back
         }
     }
     let x = efq_shared::builders::random_images(2, [3, 112, 112], 9);
-    let r = reference::forward(&loaded.graph, &x, 2).unwrap();
+    let r = cpu::forward(&loaded.graph, &x, 2).unwrap();
     assert!(r.iter().all(|v| v.is_finite()));
     let net = efq_trainer::net::TchNet::new(&loaded.graph, tch::Device::Cpu).unwrap();
     let t = tch::no_grad(|| {
@@ -552,6 +552,6 @@ fn channels_of_subnormal_weights_quantize_like_zero_ones_and_the_file_loads_back
     let t = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
     assert_eq!(
         r, t,
-        "libtorch and the reference differ on the quantized student"
+        "libtorch and the CPU backend differ on the quantized student"
     );
 }

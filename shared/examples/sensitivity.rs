@@ -5,10 +5,10 @@
 //! The student must come from the same teacher without equalization (`trainer quantize
 //! --no-equalize`), so that its nodes line up with the teacher's.
 
+use efq_shared::cpu;
 use efq_shared::format::PackedModel;
 use efq_shared::graph::{Graph, Op, Weights};
 use efq_shared::preprocess::load_face;
-use efq_shared::reference;
 
 fn cosines(a: &[f32], b: &[f32], dim: usize) -> f64 {
     let mut sum = 0.0;
@@ -67,8 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         x.extend(load_face(f, pre)?);
     }
     let dim = teacher.embedding_dim()?;
-    let want = reference::forward(&teacher, &x, n)?;
-    let all = reference::forward(&student.graph, &x, n)?;
+    let want = cpu::forward(&teacher, &x, n)?;
+    let all = cpu::forward(&student.graph, &x, n)?;
     println!(
         "all layers quantized: mean cosine {:.5}",
         cosines(&all, &want, dim)
@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let with = |op: Op| -> Result<f64, Box<dyn std::error::Error>> {
             let mut g: Graph = teacher.clone();
             g.nodes[i].op = op;
-            Ok(1.0 - cosines(&reference::forward(&g, &x, n)?, &want, dim))
+            Ok(1.0 - cosines(&cpu::forward(&g, &x, n)?, &want, dim))
         };
         let mut w_only = t.op.clone();
         let mut a_only = t.op.clone();

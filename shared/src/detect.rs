@@ -1,5 +1,5 @@
-//! Face detection with InsightFace's SCRFD (`scrfd_500m_bnkps.onnx`): ONNX import, the CPU
-//! reference forward pass, letterbox preprocessing, anchor decoding, NMS and the rule that picks
+//! Face detection with InsightFace's SCRFD (`scrfd_500m_bnkps.onnx`): ONNX import, the forward
+//! pass on the CPU backend, letterbox preprocessing, anchor decoding, NMS and the rule that picks
 //! one face per photo. [`crate::align`] turns the picked face's five keypoints into a 112×112
 //! ArcFace crop.
 //!
@@ -12,7 +12,7 @@
 //! [`Scrfd::heads_from_nchw`] applies; the `Shape/Gather/Unsqueeze/Concat/Slice/Cast` chains that
 //! feed `Resize` its target size are traced symbolically at import and become an
 //! [`Op::Upsample`] by the whole factor between the two tensors. Because it is a `Graph`, the
-//! CPU reference (`reference::forward_values`) and the wgpu engine
+//! CPU backend (`cpu::forward_values`) and the wgpu engine
 //! (`GpuModel::from_graph_with_outputs`) both run it, reading the nine head values back.
 //!
 //! The input size is fixed at import (default 640×640, InsightFace's `det_size`): it fixes the
@@ -475,7 +475,7 @@ impl Scrfd {
         self.heads.iter().map(|h| h.value).collect()
     }
 
-    /// Runs the network on one normalised CHW image of `input_size` on the CPU reference;
+    /// Runs the network on one normalised CHW image of `input_size` on the CPU backend;
     /// returns every head's output as [`Scrfd::heads_from_nchw`] lays it out.
     pub fn forward(&self, chw: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let [h, w] = self.input_size;
@@ -486,11 +486,11 @@ impl Scrfd {
                 chw.len()
             )));
         }
-        let values = crate::reference::forward_values(&self.graph, chw, 1, &self.head_values())?;
+        let values = crate::cpu::forward_values(&self.graph, chw, 1, &self.head_values())?;
         Ok(self.heads_from_nchw(&values))
     }
 
-    /// The heads' NCHW values of one image (as `reference::forward_values` or the engine return
+    /// The heads' NCHW values of one image (as `cpu::forward_values` or the engine return
     /// them) in ONNX output layout: `[H·W·A, k]` row-major (NHWC order), sigmoid on the scores.
     pub fn heads_from_nchw(&self, values: &[Vec<f32>]) -> Vec<Vec<f32>> {
         self.heads

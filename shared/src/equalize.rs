@@ -172,8 +172,8 @@ pub fn rescale(graph: &mut Graph, site: &Site, factors: &[f32]) -> Result<(), Er
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu;
     use crate::graph::{ConvAttrs, GraphBuilder, Tensor};
-    use crate::reference;
     use rand::{Rng, SeedableRng};
 
     fn conv(rng: &mut impl Rng, o: usize, i: usize, k: usize, group: usize) -> Op {
@@ -237,7 +237,7 @@ mod tests {
         let x: Vec<f32> = (0..2 * 3 * 36)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
-        let want = reference::forward(&g, &x, 2).unwrap();
+        let want = cpu::forward(&g, &x, 2).unwrap();
         let mut h = g.clone();
         for s in sites(&g) {
             let n = match &g.nodes[s.producer].op {
@@ -250,7 +250,7 @@ mod tests {
             rescale(&mut h, &s, &f).unwrap();
         }
         assert_ne!(h, g, "the weights must have moved");
-        let got = reference::forward(&h, &x, 2).unwrap();
+        let got = cpu::forward(&h, &x, 2).unwrap();
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }

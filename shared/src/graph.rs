@@ -1,6 +1,7 @@
 //! A small typed graph of face-recognition CNNs: enough ops for InsightFace's iresnet family
 //! and MobileFaceNet, in topological order, with BatchNorm already reduced to a per-channel
-//! affine so that every consumer (tch, the CPU reference, the WGSL engine) sees one form.
+//! affine so that every consumer (tch, the CPU backend and its oracle, the WGSL engine) sees
+//! one form.
 
 use serde::{Deserialize, Serialize};
 

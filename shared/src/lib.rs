@@ -1,14 +1,15 @@
 //! The contract both halves of EfQuantFace share: the graph, the quantization arithmetic, the
-//! packed model format, the CPU reference executor, preprocessing and evaluation.
+//! packed model format, the CPU backend and the naive oracle it is tested against,
+//! preprocessing and evaluation.
 
 pub mod align;
 pub mod builders;
+pub mod cpu;
 pub mod detect;
 pub mod equalize;
 pub mod eval;
 pub mod format;
 pub mod graph;
-mod int_gemm;
 pub mod limits;
 pub mod onnx;
 pub mod preprocess;

@@ -2,7 +2,8 @@
 //! channels, kernels, strides, padding, upsampling, the activations they imply — is checked
 //! against these limits by [`Graph::infer_shapes`](crate::graph::Graph::infer_shapes) before
 //! anything is allocated. Every loader (the packed format, both ONNX importers) ends in that
-//! check, so the CPU reference, libtorch, the engine and the browser refuse the same files.
+//! check, so the CPU backend and the oracle, libtorch, the engine and the browser refuse the
+//! same files.
 //!
 //! The limits are generous for face models: the largest InsightFace recognizer (iresnet200 at
 //! 112×112, ~24 GMAC) and SCRFD at 1,280×1,280 fit with room to spare, while a file that would

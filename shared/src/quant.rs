@@ -37,7 +37,7 @@ pub fn check_bits(bits: u8) -> Result<(), Error> {
 /// Clamping before rounding gives the same integer (±qmax are integers and rounding is
 /// monotonic), and after the clamp `(t + 1.5·2²³) − 1.5·2²³` rounds half to even exactly (|t| ≤
 /// 127 ≪ 2²²). That form vectorises, where `round_ties_even` is a libm call per value on
-/// baseline x86-64; it made quantization a third of the CPU reference's time. NaN maps to 0.
+/// baseline x86-64; it made quantization a third of the CPU backend's time. NaN maps to 0.
 #[inline]
 pub fn quantize(x: f32, inv_scale: f32, bits: u8) -> i8 {
     Quantizer::new(inv_scale, bits).to_i16(x) as i8
@@ -98,6 +98,21 @@ impl Quantizer {
     pub fn to_i16(self, x: f32) -> i16 {
         (self.biased(x).to_bits() as i32 - 0x4B40_0000) as i16
     }
+
+    /// [`quantize`]'s integer as the i8 every integer layer multiplies (every level fits: see
+    /// [`ActQuant`]).
+    #[inline(always)]
+    pub fn to_i8(self, x: f32) -> i8 {
+        self.to_i16(x) as i8
+    }
+}
+
+/// The epilogue of every integer layer, `f32(acc) · m + bias` with `m` from
+/// [`ActQuant::multiplier`]: two roundings, never a fused multiply-add (the engine's kernels and
+/// the trainer round twice too; see docs/quantization.md, "One quantized layer").
+#[inline(always)]
+pub fn dequantize(acc: i32, m: f32, bias: f32) -> f32 {
+    acc as f32 * m + bias
 }
 
 /// Per-tensor activation quantization of a Conv/Gemm input. Zero point is always 0: padding and
@@ -148,6 +163,18 @@ impl ActQuant {
     }
     pub fn quantizer(&self) -> Quantizer {
         Quantizer::with_levels(self.inv_scale(), self.levels())
+    }
+    /// The multiplier of [`dequantize`] for an output channel whose weights have scale
+    /// `weight_scale`: `s_a · s_w`, rounded to f32 once.
+    #[inline(always)]
+    pub fn multiplier(&self, weight_scale: f32) -> f32 {
+        self.scale * weight_scale
+    }
+    /// A float layer's quantized input (a layer whose weights stayed float): the grid value
+    /// scaled back, `q(x) · s_a`.
+    #[inline(always)]
+    pub fn fake_quantize(&self, x: f32) -> f32 {
+        self.quantizer().to_f32(x) * self.scale
     }
     pub fn validate(&self) -> Result<(), Error> {
         check_bits(self.bits)?;
@@ -767,7 +794,7 @@ mod tests {
     fn grouped_8bit_widens_exactly_the_grouped_convolutions() {
         let g = crate::builders::tiny_mobilefacenet(16, 64, 1).unwrap();
         let x = crate::builders::random_images(2, g.input_shape, 3);
-        let ranges = crate::reference::input_absmax(&g, &x, 2).unwrap();
+        let ranges = crate::cpu::input_absmax(&g, &x, 2).unwrap();
         // (group, weight bits, input bits) of every quantized layer, read off the student.
         let student = |spec: &str| -> Vec<(usize, u8, u8)> {
             let q = quantize_graph(&g, &QuantConfig::parse(spec).unwrap(), &ranges).unwrap();

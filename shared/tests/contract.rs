@@ -1,11 +1,12 @@
 //! The shared contract on generated networks: ONNX import/export, BatchNorm folding, the packed
-//! file format, and the agreement of the reference executor's float and integer paths.
+//! file format, the agreement of the float and integer paths (on the oracle), and the CPU
+//! backend's independence of batching, threads and fusion.
 
 use efq_shared::builders::{iresnet, random_images, tiny_mobilefacenet};
 use efq_shared::format::PackedModel;
 use efq_shared::graph::{Op, Weights};
 use efq_shared::quant::{QuantConfig, quantize_graph};
-use efq_shared::{Error, onnx, reference};
+use efq_shared::{Error, cpu, onnx, reference};
 
 fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -35,8 +36,8 @@ fn iresnet18_in_insightface_onnx_layout_imports_and_matches_the_generated_graph(
     assert_eq!(affines(&imported), 8);
     assert_eq!(imported.embedding_dim().unwrap(), 512);
     let x = random_images(2, [3, 112, 112], 1);
-    let a = reference::forward(&g, &x, 2).unwrap();
-    let b = reference::forward(&imported, &x, 2).unwrap();
+    let a = cpu::forward(&g, &x, 2).unwrap();
+    let b = cpu::forward(&imported, &x, 2).unwrap();
     assert!(
         max_rel_err(&a, &b) < 1e-4,
         "rel err {}",
@@ -89,7 +90,7 @@ fn unsupported_onnx_op_is_an_error_naming_op_and_node() {
 fn tiny_student(cfg: &str) -> efq_shared::graph::Graph {
     let g = tiny_mobilefacenet(20, 64, 11).unwrap();
     let calib = random_images(4, g.input_shape, 5);
-    let ranges = reference::input_absmax(&g, &calib, 4).unwrap();
+    let ranges = cpu::input_absmax(&g, &calib, 4).unwrap();
     quantize_graph(&g, &QuantConfig::parse(cfg).unwrap(), &ranges).unwrap()
 }
 
@@ -122,8 +123,8 @@ fn packed_file_roundtrips_float_and_every_bit_width() {
         assert_eq!(back.manifest, m.manifest);
         let x = random_images(2, s.input_shape, 9);
         assert_eq!(
-            reference::forward(&s, &x, 2).unwrap(),
-            reference::forward(&back.graph, &x, 2).unwrap()
+            cpu::forward(&s, &x, 2).unwrap(),
+            cpu::forward(&back.graph, &x, 2).unwrap()
         );
     }
 }
@@ -134,7 +135,7 @@ fn lower_bit_widths_make_smaller_files() {
         let mut c = QuantConfig::parse(cfg).unwrap();
         c.first_last_8bit = false;
         let g = tiny_mobilefacenet(20, 64, 11).unwrap();
-        let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
+        let ranges = cpu::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
         let s = quantize_graph(&g, &c, &ranges).unwrap();
         PackedModel::new(s, Some(c)).unwrap().parameter_bytes()
     };
@@ -188,13 +189,16 @@ fn w8a8_student_stays_close_to_its_float_teacher() {
 #[test]
 fn wrong_input_size_is_rejected() {
     let g = tiny_mobilefacenet(20, 64, 11).unwrap();
-    let err = reference::forward(&g, &[0.5; 10], 1)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("expected 1 images"), "{err}");
+    for err in [
+        cpu::forward(&g, &[0.5; 10], 1).unwrap_err(),
+        reference::forward(&g, &[0.5; 10], 1).unwrap_err(),
+    ] {
+        let err = err.to_string();
+        assert!(err.contains("expected 1 images"), "{err}");
+    }
 }
 
-/// The reference runs a batch image by image across threads, fuses each integer convolution
+/// The CPU backend runs a batch image by image across threads, fuses each integer convolution
 /// with the PReLU that reads it, and lets element-wise layers overwrite their input: the
 /// whole-batch layer loop (the path calibration takes), any thread count, and a run that keeps
 /// every value (so nothing is fused or overwritten) must give the same bits.
@@ -208,21 +212,21 @@ fn forward_is_bit_identical_across_batching_threads_and_fusion() {
         };
         let x = random_images(5, g.input_shape, 21);
         let per: usize = g.input_shape.iter().product();
-        let whole_batch = reference::forward_observed(&g, &x, 5, &mut |_, _| {}).unwrap();
+        let whole_batch = cpu::forward_observed(&g, &x, 5, &mut |_, _| {}).unwrap();
         let one_by_one: Vec<f32> = x
             .chunks(per)
-            .flat_map(|xi| reference::forward(&g, xi, 1).unwrap())
+            .flat_map(|xi| cpu::forward(&g, xi, 1).unwrap())
             .collect();
         assert_eq!(whole_batch, one_by_one, "{cfg}");
         let every_value: Vec<usize> = (0..g.num_values).collect();
-        let unfused = reference::forward_values(&g, &x, 5, &every_value).unwrap();
+        let unfused = cpu::forward_values(&g, &x, 5, &every_value).unwrap();
         assert_eq!(unfused[g.output], whole_batch, "{cfg}: unfused");
         for threads in [1, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let batched = pool.install(|| reference::forward(&g, &x, 5).unwrap());
+            let batched = pool.install(|| cpu::forward(&g, &x, 5).unwrap());
             assert_eq!(batched, whole_batch, "{cfg}, {threads} threads");
         }
     }

@@ -1,15 +1,15 @@
 //! Bad model files are rejected with a reason, never a panic or a huge allocation.
 
 use efq_shared::builders::{random_images, tiny_mobilefacenet};
+use efq_shared::cpu;
 use efq_shared::format::{MANIFEST_KEY, PackedModel};
 use efq_shared::quant::{QuantConfig, quantize_graph};
-use efq_shared::reference;
 use proptest::prelude::*;
 use safetensors::SafeTensors;
 
 fn student_bytes() -> Vec<u8> {
     let g = tiny_mobilefacenet(20, 64, 11).unwrap();
-    let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
+    let ranges = cpu::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let cfg = QuantConfig::parse("w4a8").unwrap();
     let s = quantize_graph(&g, &cfg, &ranges).unwrap();
     PackedModel::new(s, Some(cfg)).unwrap().to_bytes().unwrap()
@@ -119,7 +119,7 @@ fn inconsistent_manifests_are_rejected_naming_the_node() {
 fn out_of_range_packed_values_are_rejected() {
     // A 2-bit weight may only be -1, 0 or 1; the bit pattern 10 (−2) is invalid.
     let g = tiny_mobilefacenet(20, 64, 11).unwrap();
-    let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
+    let ranges = cpu::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let mut cfg = QuantConfig::parse("w2a8").unwrap();
     cfg.first_last_8bit = false;
     let s = quantize_graph(&g, &cfg, &ranges).unwrap();

@@ -10,7 +10,7 @@ use efq_shared::format::{MANIFEST_KEY, PackedModel};
 use efq_shared::graph::{ConvAttrs, Graph, GraphBuilder, Op, Tensor, Weights};
 use efq_shared::onnx::{self, ModelProto};
 use efq_shared::quant::{QuantConfig, quantize_graph};
-use efq_shared::{limits, reference};
+use efq_shared::{cpu, limits, reference};
 use prost::Message;
 use safetensors::SafeTensors;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ fn float_bytes() -> Vec<u8> {
 
 fn student_bytes() -> Vec<u8> {
     let g = tiny_mobilefacenet(20, 64, 11).unwrap();
-    let ranges = reference::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
+    let ranges = cpu::input_absmax(&g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let cfg = QuantConfig::parse("w6a6").unwrap();
     let s = quantize_graph(&g, &cfg, &ranges).unwrap();
     PackedModel::new(s, Some(cfg)).unwrap().to_bytes().unwrap()
@@ -70,8 +70,8 @@ fn refused(bytes: &[u8], needles: &[&str]) {
 
 #[test]
 fn padding_that_wraps_around_is_refused_naming_node_field_and_limit() {
-    // pads = [2^63; 4] summed to 0 in release builds: the graph validated, then the reference
-    // panicked, libtorch panicked and the engine answered with a different cosine.
+    // pads = [2^63; 4] summed to 0 in release builds: the graph validated, then the CPU
+    // executor panicked, libtorch panicked and the engine answered with a different cosine.
     let b = with_manifest(&float_bytes(), |m| {
         node(m, "dw1")["pads"] = json!([1u64 << 63, 1u64 << 63, 1u64 << 63, 1u64 << 63]);
     });
@@ -101,7 +101,7 @@ fn huge_stride_and_dilation_are_refused_before_allocating() {
 fn upsampling_factors_beyond_the_limit_are_refused() {
     let ok = upsampling_bytes();
     assert!(PackedModel::from_bytes(&ok).is_ok());
-    // 2^64 − 1 panicked the reference and libtorch while the engine answered cosine 1.0; ×1000
+    // 2^64 − 1 panicked the CPU executor and libtorch while the engine answered cosine 1.0; ×1000
     // took 1.9 GB for one image.
     for f in [u64::MAX, 1 << 32, 1000, 17] {
         let b = with_manifest(&ok, |m| node(m, "up")["factor"] = json!(f));
@@ -267,13 +267,15 @@ fn tensor_shapes_that_overflow_are_errors() {
     assert_eq!(limits::checked_product(&[usize::MAX, 2]), None);
 }
 
-/// Every graph that loads runs on the CPU reference without a panic (the shared validation is
-/// the only guard the reference has).
+/// Every graph that loads runs on the CPU backend and on the oracle without a panic (the shared
+/// validation is the only guard either has).
 fn loads_then_runs(bytes: &[u8]) {
     if let Ok(m) = PackedModel::from_bytes(bytes) {
         let g: &Graph = &m.graph;
         let x = random_images(1, g.input_shape, 1);
-        let y = reference::forward(g, &x, 1).expect("a loaded model runs");
+        let y = cpu::forward(g, &x, 1).expect("a loaded model runs");
+        assert_eq!(y.len(), m.manifest.embedding_dim);
+        let y = reference::forward(g, &x, 1).expect("a loaded model runs on the oracle");
         assert_eq!(y.len(), m.manifest.embedding_dim);
     }
 }

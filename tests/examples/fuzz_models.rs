@@ -1,6 +1,6 @@
 //! The fuzzing campaign behind docs/RESULTS.md's reliability table: N mutants per entry point,
-//! each loaded and, if it loads, run on the CPU reference — and, with `--backends`, on libtorch
-//! and on the wgpu engine, whose answers must equal the reference's.
+//! each loaded and, if it loads, run on the CPU backend — and, with `--backends`, on libtorch
+//! and on the wgpu engine, whose answers must equal the CPU backend's.
 //!
 //! ```sh
 //! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
@@ -153,13 +153,13 @@ fn one(
     )
 }
 
-/// Whether libtorch or the engine answer differently from the reference on a loaded graph:
-/// any output further from the reference's than 1e-3 of its largest magnitude (a NaN counts),
-/// or a backend refusing what the reference ran. (Not a cosine: a mutant whose output is all
+/// Whether libtorch or the engine answer differently from the CPU backend on a loaded graph:
+/// any output further from the CPU backend's than 1e-3 of its largest magnitude (a NaN counts),
+/// or a backend refusing what the CPU backend ran. (Not a cosine: a mutant whose output is all
 /// zeros, e.g. an activation scale so large that every input rounds to 0, has none.)
 fn backends_differ(g: &efq_shared::graph::Graph, gpu: Option<&efq_engine::Gpu>) -> Option<String> {
     let x = efq_shared::builders::random_images(2, g.input_shape, 3);
-    let r = efq_shared::reference::forward(g, &x, 2).ok()?;
+    let r = efq_shared::cpu::forward(g, &x, 2).ok()?;
     if r.iter().any(|v| !v.is_finite()) {
         return None; // overflowing weights: no answer to compare
     }
@@ -167,7 +167,7 @@ fn backends_differ(g: &efq_shared::graph::Graph, gpu: Option<&efq_engine::Gpu>) 
     let agree = |name: &str, y: Result<Vec<f32>, String>| -> Option<String> {
         let y = match y {
             Ok(y) => y,
-            Err(e) => return Some(format!("{name} refused a model the reference ran: {e}")),
+            Err(e) => return Some(format!("{name} refused a model the CPU backend ran: {e}")),
         };
         if y.len() != r.len() {
             return Some(format!("{name} gave {} values for {}", y.len(), r.len()));

@@ -1,5 +1,5 @@
 //! Mutation fuzzing of every entry point a stranger's model file reaches: the packed `.efq`
-//! loader (then one forward pass on the CPU reference), the ONNX recognizer importer (then a
+//! loader (then one forward pass on the CPU backend), the ONNX recognizer importer (then a
 //! forward pass) and the SCRFD detector importer (then a detection pass at a small canvas).
 //!
 //! Inputs are mutants of seed files — generated networks, and the real teacher and detector
@@ -14,12 +14,12 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use efq_shared::builders::{random_images, tiny_mobilefacenet};
+use efq_shared::cpu;
 use efq_shared::detect::Scrfd;
 use efq_shared::format::{MANIFEST_KEY, PackedModel};
 use efq_shared::graph::Graph;
 use efq_shared::onnx::{self, ModelProto};
 use efq_shared::quant::{QuantConfig, quantize_graph};
-use efq_shared::reference;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -73,7 +73,7 @@ fn packed(g: &Graph, bits: Option<&str>) -> Vec<u8> {
             .unwrap();
     };
     let cfg = QuantConfig::parse(bits).unwrap();
-    let ranges = reference::input_absmax(g, &random_images(2, g.input_shape, 5), 2).unwrap();
+    let ranges = cpu::input_absmax(g, &random_images(2, g.input_shape, 5), 2).unwrap();
     let s = quantize_graph(g, &cfg, &ranges).unwrap();
     PackedModel::new(s, Some(cfg)).unwrap().to_bytes().unwrap()
 }
@@ -430,21 +430,21 @@ pub fn mutant(seed: &Seed, run_seed: u64, index: u64) -> (Vec<u8>, Category) {
 }
 
 /// Loads `bytes` through `target`'s entry point and, when it loads, runs one forward pass on
-/// the CPU reference. Returns the outcome and, when it ran, the graph (for backend checks).
+/// the CPU backend. Returns the outcome and, when it ran, the graph (for backend checks).
 pub fn run(target: Target, bytes: &[u8]) -> (Outcome, Option<Graph>) {
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<Option<Graph>, String> {
         match target {
             Target::Efq => {
                 let m = PackedModel::from_bytes(bytes).map_err(|e| e.to_string())?;
                 let x = random_images(1, m.graph.input_shape, 1);
-                let y = reference::forward(&m.graph, &x, 1).map_err(|e| e.to_string())?;
+                let y = cpu::forward(&m.graph, &x, 1).map_err(|e| e.to_string())?;
                 assert_eq!(y.len(), m.manifest.embedding_dim, "output size");
                 Ok(Some(m.graph))
             }
             Target::Onnx => {
                 let g = onnx::import_bytes(bytes, "fuzz").map_err(|e| e.to_string())?;
                 let x = random_images(1, g.input_shape, 1);
-                reference::forward(&g, &x, 1).map_err(|e| e.to_string())?;
+                cpu::forward(&g, &x, 1).map_err(|e| e.to_string())?;
                 Ok(Some(g))
             }
             Target::Detector => {

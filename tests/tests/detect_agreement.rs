@@ -1,4 +1,4 @@
-//! The SCRFD detector on the CPU reference finds the same faces as onnxruntime decoded by
+//! The SCRFD detector on the CPU backend finds the same faces as onnxruntime decoded by
 //! InsightFace's own algorithm (`tests/ort_scrfd.py`), and faces aligned from raw LFW photos
 //! embed like the `aligned112` crops made from the same photos.
 //!
@@ -13,7 +13,7 @@ use efq_shared::align::align_face;
 use efq_shared::detect::{DetectConfig, Detection, Scrfd, iou, letterbox, pick_central};
 use efq_shared::format::Preprocessing;
 use efq_shared::preprocess::{load_face, pixels_to_chw};
-use efq_shared::{onnx, reference};
+use efq_shared::{cpu, onnx};
 use efq_tests::{cosine, lfw, python, teacher};
 
 fn detector() -> PathBuf {
@@ -92,7 +92,7 @@ fn matched(name: &str, ours: &[Detection], theirs: &[Detection], who: &str) -> (
 }
 
 #[test]
-fn scrfd_on_the_reference_finds_the_faces_onnxruntime_finds() {
+fn scrfd_on_the_cpu_backend_finds_the_faces_onnxruntime_finds() {
     let images = sample(8);
     let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
     assert_eq!(det.heads.len(), 9);
@@ -140,7 +140,7 @@ fn scrfd_on_the_reference_finds_the_faces_onnxruntime_finds() {
     for ((rel, o), t) in images.iter().zip(&ours).zip(&theirs) {
         let name = rel.display().to_string();
         let (i1, k1, s1) = matched(&name, o, t, "onnxruntime");
-        let (i2, k2, s2) = matched(&name, t, o, "reference");
+        let (i2, k2, s2) = matched(&name, t, o, "cpu");
         worst_iou = worst_iou.min(i1.min(i2));
         worst_kp = worst_kp.max(k1.max(k2));
         worst_score = worst_score.max(s1.max(s2));
@@ -153,7 +153,7 @@ fn scrfd_on_the_reference_finds_the_faces_onnxruntime_finds() {
     eprintln!(
         "{} images, {faces} faces ≥ 0.5 ({photos_with_face} images with one): worst IoU {worst_iou:.5}, \
          worst keypoint {worst_kp:.4} px, worst score Δ {worst_score:.2e}; latency at 640×640, \
-         1 thread: reference {:.1} ms (median, incl. letterbox, decode, NMS), onnxruntime {:.1} ms \
+         1 thread: cpu {:.1} ms (median, incl. letterbox, decode, NMS), onnxruntime {:.1} ms \
          (median session.run)",
         images.len(),
         median(times) * 1e3,
@@ -196,12 +196,12 @@ fn crops_aligned_from_raw_photos_embed_like_aligned112() {
     let graph = onnx::import_file(teacher()).unwrap();
     let n = images.len();
     let (mut sum, mut worst) = (0f64, 1f64);
-    // In batches of 16: the reference keeps every activation of a batch alive.
+    // In batches of 16: the CPU backend keeps a batch's activations alive at once.
     for start in (0..n).step_by(16) {
         let b = (n - start).min(16);
         let per = 3 * 112 * 112;
-        let a = reference::forward(&graph, &ours[start * per..][..b * per], b).unwrap();
-        let t = reference::forward(&graph, &theirs[start * per..][..b * per], b).unwrap();
+        let a = cpu::forward(&graph, &ours[start * per..][..b * per], b).unwrap();
+        let t = cpu::forward(&graph, &theirs[start * per..][..b * per], b).unwrap();
         for i in 0..b {
             let c = cosine(&a[i * 512..][..512], &t[i * 512..][..512]);
             if c < 0.97 {
@@ -234,10 +234,10 @@ fn detector_import_rejects_what_it_cannot_run() {
 }
 
 /// The detector as a multi-output graph on the wgpu engine (float path) finds the faces the CPU
-/// reference finds, with the same tolerances as against onnxruntime; head values agree to
+/// backend finds, with the same tolerances as against onnxruntime; head values agree to
 /// 1e-4 of their range. With `--nocapture` it prints both latencies.
 #[test]
-fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
+fn scrfd_on_the_engine_finds_the_faces_the_cpu_backend_finds() {
     use efq_engine::{GpuModel, GpuOptions, Images, request_blocking};
     let images = sample(3);
     let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
@@ -257,7 +257,7 @@ fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
         let (canvas, scale) = letterbox(&img, 640);
         let chw = efq_shared::detect::normalize(&canvas);
         let t = Instant::now();
-        let want = reference::forward_values(&det.graph, &chw, 1, &det.head_values()).unwrap();
+        let want = cpu::forward_values(&det.graph, &chw, 1, &det.head_values()).unwrap();
         t_ref.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         let got = model
@@ -271,7 +271,7 @@ fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
         }
         let ours = det.detect_from_heads(&got, scale, &cfg).unwrap();
         let theirs = det.detect_from_heads(&want, scale, &cfg).unwrap();
-        let (i1, k1, _) = matched(&name, &ours, &theirs, "reference");
+        let (i1, k1, _) = matched(&name, &ours, &theirs, "cpu");
         let (i2, k2, _) = matched(&name, &theirs, &ours, "engine");
         worst_iou = worst_iou.min(i1.min(i2));
         worst_kp = worst_kp.max(k1.max(k2));
@@ -280,7 +280,7 @@ fn scrfd_on_the_engine_finds_the_faces_the_reference_finds() {
     eprintln!(
         "{} images, {faces} faces ≥ 0.5: worst IoU {worst_iou:.5}, worst keypoint {worst_kp:.4} px, \
          worst head difference {worst_head:.2e} of range; network at 640×640: engine ({}) {:.1} ms, \
-         reference {:.1} ms (median)",
+         cpu {:.1} ms (median)",
         images.len(),
         gpu.adapter().name,
         median(t_engine) * 1e3,

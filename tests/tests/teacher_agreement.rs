@@ -1,13 +1,14 @@
-//! The real teacher computes the same embeddings in libtorch, in the shared CPU reference and in
+//! The real teacher computes the same embeddings in libtorch, on the shared CPU backend and in
 //! onnxruntime; its quantized student computes the same function in libtorch (fake
-//! quantization) and in the reference's integer path.
+//! quantization) and in the CPU backend's integer path (which equals the oracle's:
+//! engine_agreement.rs).
 
 use std::process::Command;
 
 use efq_shared::format::Preprocessing;
 use efq_shared::preprocess::load_face;
 use efq_shared::quant::{QuantConfig, quantize_graph};
-use efq_shared::{onnx, reference};
+use efq_shared::{cpu, onnx, reference};
 use efq_tests::{cosine, lfw, python, teacher};
 use efq_trainer::embed::FaceFolder;
 use efq_trainer::net::TchNet;
@@ -68,7 +69,7 @@ fn tch_forward(graph: &efq_shared::graph::Graph, x: &[f32]) -> Vec<f32> {
 }
 
 #[test]
-fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
+fn teacher_embeddings_agree_across_tch_the_cpu_backend_and_onnxruntime() {
     let graph = onnx::import_file(teacher()).unwrap();
     assert_eq!(graph.embedding_dim().unwrap(), 512);
     let (names, x) = first_images();
@@ -79,17 +80,17 @@ fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
     let ort_raw: Vec<Vec<f32>> = serde_json::from_value(ort["raw"].clone()).unwrap();
 
     let t = tch_forward(&graph, &x);
-    let r = reference::forward(&graph, &x, N).unwrap();
+    let r = cpu::forward(&graph, &x, N).unwrap();
     for i in 0..N {
         let (ti, ri, oi) = (&t[i * 512..][..512], &r[i * 512..][..512], &ort_raw[i][..]);
         let (tr, to, ro) = (cosine(ti, ri), cosine(ti, oi), cosine(ri, oi));
         eprintln!(
-            "{}: tch~ref {tr:.12}, tch~ort {to:.12}, ref~ort {ro:.12}",
+            "{}: tch~cpu {tr:.12}, tch~ort {to:.12}, cpu~ort {ro:.12}",
             names[i]
         );
         assert!(
             tr >= 0.99999 && to >= 0.99999 && ro >= 0.99999,
-            "{}: tch~ref {tr}, tch~ort {to}, ref~ort {ro}",
+            "{}: tch~cpu {tr}, tch~ort {to}, cpu~ort {ro}",
             names[i]
         );
     }
@@ -98,11 +99,11 @@ fn teacher_embeddings_agree_across_tch_reference_and_onnxruntime() {
 }
 
 #[test]
-fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
+fn quantized_student_in_tch_equals_the_cpu_backends_integer_path_bit_for_bit() {
     let graph = onnx::import_file(teacher()).unwrap();
     let (_, x) = first_images();
-    let ranges = reference::input_absmax(&graph, &x, N).unwrap();
-    let teacher_out = reference::forward(&graph, &x, N).unwrap();
+    let ranges = cpu::input_absmax(&graph, &x, N).unwrap();
+    let teacher_out = cpu::forward(&graph, &x, N).unwrap();
     for cfg in ["w8a8", "w6a6", "w4a4", "w4a4-split", "w4a4-dw8"] {
         let bits = QuantConfig::parse(cfg.trim_end_matches("-split")).unwrap();
         let student = quantize_graph(&graph, &bits, &ranges).unwrap();
@@ -112,9 +113,12 @@ fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
             student
         };
         let t = tch_forward(&student, &x);
-        let r = reference::forward(&student, &x, N).unwrap();
+        let r = cpu::forward(&student, &x, N).unwrap();
         // Bit for bit: a one-ulp difference would cascade through the rounding of 50 layers.
-        assert_eq!(t, r, "{cfg}: libtorch and the integer reference differ");
+        assert_eq!(
+            t, r,
+            "{cfg}: libtorch and the CPU backend's integer path differ"
+        );
         // The student really is quantized (it moved away from the teacher), and at 8 bits
         // plain post-training quantization already stays close. (At 4 bits absmax calibration
         // on six images is destructive: that is what the fine-tuning is for.)
@@ -127,7 +131,7 @@ fn quantized_student_in_tch_equals_reference_integer_path_bit_for_bit() {
 }
 
 #[test]
-fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_reference() {
+fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_cpu_backend() {
     // The generated file must be ONNX that onnxruntime accepts, in InsightFace's export layout,
     // and mean what our importer thinks it means.
     let g = efq_shared::builders::iresnet(18, 3).unwrap();
@@ -138,10 +142,10 @@ fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_reference() {
     let (_, x) = first_images();
     let x = &x[..2 * 3 * 112 * 112];
     let ort_raw = onnxruntime_raw(&model, x, 2, "the generated iresnet18");
-    let r = reference::forward(&imported, x, 2).unwrap();
+    let r = cpu::forward(&imported, x, 2).unwrap();
     for i in 0..2 {
         let c = cosine(&r[i * 512..][..512], &ort_raw[i]);
-        assert!(c >= 0.99999, "image {i}: reference~onnxruntime cosine {c}");
+        assert!(c >= 0.99999, "image {i}: cpu~onnxruntime cosine {c}");
     }
 }
 
@@ -161,10 +165,11 @@ fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 #[test]
-fn upsampling_exports_as_an_onnx_resize_that_onnxruntime_runs_like_the_reference() {
+fn upsampling_exports_as_an_onnx_resize_that_onnxruntime_runs_like_the_oracle() {
     // conv s4 → nearest ×2 → conv s4 → Gemm: every upsampled pixel reaches the output, so a
     // Resize that onnxruntime read differently (scales, which source pixel) changes it. Our
-    // importer must read the export back as the same upsampling.
+    // importer must read the export back as the same upsampling. (A small graph: the oracle
+    // runs it.)
     use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
     let conv = |c_in: usize, c_out: usize, seed: u64| Op::Conv {
         weights: Weights::Float(
@@ -224,7 +229,7 @@ fn upsampling_exports_as_an_onnx_resize_that_onnxruntime_runs_like_the_reference
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(
             worst <= 1e-4 * scale,
-            "image {i}: reference vs onnxruntime differ by {worst} (scale {scale})"
+            "image {i}: oracle vs onnxruntime differ by {worst} (scale {scale})"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Browser bindings (issue #5): load a packed model from bytes, run it on WebGPU through the
-//! engine or on the CPU integer reference compiled to wasm, and embed or verify faces given as
-//! canvas pixels. [`FaceDetector`] and [`align_face_rgba`] (issue #6) find faces in whole
-//! photos with SCRFD on the same two paths and cut the ArcFace-aligned 112×112 crops.
+//! engine or on the CPU backend (exact integer arithmetic) compiled to wasm, and embed or
+//! verify faces given as canvas pixels. [`FaceDetector`] and [`align_face_rgba`] (issue #6)
+//! find faces in whole photos with SCRFD on the same two paths and cut the ArcFace-aligned
+//! 112×112 crops.
 //!
 //! Everything a page needs to say about the run is in [`Verifier::describe`]: which path is in
 //! use and why, the adapter, whether `dot4I8Packed` is native, the model's size and bit-widths.
@@ -13,7 +14,7 @@ use efq_shared::align::align_face;
 use efq_shared::detect::{DetectConfig, Detection, Scrfd, letterbox, normalize, pick_central};
 use efq_shared::format::{Manifest, PackedModel};
 use efq_shared::graph::Graph;
-use efq_shared::{preprocess, reference};
+use efq_shared::{cpu, preprocess};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
@@ -93,7 +94,7 @@ pub fn parse_model(bytes: &[u8]) -> Result<PackedModel, String> {
     PackedModel::from_bytes(bytes).map_err(|e| format!("not a usable EfQuantFace model: {e}"))
 }
 
-/// The CPU path: the shared reference executor (exact integer arithmetic).
+/// The CPU path: the shared CPU backend (exact integer arithmetic).
 pub struct CpuModel {
     pub graph: Graph,
     pub manifest: Manifest,
@@ -103,15 +104,15 @@ impl CpuModel {
     /// L2-normalised embeddings of `n` RGB images.
     pub fn embed_rgb(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
         let x = self.input(rgb, n)?;
-        let mut e = reference::forward(&self.graph, &x, n).map_err(|e| e.to_string())?;
-        reference::l2_normalize_rows(&mut e, self.manifest.embedding_dim);
+        let mut e = cpu::forward(&self.graph, &x, n).map_err(|e| e.to_string())?;
+        cpu::l2_normalize_rows(&mut e, self.manifest.embedding_dim);
         Ok(e)
     }
 
     /// Raw network outputs of `n` RGB images (what the engine's `forward` returns).
     pub fn forward_rgb(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
         let x = self.input(rgb, n)?;
-        reference::forward(&self.graph, &x, n).map_err(|e| e.to_string())
+        cpu::forward(&self.graph, &x, n).map_err(|e| e.to_string())
     }
 
     fn input(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
@@ -456,7 +457,7 @@ pub const DETECT_SIZES: [usize; 2] = [640, 320];
 pub const MAX_DETECTOR_BYTES: usize = 64 << 20;
 
 /// SCRFD on WebGPU (the engine's float path, the heads read back as graph outputs) or on the
-/// CPU reference in wasm, chosen like [`Verifier`]'s path.
+/// CPU backend in wasm, chosen like [`Verifier`]'s path.
 #[wasm_bindgen]
 pub struct FaceDetector {
     /// One imported network per size in [`DETECT_SIZES`].

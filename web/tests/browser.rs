@@ -1,8 +1,8 @@
 //! The bindings in a real browser (headless Chromium through `wasm-bindgen-test`; WebGPU is
 //! SwiftShader there). The fixture is written natively by `web-tool fixture` before this test
 //! is compiled (`scripts/test.sh` does it; `web/test.sh` runs just this): a packed model, a few
-//! LFW crops as RGB bytes, and the embeddings the native CPU reference computed for them. The
-//! browser's WebGPU engine and the CPU reference compiled to wasm must both reproduce them.
+//! LFW crops as RGB bytes, and the embeddings the native CPU backend computed for them. The
+//! browser's WebGPU engine and the CPU backend compiled to wasm must both reproduce them.
 #![cfg(target_arch = "wasm32")]
 
 use efq_web::{DEFAULT_FLOAT_DOT, FaceDetector, Verifier, align_native};
@@ -62,7 +62,7 @@ extern "C" {
 }
 
 #[wasm_bindgen_test]
-async fn cpu_path_in_wasm_equals_native_reference() {
+async fn cpu_path_in_wasm_equals_the_native_cpu_backend() {
     let v = Verifier::load_native(MODEL, "cpu", false).await.unwrap();
     assert_eq!(v.backend(), "cpu");
     let want = floats(EMBEDDINGS);
@@ -81,7 +81,7 @@ async fn cpu_path_in_wasm_equals_native_reference() {
 }
 
 #[wasm_bindgen_test]
-async fn webgpu_engine_in_browser_equals_native_reference() {
+async fn webgpu_engine_in_browser_equals_the_native_cpu_backend() {
     let v = Verifier::load_native(MODEL, "webgpu", DEFAULT_FLOAT_DOT)
         .await
         .unwrap();
@@ -212,11 +212,11 @@ async fn engine_float_dot_path_in_browser() {
     assert!(c >= 0.99999, "float_dot path: cosine {c} to native");
 }
 
-/// SCRFD in the browser, on WebGPU (engine float path) and on the CPU reference in wasm, finds
-/// the face the native reference found in a raw LFW photo: IoU ≥ 0.99, keypoints within 0.5 px;
+/// SCRFD in the browser, on WebGPU (engine float path) and on the CPU backend in wasm, finds
+/// the face the native CPU backend found in a raw LFW photo: IoU ≥ 0.99, keypoints within 0.5 px;
 /// the aligned crops differ by at most a few grey levels.
 #[wasm_bindgen_test]
-async fn face_detection_in_browser_equals_native_reference() {
+async fn face_detection_in_browser_equals_the_native_cpu_backend() {
     let want: serde_json::Value = serde_json::from_str(FACES).unwrap();
     let (w, h) = (
         want["width"].as_u64().unwrap() as usize,

@@ -79,7 +79,7 @@ function describeEngine(info, ms) {
   };
   const m = info.model;
   add('path', info.backend === 'webgpu' ? 'WebGPU (efq-engine, WGSL integer kernels)'
-    : `CPU (integer reference in wasm, ${info.cpu_threads} thread${info.cpu_threads === 1 ? '' : 's'})`);
+    : `CPU (integer backend in wasm, ${info.cpu_threads} thread${info.cpu_threads === 1 ? '' : 's'})`);
   dl.lastChild.id = 'backend';
   dl.lastChild.dataset.backend = info.backend;
   add('why', info.reason);

@@ -12,8 +12,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The integer path is bit-exact with `efq_shared::reference` (see `docs/quantization.md`);
-//! that executor is re-exported as the CPU fallback.
+//! The integer path is bit-exact with the oracle, `efq_shared::reference` (see
+//! `docs/quantization.md`; `tests/kernels.rs` checks every kernel against it). The fast CPU
+//! backend, `efq_shared::cpu`, equal to the oracle as well, is re-exported as the CPU fallback.
 
 #![warn(missing_docs)]
 
@@ -23,7 +24,7 @@ mod kernels;
 mod model;
 mod weights;
 
-pub use efq_shared::reference;
+pub use efq_shared::cpu;
 pub use error::EngineError;
 #[cfg(not(target_arch = "wasm32"))]
 pub use gpu::request_blocking;

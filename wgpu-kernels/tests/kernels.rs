@@ -1,6 +1,6 @@
-//! Each kernel against the shared CPU reference on random shapes and values. The integer path
-//! must agree bit for bit (quantize → dot4 convolution → epilogue → PReLU); the float path within
-//! 1e-5 of the output's magnitude.
+//! Each kernel against the oracle (`efq_shared::reference`: plain loops, no threads) on random
+//! shapes and values. The integer path must agree bit for bit (quantize → dot4 convolution →
+//! epilogue → PReLU); the float path within 1e-5 of the output's magnitude.
 
 mod common;
 
@@ -89,23 +89,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
-    fn integer_conv_matches_reference_bit_for_bit_with_stride_padding_dilation_and_groups(case in conv_cases(true)) {
+    fn integer_conv_matches_the_oracle_bit_for_bit_with_stride_padding_dilation_and_groups(case in conv_cases(true)) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
     #[test]
-    fn integer_depthwise_and_narrow_group_conv_matches_reference_bit_for_bit(case in depthwise_cases()) {
+    fn integer_depthwise_and_narrow_group_conv_matches_the_oracle_bit_for_bit(case in depthwise_cases()) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
     #[test]
-    fn float_conv_matches_reference_within_1e5_relative(case in conv_cases(false)) {
+    fn float_conv_matches_the_oracle_within_1e5_relative(case in conv_cases(false)) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.batch);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
         let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
@@ -116,23 +116,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn f32_multiply_add_path_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
+    fn f32_multiply_add_path_gives_the_same_bits_as_the_oracle(case in conv_cases(true)) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(float_gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_oracle(float_gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
     #[test]
-    fn polyfill_dot4_gives_the_same_bits_as_the_reference(case in conv_cases(true)) {
+    fn polyfill_dot4_gives_the_same_bits_as_the_oracle(case in conv_cases(true)) {
         let (graph, input) = conv_graph(&case);
-        let (got, want) = engine_and_reference(polyfill_gpu(), &graph, &input, case.batch);
+        let (got, want) = engine_and_oracle(polyfill_gpu(), &graph, &input, case.batch);
         assert_bit_exact(&got, &want, &format!("{case:?}"));
     }
 
     /// Outputs past one workgroup of lanes, batches past one tile of four images and past the
     /// model's batch of eight (two submissions), with and without a fused PReLU.
     #[test]
-    fn quantized_gemm_after_flatten_matches_reference_bit_for_bit(
+    fn quantized_gemm_after_flatten_matches_the_oracle_bit_for_bit(
         (c, h, w, out, wb, ab, batch, prelu, seed) in (1usize..=9, 1usize..=4, 1usize..=4, 1usize..=80, 2u8..=8, 2u8..=8, 1usize..=10, any::<bool>(), any::<u64>())
     ) {
         let mut r = rng(seed);
@@ -152,15 +152,15 @@ proptest! {
             y
         };
         let graph = b.finish(y).unwrap();
-        let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, batch);
         prop_assert!(want.iter().any(|v| *v != 0.0));
         assert_bit_exact(&got, &want, "gemm");
-        let (got, _) = engine_and_reference(polyfill_gpu(), &graph, &input, batch);
+        let (got, _) = engine_and_oracle(polyfill_gpu(), &graph, &input, batch);
         assert_bit_exact(&got, &want, "gemm, polyfill dot4");
     }
 
     #[test]
-    fn affine_prelu_add_relu_match_reference_bit_for_bit(
+    fn affine_prelu_add_relu_match_the_oracle_bit_for_bit(
         (c, h, w, batch, shared_slope, seed) in (1usize..=11, 1usize..=6, 1usize..=6, 1usize..=3, any::<bool>(), any::<u64>())
     ) {
         let mut r = rng(seed);
@@ -173,7 +173,7 @@ proptest! {
         let q = b.push("relu", Op::Relu, &[s]);
         let y = b.push("flatten", Op::Flatten, &[q]);
         let graph = b.finish(y).unwrap();
-        let (got, want) = engine_and_reference(gpu(), &graph, &input, batch);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, batch);
         assert_bit_exact(&got, &want, "elementwise chain");
     }
 }
@@ -182,7 +182,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// A small FPN: an upsampled coarse map added to a fine one, both maps and the sum read
-    /// back as separate outputs (a detector's heads), NCHW like the reference. The coarse map
+    /// back as separate outputs (a detector's heads), NCHW like the oracle. The coarse map
     /// is a float convolution, which WGSL lets a driver contract into fused multiply-adds
     /// (this test once demanded its bits and failed on an H200's Vulkan driver), so it is held
     /// to the float tolerance; what follows it must be exact given the engine's own coarse map:
@@ -243,7 +243,7 @@ fn conv_with_fused_prelu_is_exact_on_a_large_tiled_case() {
         seed: 7,
     };
     let (graph, input) = conv_graph(&case);
-    let (got, want) = engine_and_reference(gpu(), &graph, &input, case.batch);
+    let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.batch);
     assert!(want.iter().any(|v| *v != 0.0));
     assert_bit_exact(&got, &want, "64×64 3×3 w6a6");
 }
@@ -283,7 +283,7 @@ fn accumulation_stays_exact_beyond_the_f32_integer_range() {
         })
         .collect();
     for gpu in [gpu(), float_gpu()] {
-        let (got, want) = engine_and_reference(gpu, &graph, &input, 2);
+        let (got, want) = engine_and_oracle(gpu, &graph, &input, 2);
         // acc = 4096·127·127 ≈ 6.6e7 > 2^24, so y = acc·(1/127)·(0.5/127) + 0.25 ≈ 2048.25
         assert!((want[0] - 2048.25).abs() < 0.01, "{}", want[0]);
         assert_bit_exact(&got, &want, "4096-wide Gemm");

@@ -15,7 +15,7 @@ fn rgb_bytes_normalised_on_the_gpu_equal_the_cpu_normalisation_for_every_convent
     let hw = 16;
     let graph = builders::tiny_mobilefacenet(hw, 64, 3).unwrap();
     let x = builders::random_images(2, [3, hw, hw], 4);
-    let ranges = efq_shared::reference::input_absmax(&graph, &x, 2).unwrap();
+    let ranges = efq_shared::cpu::input_absmax(&graph, &x, 2).unwrap();
     let q = QuantConfig::parse("w8a8").unwrap();
     let student = quantize_graph(&graph, &q, &ranges).unwrap();
     let rgb: Vec<u8> = (0..2 * hw * hw * 3).map(|i| (i * 97 % 256) as u8).collect();

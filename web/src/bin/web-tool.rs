@@ -8,8 +8,8 @@
 //!     exits 0 when the model stores a threshold, 1 when not
 //! web-tool fixture --model M.efq --lfw DIR --out DIR [--n 4] [--detector scrfd.onnx]
 //!     writes the browser test fixture: the model, the first n LFW test crops as RGB bytes and
-//!     their embeddings from the native CPU reference; with --detector also the detector, one
-//!     raw LFW photo (photo.rgb, 250×250) and the faces the native CPU reference finds in it
+//!     their embeddings from the native CPU backend; with --detector also the detector, one
+//!     raw LFW photo (photo.rgb, 250×250) and the faces the native CPU backend finds in it
 //! ```
 
 #[cfg(target_arch = "wasm32")]
@@ -27,7 +27,7 @@ mod native {
 
     use anyhow::{Context, Result, bail};
     use efq_shared::format::{PackedModel, Threshold};
-    use efq_shared::{preprocess, reference};
+    use efq_shared::{cpu, preprocess};
 
     fn flags(args: &[String]) -> Result<HashMap<String, String>> {
         let mut m = HashMap::new();
@@ -145,9 +145,9 @@ mod native {
             ));
             rgb.extend(img.into_raw());
         }
-        let raw = reference::forward(&m.graph, &x, n)?;
+        let raw = cpu::forward(&m.graph, &x, n)?;
         let mut emb = raw.clone();
-        reference::l2_normalize_rows(&mut emb, m.manifest.embedding_dim);
+        cpu::l2_normalize_rows(&mut emb, m.manifest.embedding_dim);
         std::fs::create_dir_all(out)?;
         let le = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
         std::fs::write(out.join("model.efq"), &bytes)?;

@@ -20,14 +20,14 @@ impl GpuModel {
         Ok(self.run(images, n, Read::Embeddings).await?.remove(0))
     }
 
-    /// The network's raw output (`n × dim`), before normalisation: what the CPU reference's
+    /// The network's raw output (`n × dim`), before normalisation: what the CPU backend's
     /// `forward` returns, for bit-exact comparisons.
     pub async fn forward(&self, images: Images<'_>, n: usize) -> Result<Vec<f32>, EngineError> {
         Ok(self.run(images, n, Read::Raw).await?.remove(0))
     }
 
     /// The values named at compile time ([`GpuModel::from_graph_with_outputs`]), each
-    /// `n ×` its shape in NCHW order, as the CPU reference's `forward_values` returns them.
+    /// `n ×` its shape in NCHW order, as the CPU backend's `forward_values` returns them.
     pub async fn forward_values(
         &self,
         images: Images<'_>,

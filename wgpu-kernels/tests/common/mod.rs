@@ -58,8 +58,9 @@ pub fn random_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
 }
 
-/// Runs `graph` through the engine (raw output) and through the CPU reference.
-pub fn engine_and_reference(
+/// Runs `graph` through the engine (raw output) and through the oracle
+/// (`efq_shared::reference`, plain loops).
+pub fn engine_and_oracle(
     gpu: &Gpu,
     graph: &Graph,
     input: &[f32],
@@ -69,7 +70,7 @@ pub fn engine_and_reference(
     let got = model
         .forward_blocking(Images::Nchw(input), batch)
         .expect("engine runs");
-    let want = reference::forward(graph, input, batch).expect("reference runs");
+    let want = reference::forward(graph, input, batch).expect("the oracle runs");
     (got, want)
 }
 
@@ -87,7 +88,7 @@ pub fn assert_bit_exact(got: &[f32], want: &[f32], what: &str) {
         .position(|(a, b)| a.to_bits() != b.to_bits())
     {
         panic!(
-            "{what}: {diffs} of {} values differ; first at {i}: engine {} vs reference {}",
+            "{what}: {diffs} of {} values differ; first at {i}: engine {} vs oracle {}",
             got.len(),
             got[i],
             want[i]

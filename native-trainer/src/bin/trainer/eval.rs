@@ -31,7 +31,7 @@ pub struct EvalCmd {
     /// and run fastest), 128 on CUDA; wgpu 32].
     #[arg(long)]
     batch: Option<usize>,
-    /// Where to run the network: libtorch (default), the wgpu engine, the CPU reference, or
+    /// Where to run the network: libtorch (default), the wgpu engine, the CPU backend, or
     /// `auto` (as in `verify`: the fastest present, said on stderr).
     #[arg(long, value_enum, default_value = "tch")]
     backend: engine_cli::BackendKind,

@@ -1,6 +1,6 @@
 //! The CPU integer path's matrix product, `out[o][p] = Σ_k w[o][k] · x[k][p]` from i8 operands
 //! into exact i32 sums: the inner loop of every non-depthwise quantized convolution in the
-//! reference executor, natively and in the browser's wasm fallback.
+//! CPU backend, natively and in the browser's wasm fallback.
 //!
 //! It is built on one instruction both targets have: multiply eight pairs of i16 and add
 //! adjacent products into four i32 lanes (`pmaddwd`, SSE2, on every x86-64; `i32x4.dot_i16x8_s`
@@ -10,7 +10,7 @@
 //! eight pixels (`[P/8][K/2][8][2]`), so that one load feeds four pixels × two taps; each weight
 //! pair is broadcast to all lanes.
 //! Elsewhere scalar lanes do the same arithmetic. Integer sums are exact in any order, so
-//! every variant gives the same result (tested against the naive sum in `reference`).
+//! every variant gives the same result (tested against the plain triple loop below).
 
 use rayon::prelude::*;
 
@@ -172,7 +172,7 @@ use scalar as lanes;
 /// zeros to even and to a multiple of 8. A strip is one contiguous run that the channel tiles
 /// read front to back (the `[K/2][P][2]` layout before it made every step of the `k` loop
 /// jump a whole row of pixels, 12 KB at 56×56, and ran 1.2× slower).
-pub(crate) struct Paired {
+pub(super) struct Paired {
     data: Vec<i16>,
     k: usize,
     p: usize,
@@ -182,13 +182,13 @@ pub(crate) struct Paired {
 const ROW: usize = 2 * PX;
 
 /// `x` (`[K][P]` i8) as [`Paired`].
-pub(crate) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
+pub(super) fn pair_up(x: &[i8], k: usize, p: usize) -> Paired {
     pair_up_with(x, k, p, |v| v as i16)
 }
 
 /// `x` (`[K][P]` f32) quantized by `q` straight into [`Paired`]: one pass instead of quantizing
 /// to i8 and re-laying that out.
-pub(crate) fn pair_up_quantized(
+pub(super) fn pair_up_quantized(
     x: &[f32],
     k: usize,
     p: usize,
@@ -325,7 +325,7 @@ type TileRows = fn(&[i32], &Paired, &mut [i32]);
 /// `out[o][p] = Σ_k w[o][k] · x[k][p]`, exactly; `w` is `[O][K]`, `x` is `[K][P]`, `out` is
 /// `[O][P]` and is overwritten. `split`: how many parallel tasks the output channels are cut
 /// into (1 when the caller already has enough parallel work).
-pub(crate) fn gemm_i8(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
+pub(super) fn gemm_i8(w: &[i8], x: &[i8], k: usize, p: usize, out: &mut [i32], split: usize) {
     gemm_paired(tile_rows_lanes, w, &pair_up(x, k, p), split, out)
 }
 
@@ -340,7 +340,7 @@ fn gemm_paired(tile_rows: TileRows, w: &[i8], xp: &Paired, split: usize, out: &m
 /// The product of `w` and paired activations, each task handing its rows of sums to
 /// `epilogue(first channel, sums [rows][P], its rows of y)` while they are in cache: the
 /// dequantization (and activation) of a layer in the same parallel pass as its product.
-pub(crate) fn gemm_paired_then(
+pub(super) fn gemm_paired_then(
     w: &[i8],
     xp: &Paired,
     split: usize,
@@ -365,7 +365,7 @@ pub(crate) fn gemm_paired_then(
 /// input first, and each extra fork-join is a wake-up of the other threads (in the browser, of
 /// Web Workers) on a layer that takes a fraction of a millisecond.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_quantized_by_pixels(
+pub(super) fn gemm_quantized_by_pixels(
     w: &[i8],
     x: &[f32],
     k: usize,
