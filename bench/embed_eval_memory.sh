@@ -11,8 +11,11 @@ set -euo pipefail
 OUT="${1:-out/bench-memory}"
 COUNTS="${2:-32 1000 13233}"
 mkdir -p "$OUT"
-cargo build --release -q -p efq-trainer --bin trainer
-T=target/release/trainer
+# TRAINER=path uses a binary built before (e.g. a copy, while the tree is being edited).
+if [ -z "${TRAINER:-}" ]; then
+  cargo build --release -q -p efq-trainer --bin trainer
+fi
+T="${TRAINER:-target/release/trainer}"
 CROPS="$EFQ_LFW/aligned112"
 find "$CROPS" -name '*.jpg' | sort > "$OUT/all.txt"
 

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod net;
 pub mod paths;
 pub mod plot;
+pub mod probe;
 pub mod quantize;
 pub mod reconstruct;
 pub mod student;
