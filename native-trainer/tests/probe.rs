@@ -67,7 +67,7 @@ fn unit_range_teacher(dir: &Path) -> PathBuf {
     path
 }
 
-const PAIRS: usize = 60;
+const PAIRS: usize = 40;
 const INSIGHTFACE: [&str; 2] = ["(x − 127.5) / 127.5", "(x − 127.5) / 128"];
 
 #[test]
