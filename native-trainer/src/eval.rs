@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use efq_shared::eval::{
     AllPairs, Fidelity, TarAtFar, TenFold, all_pairs, auc, read_lfw_pairs, roc, tar_at_far,
     teacher_fidelity, ten_fold,
@@ -162,16 +162,60 @@ fn variant(
     ))
 }
 
+/// Fewest pairs of the pairs file a limited run must hold (the 10-fold protocol splits them).
+const MIN_PAIRS: usize = 20;
+
+/// The smallest `--limit` whose first images hold [`MIN_PAIRS`] pairs of `pairs`, genuine and
+/// impostor ones among them, and two faces of one person (for the all-pairs protocol).
+fn smallest_limit(folder: &FaceFolder, pairs: &[efq_shared::eval::Pair]) -> Option<usize> {
+    let index = folder.index();
+    let mut need: Vec<(usize, bool)> = pairs
+        .iter()
+        .filter_map(|p| {
+            Some((
+                index.get(p.a.as_path())?.max(index.get(p.b.as_path())?) + 1,
+                p.same,
+            ))
+        })
+        .collect();
+    need.sort();
+    let (mut genuine, mut impostor) = (false, false);
+    let mut n = None;
+    for (k, (limit, same)) in need.iter().enumerate() {
+        genuine |= same;
+        impostor |= !same;
+        if genuine && impostor && k + 1 >= MIN_PAIRS {
+            n = Some(*limit);
+            break;
+        }
+    }
+    // Two faces of one person: images are grouped by person, so the first repeat label.
+    let repeat = folder.labels.windows(2).position(|w| w[0] == w[1])? + 2;
+    Some(n?.max(repeat))
+}
+
 pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let start = Instant::now();
     let (graph, pre) = load_model(args.model)?;
     let net = args.backend.load(&graph, args.batch)?;
     let mut folder = FaceFolder::scan(args.crops)?;
+    let pairs = read_lfw_pairs(args.pairs)?;
     if let Some(n) = args.limit {
+        let needed = smallest_limit(&folder, &pairs);
+        if n < needed.unwrap_or(usize::MAX) {
+            bail!(
+                "--limit {n} is too small: the protocol needs genuine and impostor pairs of {} \
+                 among the first images (at least {MIN_PAIRS} pairs) and two faces of one person; {}",
+                args.pairs.display(),
+                match needed {
+                    Some(k) => format!("the smallest limit that has them is {k}"),
+                    None => format!("{} never has them", args.crops.display()),
+                }
+            );
+        }
         folder.images.truncate(n);
         folder.labels.truncate(n);
     }
-    let pairs = read_lfw_pairs(args.pairs)?;
     let index = folder.index();
     let mut pair_idx = Vec::with_capacity(pairs.len());
     for p in &pairs {

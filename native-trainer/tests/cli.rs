@@ -638,3 +638,35 @@ fn verify_decides_with_the_threshold_quantize_stored_and_explains_when_there_is_
         "{said}"
     );
 }
+
+#[test]
+fn a_limit_too_small_for_the_protocol_names_the_smallest_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |limit: usize| {
+        trainer()
+            .args(["eval", "--json", "--limit", &limit.to_string(), "--model"])
+            .arg(teacher())
+            .arg("--lfw")
+            .arg(lfw())
+            .arg("--out")
+            .arg(dir.path().join(format!("eval-{limit}")))
+            .output()
+            .unwrap()
+    };
+    let o = eval(4);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let smallest: usize = err
+        .split("the smallest limit that has them is ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no smallest limit named: {err}"));
+    assert!(!eval(smallest - 1).status.success());
+    let o = eval(smallest);
+    assert!(
+        o.status.success(),
+        "--limit {smallest}: {}",
+        failure_message(&o)
+    );
+}
