@@ -49,6 +49,11 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     conventions: efq_trainer::conventions::ConventionArgs,
+    /// CPU threads for libtorch and the CPU backend [default: every core]. On a machine whose
+    /// cores other processes keep busy, fewer threads than cores can run far faster: libtorch's
+    /// threads wait for each other at every layer.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -156,11 +161,21 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    passive_openmp_waits();
     quiet_vulkan_probe();
     exit_quietly_on_closed_pipe();
     efq_trainer::memory::keep_freed_memory();
     let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
     efq_trainer::conventions::set(cli.conventions);
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        tch::set_num_threads(n as i32);
+        tch::set_num_interop_threads(n as i32);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))?;
+    }
     match cli.command {
         Command::Eval(c) => c.run(),
         Command::Quantize(c) => c.run(),
@@ -207,5 +222,28 @@ fn exit_quietly_on_closed_pipe() {
     // SAFETY: first thing in `main`, before any thread exists; SIG_DFL is a valid disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// libtorch's OpenMP threads spin while they wait for each other, which is quick on idle cores
+/// and ruinous on shared ones: beside other busy processes, 2 threads ran the teacher at
+/// 8.6–10.0 images/s, one thread at 20–26, and 2 threads with `OMP_WAIT_POLICY=PASSIVE` at
+/// 70–84 (docs/RESULTS.md, "CPU threads"). OpenMP reads the policy when the library loads,
+/// before `main`, so the process starts itself again with it set, unless the user set one.
+fn passive_openmp_waits() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        // `exec` returns only if it failed; then the run goes on with OpenMP's default.
+        let _ = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OMP_WAIT_POLICY", "PASSIVE")
+            .exec();
     }
 }
