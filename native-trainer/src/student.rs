@@ -151,7 +151,7 @@ fn dropping_quant(x: &Tensor, xq: Tensor, drop: f64) -> Tensor {
 /// Fake-quantized weights with the per-channel scales `QuantWeights::from_float` computes
 /// (`max|w| / qmax`; 1 for an all-zero channel or one whose scale would be below
 /// `MIN_WEIGHT_SCALE`), straight-through gradient.
-fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
+pub fn quant_weights(w: &Tensor, bits: u8) -> Tensor {
     let q = qmax(bits) as i64;
     let dims: Vec<i64> = (1..w.dim() as i64).collect();
     let absmax = w.abs().amax(dims.as_slice(), false).detach();
