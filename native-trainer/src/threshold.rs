@@ -3,8 +3,8 @@
 //! folder. `quantize` stores one so that `verify` and the web page can say "same person" or
 //! "different people" with any model it writes.
 //!
-//! By default the folder is LFW's clean set — the `aligned112` crops of the 1,549 people who
-//! appear nowhere in `pairs.txt` — so the threshold is not fitted on the test pairs.
+//! By default the folder is LFW's clean set — the 1,549 `aligned112` crops of the 1,468 people
+//! who appear nowhere in `pairs.txt` — so the threshold is not fitted on the test pairs.
 
 use std::path::{Path, PathBuf};
 
