@@ -1,6 +1,6 @@
 //! The shared graph as a libtorch network. A quantized layer runs the integer layer of
 //! docs/quantization.md in float arithmetic on integer-valued operands, which reproduces the CPU
-//! reference's i32 path exactly (see [`Arith::Integer`]).
+//! reference's i32 path exactly (see `Arith::Integer`).
 
 use anyhow::{Result, bail};
 use efq_shared::graph::{Graph, Op, Weights};

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::quant::{ActQuant, QuantWeights};
 use crate::{Error, limits};
 
-/// Index of a value (an activation tensor) in [`Graph::values`].
+/// Index of a value (an activation tensor) of a [`Graph`]: 0 is the input, and each node
+/// defines the next.
 pub type ValueId = usize;
 
 /// A dense float tensor in row-major order.
@@ -158,7 +159,7 @@ pub struct Graph {
 
 impl Graph {
     /// Checks topological order, arities, parameter sizes and shapes against the
-    /// [`limits`](crate::limits) on what a model may declare; returns every value's shape.
+    /// [`crate::limits`] on what a model may declare; returns every value's shape.
     /// All arithmetic is checked: a file cannot make a size wrap around.
     pub fn infer_shapes(&self) -> Result<Vec<SampleShape>, Error> {
         if self.num_values == 0 {

@@ -1,4 +1,4 @@
-//! ONNX import into the shared [`Graph`] (and export, so tests can generate InsightFace-layout
+//! ONNX import into the shared [`Graph`](crate::graph::Graph) (and export, so tests can generate InsightFace-layout
 //! files). The protobuf messages are declared with `prost` for the subset of `onnx.proto` that
 //! face-recognition CNNs use; field numbers follow onnx.proto3 exactly.
 

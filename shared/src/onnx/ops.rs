@@ -7,7 +7,7 @@ use crate::Error;
 use crate::graph::{ConvAttrs, Tensor};
 
 /// The oldest and newest `ai.onnx` opsets the recognizer importer reads. Between them, several
-/// attributes of the ops it accepts became inputs; [`Opset`] reads each where its version has it.
+/// attributes of the ops it accepts became inputs; the importer reads each where its version has it.
 pub const MIN_OPSET: i64 = 9;
 pub const MAX_OPSET: i64 = 21;
 
