@@ -49,9 +49,9 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     conventions: efq_trainer::conventions::ConventionArgs,
-    /// CPU threads for libtorch and the CPU backend [default: every core]. On a machine whose
-    /// cores other processes keep busy, fewer threads than cores can run far faster: libtorch's
-    /// threads wait for each other at every layer.
+    /// CPU threads for libtorch and the CPU backend [default: every core]. libtorch's threads
+    /// wait for each other passively (unless OMP_WAIT_POLICY says otherwise), so cores shared
+    /// with other processes slow it down little (docs/RESULTS.md, "CPU threads").
     #[arg(long, global = true)]
     threads: Option<usize>,
 }
