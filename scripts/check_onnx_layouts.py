@@ -23,11 +23,11 @@ import onnxruntime as ort
 def run(path, x, one_at_a_time):
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    runtime = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = runtime.get_inputs()[0].name
     if one_at_a_time:
-        return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
-    return session.run(None, {name: x})[0]
+        return np.concatenate([runtime.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return runtime.run(None, {name: x})[0]
 
 
 def main(folder):
