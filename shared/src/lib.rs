@@ -13,6 +13,7 @@ pub mod graph;
 pub mod limits;
 pub mod onnx;
 pub mod preprocess;
+pub mod pth;
 pub mod quant;
 pub mod reference;
 
@@ -27,6 +28,8 @@ pub enum Error {
     UnsupportedOp { op: String, node: String },
     #[error("quantization: {0}")]
     Quant(String),
+    #[error("PyTorch checkpoint: {0}")]
+    Pth(String),
     #[error("model file: {0}")]
     Format(String),
     #[error("input: {0}")]
