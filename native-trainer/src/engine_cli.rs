@@ -137,12 +137,9 @@ impl BackendArgs {
     }
 }
 
-/// Whether `model` holds quantized layers (ONNX files are float; packed files say).
+/// Whether `model` holds quantized layers (ONNX and `.pth` teachers are float; packed files say).
 fn is_quantized(model: &Path) -> Result<bool> {
-    let onnx = model
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    Ok(!onnx && PackedModel::load(model)?.graph.is_quantized())
+    Ok(!crate::eval::is_float_teacher(model) && PackedModel::load(model)?.graph.is_quantized())
 }
 
 /// The model's stored threshold (packed files only).

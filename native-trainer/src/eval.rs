@@ -19,15 +19,31 @@ use crate::plot::{Curve, roc_png};
 /// The FARs of the summary table (the paper's IJB-C columns and two easier points).
 pub const TABLE_FARS: [f64; 5] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
 
-/// Loads a float ONNX teacher (its input conventions from [`crate::conventions`]) or a packed
-/// `.efq` model (which records its own).
+/// Whether `path` is a float teacher — ONNX, or an arcface_torch checkpoint (`.pth`, `.pt`) —
+/// rather than a packed `.efq` model.
+pub fn is_float_teacher(path: &Path) -> bool {
+    efq_shared::pth::is_checkpoint(path)
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Imports a float teacher: ONNX as it is, an arcface_torch checkpoint as the ONNX its export
+/// would be (`efq_shared::pth`).
+pub fn import_teacher(path: &Path) -> Result<efq_shared::onnx::Imported> {
+    Ok(if efq_shared::pth::is_checkpoint(path) {
+        efq_shared::pth::import_file(path)?
+    } else {
+        efq_shared::onnx::import_file_with_conventions(path)?
+    })
+}
+
+/// Loads a float teacher (ONNX or `.pth`; its input conventions from [`crate::conventions`])
+/// or a packed `.efq` model (which records its own).
 pub fn load_model(path: &Path) -> Result<(Graph, Preprocessing)> {
-    let is_onnx = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    if is_onnx {
-        let imported = efq_shared::onnx::import_file_with_conventions(path)?;
+    if is_float_teacher(path) {
+        let imported = import_teacher(path)?;
         let pre = crate::conventions::for_onnx(&imported, path)?;
         Ok((imported.graph, pre))
     } else {

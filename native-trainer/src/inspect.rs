@@ -14,7 +14,7 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct Summary {
     pub path: PathBuf,
-    /// `"onnx"` (a float teacher) or `"efq"` (a packed model).
+    /// `"onnx"` or `"pth"` (a float teacher) or `"efq"` (a packed model).
     pub format: &'static str,
     pub name: String,
     /// `[channels, height, width]` of one input image.
@@ -43,14 +43,12 @@ pub struct Summary {
     pub provenance: Option<serde_json::Value>,
 }
 
-/// Reads and summarises `path` (an ONNX teacher or a packed `.efq` file).
+/// Reads and summarises `path` (an ONNX or `.pth` teacher, or a packed `.efq` file).
 pub fn summarize(path: &Path) -> Result<Summary> {
     let file_bytes = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
-    let onnx = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let onnx = crate::eval::is_float_teacher(path);
     let (graph, conventions, quant, threshold, provenance) = if onnx {
         let (g, pre) = crate::eval::load_model(path)?;
         (g, pre, None, None, None)
@@ -107,7 +105,13 @@ pub fn summarize(path: &Path) -> Result<Summary> {
     }
     Ok(Summary {
         path: path.to_path_buf(),
-        format: if onnx { "onnx" } else { "efq" },
+        format: if efq_shared::pth::is_checkpoint(path) {
+            "pth"
+        } else if onnx {
+            "onnx"
+        } else {
+            "efq"
+        },
         name: graph.name.clone(),
         input: graph.input_shape,
         embedding_dim: graph.embedding_dim()?,

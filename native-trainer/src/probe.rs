@@ -59,13 +59,10 @@ pub struct Probe {
 /// Verifies `n_pairs` pairs of `pairs.txt` (spread over its folds, half genuine) under every
 /// convention and ranks them. ONNX models only: a packed file records its conventions.
 pub fn run(model: &Path, lfw: &Path, n_pairs: usize) -> Result<Probe> {
-    if !model
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-    {
+    if !crate::eval::is_float_teacher(model) {
         bail!(
             "{} is a packed model, which records its conventions (`trainer inspect` shows \
-             them); the probe is for ONNX teachers",
+             them); the probe is for ONNX and .pth teachers",
             model.display()
         );
     }
@@ -88,7 +85,7 @@ pub fn run(model: &Path, lfw: &Path, n_pairs: usize) -> Result<Probe> {
     // Each image decoded once, as RGB bytes.
     let mut index: HashMap<PathBuf, usize> = HashMap::new();
     let mut rgb: Vec<Vec<u8>> = Vec::new();
-    let imported = efq_shared::onnx::import_file_with_conventions(model)?;
+    let imported = crate::eval::import_teacher(model)?;
     let [_, h, w] = imported.graph.input_shape;
     for p in &pairs {
         for f in [&p.a, &p.b] {

@@ -10,8 +10,8 @@ use efq_trainer::paths;
 
 #[derive(Args)]
 pub struct EmbedCmd {
-    /// Model: an ONNX teacher or a packed .efq student [default: the teacher scripts/setup.sh
-    /// installed].
+    /// Model: an ONNX or arcface_torch .pth teacher, or a packed .efq student [default: the
+    /// teacher scripts/setup.sh installed].
     #[arg(long, env = "EFQ_TEACHER")]
     model: Option<PathBuf>,
     #[command(flatten)]

@@ -12,8 +12,8 @@ use crate::common::DataArgs;
 
 #[derive(Args)]
 pub struct EvalCmd {
-    /// Model to evaluate: an ONNX teacher or a packed .efq student [default: the teacher
-    /// scripts/setup.sh installed].
+    /// Model to evaluate: an ONNX or .pth teacher, or a packed .efq student [default: the
+    /// teacher scripts/setup.sh installed].
     #[arg(long, env = "EFQ_TEACHER")]
     model: Option<PathBuf>,
     #[command(flatten)]

@@ -18,7 +18,8 @@ pub struct FinetuneCmd {
     /// TOML file of options (keys are the long option names); command-line options win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Float teacher (ONNX) [default: the teacher scripts/setup.sh installed].
+    /// Float teacher: ONNX or an arcface_torch .pth [default: the teacher scripts/setup.sh
+    /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
     teacher: Option<PathBuf>,
     /// Quantized starting point; default: quantize the teacher at --bits.

@@ -1,18 +1,20 @@
-//! `trainer generate`: a seeded random iresnet written as InsightFace-layout ONNX.
+//! `trainer generate`: a seeded random network, written as InsightFace-layout ONNX or, for a
+//! `.pth` output, as the state dict arcface_torch would save for it.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
 use clap::Args;
 
 #[derive(Args)]
 pub struct GenerateCmd {
-    /// iresnet18, iresnet34, iresnet50, iresnet100 or iresnet200.
+    /// iresnet18, iresnet34, iresnet50, iresnet100, iresnet200, or (for a .pth) mobilefacenet
+    /// (arcface_torch's `mbf`).
     #[arg(long, default_value = "iresnet50")]
     arch: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Output ONNX file.
+    /// Output file: `.onnx`, or `.pth` for an arcface_torch state dict.
     #[arg(long)]
     out: PathBuf,
 }
@@ -20,11 +22,10 @@ pub struct GenerateCmd {
 impl GenerateCmd {
     pub fn run(self) -> Result<()> {
         let c = self;
-        let depth: usize = c
-            .arch
-            .strip_prefix("iresnet")
-            .and_then(|d| d.parse().ok())
-            .with_context(|| format!("unknown --arch {} (iresnet18 … iresnet200)", c.arch))?;
+        if efq_shared::pth::is_checkpoint(&c.out) {
+            return c.write_pth();
+        }
+        let depth = depth(&c.arch)?;
         let graph = efq_shared::builders::iresnet(depth, c.seed)?;
         let bytes = efq_shared::onnx::export_bytes(&graph)?;
         efq_shared::format::write_atomic(&c.out, &bytes)?;
@@ -35,7 +36,37 @@ impl GenerateCmd {
             graph.macs()? as f64 / 1e9,
             bytes.len() as f64 / 1e6
         );
-
         Ok(())
     }
+
+    fn write_pth(&self) -> Result<()> {
+        use efq_shared::pth::generate::{iresnet_state_dict, mobilefacenet_state_dict};
+        let sd = if self.arch == "mobilefacenet" {
+            mobilefacenet_state_dict([1, 4, 6, 2], 2, 7, self.seed)
+        } else {
+            let layers = efq_shared::builders::iresnet_layers(depth(&self.arch)?)?;
+            iresnet_state_dict(layers, 7, self.seed)
+        };
+        let stem = efq_trainer::paths::file_stem(&self.out);
+        let bytes = efq_shared::pth::write_state_dict(&sd, &stem)?;
+        efq_shared::format::write_atomic(&self.out, &bytes)?;
+        // Read back what was written, as every command that writes a model does.
+        let imported = efq_shared::pth::import_file(&self.out)?;
+        println!(
+            "wrote {} (arcface_torch {} state dict, {} tensors, {:.2} GMAC per image, {:.1} MB)",
+            self.out.display(),
+            self.arch,
+            sd.tensors.len() + sd.other.len(),
+            imported.graph.macs()? as f64 / 1e9,
+            bytes.len() as f64 / 1e6
+        );
+        Ok(())
+    }
+}
+
+fn depth(arch: &str) -> Result<usize> {
+    let Some(d) = arch.strip_prefix("iresnet").and_then(|d| d.parse().ok()) else {
+        bail!("unknown --arch {arch} (iresnet18 … iresnet200, or mobilefacenet for a .pth)");
+    };
+    Ok(d)
 }

@@ -11,8 +11,8 @@ use crate::common::DataArgs;
 
 #[derive(Args)]
 pub struct InspectCmd {
-    /// Model: an ONNX teacher or a packed .efq file [default: the teacher scripts/setup.sh
-    /// installed].
+    /// Model: an ONNX or .pth teacher, or a packed .efq file [default: the teacher
+    /// scripts/setup.sh installed].
     #[arg(env = "EFQ_TEACHER")]
     model: Option<PathBuf>,
     /// Measure which channel order and normalisation the (ONNX) model expects: LFW pairs

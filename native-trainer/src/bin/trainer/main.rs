@@ -7,6 +7,7 @@
 mod bench;
 mod common;
 mod config_file;
+mod convert;
 mod embed;
 mod eval;
 mod finetune;
@@ -139,14 +140,27 @@ enum Command {
         Example: trainer roc --out roc.png teacher=out/eval-t/report.json w6a6=out/eval-s/report.json"
     )]
     Roc(roc::RocCmd),
-    /// Write a generated network (random weights, seeded) as an InsightFace-layout ONNX file.
+    /// Write a generated network (random weights, seeded) as InsightFace-layout ONNX or .pth.
     #[command(
         long_about = "Write a generated network with seeded random weights as ONNX, in\n\
-        the layout of InsightFace's model zoo: for benchmarks and for testing the import of\n\
-        architectures whose trained weights are not available here (iresnet R18–R200).\n\n\
-        Example: trainer generate --arch iresnet50 --out out/r50-random.onnx"
+        the layout of InsightFace's model zoo, or (for a .pth output) as the state dict\n\
+        arcface_torch saves: for benchmarks and for testing the import of architectures\n\
+        whose trained weights are not available here (iresnet R18–R200).\n\n\
+        Examples: trainer generate --arch iresnet50 --out out/r50-random.onnx\n          \
+        trainer generate --arch iresnet50 --out out/r50-random.pth"
     )]
     Generate(generate::GenerateCmd),
+    /// Convert an arcface_torch checkpoint (backbone.pth) to ONNX.
+    #[command(
+        long_about = "Convert an arcface_torch checkpoint (backbone.pth: iresnet18–200 or\n\
+        MobileFaceNet, as InsightFace's training code saves it) to the ONNX graph its\n\
+        export would be, for onnxruntime or the browser page. Every other command also\n\
+        takes the .pth directly wherever it takes an ONNX teacher.\n\n\
+        The file is read without Python and nothing in it is executed: a pickle that asks to\n\
+        run anything but the constructors of a state dict is refused.\n\n\
+        Example: trainer convert backbone.pth --out r50.onnx"
+    )]
+    Convert(convert::ConvertCmd),
     /// Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.
     #[command(
         long_about = "Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.\n\n\
@@ -186,6 +200,7 @@ fn main() -> Result<()> {
         Command::Bench(c) => c.run(),
         Command::Roc(c) => c.run(),
         Command::Generate(c) => c.run(),
+        Command::Convert(c) => c.run(),
         Command::Align(c) => efq_trainer::align::run(&c),
     }
 }

@@ -13,7 +13,8 @@ use crate::reconstruct::ReconstructArgs;
 
 #[derive(Args)]
 pub struct QuantizeCmd {
-    /// Float teacher (ONNX) [default: the teacher scripts/setup.sh installed].
+    /// Float teacher: ONNX or an arcface_torch .pth [default: the teacher scripts/setup.sh
+    /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
     model: Option<PathBuf>,
     #[command(flatten)]
