@@ -12,7 +12,9 @@
 #   fraction of the images; ort-int8; teacher); bench/loss_matrix.sh runs the whole table of
 #   losses and protocols;
 #   QUANTIZE_FLAGS="--no-equalize"  passes options to `trainer quantize` (the PTQ students
-#   every fine-tuning row starts from); FINETUNE_FLAGS="--lr 0.01"  to every `trainer finetune`.
+#   every fine-tuning row starts from, calibrated on every aligned112 crop as the paper's
+#   protocol trains on them: `--calib-people all`); FINETUNE_FLAGS="--lr 0.01"  to every
+#   `trainer finetune`.
 #   QUANTIZE_FLAGS="--reconstruct 200" makes the PTQ starts layer-wise reconstructed, and
 #   "--reconstruct 200 --reconstruct-blocks 200" then block-wise (the w6a6 start of
 #   bench/loss_matrix.sh, which names each width's); activation grids below 8 bits are split by
@@ -30,7 +32,7 @@ T=target/release/trainer
 # shellcheck disable=SC2086  # QUANTIZE_FLAGS is a list of options
 ptq() {
   [ -f "$OUT/eval-ptq-$1/report.json" ] && return
-  [ -f "$OUT/mbf-$1-ptq.efq" ] || $T quantize --bits "$1" $QUANTIZE_FLAGS --out "$OUT/mbf-$1-ptq.efq"
+  [ -f "$OUT/mbf-$1-ptq.efq" ] || $T quantize --bits "$1" --calib-people all $QUANTIZE_FLAGS --out "$OUT/mbf-$1-ptq.efq"
   $T eval --model "$OUT/mbf-$1-ptq.efq" --teacher "$EFQ_TEACHER" --out "$OUT/eval-ptq-$1" | tee "$OUT/eval-ptq-$1.txt"
 }
 # ft NAME BITS [finetune options…]: one epoch from the PTQ student of BITS, then the LFW eval.

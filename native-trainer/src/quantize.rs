@@ -107,6 +107,9 @@ impl Calibration {
 pub struct QuantizeArgs<'a> {
     pub teacher: &'a Path,
     pub crops: &'a Path,
+    /// A `pairs.txt` whose people are left out of the calibration images (LFW's clean set:
+    /// the faces a model is tested on never calibrate it), or `None` for every crop.
+    pub exclude_pairs_people: Option<&'a Path>,
     pub config: QuantConfig,
     pub calibration: Calibration,
     pub device: tch::Device,
@@ -371,7 +374,19 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
     if let Some(r) = &args.calibration.reconstruct {
         r.validate()?;
     }
-    let folder = FaceFolder::scan(args.crops)?;
+    let mut folder = FaceFolder::scan(args.crops)?;
+    if let Some(pairs) = args.exclude_pairs_people {
+        let kept = crate::finetune::training_set(
+            &folder,
+            pairs,
+            crate::finetune::Protocol::Clean,
+            1.0,
+            0,
+        )?;
+        let mut kept: Vec<(PathBuf, u32)> = kept;
+        kept.sort();
+        (folder.images, folder.labels) = kept.into_iter().unzip();
+    }
     let mut calibration = args.calibration;
     if let Some(a) = calibration.equalize_alpha
         && !(0.0..=1.0).contains(&a)
@@ -452,10 +467,19 @@ pub fn run(args: &QuantizeArgs) -> Result<PackedModel> {
                 .insert("reconstruction_blocks".into(), serde_json::to_value(b)?);
         }
     }
-    model.manifest.extra.insert(
-        "calibration_crops".into(),
-        args.crops.display().to_string().into(),
-    );
+    let crops = match args.exclude_pairs_people {
+        Some(pairs) => format!(
+            "{}, the {} crops of people outside {}",
+            args.crops.display(),
+            folder.images.len(),
+            pairs.display()
+        ),
+        None => args.crops.display().to_string(),
+    };
+    model
+        .manifest
+        .extra
+        .insert("calibration_crops".into(), crops.into());
     Ok(model)
 }
 

@@ -126,9 +126,14 @@ impl FinetuneCmd {
             None => {
                 let p = c.out_dir.join("student-init.efq");
                 if !(c.resume && p.exists()) {
+                    // Calibrate on the images the protocol trains on: under the clean one, the
+                    // people of the test pairs are left out of calibration too.
+                    let pairs = lfw.join("pairs.txt");
                     let model = quantize::run(&quantize::QuantizeArgs {
                         teacher: &teacher,
                         crops: &train_crops,
+                        exclude_pairs_people: (c.protocol == Protocol::Clean)
+                            .then_some(pairs.as_path()),
                         config: c.bits,
                         calibration: quantize::Calibration {
                             reconstruct: c.reconstruct.settings(),
