@@ -13,6 +13,7 @@ pub mod graph;
 pub mod limits;
 pub mod onnx;
 pub mod preprocess;
+pub mod prune;
 pub mod pth;
 pub mod quant;
 pub mod reference;
