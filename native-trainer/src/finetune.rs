@@ -369,7 +369,7 @@ pub fn run(
 ) -> Result<FinetuneOutcome> {
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let init = PackedModel::load(&cfg.student_init)?;
+    let init = load_student_init(&cfg.student_init)?;
     let pre: Preprocessing = init.manifest.preprocessing.clone();
     let (tgraph, _) = crate::eval::load_model(&cfg.teacher)?;
     let teacher = TchNet::new(&tgraph, device)?;
@@ -630,6 +630,21 @@ pub fn run(
             .map(|(t, first)| (images - first) as f64 / (seconds - t)),
         final_loss: last_loss,
     })
+}
+
+/// The starting student as a packed model: a `.efq` file as it is (quantized, or float), or a
+/// float network given as ONNX or `.pth` — a pruned teacher, or a smaller architecture to
+/// distil into — packed as a float model with its input conventions.
+pub fn load_student_init(path: &Path) -> Result<PackedModel> {
+    if crate::eval::is_float_teacher(path) {
+        let (graph, pre) = crate::eval::load_model(path)?;
+        let mut m = PackedModel::new(graph, None)?;
+        m.manifest.preprocessing = pre;
+        m.manifest.name = crate::paths::file_stem(path);
+        Ok(m)
+    } else {
+        Ok(PackedModel::load(path)?)
+    }
 }
 
 fn save_checkpoint(

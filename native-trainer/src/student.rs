@@ -35,16 +35,16 @@ enum Layer {
         w: Tensor,
         b: Tensor,
         attrs: ConvAttrs,
-        wbits: u8,
-        aq: ActQuant,
+        /// Weight width and input quantizer; `None`: a float layer (a float student, such as a
+        /// pruned teacher or a smaller network distilled from one).
+        quant: Option<(u8, ActQuant)>,
         /// The trainable scale (`[1]`) with learned ranges.
         act: Option<Tensor>,
     },
     Gemm {
         w: Tensor,
         b: Tensor,
-        wbits: u8,
-        aq: ActQuant,
+        quant: Option<(u8, ActQuant)>,
         act: Option<Tensor>,
     },
     Affine {
@@ -180,7 +180,8 @@ fn linear_params(q: &QuantWeights, bias: &[f32], device: Device) -> (Tensor, Ten
 }
 
 impl Student {
-    /// From a quantized graph (a calibrated post-training student).
+    /// From a quantized graph (a calibrated post-training student) or a float one (trained
+    /// in float: fake quantization only where a layer is quantized).
     pub fn new(graph: &Graph, device: Device, ranges: ActRanges) -> Result<Self> {
         graph.infer_shapes()?;
         let mut steps = Vec::new();
@@ -208,8 +209,7 @@ impl Student {
                         w,
                         b,
                         attrs: *attrs,
-                        wbits: q.bits,
-                        aq: *aq,
+                        quant: Some((q.bits, *aq)),
                         act,
                     }
                 }
@@ -228,14 +228,48 @@ impl Student {
                     Layer::Gemm {
                         w,
                         b,
-                        wbits: q.bits,
-                        aq: *aq,
+                        quant: Some((q.bits, *aq)),
                         act,
+                    }
+                }
+                Op::Conv {
+                    weights: Weights::Float(t),
+                    bias,
+                    attrs,
+                    input_quant: None,
+                } => {
+                    let w = param(&t.data, &t.shape, device);
+                    let b = param(bias, &[bias.len()], device);
+                    reg("weight", &w);
+                    reg("bias", &b);
+                    Layer::Conv {
+                        w,
+                        b,
+                        attrs: *attrs,
+                        quant: None,
+                        act: None,
+                    }
+                }
+                Op::Gemm {
+                    weights: Weights::Float(t),
+                    bias,
+                    input_quant: None,
+                } => {
+                    let w = param(&t.data, &t.shape, device);
+                    let b = param(bias, &[bias.len()], device);
+                    reg("weight", &w);
+                    reg("bias", &b);
+                    Layer::Gemm {
+                        w,
+                        b,
+                        quant: None,
+                        act: None,
                     }
                 }
                 Op::Conv { .. } | Op::Gemm { .. } => {
                     bail!(
-                        "layer '{nm}' is not quantized: fine-tuning starts from a quantized student"
+                        "layer '{nm}' mixes float and quantized parts: fine-tuning takes a \
+                         quantized student or a float one"
                     )
                 }
                 Op::Affine { scale, shift } => {
@@ -293,9 +327,18 @@ impl Student {
     /// Conv/Gemm.
     pub fn linear(&self, i: usize) -> Option<(&Tensor, &Tensor, u8)> {
         match &self.steps[i].layer {
-            Layer::Conv { w, b, wbits, .. } | Layer::Gemm { w, b, wbits, .. } => {
-                Some((w, b, *wbits))
+            Layer::Conv {
+                w,
+                b,
+                quant: Some((wbits, _)),
+                ..
             }
+            | Layer::Gemm {
+                w,
+                b,
+                quant: Some((wbits, _)),
+                ..
+            } => Some((w, b, *wbits)),
             _ => None,
         }
     }
@@ -332,8 +375,14 @@ impl Student {
         other: Option<&Tensor>,
         drop: f64,
     ) -> Tensor {
-        let quant = |x: &Tensor, aq: &ActQuant, act: Option<&Tensor>| {
-            dropping_quant(x, quant_input(x, aq, act), drop)
+        let quant_x = |x: &Tensor, quant: &Option<(u8, ActQuant)>, act: Option<&Tensor>| match quant
+        {
+            Some((_, aq)) => dropping_quant(x, quant_input(x, aq, act), drop),
+            None => x.shallow_clone(),
+        };
+        let quant_w = |w: &Tensor, quant: &Option<(u8, ActQuant)>| match quant {
+            Some((wbits, _)) => quant_weights(w, *wbits),
+            None => w.shallow_clone(),
         };
         let s = &self.steps[i];
         match &s.layer {
@@ -341,11 +390,10 @@ impl Student {
                 w,
                 b,
                 attrs,
-                wbits,
-                aq,
+                quant,
                 act,
             } => {
-                let xq = quant(x, aq, act.as_ref());
+                let xq = quant_x(x, quant, act.as_ref());
                 let [t, l, bo, r] = attrs.pads.map(|p| p as i64);
                 let (xq, padding) = if t == bo && l == r {
                     (xq, [t, l])
@@ -355,16 +403,12 @@ impl Student {
                 let stride = attrs.stride.map(|v| v as i64);
                 let dilation = attrs.dilation.map(|v| v as i64);
                 // Channels-last routes forward and backward (depthwise included) to oneDNN.
-                let wq = channels_last(quant_weights(w, *wbits));
+                let wq = channels_last(quant_w(w, quant));
                 xq.conv2d(&wq, Some(b), stride, padding, dilation, attrs.group as i64)
             }
-            Layer::Gemm {
-                w,
-                b,
-                wbits,
-                aq,
-                act,
-            } => quant(x, aq, act.as_ref()).linear(&quant_weights(w, *wbits), Some(b)),
+            Layer::Gemm { w, b, quant, act } => {
+                quant_x(x, quant, act.as_ref()).linear(&quant_w(w, quant), Some(b))
+            }
             Layer::Affine { scale, shift } => {
                 let rank = x.dim() as i64;
                 let mut shape = vec![-1i64];
@@ -396,7 +440,16 @@ impl Student {
         self.steps
             .iter()
             .filter_map(|s| match &s.layer {
-                Layer::Conv { aq, act, .. } | Layer::Gemm { aq, act, .. } => {
+                Layer::Conv {
+                    quant: Some((_, aq)),
+                    act,
+                    ..
+                }
+                | Layer::Gemm {
+                    quant: Some((_, aq)),
+                    act,
+                    ..
+                } => {
                     let now = act
                         .as_ref()
                         .map_or(aq.scale, |a| a.double_value(&[0]) as f32);
@@ -428,7 +481,7 @@ impl Student {
                         ..
                     },
                     Layer::Conv {
-                        w, b, wbits, act, ..
+                        w, b, quant, act, ..
                     },
                 )
                 | (
@@ -438,12 +491,15 @@ impl Student {
                         input_quant,
                     },
                     Layer::Gemm {
-                        w, b, wbits, act, ..
+                        w, b, quant, act, ..
                     },
                 ) => {
                     let shape: Vec<usize> = w.size().iter().map(|&d| d as usize).collect();
                     let t = GTensor::new(shape, fetch(w)?)?;
-                    *weights = Weights::Quant(QuantWeights::from_float(&t, *wbits)?);
+                    *weights = match quant {
+                        Some((wbits, _)) => Weights::Quant(QuantWeights::from_float(&t, *wbits)?),
+                        None => Weights::Float(t),
+                    };
                     *bias = fetch(b)?;
                     if let (Some(a), Some(aq)) = (act, input_quant.as_mut()) {
                         // What the forward used: the clamped value, rounded to f32.

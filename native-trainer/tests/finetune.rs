@@ -20,6 +20,7 @@ fn setup(dir: &Path) -> FinetuneConfig {
     let student = quantize::run(&QuantizeArgs {
         teacher: &teacher,
         crops: &crops,
+        exclude_pairs_people: None,
         config: QuantConfig::parse("w4a8").unwrap(),
         calibration: Calibration {
             images: 16,

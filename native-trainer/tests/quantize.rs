@@ -43,6 +43,7 @@ fn quantize_teacher(
     quantize::run(&QuantizeArgs {
         teacher: &path,
         crops: &lfw().join("insightface112"),
+        exclude_pairs_people: None,
         config: QuantConfig::parse(bits).unwrap(),
         calibration,
         device: tch::Device::Cpu,

@@ -260,3 +260,38 @@ pub fn tiny_upsampling() -> Result<Graph, Error> {
     let x = b.push("fc", fc, &[x]);
     b.finish(x)
 }
+
+/// Fresh weights for `graph`'s layers, seeded: He-uniform convolutions and fully-connected
+/// layers with zero bias, BatchNorm as identity, PReLU slopes 0.25 (PyTorch's defaults). With
+/// a topology taken from a teacher at a smaller width (`prune::apply` with every channel
+/// scored alike), this is the student of distillation into a smaller network.
+pub fn reinitialize(graph: &mut Graph, seed: u64) {
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    };
+    for node in &mut graph.nodes {
+        match &mut node.op {
+            Op::Conv {
+                weights: Weights::Float(w),
+                bias,
+                ..
+            }
+            | Op::Gemm {
+                weights: Weights::Float(w),
+                bias,
+                ..
+            } => {
+                let fan_in = (w.numel() / w.shape[0].max(1)).max(1) as f32;
+                let bound = (6.0 / fan_in).sqrt();
+                w.data = g.uniform(w.numel(), -bound, bound);
+                bias.iter_mut().for_each(|b| *b = 0.0);
+            }
+            Op::Affine { scale, shift } => {
+                scale.iter_mut().for_each(|s| *s = 1.0);
+                shift.iter_mut().for_each(|s| *s = 0.0);
+            }
+            Op::PRelu { slope } => slope.iter_mut().for_each(|s| *s = 0.25),
+            _ => {}
+        }
+    }
+}

@@ -22,7 +22,9 @@ pub struct FinetuneCmd {
     /// installed].
     #[arg(long, env = "EFQ_TEACHER")]
     teacher: Option<PathBuf>,
-    /// Quantized starting point; default: quantize the teacher at --bits.
+    /// Starting point: a quantized .efq student, or a float network (ONNX, .pth or .efq) such
+    /// as a pruned teacher (`trainer prune`) or a smaller architecture to distil into
+    /// (`trainer generate --like`), trained in float; default: quantize the teacher at --bits.
     #[arg(long)]
     student_init: Option<PathBuf>,
     /// Without --student-init: the bit-widths to quantize the teacher at (as `trainer quantize
@@ -170,7 +172,7 @@ impl FinetuneCmd {
         };
         let peak_before = peak_rss_mb();
         let outcome = finetune::run(&cfg, &c.out_dir, c.resume, device, c.stop_after)?;
-        let init = efq_shared::format::PackedModel::load(&cfg.student_init)?;
+        let init = finetune::load_student_init(&cfg.student_init)?;
         cfg.positives = outcome.positives;
         let mut model = efq_shared::format::PackedModel::new(outcome.graph, init.manifest.quant)?;
         model.manifest.preprocessing = init.manifest.preprocessing.clone();

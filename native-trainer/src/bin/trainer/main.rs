@@ -13,6 +13,7 @@ mod eval;
 mod finetune;
 mod generate;
 mod inspect;
+mod prune;
 mod quantize;
 mod reconstruct;
 mod roc;
@@ -161,6 +162,19 @@ enum Command {
         Example: trainer convert backbone.pth --out r50.onnx"
     )]
     Convert(convert::ConvertCmd),
+    /// Remove a fraction of a float teacher's channels (structured pruning), written as ONNX.
+    #[command(
+        long_about = "Structured channel pruning of a float teacher (DepGraph-style).\n\n\
+        The channels that must go together are found from the graph: the inputs and output of\n\
+        a residual Add, a depthwise convolution's input and output, BatchNorm and PReLU\n\
+        parameters, the features a flatten hands to the FC. Each group is scored by the L2\n\
+        norm of all its parameters and the lowest --sparsity of each group's channels is\n\
+        removed (--scope global ranks them over the whole network instead). The image's\n\
+        channels, the embedding and grouped (not depthwise) convolutions are kept whole.\n\
+        The result is a smaller ONNX teacher: eval, quantize and finetune take it as any.\n\n\
+        Example: trainer prune --sparsity 0.2 --out out/mbf-sp02.onnx"
+    )]
+    Prune(prune::PruneCmd),
     /// Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.
     #[command(
         long_about = "Detect and align faces: a folder of raw photos → 112×112 ArcFace crops.\n\n\
@@ -201,6 +215,7 @@ fn main() -> Result<()> {
         Command::Roc(c) => c.run(),
         Command::Generate(c) => c.run(),
         Command::Convert(c) => c.run(),
+        Command::Prune(c) => c.run(),
         Command::Align(c) => efq_trainer::align::run(&c),
     }
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The paper's compression comparison (Tables 1 and 5) on w600k_mbf: structured pruning sp02
+# before and after recovery, pruning + w8a8, and distillation into a fresh half-width
+# MobileFaceNet, each evaluated on all 7,701 LFW test crops (all pairs, flip) with its
+# fidelity to the teacher. Resumable like bench/quant_rows.sh: a row whose report exists is
+# skipped, an interrupted fine-tuning continues from its checkpoint.
+# Usage: bash bench/compression_rows.sh [OUT_DIR]   (default out/compress)
+#   ROWS="sp02 sp02-ekd-clean …"  runs only those rows, in that order.
+#   Table: python3 bench/compression_table.py OUT_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+set -euo pipefail
+OUT="${1:-out/compress}"
+mkdir -p "$OUT"
+cargo build --release -q -p efq-trainer --bin trainer
+T="${TRAINER:-target/release/trainer}"
+ROWS="${ROWS:-sp02 sp02-ekd-clean sp02-quantface-clean sp02-w8a8-ekd-clean half-ekd-clean-e1 half-ekd-clean-e5 sp02-ekd half-ekd-e1}"
+
+pruned() { [ -f "$OUT/mbf-sp02.onnx" ] || $T prune --sparsity 0.2 --out "$OUT/mbf-sp02.onnx" --json > "$OUT/prune-sp02.json"; }
+half() { [ -f "$OUT/mbf-half.onnx" ] || $T generate --like "$EFQ_TEACHER" --width 0.5 --out "$OUT/mbf-half.onnx"; }
+# ft NAME INIT [finetune options…]: fine-tune INIT with the teacher, then the LFW eval.
+ft() {
+  local name="$1" init="$2"; shift 2
+  [ -f "$OUT/$name/eval/report.json" ] && return
+  local resume=""
+  [ -d "$OUT/$name" ] && resume="--resume"
+  $T finetune --student-init "$init" --out-dir "$OUT/$name" $resume "$@" | tee "$OUT/$name.txt"
+}
+for row in $ROWS; do
+  case "$row" in
+    sp02)
+      pruned
+      [ -f "$OUT/eval-sp02/report.json" ] ||
+        $T eval --model "$OUT/mbf-sp02.onnx" --teacher "$EFQ_TEACHER" --out "$OUT/eval-sp02" | tee "$OUT/eval-sp02.txt" ;;
+    sp02-ekd-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean ;;
+    sp02-ekd) pruned; ft "$row" "$OUT/mbf-sp02.onnx" ;;
+    sp02-quantface-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean --loss quantface ;;
+    sp02-w8a8-ekd-clean)
+      pruned
+      [ -f "$OUT/mbf-sp02-w8a8.efq" ] || $T quantize --model "$OUT/mbf-sp02.onnx" --bits w8a8 --out "$OUT/mbf-sp02-w8a8.efq"
+      ft "$row" "$OUT/mbf-sp02-w8a8.efq" --protocol clean ;;
+    half-ekd-clean-e1) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean ;;
+    half-ekd-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --epochs 5 ;;
+    half-ekd-e1) half; ft "$row" "$OUT/mbf-half.onnx" ;;
+    *) echo "unknown row $row" >&2; exit 2 ;;
+  esac
+done
