@@ -102,12 +102,14 @@ pub fn spaces(graph: &Graph) -> Result<Spaces, Error> {
                 if is_depthwise(w, shapes[x][0], attrs.group) {
                     tie(x, y, &mut parent);
                 } else {
-                    let why = format!(
-                        "grouped convolution '{}' ties channels in groups",
-                        node.name
-                    );
-                    pins.push((x, why.clone()));
-                    pins.push((y, why));
+                    let why = |side: &str| {
+                        format!(
+                            "the {side} of grouped convolution '{}', whose channels go in groups",
+                            node.name
+                        )
+                    };
+                    pins.push((x, why("input")));
+                    pins.push((y, why("output")));
                 }
             }
             Op::Gemm { .. } => {}
