@@ -9,6 +9,7 @@ pub mod detect;
 pub mod equalize;
 pub mod eval;
 pub mod format;
+pub mod gallery;
 pub mod graph;
 pub mod limits;
 pub mod onnx;
