@@ -143,7 +143,7 @@ fn is_quantized(model: &Path) -> Result<bool> {
 }
 
 /// The model's stored threshold (packed files only).
-fn threshold_of(path: &Path) -> Option<Threshold> {
+pub fn threshold_of(path: &Path) -> Option<Threshold> {
     PackedModel::load(path).ok()?.manifest.threshold
 }
 
@@ -164,11 +164,14 @@ pub struct EmbeddingRow {
 /// L2-normalised embeddings of image files (aligned crops), handed to `row` one at a time in
 /// the order given. Images are read and embedded `batch` at a time, so memory stays that of
 /// one batch however many images there are (the rows are the caller's to keep or write out).
+/// With `flip`, each embedding is that of the image plus its mirror image (the flip test,
+/// as `verify` and the stored thresholds use).
 pub fn embed_files(
     backend: &Backend,
     model: &Path,
     images: &[PathBuf],
     batch: usize,
+    flip: bool,
     row: &mut dyn FnMut(EmbeddingRow) -> Result<()>,
 ) -> Result<()> {
     if images.is_empty() {
@@ -181,7 +184,12 @@ pub fn embed_files(
     let pb = crate::embed::progress(images.len() as u64, "embed");
     for chunk in images.chunks(batch) {
         let x = load_images(&pre, chunk)?;
-        let mut plain = net.forward(&x, chunk.len())?;
+        let mut plain = if flip {
+            let (p, f) = net.forward_with_flip(&x, chunk.len())?;
+            p.iter().zip(&f).map(|(a, b)| a + b).collect()
+        } else {
+            net.forward(&x, chunk.len())?
+        };
         l2_normalize_rows(&mut plain, dim);
         for (p, e) in chunk.iter().zip(plain.chunks(dim)) {
             row(EmbeddingRow {

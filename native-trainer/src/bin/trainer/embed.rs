@@ -47,7 +47,7 @@ impl EmbedCmd {
         let write = |w: &mut dyn Write| -> Result<()> {
             let mut first = true;
             w.write_all(b"[")?;
-            engine_cli::embed_files(&backend, &model, &images, batch, &mut |row| {
+            engine_cli::embed_files(&backend, &model, &images, batch, false, &mut |row| {
                 w.write_all(if first { b"\n" } else { b",\n" })?;
                 first = false;
                 serde_json::to_writer(&mut *w, &row)?;
@@ -84,7 +84,7 @@ impl EmbedCmd {
 
 /// Appends the image files below `dir`. Symbolic links to folders are not followed (a link
 /// back up the tree would never end), nor is anything deeper than 16 levels.
-fn images_under(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+pub(crate) fn images_under(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
     if depth > 16 {
         bail!("{} is more than 16 folders deep", dir.display());
     }

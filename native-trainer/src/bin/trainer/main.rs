@@ -11,6 +11,7 @@ mod convert;
 mod embed;
 mod eval;
 mod finetune;
+mod gallery;
 mod generate;
 mod inspect;
 mod prune;
@@ -126,6 +127,24 @@ enum Command {
     Inspect(inspect::InspectCmd),
     /// Write the L2-normalised embeddings of aligned face crops as JSON.
     Embed(embed::EmbedCmd),
+    /// Add faces (aligned crops) to a gallery file for 1:N search.
+    #[command(
+        long_about = "Add faces to a gallery for 1:N search (`trainer identify`).\n\n\
+        Each aligned crop is embedded with the flip test and stored under its folder's name\n\
+        (`person/photo.jpg` enrolls \"person\"; NAME=PATH names it). The gallery is a\n\
+        safetensors file: `embeddings` [N, dim] and the names in its metadata, readable by any\n\
+        safetensors tool. It keeps the model's threshold, below which a probe is unknown.\n\n\
+        Example: trainer enroll --model s.efq --gallery team.safetensors faces/"
+    )]
+    Enroll(gallery::EnrollCmd),
+    /// Identify aligned crops against a gallery: best matches, or unknown.
+    #[command(
+        long_about = "Identify aligned crops against a gallery (`trainer enroll`).\n\n\
+        Prints each probe's best match and the --top matches with their cosines; the answer is\n\
+        the best match's name when it reaches the model's threshold, else unknown.\n\n\
+        Example: trainer identify --model s.efq --gallery team.safetensors probe.jpg"
+    )]
+    Identify(gallery::IdentifyCmd),
     /// Measure images/s and latency of a model at several batch sizes on one backend.
     #[command(
         long_about = "Measure images/s and median batch latency of plain forward passes\n\
@@ -215,6 +234,8 @@ fn main() -> Result<()> {
         Command::Roc(c) => c.run(),
         Command::Generate(c) => c.run(),
         Command::Convert(c) => c.run(),
+        Command::Enroll(c) => c.run(),
+        Command::Identify(c) => c.run(),
         Command::Prune(c) => c.run(),
         Command::Align(c) => efq_trainer::align::run(&c),
     }

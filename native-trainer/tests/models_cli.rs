@@ -1,0 +1,158 @@
+//! The commands around teachers and galleries, end to end: `.pth` checkpoints (`generate`,
+//! `convert`, `inspect`), `prune`, and 1:N search (`enroll`, `identify`).
+
+use std::process::{Command, Output};
+
+use efq_tests::{lfw, teacher};
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_generated_checkpoint_converts_and_inspects_as_its_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pth, onnx) = (dir.path().join("mbf.pth"), dir.path().join("mbf.onnx"));
+    let run = |args: &[&std::ffi::OsStr]| ok(&trainer().args(args).output().unwrap());
+    run(&[
+        "generate".as_ref(),
+        "--arch".as_ref(),
+        "mobilefacenet".as_ref(),
+        "--out".as_ref(),
+        pth.as_os_str(),
+    ]);
+    run(&[
+        "convert".as_ref(),
+        pth.as_os_str(),
+        "--out".as_ref(),
+        onnx.as_os_str(),
+    ]);
+    let inspect = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&run(&[
+            "inspect".as_ref(),
+            p.as_os_str(),
+            "--json".as_ref(),
+        ]))
+        .unwrap()
+    };
+    let (a, b) = (inspect(&pth), inspect(&onnx));
+    assert_eq!(a["format"], "pth");
+    assert_eq!(b["format"], "onnx");
+    for k in [
+        "parameters",
+        "gmac",
+        "ops",
+        "input",
+        "embedding_dim",
+        "nodes",
+    ] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    // A missing checkpoint is an error naming it.
+    let o = trainer()
+        .arg("inspect")
+        .arg(dir.path().join("missing.pth"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pth"));
+}
+
+#[test]
+fn prune_writes_a_smaller_teacher_that_embeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sp02.onnx");
+    let report: serde_json::Value = serde_json::from_str(&ok(&trainer()
+        .args(["prune", "--sparsity", "0.2", "--json", "--model"])
+        .arg(teacher())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap()))
+    .unwrap();
+    let (before, after) = (
+        report["parameters_before"].as_u64().unwrap(),
+        report["parameters_after"].as_u64().unwrap(),
+    );
+    assert!(after < before * 8 / 10, "{before} → {after}");
+    let crop = lfw().join("insightface112/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
+    let o = trainer()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(&out)
+        .arg(&crop)
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(rows[0]["embedding"].as_array().unwrap().len(), 512);
+}
+
+#[test]
+fn identify_finds_the_enrolled_person_in_another_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = dir.path().join("g.safetensors");
+    let crops = lfw().join("insightface112");
+    let person = |name: &str, k: usize| {
+        let mut v: Vec<_> = std::fs::read_dir(crops.join(name))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v[k].clone()
+    };
+    let o = trainer()
+        .args(["enroll", "--backend", "cpu", "--model"])
+        .arg(teacher())
+        .arg("--gallery")
+        .arg(&gallery)
+        .arg(person("Abel_Pacheco", 0))
+        .arg(person("Aaron_Peirsol", 0))
+        .arg(format!("Tony={}", person("Tony_Blair", 0).display()))
+        .output()
+        .unwrap();
+    let said = ok(&o);
+    assert!(said.contains("3 faces of 3 people"), "{said}");
+    let o = trainer()
+        .args([
+            "identify",
+            "--backend",
+            "cpu",
+            "--json",
+            "--top",
+            "2",
+            "--model",
+        ])
+        .arg(teacher())
+        .arg("--gallery")
+        .arg(&gallery)
+        .arg(person("Abel_Pacheco", 1))
+        .arg(person("Tony_Blair", 1))
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(rows[0]["matches"][0]["name"], "Abel_Pacheco");
+    assert_eq!(rows[1]["matches"][0]["name"], "Tony");
+    assert_eq!(rows[0]["matches"].as_array().unwrap().len(), 2);
+    // The ONNX teacher stores no threshold: a best match, but no decision.
+    assert_eq!(rows[0]["decided"], false);
+    // Another model's embeddings are refused, not compared.
+    let o = trainer()
+        .args([
+            "identify",
+            "--backend",
+            "cpu",
+            "--model",
+            "other.efq",
+            "--gallery",
+        ])
+        .arg(&gallery)
+        .arg(person("Tony_Blair", 1))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("was enrolled with"));
+}
