@@ -19,4 +19,5 @@ pub mod probe;
 pub mod quantize;
 pub mod reconstruct;
 pub mod student;
+pub mod taylor;
 pub mod threshold;

@@ -80,6 +80,31 @@ fn prune_writes_a_smaller_teacher_that_embeds() {
         report["parameters_after"].as_u64().unwrap(),
     );
     assert!(after < before * 8 / 10, "{before} → {after}");
+    // Taylor scores (one batch of the clean set) keep the same shapes, other channels.
+    let taylor = dir.path().join("taylor.onnx");
+    let report: serde_json::Value = serde_json::from_str(&ok(&trainer()
+        .args([
+            "prune",
+            "--score",
+            "taylor",
+            "--taylor-batches",
+            "1",
+            "--json",
+            "--model",
+        ])
+        .arg(teacher())
+        .arg("--lfw")
+        .arg(lfw())
+        .arg("--out")
+        .arg(&taylor)
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(report["parameters_after"].as_u64().unwrap(), after);
+    assert_ne!(
+        std::fs::read(&taylor).unwrap(),
+        std::fs::read(&out).unwrap()
+    );
     let crop = lfw().join("insightface112/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
     let o = trainer()
         .args(["embed", "--backend", "cpu", "--model"])

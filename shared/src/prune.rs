@@ -261,6 +261,18 @@ pub fn l2_scores(graph: &Graph, sp: &Spaces) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// First-order Taylor scores (DepGraph's `TaylorImportance` on parameters): per space, the sum
+/// over each channel's group of |w · ∂L/∂w|. `products` is the graph with every parameter
+/// replaced by that product (same structure as the graph `sp` was traced from); the trainer
+/// computes the gradients on a few calibration batches.
+pub fn taylor_scores(products: &Graph, sp: &Spaces) -> Vec<Vec<f32>> {
+    let mut sum: Vec<Vec<f64>> = sp.spaces.iter().map(|s| vec![0.0; s.channels]).collect();
+    for_each_parameter(products, sp, |s, c, v| sum[s][c] += (v as f64).abs());
+    sum.into_iter()
+        .map(|s| s.into_iter().map(|x| x as f32).collect())
+        .collect()
+}
+
 /// The channels kept in each space: all of a pinned space; otherwise the highest-scoring ones
 /// after removing `sparsity` of them as `scope` says (ties keep the lower index), in order.
 pub fn select(

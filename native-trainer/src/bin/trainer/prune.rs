@@ -19,6 +19,15 @@ enum ScopeArg {
     Global,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScoreArg {
+    /// L2 norm of all parameters of a channel's group (DepGraph's default; no data needed).
+    L2,
+    /// First-order Taylor: Σ |w · ∂L/∂w| over the group, L a verification loss (impostor minus
+    /// genuine cosine) on --taylor-batches identity-grouped batches of LFW's clean set.
+    Taylor,
+}
+
 #[derive(Args)]
 pub struct PruneCmd {
     /// Float teacher: ONNX or an arcface_torch .pth [default: the teacher scripts/setup.sh
@@ -32,6 +41,14 @@ pub struct PruneCmd {
     /// layers are not on one scale) or ranked over the whole network.
     #[arg(long, value_enum, default_value_t = ScopeArg::PerLayer)]
     scope: ScopeArg,
+    /// How channels are scored.
+    #[arg(long, value_enum, default_value_t = ScoreArg::L2)]
+    score: ScoreArg,
+    /// --score taylor: batches of 32 crops whose gradients are summed.
+    #[arg(long, default_value_t = 8)]
+    taylor_batches: usize,
+    #[command(flatten)]
+    data: crate::common::DataArgs,
     /// Output ONNX file [default: out/<teacher>-sp<sparsity>.onnx].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -46,6 +63,7 @@ struct Report {
     out: PathBuf,
     sparsity: f32,
     scope: String,
+    score: String,
     parameters_before: u64,
     parameters_after: u64,
     gmac_before: f64,
@@ -96,7 +114,17 @@ impl PruneCmd {
             ScopeArg::Global => Scope::Global,
         };
         let sp = prune::spaces(g)?;
-        let kept = prune::select(&sp, &prune::l2_scores(g, &sp), self.sparsity, scope)?;
+        let scores = match self.score {
+            ScoreArg::L2 => prune::l2_scores(g, &sp),
+            ScoreArg::Taylor => {
+                let pre = efq_trainer::conventions::for_onnx(&imported, &teacher)?;
+                let lfw = self.data.lfw()?;
+                let products =
+                    efq_trainer::taylor::products(g, &pre, &lfw, self.taylor_batches, 32, 0)?;
+                prune::taylor_scores(&products, &sp)
+            }
+        };
+        let kept = prune::select(&sp, &scores, self.sparsity, scope)?;
         let pruned = prune::apply(g, &sp, &kept)?;
         let out = self.out.unwrap_or_else(|| {
             // The paper's naming: sparsity 0.2 → sp02, 0.25 → sp025.
@@ -112,6 +140,7 @@ impl PruneCmd {
             out: out.clone(),
             sparsity: self.sparsity,
             scope: format!("{:?}", self.scope),
+            score: format!("{:?}", self.score),
             parameters_before: parameters(g),
             parameters_after: parameters(&pruned),
             gmac_before: g.macs()? as f64 / 1e9,
