@@ -149,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    if let Ok(python) = std::env::var("EFQ_PYTHON") {
+    if let Some(python) = std::env::var("EFQ_PYTHON").ok().filter(|p| !p.is_empty()) {
         let path = std::env::temp_dir().join(format!("detect_bench_{}.f32", std::process::id()));
         let bytes: Vec<u8> = inputs
             .iter()

@@ -68,7 +68,7 @@ pub(super) fn im2col<T: Copy + Default>(
 pub fn conv_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
     let (o, cg, g) = (wt.shape[0], wt.shape[1], geo.attrs.group);
     if g == geo.c && o == geo.c && cg == 1 {
-        return depthwise_f32(x, geo, wt, bias);
+        return super::depthwise::depthwise_f32(x, geo, wt, bias);
     }
     conv_f32_gemm(x, geo, wt, bias)
 }
@@ -76,7 +76,7 @@ pub fn conv_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec
 /// The output columns `o` (of `n_out`) whose input index `o · stride + offset` lies in
 /// `0..n_in`: `lo..hi` (empty when none). Outside it a tap reads the zero padding.
 #[inline]
-fn inside(n_out: usize, n_in: usize, stride: usize, offset: isize) -> (usize, usize) {
+pub(super) fn inside(n_out: usize, n_in: usize, stride: usize, offset: isize) -> (usize, usize) {
     let (s, n_in) = (stride as isize, n_in as isize);
     let lo = if offset >= 0 {
         0
@@ -276,81 +276,9 @@ fn conv_f32_gemm(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Ve
     out
 }
 
-/// Depthwise float convolution (one filter per channel) as direct loops, one channel plane
-/// per task: im2col + a matrix product per group costs more than it computes (SCRFD's
-/// 16×320×320 layer took 270 ms so). Each output row accumulates whole input rows per tap
-/// (`acc[ox] += w · row[ox·s + off]` over the columns where the tap is inside the image), a
-/// loop the compiler vectorises; the sum runs over the taps in (ky, kx) order and adds the
-/// bias last, as the patch-by-patch definition does.
-fn depthwise_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
-    let (kh, kw) = (wt.shape[2], wt.shape[3]);
-    let a = geo.attrs;
-    let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
-    let mut out = vec![0f32; geo.batch * geo.c * oh * ow];
-    // Per kx: the column offset of its tap and the output columns where it is inside.
-    let taps: Vec<(isize, usize, usize)> = (0..kw)
-        .map(|kx| {
-            let offset = (kx * a.dilation[1]) as isize - a.pads[1] as isize;
-            let (lo, hi) = inside(ow, w, a.stride[1], offset);
-            (offset, lo, hi)
-        })
-        .collect();
-    out.par_chunks_exact_mut(oh * ow)
-        .enumerate()
-        .for_each(|(nc, y)| {
-            let c = nc % geo.c;
-            let plane = &x[nc * h * w..][..h * w];
-            let k = &wt.data[c * kh * kw..][..kh * kw];
-            // Stride 2: an input row split into its even and odd columns, so that every tap
-            // reads a contiguous run.
-            let mut halves = vec![0f32; 2 * w.div_ceil(2)];
-            for (oy, acc) in y.chunks_exact_mut(ow).enumerate() {
-                for ky in 0..kh {
-                    let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let row = &plane[iy as usize * w..][..w];
-                    let (even, odd) = halves.split_at_mut(w.div_ceil(2));
-                    if a.stride[1] == 2 {
-                        for (i, pair) in row.chunks(2).enumerate() {
-                            even[i] = pair[0];
-                            if let Some(&v) = pair.get(1) {
-                                odd[i] = v;
-                            }
-                        }
-                    }
-                    for (&(offset, lo, hi), &wv) in taps.iter().zip(&k[ky * kw..][..kw]) {
-                        if lo == hi {
-                            continue;
-                        }
-                        let acc = &mut acc[lo..hi];
-                        // The input column of output column `lo`, and the run it starts.
-                        let start = lo as isize * a.stride[1] as isize + offset;
-                        let src: &[f32] = match a.stride[1] {
-                            1 => &row[start as usize..],
-                            2 if start % 2 == 0 => &even[start as usize / 2..],
-                            2 => &odd[start as usize / 2..],
-                            s => {
-                                for (j, v) in acc.iter_mut().enumerate() {
-                                    *v += wv * row[start as usize + j * s];
-                                }
-                                continue;
-                            }
-                        };
-                        for (v, &s) in acc.iter_mut().zip(&src[..hi - lo]) {
-                            *v += wv * s;
-                        }
-                    }
-                }
-                acc.iter_mut().for_each(|v| *v += bias[c]);
-            }
-        });
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::depthwise::depthwise_f32;
     use super::*;
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod conv;
 mod conv_int;
+mod depthwise;
 mod elementwise;
 mod gemm;
 mod grouped;
