@@ -16,10 +16,16 @@ use super::conv::{ConvGeometry, inside};
 use crate::graph::Tensor;
 use rayon::prelude::*;
 
-pub(super) fn depthwise_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32]) -> Vec<f32> {
+pub(super) fn depthwise_f32(
+    x: &[f32],
+    geo: &ConvGeometry,
+    wt: &Tensor,
+    bias: &[f32],
+    relu: bool,
+) -> Vec<f32> {
     let (kh, kw) = (wt.shape[2], wt.shape[3]);
     let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
-    let mut out = vec![0f32; geo.batch * geo.c * oh * ow];
+    let mut out = super::buffers::take(geo.batch * geo.c * oh * ow);
     if oh * ow == 0 {
         return out;
     }
@@ -30,6 +36,10 @@ pub(super) fn depthwise_f32(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[
             let plane = &x[nc * h * w..][..h * w];
             let k = &wt.data[c * kh * kw..][..kh * kw];
             run_plane(plane, geo, k, [kh, kw], bias[c], y);
+            if relu {
+                // (The ReLU that follows, while the plane is in cache.)
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
         });
     out
 }
@@ -90,6 +100,8 @@ fn plane_any(
     let a = geo.attrs;
     let (s, ow) = (a.stride[1], geo.ow);
     for (oy, acc) in y.chunks_exact_mut(ow).enumerate() {
+        // (The output buffer may be reused: stale values.)
+        acc.fill(0.0);
         for ky in 0..kh {
             let Some(row) = input_row(x, geo, oy, ky) else {
                 continue;
@@ -175,6 +187,9 @@ fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: f32, y: &mut [f32]) {
                 interior[j] = t;
             }
         } else if n > 0 {
+            // A row with a kernel row in the padding (first and last rows): tap rows are
+            // accumulated into it, from zero (the buffer may be reused: stale values).
+            interior.fill(0.0);
             for ky in (0..3).filter(|&ky| rows[ky].is_some()) {
                 let (t0, t1, t2) = (&run(ky, 0)[..n], &run(ky, 1)[..n], &run(ky, 2)[..n]);
                 let [w0, w1, w2]: [f32; 3] = k[ky * 3..][..3].try_into().expect("3 taps");

@@ -14,6 +14,7 @@
 //! fully-connected layer; `int_gemm` the i8 matrix product; `quantize` the way into and out of
 //! the integer grid; `elementwise` affine, PReLU, ReLU, Add and upsampling.
 
+mod buffers;
 mod conv;
 mod conv_int;
 mod depthwise;
@@ -30,6 +31,7 @@ pub use quantize::{dequantize_acc, quantize_activations};
 
 use crate::Error;
 use crate::graph::{Graph, Node, Op, ValueId, Weights};
+use conv::{conv_f32_stacked, conv_f32_then};
 use conv_int::conv_int;
 use elementwise::{elementwise, upsample_nearest};
 use gemm::gemm_int;
@@ -140,7 +142,9 @@ fn run_layers(
         remaining[v] += 1;
     }
     let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.num_values];
-    values[0] = Some(input.to_vec());
+    let mut x = buffers::take(input.len());
+    x.copy_from_slice(input);
+    values[0] = Some(x);
     let mut layer = 0;
     let uses = graph.use_counts();
     let mut nodes = graph.nodes.iter().enumerate().peekable();
@@ -159,30 +163,84 @@ fn run_layers(
             done(index);
             continue;
         }
+        // Float convolutions that read the same input with the same geometry as this one,
+        // right after it (SCRFD's three heads per stride), run as one.
+        let siblings = graph.nodes[index + 1..]
+            .iter()
+            .take_while(|next| stackable(node, next))
+            .count();
+        if siblings > 0 {
+            let x = values[i0]
+                .as_ref()
+                .expect("topological order checked by infer_shapes");
+            let group = &graph.nodes[index..=index + siblings];
+            let mut convs = Vec::new();
+            for conv in group {
+                observe(layer, x);
+                layer += 1;
+                if let Op::Conv {
+                    weights: Weights::Float(wt),
+                    bias,
+                    ..
+                } = &conv.op
+                {
+                    convs.push((wt, bias.as_slice()));
+                }
+            }
+            let Op::Conv { attrs, .. } = &node.op else {
+                unreachable!("stackable checked it")
+            };
+            let geo = ConvGeometry {
+                batch,
+                c: xs[0],
+                h: xs[1],
+                w: xs[2],
+                oh: ys[1],
+                ow: ys[2],
+                attrs: *attrs,
+            };
+            let ys = conv_f32_stacked(x, &geo, &convs);
+            for (j, (conv, y)) in group.iter().zip(ys).enumerate() {
+                if j > 0 {
+                    nodes.next();
+                }
+                release_inputs(conv, &mut remaining, &mut values);
+                values[conv.output] = Some(y);
+                done(index + j);
+            }
+            continue;
+        }
         // A PReLU that is the only reader of an integer convolution runs in the convolution's
-        // dequantization pass (MobileFaceNet: every convolution but the linear ones).
-        let int_conv = matches!(
-            node.op,
+        // dequantization pass (MobileFaceNet: every convolution but the linear ones), a ReLU
+        // that is the only reader of a float convolution in its bias pass (SCRFD).
+        let (int_conv, float_conv) = match &node.op {
             Op::Conv {
                 weights: Weights::Quant(_),
                 input_quant: Some(_),
                 ..
-            }
-        );
-        let fused_prelu = match nodes.peek().map(|&(_, next)| next) {
+            } => (true, false),
+            Op::Conv {
+                weights: Weights::Float(_),
+                ..
+            } => (false, true),
+            _ => (false, false),
+        };
+        let fused = match nodes.peek().map(|&(_, next)| next) {
             Some(next)
-                if int_conv
-                    && uses[node.output] == 1
+                if uses[node.output] == 1
                     && next.inputs[0] == node.output
                     && !outputs.contains(&node.output) =>
             {
                 match &next.op {
-                    Op::PRelu { slope } => Some((next, slope.as_slice())),
+                    Op::PRelu { slope } if int_conv => Some((next, Some(slope.as_slice()))),
+                    Op::Relu if float_conv => Some((next, None)),
                     _ => None,
                 }
             }
             _ => None,
         };
+        let fused_prelu = fused.and_then(|(_, slope)| slope);
+        let fused_relu = fused.is_some() && fused_prelu.is_none();
         let x = values[i0]
             .as_ref()
             .expect("topological order checked by infer_shapes");
@@ -207,9 +265,7 @@ fn run_layers(
                     attrs: *attrs,
                 };
                 match (weights, input_quant) {
-                    (Weights::Quant(q), Some(aq)) => {
-                        conv_int(x, &geo, q, bias, aq, fused_prelu.map(|f| f.1))
-                    }
+                    (Weights::Quant(q), Some(aq)) => conv_int(x, &geo, q, bias, aq, fused_prelu),
                     (Weights::Quant(_), None) => {
                         return Err(Error::Graph(format!(
                             "layer '{}' has quantized weights but no input quantization",
@@ -218,7 +274,7 @@ fn run_layers(
                     }
                     (Weights::Float(wt), aq) => {
                         let xq = aq.map(|aq| fake_quant(x, &aq));
-                        conv_f32(xq.as_deref().unwrap_or(x), &geo, wt, bias)
+                        conv_f32_then(xq.as_deref().unwrap_or(x), &geo, wt, bias, fused_relu)
                     }
                 }
             }
@@ -250,11 +306,11 @@ fn run_layers(
             Op::Upsample { factor } => upsample_nearest(x, batch, xs, *factor),
         };
         release_inputs(node, &mut remaining, &mut values);
-        match fused_prelu {
-            Some((prelu, _)) => {
+        match fused {
+            Some((follower, _)) => {
                 nodes.next();
-                release_inputs(prelu, &mut remaining, &mut values);
-                values[prelu.output] = Some(y);
+                release_inputs(follower, &mut remaining, &mut values);
+                values[follower.output] = Some(y);
             }
             _ => values[node.output] = Some(y),
         }
@@ -266,11 +322,40 @@ fn run_layers(
         .collect())
 }
 
+/// Whether float convolution `next` reads what float convolution `first` reads, with the same
+/// geometry and kernel shape and no groups, so that both can run as one product.
+fn stackable(first: &Node, next: &Node) -> bool {
+    match (&first.op, &next.op) {
+        (
+            Op::Conv {
+                weights: Weights::Float(a),
+                attrs: aa,
+                input_quant: None,
+                ..
+            },
+            Op::Conv {
+                weights: Weights::Float(b),
+                attrs: ab,
+                input_quant: None,
+                ..
+            },
+        ) => {
+            next.inputs[0] == first.inputs[0]
+                && aa == ab
+                && aa.group == 1
+                && a.shape[1..] == b.shape[1..]
+        }
+        _ => false,
+    }
+}
+
 fn release_inputs(node: &Node, remaining: &mut [usize], values: &mut [Option<Vec<f32>>]) {
     for &i in &node.inputs {
         remaining[i] -= 1;
-        if remaining[i] == 0 {
-            values[i] = None;
+        if remaining[i] == 0
+            && let Some(b) = values[i].take()
+        {
+            buffers::give(b);
         }
     }
 }
