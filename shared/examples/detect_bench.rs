@@ -143,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     slow.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("slowest layers, median ms:");
-    for &(t, i) in slow.iter().take(15) {
+    for &(t, i) in slow.iter().take(std::env::var("EFQ_BENCH_LAYERS").ok().and_then(|v| v.parse().ok()).unwrap_or(15)) {
         let n = &graph.nodes[i];
         println!(
             "  {t:7.2}  {:<12} {:<28} {:?} -> {:?}",

@@ -35,16 +35,45 @@ pub(super) fn depthwise_f32(
             let c = nc % geo.c;
             let plane = &x[nc * h * w..][..h * w];
             let k = &wt.data[c * kh * kw..][..kh * kw];
-            run_plane(plane, geo, k, [kh, kw], bias[c], y);
-            if relu {
-                // (The ReLU that follows, while the plane is in cache.)
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
+            run_plane(
+                plane,
+                geo,
+                k,
+                [kh, kw],
+                Finish {
+                    bias: bias[c],
+                    relu,
+                },
+                y,
+            );
         });
     out
 }
 
-fn run_plane(x: &[f32], geo: &ConvGeometry, k: &[f32], kernel: [usize; 2], b: f32, y: &mut [f32]) {
+/// What is done to a sum of taps before it is stored: the bias, then the ReLU that follows
+/// (when fused), in the same pass.
+#[derive(Clone, Copy)]
+struct Finish {
+    bias: f32,
+    relu: bool,
+}
+
+impl Finish {
+    #[inline(always)]
+    fn apply(self, t: f32) -> f32 {
+        let v = t + self.bias;
+        if self.relu { v.max(0.0) } else { v }
+    }
+}
+
+fn run_plane(
+    x: &[f32],
+    geo: &ConvGeometry,
+    k: &[f32],
+    kernel: [usize; 2],
+    b: Finish,
+    y: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
@@ -62,7 +91,7 @@ unsafe fn plane_avx2(
     geo: &ConvGeometry,
     k: &[f32],
     kernel: [usize; 2],
-    b: f32,
+    b: Finish,
     y: &mut [f32],
 ) {
     plane(x, geo, k, kernel, b, y)
@@ -70,7 +99,7 @@ unsafe fn plane_avx2(
 
 /// One channel: input plane `x` (`h × w`), kernel `k` (`kh × kw`), bias `b`, output `y`.
 #[inline(always)]
-fn plane(x: &[f32], geo: &ConvGeometry, k: &[f32], [kh, kw]: [usize; 2], b: f32, y: &mut [f32]) {
+fn plane(x: &[f32], geo: &ConvGeometry, k: &[f32], [kh, kw]: [usize; 2], b: Finish, y: &mut [f32]) {
     let a = geo.attrs;
     if kh == 3 && kw == 3 && a.dilation[1] == 1 && (a.stride[1] == 1 || a.stride[1] == 2) {
         plane_3x3(x, geo, k, b, y)
@@ -94,7 +123,7 @@ fn plane_any(
     geo: &ConvGeometry,
     k: &[f32],
     [kh, kw]: [usize; 2],
-    b: f32,
+    b: Finish,
     y: &mut [f32],
 ) {
     let a = geo.attrs;
@@ -118,13 +147,13 @@ fn plane_any(
                 }
             }
         }
-        acc.iter_mut().for_each(|v| *v += b);
+        acc.iter_mut().for_each(|v| *v = b.apply(*v));
     }
 }
 
 /// 3×3, horizontal stride 1 or 2, no horizontal dilation.
 #[inline(always)]
-fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: f32, y: &mut [f32]) {
+fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: Finish, y: &mut [f32]) {
     let a = geo.attrs;
     let (s, w, ow) = (a.stride[1], geo.w, geo.ow);
     // Column offsets of the three taps; the columns where all three are inside.
@@ -169,22 +198,42 @@ fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: f32, y: &mut [f32]) {
             // compiler sees no aliasing and no bounds to check, and vectorises the loop.
             let [k0, k1, k2, k3, k4, k5, k6, k7, k8]: [f32; 9] =
                 k[..9].try_into().expect("a 3×3 kernel");
-            let (a0, a1, a2) = (&run(0, 0)[..n], &run(0, 1)[..n], &run(0, 2)[..n]);
-            let (b0, b1, b2) = (&run(1, 0)[..n], &run(1, 1)[..n], &run(1, 2)[..n]);
-            let (c0, c1, c2) = (&run(2, 0)[..n], &run(2, 1)[..n], &run(2, 2)[..n]);
-            let interior = &mut interior[..n];
-            for j in 0..n {
+            let taps: [(f32, &[f32]); 9] = [
+                (k0, run(0, 0)),
+                (k1, run(0, 1)),
+                (k2, run(0, 2)),
+                (k3, run(1, 0)),
+                (k4, run(1, 1)),
+                (k5, run(1, 2)),
+                (k6, run(2, 0)),
+                (k7, run(2, 1)),
+                (k8, run(2, 2)),
+            ];
+            // Blocks of BLOCK columns, each summed in BLOCK independent accumulators: one
+            // accumulator per column would wait on its previous add at every tap (the sums'
+            // order is fixed), several in flight keep the adders busy.
+            const BLOCK: usize = 32;
+            let mut blocks = interior.chunks_exact_mut(BLOCK);
+            for (i, out) in (&mut blocks).enumerate() {
+                let mut t = [0f32; BLOCK];
+                for (wv, src) in taps {
+                    let src = &src[i * BLOCK..][..BLOCK];
+                    for l in 0..BLOCK {
+                        t[l] += wv * src[l];
+                    }
+                }
+                for (o, t) in out.iter_mut().zip(t) {
+                    *o = b.apply(t);
+                }
+            }
+            let tail = blocks.into_remainder();
+            let j0 = n - tail.len();
+            for (j, o) in tail.iter_mut().enumerate() {
                 let mut t = 0.0;
-                t += k0 * a0[j];
-                t += k1 * a1[j];
-                t += k2 * a2[j];
-                t += k3 * b0[j];
-                t += k4 * b1[j];
-                t += k5 * b2[j];
-                t += k6 * c0[j];
-                t += k7 * c1[j];
-                t += k8 * c2[j];
-                interior[j] = t;
+                for (wv, src) in taps {
+                    t += wv * src[j0 + j];
+                }
+                *o = b.apply(t);
             }
         } else if n > 0 {
             // A row with a kernel row in the padding (first and last rows): tap rows are
@@ -202,6 +251,7 @@ fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: f32, y: &mut [f32]) {
                     interior[j] = t;
                 }
             }
+            interior.iter_mut().for_each(|v| *v = b.apply(*v));
         }
         // Border columns, where some tap is in the padding.
         let border = |ox: usize| {
@@ -218,11 +268,10 @@ fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: f32, y: &mut [f32]) {
             t
         };
         for (ox, v) in acc.iter_mut().enumerate().take(lo) {
-            *v = border(ox);
+            *v = b.apply(border(ox));
         }
         for (ox, v) in acc.iter_mut().enumerate().skip(hi) {
-            *v = border(ox);
+            *v = b.apply(border(ox));
         }
-        acc.iter_mut().for_each(|v| *v += b);
     }
 }
