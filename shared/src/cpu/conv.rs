@@ -152,36 +152,60 @@ fn im2col_rows(
     col: &mut [f32],
 ) {
     let a = &geo.attrs;
-    let (h, w, ow) = (geo.h, geo.w, geo.ow);
+    let (h, w, ow, sx) = (geo.h, geo.w, geo.ow, a.stride[1]);
     let nb = (oy1 - oy0) * ow;
+    // Per kx: the column offset of its tap and the output columns where it is inside.
+    let taps: Vec<(isize, usize, usize)> = (0..kw)
+        .map(|kx| {
+            let offset = (kx * a.dilation[1]) as isize - a.pads[1] as isize;
+            let (lo, hi) = inside(ow, w, sx, offset);
+            (offset, lo, hi)
+        })
+        .collect();
+    // Stride 2: the input row's even columns then its odd ones, split once per row so that
+    // every tap copies a contiguous run (a strided gather does not vectorise).
+    let half = w.div_ceil(2);
+    let mut halves = vec![0f32; if sx == 2 { 2 * half } else { 0 }];
     for ci in 0..cg {
         let plane = &x[(c0 + ci) * h * w..][..h * w];
         for ky in 0..kh {
-            for kx in 0..kw {
-                let row = &mut col[((ci * kh + ky) * kw + kx) * nb..][..nb];
-                let offset = (kx * a.dilation[1]) as isize - a.pads[1] as isize;
-                let (lo, hi) = inside(ow, w, a.stride[1], offset);
-                for (oy, dst) in (oy0..oy1).zip(row.chunks_exact_mut(ow)) {
-                    let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
+            for oy in oy0..oy1 {
+                let at = (oy - oy0) * ow;
+                let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    for kx in 0..kw {
+                        col[((ci * kh + ky) * kw + kx) * nb + at..][..ow].fill(0.0);
                     }
-                    let src = &plane[iy as usize * w..][..w];
+                    continue;
+                }
+                let src = &plane[iy as usize * w..][..w];
+                if sx == 2 {
+                    let (even, odd) = halves.split_at_mut(half);
+                    let pairs = src.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        even[half - 1] = *last;
+                    }
+                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                }
+                for (kx, &(offset, lo, hi)) in taps.iter().enumerate() {
+                    let dst = &mut col[((ci * kh + ky) * kw + kx) * nb + at..][..ow];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
                     if lo == hi {
                         continue;
                     }
-                    let s0 = (lo as isize * a.stride[1] as isize + offset) as usize;
-                    if a.stride[1] == 1 {
-                        dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                    } else {
-                        for (d, s) in dst[lo..hi]
-                            .iter_mut()
-                            .zip(src[s0..].iter().step_by(a.stride[1]))
-                        {
-                            *d = *s;
+                    let s0 = (lo as isize * sx as isize + offset) as usize;
+                    match sx {
+                        1 => dst[lo..hi].copy_from_slice(&src[s0..][..hi - lo]),
+                        2 => dst[lo..hi]
+                            .copy_from_slice(&halves[(s0 % 2) * half + s0 / 2..][..hi - lo]),
+                        _ => {
+                            for (d, s) in dst[lo..hi].iter_mut().zip(src[s0..].iter().step_by(sx)) {
+                                *d = *s;
+                            }
                         }
                     }
                 }
