@@ -23,13 +23,22 @@ const MIN_KEEP: usize = 32 << 10;
 pub(super) fn take(n: usize) -> Vec<f32> {
     if n >= MIN_KEEP {
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        // The smallest one that fits.
-        let best = free
+        // The shortest one at least `n` long (truncating it costs nothing), else the smallest
+        // one with room for `n` (growing it zero-fills the difference). A pass takes and gives
+        // back the same sizes in the same order every time, so lengths settle and growing is
+        // rare after the first pass.
+        let longer = free
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= n)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
+            .filter(|(_, b)| b.len() >= n)
+            .min_by_key(|(_, b)| b.len());
+        let roomy = || {
+            free.iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= n)
+                .min_by_key(|(_, b)| b.capacity())
+        };
+        let best = longer.or_else(roomy).map(|(i, _)| i);
         if let Some(i) = best {
             let mut b = free.swap_remove(i);
             drop(free);

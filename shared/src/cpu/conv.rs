@@ -110,10 +110,10 @@ pub(super) fn conv_f32_stacked(
     let parts = counts
         .iter()
         .map(|&o| {
-            let part = (0..geo.batch)
-                .flat_map(|n| &y[(n * total + first) * p..][..o * p])
-                .copied()
-                .collect();
+            let mut part = Vec::with_capacity(geo.batch * o * p);
+            for n in 0..geo.batch {
+                part.extend_from_slice(&y[(n * total + first) * p..][..o * p]);
+            }
             first += o;
             part
         })
