@@ -333,6 +333,88 @@ proptest! {
     }
 }
 
+/// One convolution of the kinds the backend runs by special paths, on inputs large enough for
+/// several tiles of output rows and odd sizes: depthwise 3×3 at horizontal and vertical stride
+/// 1 or 2 with any pads 0–2 (the row loops, stride 2 on split even/odd columns), other
+/// depthwise kernels and dilations (the generic loops), 1×1 at stride 1 unpadded (read in
+/// place) or strided/padded (laid out), and dense 3×3 (tiled patches), each on 1–3 images.
+fn special_conv(seed: u64) -> Graph {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let kind = r.random_range(0..5);
+    let c = r.random_range(1..=if kind == 4 { 6 } else { 20 });
+    let (h, w) = (r.random_range(1..=70), r.random_range(1..=70));
+    let stride = [r.random_range(1..=2), r.random_range(1..=2)];
+    let pads = [0; 4].map(|_: usize| r.random_range(0..=2));
+    let (o, group, kernel, stride, pads, dilation) = match kind {
+        0 | 1 => (c, c, [3, 3], stride, pads, [1, 1]),
+        2 => (
+            c,
+            c,
+            [r.random_range(1..=5), r.random_range(1..=5)],
+            stride,
+            pads,
+            [r.random_range(1..=2), r.random_range(1..=2)],
+        ),
+        3 if r.random_bool(0.5) => (r.random_range(1..=40), 1, [1, 1], [1, 1], [0; 4], [1, 1]),
+        3 => (r.random_range(1..=40), 1, [1, 1], stride, pads, [1, 1]),
+        _ => (r.random_range(1..=40), 1, [3, 3], stride, pads, [1, 1]),
+    };
+    // Inputs too small for the kernel get the padding they need.
+    let fits = |size: usize, axis: usize| {
+        size + pads[axis] + pads[axis + 2] > dilation[axis] * (kernel[axis] - 1)
+    };
+    let (h, w) = (
+        if fits(h, 0) {
+            h
+        } else {
+            h + 2 * kernel[0] * dilation[0]
+        },
+        if fits(w, 1) {
+            w
+        } else {
+            w + 2 * kernel[1] * dilation[1]
+        },
+    );
+    let cg = c / group;
+    let n = o * cg * kernel[0] * kernel[1];
+    let fan_in = (cg * kernel[0] * kernel[1]) as f32;
+    let mut b = GraphBuilder::new("special", [c, h, w]);
+    let conv = Op::Conv {
+        weights: Weights::Float(
+            Tensor::new(
+                vec![o, cg, kernel[0], kernel[1]],
+                uniform(&mut r, n, 1.5 / fan_in.sqrt()),
+            )
+            .unwrap(),
+        ),
+        bias: uniform(&mut r, o, 0.2),
+        attrs: ConvAttrs {
+            stride,
+            pads,
+            dilation,
+            group,
+        },
+        input_quant: None,
+    };
+    let y = b.push("conv", conv, &[GraphBuilder::INPUT]);
+    b.finish(y).expect("a valid convolution")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The float convolution's special paths agree with the oracle to f32 rounding.
+    #[test]
+    fn float_special_convolutions_match_the_oracle(seed in any::<u64>(), batch in 1usize..=3) {
+        let g = special_conv(seed);
+        let x = random_images(batch, g.input_shape, seed.wrapping_add(1));
+        let (fused, unfused, oracle) = both(&g, &x, batch);
+        let what = format!("special conv seed {seed} batch {batch}: {:?}", g.nodes[0].op.kind());
+        assert_close(&unfused, &oracle, 1e-5, &what);
+        assert_same_bits(&[fused], &unfused[g.output..=g.output], &what);
+    }
+}
+
 /// The toy recognizers the other tests use (MobileFaceNet-shaped; one with an upsampling
 /// layer), float and at every width, on a batch of five across the backend's threads.
 #[test]

@@ -14,8 +14,10 @@
 //! fully-connected layer; `int_gemm` the i8 matrix product; `quantize` the way into and out of
 //! the integer grid; `elementwise` affine, PReLU, ReLU, Add and upsampling.
 
+mod buffers;
 mod conv;
 mod conv_int;
+mod depthwise;
 mod elementwise;
 mod gemm;
 mod grouped;
@@ -29,6 +31,7 @@ pub use quantize::{dequantize_acc, quantize_activations};
 
 use crate::Error;
 use crate::graph::{Graph, Node, Op, ValueId, Weights};
+use conv::{conv_f32_stacked, conv_f32_then};
 use conv_int::conv_int;
 use elementwise::{elementwise, upsample_nearest};
 use gemm::gemm_int;
@@ -58,12 +61,12 @@ pub fn forward_values(
 ) -> Result<Vec<Vec<f32>>, Error> {
     check_input(graph, input, batch)?;
     if batch == 1 {
-        return run(graph, input, 1, outputs, &mut |_, _| {});
+        return run(graph, input, 1, outputs, &mut |_, _| {}, &mut |_| {});
     }
     let per: usize = graph.input_shape.iter().product();
     let images: Vec<Vec<Vec<f32>>> = input
         .par_chunks(per)
-        .map(|x| run(graph, x, 1, outputs, &mut |_, _| {}))
+        .map(|x| run(graph, x, 1, outputs, &mut |_, _| {}, &mut |_| {}))
         .collect::<Result<_, _>>()?;
     Ok((0..outputs.len())
         .map(|o| images.iter().flat_map(|v| v[o].iter().copied()).collect())
@@ -90,8 +93,21 @@ pub fn forward_observed(
     batch: usize,
     observe: &mut (dyn FnMut(usize, &[f32]) + Send),
 ) -> Result<Vec<f32>, Error> {
-    let mut out = run(graph, input, batch, &[graph.output], observe)?;
+    let mut out = run(graph, input, batch, &[graph.output], observe, &mut |_| {})?;
     Ok(out.pop().expect("one output asked for"))
+}
+
+/// Like [`forward_values`] on one image, calling `done(i)` as soon as node `i` of
+/// `graph.nodes` has run (a PReLU fused into the convolution before it is reported with it):
+/// a profiler times the layers by reading a clock in `done`, which this crate cannot do itself
+/// on wasm32-unknown-unknown.
+pub fn forward_values_traced(
+    graph: &Graph,
+    input: &[f32],
+    outputs: &[ValueId],
+    done: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<Vec<f32>>, Error> {
+    run(graph, input, 1, outputs, &mut |_, _| {}, done)
 }
 
 /// Runs the layers on a thread of rayon's pool: the caller waits once per forward pass instead
@@ -103,8 +119,9 @@ fn run(
     batch: usize,
     outputs: &[ValueId],
     observe: &mut (dyn FnMut(usize, &[f32]) + Send),
+    done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Vec<f32>>, Error> {
-    rayon::scope(|_| run_layers(graph, input, batch, outputs, observe))
+    rayon::scope(|_| run_layers(graph, input, batch, outputs, observe, done))
 }
 
 fn run_layers(
@@ -113,6 +130,7 @@ fn run_layers(
     batch: usize,
     outputs: &[ValueId],
     observe: &mut (dyn FnMut(usize, &[f32]) + Send),
+    done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Vec<f32>>, Error> {
     let shapes = graph.infer_shapes()?;
     if let Some(v) = outputs.iter().find(|&&v| v >= graph.num_values) {
@@ -124,11 +142,13 @@ fn run_layers(
         remaining[v] += 1;
     }
     let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.num_values];
-    values[0] = Some(input.to_vec());
+    let mut x = buffers::take(input.len());
+    x.copy_from_slice(input);
+    values[0] = Some(x);
     let mut layer = 0;
     let uses = graph.use_counts();
-    let mut nodes = graph.nodes.iter().peekable();
-    while let Some(node) = nodes.next() {
+    let mut nodes = graph.nodes.iter().enumerate().peekable();
+    while let Some((index, node)) = nodes.next() {
         let (i0, xs, ys) = (
             node.inputs[0],
             &shapes[node.inputs[0]],
@@ -140,32 +160,87 @@ fn run_layers(
         if let Some(y) = elementwise(node, xs, &mut values, last_reader) {
             release_inputs(node, &mut remaining, &mut values);
             values[node.output] = Some(y);
+            done(index);
+            continue;
+        }
+        // Float convolutions that read the same input with the same geometry as this one,
+        // right after it (SCRFD's three heads per stride), run as one.
+        let siblings = graph.nodes[index + 1..]
+            .iter()
+            .take_while(|next| stackable(node, next))
+            .count();
+        if siblings > 0 {
+            let x = values[i0]
+                .as_ref()
+                .expect("topological order checked by infer_shapes");
+            let group = &graph.nodes[index..=index + siblings];
+            let mut convs = Vec::new();
+            for conv in group {
+                observe(layer, x);
+                layer += 1;
+                if let Op::Conv {
+                    weights: Weights::Float(wt),
+                    bias,
+                    ..
+                } = &conv.op
+                {
+                    convs.push((wt, bias.as_slice()));
+                }
+            }
+            let Op::Conv { attrs, .. } = &node.op else {
+                unreachable!("stackable checked it")
+            };
+            let geo = ConvGeometry {
+                batch,
+                c: xs[0],
+                h: xs[1],
+                w: xs[2],
+                oh: ys[1],
+                ow: ys[2],
+                attrs: *attrs,
+            };
+            let ys = conv_f32_stacked(x, &geo, &convs);
+            for (j, (conv, y)) in group.iter().zip(ys).enumerate() {
+                if j > 0 {
+                    nodes.next();
+                }
+                release_inputs(conv, &mut remaining, &mut values);
+                values[conv.output] = Some(y);
+                done(index + j);
+            }
             continue;
         }
         // A PReLU that is the only reader of an integer convolution runs in the convolution's
-        // dequantization pass (MobileFaceNet: every convolution but the linear ones).
-        let int_conv = matches!(
-            node.op,
+        // dequantization pass (MobileFaceNet: every convolution but the linear ones), a ReLU
+        // that is the only reader of a float convolution in its bias pass (SCRFD).
+        let (int_conv, float_conv) = match &node.op {
             Op::Conv {
                 weights: Weights::Quant(_),
                 input_quant: Some(_),
                 ..
-            }
-        );
-        let fused_prelu = match nodes.peek() {
+            } => (true, false),
+            Op::Conv {
+                weights: Weights::Float(_),
+                ..
+            } => (false, true),
+            _ => (false, false),
+        };
+        let fused = match nodes.peek().map(|&(_, next)| next) {
             Some(next)
-                if int_conv
-                    && uses[node.output] == 1
+                if uses[node.output] == 1
                     && next.inputs[0] == node.output
                     && !outputs.contains(&node.output) =>
             {
                 match &next.op {
-                    Op::PRelu { slope } => Some((*next, slope.as_slice())),
+                    Op::PRelu { slope } if int_conv => Some((next, Some(slope.as_slice()))),
+                    Op::Relu if float_conv => Some((next, None)),
                     _ => None,
                 }
             }
             _ => None,
         };
+        let fused_prelu = fused.and_then(|(_, slope)| slope);
+        let fused_relu = fused.is_some() && fused_prelu.is_none();
         let x = values[i0]
             .as_ref()
             .expect("topological order checked by infer_shapes");
@@ -190,9 +265,7 @@ fn run_layers(
                     attrs: *attrs,
                 };
                 match (weights, input_quant) {
-                    (Weights::Quant(q), Some(aq)) => {
-                        conv_int(x, &geo, q, bias, aq, fused_prelu.map(|f| f.1))
-                    }
+                    (Weights::Quant(q), Some(aq)) => conv_int(x, &geo, q, bias, aq, fused_prelu),
                     (Weights::Quant(_), None) => {
                         return Err(Error::Graph(format!(
                             "layer '{}' has quantized weights but no input quantization",
@@ -201,7 +274,7 @@ fn run_layers(
                     }
                     (Weights::Float(wt), aq) => {
                         let xq = aq.map(|aq| fake_quant(x, &aq));
-                        conv_f32(xq.as_deref().unwrap_or(x), &geo, wt, bias)
+                        conv_f32_then(xq.as_deref().unwrap_or(x), &geo, wt, bias, fused_relu)
                     }
                 }
             }
@@ -233,14 +306,15 @@ fn run_layers(
             Op::Upsample { factor } => upsample_nearest(x, batch, xs, *factor),
         };
         release_inputs(node, &mut remaining, &mut values);
-        match fused_prelu {
-            Some((prelu, _)) => {
+        match fused {
+            Some((follower, _)) => {
                 nodes.next();
-                release_inputs(prelu, &mut remaining, &mut values);
-                values[prelu.output] = Some(y);
+                release_inputs(follower, &mut remaining, &mut values);
+                values[follower.output] = Some(y);
             }
             _ => values[node.output] = Some(y),
         }
+        done(index);
     }
     Ok(outputs
         .iter()
@@ -248,11 +322,40 @@ fn run_layers(
         .collect())
 }
 
+/// Whether float convolution `next` reads what float convolution `first` reads, with the same
+/// geometry and kernel shape and no groups, so that both can run as one product.
+fn stackable(first: &Node, next: &Node) -> bool {
+    match (&first.op, &next.op) {
+        (
+            Op::Conv {
+                weights: Weights::Float(a),
+                attrs: aa,
+                input_quant: None,
+                ..
+            },
+            Op::Conv {
+                weights: Weights::Float(b),
+                attrs: ab,
+                input_quant: None,
+                ..
+            },
+        ) => {
+            next.inputs[0] == first.inputs[0]
+                && aa == ab
+                && aa.group == 1
+                && a.shape[1..] == b.shape[1..]
+        }
+        _ => false,
+    }
+}
+
 fn release_inputs(node: &Node, remaining: &mut [usize], values: &mut [Option<Vec<f32>>]) {
     for &i in &node.inputs {
         remaining[i] -= 1;
-        if remaining[i] == 0 {
-            values[i] = None;
+        if remaining[i] == 0
+            && let Some(b) = values[i].take()
+        {
+            buffers::give(b);
         }
     }
 }
