@@ -289,3 +289,143 @@ fn accumulation_stays_exact_beyond_the_f32_integer_range() {
         assert_bit_exact(&got, &want, "4096-wide Gemm");
     }
 }
+
+/// Float convolutions with their own kernels: input channels per group in fours (read as
+/// vec4 words), and depthwise layers over channels in fours (3×3 at stride 1 or 2 has its own
+/// kernel; other sizes, strides and dilations fall back to the general one). Odd sizes,
+/// asymmetric padding, batches past one, with a PReLU, a ReLU (fused into the float
+/// convolution) or neither.
+#[derive(Clone, Debug)]
+struct FloatCase {
+    conv: ConvCase,
+    /// 0: none, 1: PReLU, 2: ReLU.
+    activation: u8,
+}
+
+fn float_case_graph(case: &FloatCase) -> (efq_shared::graph::Graph, Vec<f32>) {
+    let c = &case.conv;
+    let mut r = rng(c.seed);
+    let cg = c.in_c / c.attrs.group;
+    let [kh, kw] = c.kernel;
+    let w = Tensor::new(
+        vec![c.out_c, cg, kh, kw],
+        random_vec(&mut r, c.out_c * cg * kh * kw, 0.5),
+    )
+    .unwrap();
+    let bias = random_vec(&mut r, c.out_c, 0.3);
+    let input = random_vec(&mut r, c.batch * c.in_c * c.h * c.w, 2.0);
+    let mut b = GraphBuilder::new("float-case", [c.in_c, c.h, c.w]);
+    let mut y = b.push(
+        "conv",
+        Op::Conv {
+            weights: Weights::Float(w),
+            bias,
+            attrs: c.attrs,
+            input_quant: None,
+        },
+        &[GraphBuilder::INPUT],
+    );
+    match case.activation {
+        1 => {
+            let n = if c.seed.is_multiple_of(3) { 1 } else { c.out_c };
+            let slope = random_vec(&mut r, n, 0.5);
+            y = b.push("prelu", Op::PRelu { slope }, &[y]);
+        }
+        2 => y = b.push("relu", Op::Relu, &[y]),
+        _ => {}
+    }
+    let y = b.push("flatten", Op::Flatten, &[y]);
+    (b.finish(y).expect("valid case"), input)
+}
+
+fn float_word_cases() -> impl Strategy<Value = FloatCase> {
+    (
+        (
+            1usize..=3,
+            1usize..=2,
+            prop_oneof![1usize..=9, Just(4), Just(8)],
+        ),
+        (1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        (1usize..=3, 0usize..=7, 0usize..=7),
+        (0u8..=2, any::<u64>()),
+    )
+        .prop_map(
+            |((words, groups, og), (kh, kw, stride, dil), pads, (batch, dh, dw), (act, seed))| {
+                FloatCase {
+                    conv: ConvCase {
+                        batch,
+                        in_c: 4 * words * groups,
+                        h: dil * (kh - 1) + 1 + dh,
+                        w: dil * (kw - 1) + 1 + dw,
+                        out_c: og * groups,
+                        kernel: [kh, kw],
+                        attrs: attrs(stride, [pads.0, pads.1, pads.2, pads.3], dil, groups),
+                        bits: None,
+                        prelu: false,
+                        seed,
+                    },
+                    activation: act,
+                }
+            },
+        )
+}
+
+fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
+    (
+        (1usize..=6, prop_oneof![4 => Just(3usize), 1 => 1usize..=2]),
+        (1usize..=2, prop_oneof![4 => Just(1usize), 1 => Just(2)]),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        (1usize..=3, 0usize..=11, 0usize..=11),
+        (0u8..=2, any::<u64>()),
+    )
+        .prop_map(
+            |((words, k), (stride, dil), pads, (batch, dh, dw), (act, seed))| {
+                let c = 4 * words;
+                FloatCase {
+                    conv: ConvCase {
+                        batch,
+                        in_c: c,
+                        h: dil * (k - 1) + 1 + dh,
+                        w: dil * (k - 1) + 1 + dw,
+                        out_c: c,
+                        kernel: [k, k],
+                        attrs: attrs(stride, [pads.0, pads.1, pads.2, pads.3], dil, c),
+                        bits: None,
+                        prelu: false,
+                        seed,
+                    },
+                    activation: act,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn float_conv_in_words_of_four_matches_the_oracle_within_1e5_relative(case in float_word_cases()) {
+        let (graph, input) = float_case_graph(&case);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+    }
+
+    /// The depthwise kernel sums the taps in the oracle's order, so where the driver keeps
+    /// each multiply and add rounded on its own (software rasterisers) the bits are the
+    /// oracle's; a GPU compiler may fuse them (WGSL allows it), so there the float tolerance.
+    #[test]
+    fn float_depthwise_conv_matches_the_oracle(case in float_depthwise_cases()) {
+        let (graph, input) = float_case_graph(&case);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
+        if gpu().adapter().software {
+            assert_bit_exact(&got, &want, &format!("{case:?}"));
+        } else {
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+        }
+    }
+}

@@ -4,6 +4,8 @@
 
 override TILE_O: u32 = 8u; // as in conv_int.wgsl: the channel tile is uniform per workgroup
 override PRELU: bool = false;
+// A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
+override RELU: bool = false;
 // A Gemm (1×1 input, 1×1 output) tiles over images instead of pixels: the batch becomes the
 // pixel axis, so a tile of TILE_P images shares each weight.
 override IMAGES_AS_PIXELS: bool = false;
@@ -135,6 +137,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                 var v = acc[oi][pi] + b;
                 if PRELU && !(v > 0.0) {
                     v = v * s;
+                }
+                if RELU {
+                    v = select(0.0, v, v > 0.0);
                 }
                 y[(n * out_pixels + pp) * p.out_c + o] = v;
             }

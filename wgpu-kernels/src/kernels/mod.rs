@@ -8,8 +8,10 @@
 //! one is seen next to the other. The pieces pasted into several shaders (preludes, packed
 //! weights, integer epilogue) are included here.
 
+mod conv_dw_f32;
 mod conv_dw_int;
 mod conv_f32;
+mod conv_f32_vec4;
 mod conv_int;
 mod elementwise;
 mod gemm_int;
@@ -18,6 +20,7 @@ mod layout;
 mod quantize;
 mod upsample;
 
+pub use conv_dw_f32::DepthwiseF32Params;
 pub use conv_dw_int::DepthwiseParams;
 pub use conv_int::ConvParams;
 pub use elementwise::ElementwiseParams;
@@ -41,6 +44,8 @@ pub enum Kernel {
     GemmInt,
     ConvDepthwiseInt,
     ConvF32,
+    ConvF32Vec4,
+    ConvDepthwiseF32,
     Add,
     Prelu,
     Relu,
@@ -65,12 +70,14 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
         Kernel::ConvDepthwiseInt,
         Kernel::ConvF32,
+        Kernel::ConvF32Vec4,
+        Kernel::ConvDepthwiseF32,
         Kernel::Add,
         Kernel::Prelu,
         Kernel::Relu,
@@ -90,6 +97,8 @@ impl Kernel {
             Kernel::GemmInt => "GemmInt",
             Kernel::ConvDepthwiseInt => "ConvDepthwiseInt",
             Kernel::ConvF32 => "ConvF32",
+            Kernel::ConvF32Vec4 => "ConvF32Vec4",
+            Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::Add => "Add",
             Kernel::Prelu => "Prelu",
             Kernel::Relu => "Relu",
@@ -109,6 +118,8 @@ impl Kernel {
             Kernel::GemmInt => gemm_int::SOURCE,
             Kernel::ConvDepthwiseInt => conv_dw_int::SOURCE,
             Kernel::ConvF32 => conv_f32::SOURCE,
+            Kernel::ConvF32Vec4 => conv_f32_vec4::SOURCE,
+            Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
             Kernel::L2Norm => l2norm::SOURCE,
@@ -144,7 +155,9 @@ impl Kernel {
                 &[Uniform, Read, Read, Read, Read, Read, ReadWrite]
             }
             Kernel::GemmInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite, Uniform],
-            Kernel::ConvF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
+            Kernel::ConvF32 | Kernel::ConvF32Vec4 | Kernel::ConvDepthwiseF32 => {
+                &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform]
+            }
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
             }

@@ -1,13 +1,13 @@
 //! Compiling a graph: the walk over its nodes in order, each lowered by its op family
 //! (`lower/`), that plans every dispatch and buffer, then the plan made real (`materialize`).
 //!
-//! The walk fuses a PReLU into the convolution before it when nothing else reads the
-//! convolution's output, and returns each value's buffer to the pool after its last reader.
+//! The walk fuses a PReLU (or, after a float convolution, a ReLU) into the convolution before
+//! it when nothing else reads the convolution's output, and returns each value's buffer to the pool after its last reader.
 //! GPU validation errors raised while compiling are caught here, so that natively a model that
 //! cannot run on this device fails to load rather than at its first submission.
 
 use efq_shared::format::Preprocessing;
-use efq_shared::graph::{Graph, Op, SampleShape, ValueId};
+use efq_shared::graph::{Graph, Op, SampleShape, ValueId, Weights};
 
 use super::plan::{Planner, StepDesc, Val};
 use super::{GpuModel, ModelInfo};
@@ -97,7 +97,11 @@ fn plan<'g>(
             Op::Conv { .. } | Op::Gemm { .. } => fusable_prelu(graph, k, &remaining, outputs),
             _ => None,
         };
-        let slopes = fused.map(|(_, s)| s);
+        let slopes = fused.and_then(|(_, a)| match a {
+            Fused::PRelu(s) => Some(s),
+            Fused::Relu => None,
+        });
+        let relu = matches!(fused, Some((_, Fused::Relu)));
         let name = &node.name;
         let y = match &node.op {
             Op::Conv {
@@ -109,7 +113,9 @@ fn plan<'g>(
                 let out_shape = &shapes[node.output];
                 let out_hw = (out_shape[1], out_shape[2]);
                 let quant = input_quant.as_ref();
-                pl.conv(name, x, weights, bias, attrs, quant, out_hw, slopes, false)?
+                pl.conv(
+                    name, x, weights, bias, attrs, quant, out_hw, slopes, relu, false,
+                )?
             }
             Op::Gemm {
                 weights,
@@ -123,7 +129,7 @@ fn plan<'g>(
             Op::Upsample { factor } => pl.upsample(x, *factor)?,
             Op::Flatten => pl.flatten(x)?,
         };
-        // A fused PReLU's output is the value the convolution now writes.
+        // A fused activation's output is the value the convolution now writes.
         let output = match fused {
             Some((j, _)) => {
                 fused_into_previous[j] = true;
@@ -167,26 +173,41 @@ fn plan<'g>(
     })
 }
 
-/// The PReLU right after node `k`, when it is the only reader of `k`'s output and that output
-/// is not wanted on its own (the graph's output or a requested one): it can then run in `k`'s
-/// epilogue. Returns its index and slopes.
+/// An activation run in a convolution's epilogue.
+#[derive(Clone, Copy)]
+enum Fused<'a> {
+    PRelu(&'a [f32]),
+    /// Only after a float convolution: the integer kernels have no ReLU epilogue, and a
+    /// separate ReLU pass over a float layer's output costs as much as a small convolution.
+    Relu,
+}
+
+/// The PReLU (or ReLU) right after node `k`, when it is the only reader of `k`'s output and
+/// that output is not wanted on its own (the graph's output or a requested one): it can then
+/// run in `k`'s epilogue. Returns its index and the activation.
 fn fusable_prelu<'a>(
     graph: &'a Graph,
     k: usize,
     remaining: &[usize],
     outputs: &[ValueId],
-) -> Option<(usize, &'a [f32])> {
+) -> Option<(usize, Fused<'a>)> {
     let node = &graph.nodes[k];
     let next = graph.nodes.get(k + 1)?;
-    match &next.op {
-        Op::PRelu { slope }
-            if next.inputs == [node.output]
-                && remaining[node.output] == 1
-                && graph.output != node.output
-                && !outputs.contains(&node.output) =>
-        {
-            Some((k + 1, slope.as_slice()))
+    let alone = next.inputs == [node.output]
+        && remaining[node.output] == 1
+        && graph.output != node.output
+        && !outputs.contains(&node.output);
+    let float_conv = matches!(
+        &node.op,
+        Op::Conv {
+            weights: Weights::Float(_),
+            input_quant: None,
+            ..
         }
+    );
+    match &next.op {
+        Op::PRelu { slope } if alone => Some((k + 1, Fused::PRelu(slope.as_slice()))),
+        Op::Relu if alone && float_conv => Some((k + 1, Fused::Relu)),
         _ => None,
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct ConvLayer<'a> {
     pub(super) shared_slope: u32,
     /// The `PRELU` override constant.
     pub(super) prelu: (&'static str, u32),
+    /// The `RELU` override constant of the float kernels (a fused ReLU).
+    pub(super) relu: (&'static str, u32),
     /// A Gemm: the images of the batch are the pixels of one unbounded row.
     pub(super) images_as_pixels: bool,
 }
@@ -40,7 +42,7 @@ impl ConvLayer<'_> {
 
 impl Planner<'_> {
     /// A convolution (or, with `images_as_pixels`, a Gemm over a flattened input) with an
-    /// optional fused PReLU; `out_hw` is the output's spatial size from shape inference.
+    /// optional fused PReLU or (float weights only) ReLU; `out_hw` is the output's spatial size from shape inference.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::model) fn conv(
         &mut self,
@@ -52,6 +54,7 @@ impl Planner<'_> {
         input_quant: Option<&ActQuant>,
         out_hw: (usize, usize),
         prelu: Option<&[f32]>,
+        relu: bool,
         images_as_pixels: bool,
     ) -> Result<Val, EngineError> {
         let shape = weights.shape();
@@ -114,10 +117,14 @@ impl Planner<'_> {
             slopes,
             shared_slope,
             prelu: ("PRELU", prelu.is_some() as u32),
+            relu: ("RELU", relu as u32),
             images_as_pixels,
         };
         let out = match (weights, input_quant) {
-            (Weights::Quant(q), Some(aq)) => self.conv_int(&layer, q, aq, bias)?,
+            (Weights::Quant(q), Some(aq)) => {
+                debug_assert!(!relu, "a ReLU is fused only into float convolutions");
+                self.conv_int(&layer, q, aq, bias)?
+            }
             (Weights::Float(w), None) => self.conv_f32(&layer, w, bias)?,
             (Weights::Quant(_), None) => {
                 return Err(EngineError::Unsupported(format!(

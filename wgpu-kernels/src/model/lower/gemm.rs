@@ -38,6 +38,7 @@ impl Planner<'_> {
             input_quant,
             (1, 1),
             prelu,
+            false,
             true,
         )
     }
