@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's compression comparison (Tables 1 and 5) on w600k_mbf: structured pruning sp02
-# before and after recovery, pruning + w8a8, and distillation into a fresh half-width
+# (L2 and Taylor scores) before and after recovery, pruning + w8a8, and distillation into a fresh half-width
 # MobileFaceNet, each evaluated on all 7,701 LFW test crops (all pairs, flip) with its
 # fidelity to the teacher. Resumable like bench/quant_rows.sh: a row whose report exists is
 # skipped, an interrupted fine-tuning continues from its checkpoint.
@@ -15,9 +15,10 @@ OUT="${1:-out/compress}"
 mkdir -p "$OUT"
 cargo build --release -q -p efq-trainer --bin trainer
 T="${TRAINER:-target/release/trainer}"
-ROWS="${ROWS:-sp02 sp02-ekd-clean sp02-quantface-clean sp02-w8a8-ekd-clean half-ekd-clean-e1 half-ekd-clean-e5 sp02-ekd half-ekd-e1}"
+ROWS="${ROWS:-sp02 sp02-taylor sp02-ekd-clean sp02-taylor-ekd-clean sp02-quantface-clean sp02-taylor-quantface-clean sp02-w8a8-ekd-clean half-ekd-clean-e1 half-ekd-clean-e5 sp02-taylor-ekd sp02-ekd half-ekd-e1}"
 
 pruned() { [ -f "$OUT/mbf-sp02.onnx" ] || $T prune --sparsity 0.2 --out "$OUT/mbf-sp02.onnx" --json > "$OUT/prune-sp02.json"; }
+taylor() { [ -f "$OUT/mbf-sp02-taylor.onnx" ] || $T prune --sparsity 0.2 --score taylor --out "$OUT/mbf-sp02-taylor.onnx" --json > "$OUT/prune-sp02-taylor.json"; }
 half() { [ -f "$OUT/mbf-half.onnx" ] || $T generate --like "$EFQ_TEACHER" --width 0.5 --out "$OUT/mbf-half.onnx"; }
 # ft NAME INIT [finetune options…]: fine-tune INIT with the teacher, then the LFW eval.
 ft() {
@@ -33,7 +34,14 @@ for row in $ROWS; do
       pruned
       [ -f "$OUT/eval-sp02/report.json" ] ||
         $T eval --model "$OUT/mbf-sp02.onnx" --teacher "$EFQ_TEACHER" --out "$OUT/eval-sp02" | tee "$OUT/eval-sp02.txt" ;;
+    sp02-taylor)
+      taylor
+      [ -f "$OUT/eval-sp02-taylor/report.json" ] ||
+        $T eval --model "$OUT/mbf-sp02-taylor.onnx" --teacher "$EFQ_TEACHER" --out "$OUT/eval-sp02-taylor" | tee "$OUT/eval-sp02-taylor.txt" ;;
     sp02-ekd-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean ;;
+    sp02-taylor-ekd-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean ;;
+    sp02-taylor-ekd) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" ;;
+    sp02-taylor-quantface-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --loss quantface ;;
     sp02-ekd) pruned; ft "$row" "$OUT/mbf-sp02.onnx" ;;
     sp02-quantface-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean --loss quantface ;;
     sp02-w8a8-ekd-clean)

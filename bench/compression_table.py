@@ -14,6 +14,10 @@ TRAINER = os.environ.get("TRAINER", "target/release/trainer")
 ROWS = [
     ("teacher (float)", os.environ.get("EFQ_TEACHER", ""), TEACHER_EVAL, None),
     ("pruned sp02, no recovery", f"{OUT}/mbf-sp02.onnx", f"{OUT}/eval-sp02", None),
+    ("pruned sp02 (Taylor), no recovery", f"{OUT}/mbf-sp02-taylor.onnx", f"{OUT}/eval-sp02-taylor", None),
+    ("pruned sp02 (Taylor) + EKD, clean", f"{OUT}/sp02-taylor-ekd-clean/student.efq", f"{OUT}/sp02-taylor-ekd-clean/eval", f"{OUT}/sp02-taylor-ekd-clean/training.json"),
+    ("pruned sp02 (Taylor) + QuantFace's loss, clean", f"{OUT}/sp02-taylor-quantface-clean/student.efq", f"{OUT}/sp02-taylor-quantface-clean/eval", f"{OUT}/sp02-taylor-quantface-clean/training.json"),
+    ("pruned sp02 (Taylor) + EKD, paper", f"{OUT}/sp02-taylor-ekd/student.efq", f"{OUT}/sp02-taylor-ekd/eval", f"{OUT}/sp02-taylor-ekd/training.json"),
     ("pruned sp02 + EKD, clean protocol", f"{OUT}/sp02-ekd-clean/student.efq", f"{OUT}/sp02-ekd-clean/eval", f"{OUT}/sp02-ekd-clean/training.json"),
     ("pruned sp02 + EKD, paper protocol", f"{OUT}/sp02-ekd/student.efq", f"{OUT}/sp02-ekd/eval", f"{OUT}/sp02-ekd/training.json"),
     ("pruned sp02 + QuantFace's loss, clean", f"{OUT}/sp02-quantface-clean/student.efq", f"{OUT}/sp02-quantface-clean/eval", f"{OUT}/sp02-quantface-clean/training.json"),
