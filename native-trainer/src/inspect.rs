@@ -70,37 +70,26 @@ pub fn summarize(path: &Path) -> Result<Summary> {
     };
     let mut ops = BTreeMap::new();
     let mut layer_widths = BTreeMap::new();
-    let mut parameters = 0u64;
     for node in &graph.nodes {
         *ops.entry(node.op.kind()).or_default() += 1;
-        let (weights, bias, input_quant) = match &node.op {
+        let (weights, input_quant) = match &node.op {
             Op::Conv {
                 weights,
-                bias,
                 input_quant,
                 ..
             }
             | Op::Gemm {
                 weights,
-                bias,
                 input_quant,
-            } => (weights, bias, input_quant),
-            Op::Affine { scale, shift } => {
-                parameters += (scale.len() + shift.len()) as u64;
-                continue;
-            }
-            Op::PRelu { slope } => {
-                parameters += slope.len() as u64;
-                continue;
-            }
+                ..
+            } => (weights, input_quant),
             _ => continue,
         };
-        let (count, width) = match (weights, input_quant) {
-            (Weights::Quant(q), Some(a)) => (q.values.len(), format!("w{}a{}", q.bits, a.bits)),
-            (Weights::Quant(q), None) => (q.values.len(), format!("w{}a32", q.bits)),
-            (Weights::Float(t), _) => (t.numel(), "float".to_string()),
+        let width = match (weights, input_quant) {
+            (Weights::Quant(q), Some(a)) => format!("w{}a{}", q.bits, a.bits),
+            (Weights::Quant(q), None) => format!("w{}a32", q.bits),
+            (Weights::Float(_), _) => "float".to_string(),
         };
-        parameters += (count + bias.len()) as u64;
         *layer_widths.entry(width).or_default() += 1;
     }
     Ok(Summary {
@@ -118,7 +107,7 @@ pub fn summarize(path: &Path) -> Result<Summary> {
         conventions,
         nodes: graph.nodes.len(),
         ops,
-        parameters,
+        parameters: graph.parameters(),
         gmac: graph.macs()? as f64 / 1e9,
         quant,
         layer_widths,

@@ -677,6 +677,27 @@ pub fn resize_bilinear(img: &RgbImage, nw: usize, nh: usize) -> RgbImage {
 
 /// [`resize_bilinear`] into the first `nw · 3` bytes of each `stride`-byte row of `out`.
 ///
+/// Half-pixel-centre bilinear taps of each of `n_out` outputs over `n_in` inputs: the two
+/// source indices and the weight of the second, clamped at the borders.
+fn bilinear_taps(n_out: usize, n_in: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|d| {
+            let f = (d as f64 + 0.5) * scale - 0.5;
+            let i = f.floor();
+            let t = (f - i) as f32;
+            let i = i as i64;
+            if i < 0 {
+                (0, 0, 0.0)
+            } else if i as usize >= n_in - 1 {
+                (n_in - 1, n_in - 1, 0.0)
+            } else {
+                (i as usize, i as usize + 1, t)
+            }
+        })
+        .collect()
+}
+
 /// Separable, in parallel: each source row that an output row reads is first interpolated
 /// along x (`p(y, x0)·(1 − fx) + p(y, x1)·fx`, once per source row instead of once per output
 /// row that reads it), then each output row blends its two (`top·(1 − fy) + bot·fy`). Those are
@@ -684,25 +705,7 @@ pub fn resize_bilinear(img: &RgbImage, nw: usize, nh: usize) -> RgbImage {
 /// so the result is the same to the bit.
 fn resize_into(img: &RgbImage, nw: usize, nh: usize, out: &mut [u8], stride: usize) {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let taps = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-        let scale = n_in as f64 / n_out as f64;
-        (0..n_out)
-            .map(|d| {
-                let f = (d as f64 + 0.5) * scale - 0.5;
-                let i = f.floor();
-                let t = (f - i) as f32;
-                let i = i as i64;
-                if i < 0 {
-                    (0, 0, 0.0)
-                } else if i as usize >= n_in - 1 {
-                    (n_in - 1, n_in - 1, 0.0)
-                } else {
-                    (i as usize, i as usize + 1, t)
-                }
-            })
-            .collect()
-    };
-    let (tx, ty) = (taps(nw, w), taps(nh, h));
+    let (tx, ty) = (bilinear_taps(nw, w), bilinear_taps(nh, h));
     let src = img.as_raw();
     // Source rows read, and each one's slot among them.
     let mut slot = vec![usize::MAX; h];
@@ -890,25 +893,7 @@ mod tests {
     /// The per-pixel definition the separable resize must equal to the bit.
     fn resize_per_pixel(img: &RgbImage, nw: usize, nh: usize) -> Vec<u8> {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let taps = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-            let scale = n_in as f64 / n_out as f64;
-            (0..n_out)
-                .map(|d| {
-                    let f = (d as f64 + 0.5) * scale - 0.5;
-                    let i = f.floor();
-                    let t = (f - i) as f32;
-                    let i = i as i64;
-                    if i < 0 {
-                        (0, 0, 0.0)
-                    } else if i as usize >= n_in - 1 {
-                        (n_in - 1, n_in - 1, 0.0)
-                    } else {
-                        (i as usize, i as usize + 1, t)
-                    }
-                })
-                .collect()
-        };
-        let (tx, ty) = (taps(nw, w), taps(nh, h));
+        let (tx, ty) = (bilinear_taps(nw, w), bilinear_taps(nh, h));
         let src = img.as_raw();
         let mut out = vec![0u8; nw * nh * 3];
         for (oy, &(y0, y1, fy)) in ty.iter().enumerate() {

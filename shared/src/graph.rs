@@ -261,6 +261,22 @@ impl Graph {
         Ok(shapes[self.output].iter().product())
     }
 
+    /// Parameters of the network: weights and biases of every Conv/Gemm (quantized or not),
+    /// BatchNorm scales and shifts, PReLU slopes.
+    pub fn parameters(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv { weights, bias, .. } | Op::Gemm { weights, bias, .. } => {
+                    weights.shape().iter().product::<usize>() + bias.len()
+                }
+                Op::Affine { scale, shift } => scale.len() + shift.len(),
+                Op::PRelu { slope } => slope.len(),
+                _ => 0,
+            } as u64)
+            .sum()
+    }
+
     /// Multiply-accumulates of one forward pass (convolutions and Gemm only).
     pub fn macs(&self) -> Result<u64, Error> {
         let shapes = self.infer_shapes()?;

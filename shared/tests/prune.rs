@@ -67,20 +67,6 @@ fn zero_removed_inputs(graph: &Graph, sp: &Spaces, kept: &[Vec<usize>]) -> Graph
     g
 }
 
-fn parameters(g: &Graph) -> usize {
-    g.nodes
-        .iter()
-        .map(|n| match &n.op {
-            Op::Conv { weights, bias, .. } | Op::Gemm { weights, bias, .. } => {
-                weights.shape().iter().product::<usize>() + bias.len()
-            }
-            Op::Affine { scale, .. } => 2 * scale.len(),
-            Op::PRelu { slope } => slope.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
 #[test]
 fn a_pruned_network_computes_the_original_with_the_removed_channels_cut_off() {
     for g in graphs() {
@@ -93,7 +79,7 @@ fn a_pruned_network_computes_the_original_with_the_removed_channels_cut_off() {
             let kept = prune::select(&sp, &prune::l2_scores(&g, &sp), sparsity, scope).unwrap();
             let pruned = prune::apply(&g, &sp, &kept).unwrap();
             assert!(
-                parameters(&pruned) < parameters(&g),
+                pruned.parameters() < g.parameters(),
                 "{}: nothing removed",
                 g.name
             );

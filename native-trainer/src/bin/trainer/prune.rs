@@ -74,21 +74,6 @@ struct Report {
     kept_whole: Vec<String>,
 }
 
-fn parameters(g: &efq_shared::graph::Graph) -> u64 {
-    use efq_shared::graph::Op;
-    g.nodes
-        .iter()
-        .map(|n| match &n.op {
-            Op::Conv { weights, bias, .. } | Op::Gemm { weights, bias, .. } => {
-                weights.shape().iter().product::<usize>() + bias.len()
-            }
-            Op::Affine { scale, .. } => 2 * scale.len(),
-            Op::PRelu { slope } => slope.len(),
-            _ => 0,
-        } as u64)
-        .sum()
-}
-
 impl PruneCmd {
     pub fn run(self) -> Result<()> {
         let teacher = paths::teacher(self.model, "--model")?;
@@ -141,8 +126,8 @@ impl PruneCmd {
             sparsity: self.sparsity,
             scope: format!("{:?}", self.scope),
             score: format!("{:?}", self.score),
-            parameters_before: parameters(g),
-            parameters_after: parameters(&pruned),
+            parameters_before: g.parameters(),
+            parameters_after: pruned.parameters(),
             gmac_before: g.macs()? as f64 / 1e9,
             gmac_after: pruned.macs()? as f64 / 1e9,
             file_mb: bytes.len() as f64 / 1e6,
