@@ -88,50 +88,11 @@ pub fn preprocessing(
     imported: &Imported,
     path: &Path,
 ) -> Result<Preprocessing> {
-    let g = &imported.graph;
-    if g.input_shape[0] != 3 {
-        bail!(
-            "{}: the model takes {} input channels; a face model takes 3 (RGB or BGR)",
-            path.display(),
-            g.input_shape[0]
-        );
-    }
-    let baked = &imported.baked;
-    let has_baked = baked.mean.iter().any(|&m| m != 0.0) || baked.std.iter().any(|&s| s != 1.0);
-    let (default_mean, default_std) = if has_baked {
-        (0.0, 1.0)
-    } else {
-        (127.5, 127.5)
-    };
-    let mean = three(&flags.mean, "mean")?.unwrap_or([default_mean; 3]);
-    let std = three(&flags.std, "std")?.unwrap_or([default_std; 3]);
-    let channel =
-        |v: &[f32], c: usize, neutral: f32| v.get(c).or(v.first()).copied().unwrap_or(neutral);
-    let mut pre = Preprocessing {
-        color: match flags.color {
-            Some(Color::Bgr) => "BGR".into(),
-            _ => "RGB".into(),
-        },
-        mean,
-        std,
-        size: [g.input_shape[1], g.input_shape[2]],
-    };
-    for c in 0..3 {
-        let (bm, bs) = (channel(&baked.mean, c, 0.0), channel(&baked.std, c, 1.0));
-        pre.mean[c] = mean[c] + bm * std[c];
-        pre.std[c] = std[c] * bs;
-    }
-    if !pre.std.iter().all(|s| s.is_normal() && *s > 0.0) || !pre.mean.iter().all(|m| m.is_finite())
-    {
-        bail!(
-            "{}: the input conventions come to mean {:?}, std {:?}, which no image pipeline can \
-             apply (std must be positive)",
-            path.display(),
-            pre.mean,
-            pre.std
-        );
-    }
-    Ok(pre)
+    let bgr = flags.color == Some(Color::Bgr);
+    let (mean, std) = (three(&flags.mean, "mean")?, three(&flags.std, "std")?);
+    imported
+        .preprocessing(bgr, mean, std)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A packed file records its conventions: flags that contradict them are a mistake to report,

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod face;
 mod gpu;
 mod kernels;
 mod model;

@@ -576,3 +576,57 @@ fn gemm(
         input_quant: None,
     })
 }
+
+impl Imported {
+    /// The preprocessing this model needs: the given conventions (`None`: the defaults, RGB and
+    /// `(pixel − 127.5) / 127.5`, or raw pixels when the graph normalised its input itself)
+    /// combined with any normalisation the graph carried, `(pixel − m − m_baked·s) / (s ·
+    /// s_baked)`. An error when the model does not take three channels or the combination
+    /// cannot be applied.
+    pub fn preprocessing(
+        &self,
+        bgr: bool,
+        mean: Option<[f32; 3]>,
+        std: Option<[f32; 3]>,
+    ) -> Result<crate::format::Preprocessing, Error> {
+        let g = &self.graph;
+        if g.input_shape[0] != 3 {
+            return Err(Error::Input(format!(
+                "the model takes {} input channels; a face model takes 3 (RGB or BGR)",
+                g.input_shape[0]
+            )));
+        }
+        let baked = &self.baked;
+        let has_baked = baked.mean.iter().any(|&m| m != 0.0) || baked.std.iter().any(|&s| s != 1.0);
+        let (default_mean, default_std) = if has_baked {
+            (0.0, 1.0)
+        } else {
+            (127.5, 127.5)
+        };
+        let mean = mean.unwrap_or([default_mean; 3]);
+        let std = std.unwrap_or([default_std; 3]);
+        let channel =
+            |v: &[f32], c: usize, neutral: f32| v.get(c).or(v.first()).copied().unwrap_or(neutral);
+        let mut pre = crate::format::Preprocessing {
+            color: if bgr { "BGR" } else { "RGB" }.into(),
+            mean,
+            std,
+            size: [g.input_shape[1], g.input_shape[2]],
+        };
+        for c in 0..3 {
+            let (bm, bs) = (channel(&baked.mean, c, 0.0), channel(&baked.std, c, 1.0));
+            pre.mean[c] = mean[c] + bm * std[c];
+            pre.std[c] = std[c] * bs;
+        }
+        if !pre.std.iter().all(|s| s.is_normal() && *s > 0.0)
+            || !pre.mean.iter().all(|m| m.is_finite())
+        {
+            return Err(Error::Input(format!(
+                "the input conventions come to mean {:?}, std {:?}, which no image pipeline can \
+                 apply (std must be positive)",
+                pre.mean, pre.std
+            )));
+        }
+        Ok(pre)
+    }
+}
