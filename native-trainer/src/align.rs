@@ -1,5 +1,5 @@
-//! `trainer align SRC DST`: raw photos → 112×112 ArcFace crops, with the SCRFD detector on the
-//! CPU backend (`efq_shared::detect`) and five-point alignment (`efq_shared::align`).
+//! `trainer align SRC DST`: raw photos → 112×112 ArcFace crops, with the engine's face pipeline
+//! (`efq_engine::face`: SCRFD, the central face, five-point alignment) on the CPU backend.
 //!
 //! Rules, in order:
 //! - every `.jpg`/`.jpeg`/`.png` under SRC (recursively) gives at most one crop at the same
@@ -17,8 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use efq_shared::align::align_face;
-use efq_shared::detect::{DetectConfig, Scrfd, pick_central};
+use efq_engine::face::{Choice, DetectConfig, FaceDetector, FaceError, Photo, Runtime};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -148,19 +147,19 @@ pub fn align_folder(c: &AlignCmd, progress: bool) -> Result<AlignReport> {
             detector.display()
         );
     }
-    let main = Scrfd::import_file(&detector, [c.det_size, c.det_size])?;
-    let retry = match c.retry_size {
-        0 => None,
-        s => Some(Scrfd::import_file(&detector, [s, s])?),
-    };
+    // The engine's face pipeline on the CPU backend: the detector, the choice and the
+    // alignment apps and the browser page use.
+    let sizes: Vec<usize> = std::iter::once(c.det_size)
+        .chain((c.retry_size != 0).then_some(c.retry_size))
+        .collect();
+    let finder = FaceDetector::open(&detector, &sizes, &Runtime::Cpu)?.with_config(DetectConfig {
+        score_threshold: c.threshold,
+        nms_iou: c.nms,
+    });
     let photos = scan_photos(&c.src)?;
     if photos.is_empty() {
         bail!("{} holds no .jpg, .jpeg or .png photos", c.src.display());
     }
-    let cfg = DetectConfig {
-        score_threshold: c.threshold,
-        nms_iou: c.nms,
-    };
     let bar = if progress {
         ProgressBar::new(photos.len() as u64)
     } else {
@@ -177,31 +176,22 @@ pub fn align_folder(c: &AlignCmd, progress: bool) -> Result<AlignReport> {
         .map(|rel| {
             let run = || -> Result<Outcome> {
                 let src = c.src.join(rel);
-                let img = image::open(&src)
-                    .with_context(|| format!("cannot decode {}", src.display()))?
-                    .to_rgb8();
+                let photo = Photo::open(&src)?;
                 let t0 = Instant::now();
-                let mut dets = main.detect(&img, &cfg)?;
-                let mut retried = false;
-                if dets.is_empty()
-                    && let Some(r) = &retry
-                {
-                    dets = r.detect(&img, &cfg)?;
-                    retried = !dets.is_empty();
-                }
+                let found = finder.locate_blocking(&photo, Choice::Central);
                 *detect_time.lock().unwrap() += t0.elapsed().as_secs_f64();
-                let Some(face) = pick_central(&dets, img.width() as usize, img.height() as usize)
-                else {
-                    return Ok(Outcome::NoFace);
+                let located = match found {
+                    Ok(l) => l,
+                    Err(FaceError::NoFace { .. }) => return Ok(Outcome::NoFace),
+                    Err(e) => return Err(e.into()),
                 };
-                let crop = align_face(&img, &face.kps)
-                    .context("degenerate keypoints (all five coincide)")?;
+                let crop = &located.crop;
                 let dst = c.dst.join(rel);
-                save(&crop, &dst, c.quality)
+                save(crop, &dst, c.quality)
                     .with_context(|| format!("cannot write {}", dst.display()))?;
                 Ok(Outcome::Aligned {
-                    faces: dets.len(),
-                    retried,
+                    faces: located.faces.faces.len(),
+                    retried: located.faces.size != c.det_size,
                 })
             };
             let r = run();

@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use efq_shared::cpu::l2_normalize_rows;
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
-use efq_shared::preprocess::load_face;
 use serde::Serialize;
 
 use crate::embed::Backend;
 use crate::eval::load_model;
+use crate::photos::{FaceSource, FaceUsed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,21 +147,32 @@ pub fn threshold_of(path: &Path) -> Option<Threshold> {
     PackedModel::load(path).ok()?.manifest.threshold
 }
 
-fn load_images(pre: &Preprocessing, images: &[PathBuf]) -> Result<Vec<f32>> {
+/// The images' network input, one after the other, and the face each raw photo gave.
+fn load_images(
+    faces: &FaceSource,
+    pre: &Preprocessing,
+    images: &[PathBuf],
+) -> Result<(Vec<f32>, Vec<Option<FaceUsed>>)> {
     let mut x = Vec::new();
+    let mut used = Vec::new();
     for p in images {
-        x.extend(load_face(p, pre)?);
+        let (chw, face) = faces.load(p, pre)?;
+        x.extend(chw);
+        used.push(face);
     }
-    Ok(x)
+    Ok((x, used))
 }
 
 #[derive(Serialize)]
 pub struct EmbeddingRow {
     pub image: PathBuf,
+    /// The face used, when the image was a raw photo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceUsed>,
     pub embedding: Vec<f32>,
 }
 
-/// L2-normalised embeddings of image files (aligned crops), handed to `row` one at a time in
+/// L2-normalised embeddings of image files (aligned crops, or raw photos as `faces` says), handed to `row` one at a time in
 /// the order given. Images are read and embedded `batch` at a time, so memory stays that of
 /// one batch however many images there are (the rows are the caller's to keep or write out).
 /// With `flip`, each embedding is that of the image plus its mirror image (the flip test,
@@ -170,6 +181,7 @@ pub fn embed_files(
     backend: &Backend,
     model: &Path,
     images: &[PathBuf],
+    faces: &FaceSource,
     batch: usize,
     flip: bool,
     row: &mut dyn FnMut(EmbeddingRow) -> Result<()>,
@@ -183,7 +195,7 @@ pub fn embed_files(
     let dim = net.embedding_dim();
     let pb = crate::embed::progress(images.len() as u64, "embed");
     for chunk in images.chunks(batch) {
-        let x = load_images(&pre, chunk)?;
+        let (x, used) = load_images(faces, &pre, chunk)?;
         let mut plain = if flip {
             let (p, f) = net.forward_with_flip(&x, chunk.len())?;
             p.iter().zip(&f).map(|(a, b)| a + b).collect()
@@ -191,9 +203,10 @@ pub fn embed_files(
             net.forward(&x, chunk.len())?
         };
         l2_normalize_rows(&mut plain, dim);
-        for (p, e) in chunk.iter().zip(plain.chunks(dim)) {
+        for ((p, e), face) in chunk.iter().zip(plain.chunks(dim)).zip(used) {
             row(EmbeddingRow {
                 image: p.clone(),
+                face,
                 embedding: e.to_vec(),
             })?;
         }
@@ -207,6 +220,12 @@ pub fn embed_files(
 pub struct VerifyReport {
     pub a: PathBuf,
     pub b: PathBuf,
+    /// The face used in `a`, when it was a raw photo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a_face: Option<FaceUsed>,
+    /// The face used in `b`, when it was a raw photo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_face: Option<FaceUsed>,
     pub model: PathBuf,
     pub backend: String,
     /// Cosine similarity of the flip-test embeddings.
@@ -218,9 +237,17 @@ pub struct VerifyReport {
     pub latency_ms: f64,
 }
 
-pub fn verify(backend: &Backend, model: &Path, a: &Path, b: &Path) -> Result<VerifyReport> {
+pub fn verify(
+    backend: &Backend,
+    model: &Path,
+    faces: &FaceSource,
+    a: &Path,
+    b: &Path,
+) -> Result<VerifyReport> {
     let (graph, pre) = load_model(model)?;
-    let x = load_images(&pre, &[a.to_path_buf(), b.to_path_buf()])?;
+    let (x, mut used) = load_images(faces, &pre, &[a.to_path_buf(), b.to_path_buf()])?;
+    let b_face = used.pop().flatten();
+    let a_face = used.pop().flatten();
     let net = backend.load(&graph, 2)?;
     net.forward_with_flip(&x, 2)?; // warm-up: first dispatches compile lazily on some drivers
     let start = Instant::now();
@@ -234,6 +261,8 @@ pub fn verify(backend: &Backend, model: &Path, a: &Path, b: &Path) -> Result<Ver
     Ok(VerifyReport {
         a: a.to_path_buf(),
         b: b.to_path_buf(),
+        a_face,
+        b_face,
         model: model.to_path_buf(),
         backend: backend.describe(),
         similarity,

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod memory;
 pub mod net;
 pub mod paths;
+pub mod photos;
 pub mod plot;
 pub mod probe;
 pub mod quantize;

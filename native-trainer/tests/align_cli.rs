@@ -88,3 +88,65 @@ fn align_writes_crops_in_place_and_reports_misses() {
         );
     }
 }
+
+fn trainer(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `trainer verify` of two raw photos = `trainer align` (lossless PNG crops) then `trainer
+/// verify` of the crops: the same faces, the same similarity to the bit; and it says which face
+/// of a two-face photo it used.
+#[test]
+fn verify_of_raw_photos_equals_align_then_verify_of_the_crops() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let raw = lfw().join("raw250-sample");
+    for (name, rel) in [
+        ("a.png", "Allen_Iverson/Allen_Iverson_0001.jpg"),
+        ("b.png", "Anna_Faris/Anna_Faris_0001.jpg"),
+    ] {
+        image::open(raw.join(rel))
+            .unwrap()
+            .save(src.path().join(name))
+            .unwrap();
+    }
+    let det = detector();
+    let (s, d) = (src.path(), dst.path());
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
+    trainer(&[
+        "align".as_ref(),
+        s.as_os_str(),
+        d.as_os_str(),
+        "--detector".as_ref(),
+        det.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let verify = |a: std::ffi::OsString, b: std::ffi::OsString| {
+        trainer(&[
+            "verify".as_ref(),
+            "--backend".as_ref(),
+            "cpu".as_ref(),
+            "--detector".as_ref(),
+            det.as_os_str(),
+            "--json".as_ref(),
+            &a,
+            &b,
+        ])
+    };
+    let photos = verify(os(&s.join("a.png")), os(&s.join("b.png")));
+    let crops = verify(os(&d.join("a.png")), os(&d.join("b.png")));
+    assert_eq!(
+        photos["similarity"], crops["similarity"],
+        "{photos}\n{crops}"
+    );
+    assert_eq!(photos["b_face"]["faces"], 2, "{photos}");
+    assert!(
+        crops.get("a_face").is_none(),
+        "a crop is used as it is: {crops}"
+    );
+}

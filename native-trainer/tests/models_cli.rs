@@ -68,7 +68,15 @@ fn prune_writes_a_smaller_teacher_that_embeds() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sp02.onnx");
     let report: serde_json::Value = serde_json::from_str(&ok(&trainer()
-        .args(["prune", "--sparsity", "0.2", "--json", "--model"])
+        .args([
+            "prune",
+            "--score",
+            "l2",
+            "--sparsity",
+            "0.2",
+            "--json",
+            "--model",
+        ])
         .arg(teacher())
         .arg("--out")
         .arg(&out)
@@ -80,18 +88,11 @@ fn prune_writes_a_smaller_teacher_that_embeds() {
         report["parameters_after"].as_u64().unwrap(),
     );
     assert!(after < before * 8 / 10, "{before} → {after}");
-    // Taylor scores (one batch of the clean set) keep the same shapes, other channels.
+    // Taylor scores, the default (one batch of the clean set), keep the same shapes, other
+    // channels.
     let taylor = dir.path().join("taylor.onnx");
     let report: serde_json::Value = serde_json::from_str(&ok(&trainer()
-        .args([
-            "prune",
-            "--score",
-            "taylor",
-            "--taylor-batches",
-            "1",
-            "--json",
-            "--model",
-        ])
+        .args(["prune", "--taylor-batches", "1", "--json", "--model"])
         .arg(teacher())
         .arg("--lfw")
         .arg(lfw())
@@ -137,10 +138,11 @@ fn identify_finds_the_enrolled_person_in_another_photo() {
         .arg(person("Abel_Pacheco", 0))
         .arg(person("Aaron_Peirsol", 0))
         .arg(format!("Tony={}", person("Tony_Blair", 0).display()))
+        .arg(person("Allen_Iverson", 0))
         .output()
         .unwrap();
     let said = ok(&o);
-    assert!(said.contains("3 faces of 3 people"), "{said}");
+    assert!(said.contains("4 faces of 4 people"), "{said}");
     let o = trainer()
         .args([
             "identify",
@@ -156,11 +158,20 @@ fn identify_finds_the_enrolled_person_in_another_photo() {
         .arg(&gallery)
         .arg(person("Abel_Pacheco", 1))
         .arg(person("Tony_Blair", 1))
+        // A raw photo: its face is found and aligned first, and the row says which.
+        .arg(lfw().join("raw250-sample/Allen_Iverson/Allen_Iverson_0002.jpg"))
         .output()
         .unwrap();
     let rows: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(rows[0]["matches"][0]["name"], "Abel_Pacheco");
     assert_eq!(rows[1]["matches"][0]["name"], "Tony");
+    assert_eq!(
+        rows[2]["matches"][0]["name"], "Allen_Iverson",
+        "{}",
+        rows[2]
+    );
+    assert_eq!(rows[2]["face"]["faces"], 1, "{}", rows[2]);
+    assert!(rows[0]["face"].is_null(), "a crop is used as it is");
     assert_eq!(rows[0]["matches"].as_array().unwrap().len(), 2);
     // The ONNX teacher stores no threshold: a best match, but no decision.
     assert_eq!(rows[0]["decided"], false);

@@ -6,7 +6,7 @@ use efq_shared::detect::{DetectConfig, Detection, Scrfd, letterbox, normalize, p
 use image::RgbImage;
 
 use super::{FaceError, Photo, Runtime};
-use crate::{GpuModel, Images};
+use crate::{EngineError, GpuModel, Images};
 
 /// Detector input sizes tried in turn: InsightFace's 640×640, then 320×320 for close-ups
 /// (faces larger than the 640 anchors cover; 16 of LFW's 13,233 photos).
@@ -77,9 +77,10 @@ impl FaceDetector {
             why,
         };
         if sizes.is_empty() || sizes.iter().any(|&s| s == 0 || s % 32 != 0) {
-            return Err(not(format!(
+            return Err(EngineError::Input(format!(
                 "detector sizes {sizes:?}: each must be a positive multiple of 32"
-            )));
+            ))
+            .into());
         }
         let nets = sizes
             .iter()
@@ -146,7 +147,7 @@ impl FaceDetector {
                 }
                 None => net.detect_letterboxed(&canvas, scale, &self.config),
             }
-            .map_err(crate::EngineError::Model)?;
+            .map_err(EngineError::Model)?;
             if !faces.is_empty() {
                 return Ok(Faces {
                     faces,

@@ -1,4 +1,4 @@
-//! `trainer embed`: the L2-normalised embeddings of aligned crops, as JSON.
+//! `trainer embed`: the L2-normalised embeddings of photos or aligned crops, as JSON.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use efq_trainer::engine_cli::{self, BackendArgs};
 use efq_trainer::paths;
+use efq_trainer::photos::{FaceSource, PhotoArgs};
 
 #[derive(Args)]
 pub struct EmbedCmd {
@@ -16,9 +17,13 @@ pub struct EmbedCmd {
     model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Aligned 112×112 crops, or folders of them (every .jpg/.jpeg/.png below, in path order).
+    /// Photos or aligned 112×112 crops, or folders of them (every .jpg/.jpeg/.png below, in
+    /// path order). A raw photo's face is found and aligned first (see --detect); its JSON row
+    /// says which face was used.
     #[arg(required = true)]
     images: Vec<PathBuf>,
+    #[command(flatten)]
+    photos: PhotoArgs,
     /// Images per forward pass [default: the backend's, as in `eval`]. Memory follows the
     /// batch, not the number of images.
     #[arg(long)]
@@ -47,12 +52,21 @@ impl EmbedCmd {
         let write = |w: &mut dyn Write| -> Result<()> {
             let mut first = true;
             w.write_all(b"[")?;
-            engine_cli::embed_files(&backend, &model, &images, batch, false, &mut |row| {
-                w.write_all(if first { b"\n" } else { b",\n" })?;
-                first = false;
-                serde_json::to_writer(&mut *w, &row)?;
-                Ok(())
-            })?;
+            let faces = FaceSource::new(&self.photos, &backend);
+            engine_cli::embed_files(
+                &backend,
+                &model,
+                &images,
+                &faces,
+                batch,
+                false,
+                &mut |row| {
+                    w.write_all(if first { b"\n" } else { b",\n" })?;
+                    first = false;
+                    serde_json::to_writer(&mut *w, &row)?;
+                    Ok(())
+                },
+            )?;
             w.write_all(b"\n]\n")?;
             w.flush()?;
             Ok(())

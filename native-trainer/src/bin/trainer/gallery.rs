@@ -8,6 +8,7 @@ use clap::Args;
 use efq_shared::gallery::Gallery;
 use efq_trainer::engine_cli::{self, BackendArgs};
 use efq_trainer::paths;
+use efq_trainer::photos::{FaceSource, PhotoArgs};
 
 #[derive(Args)]
 pub struct EnrollCmd {
@@ -20,10 +21,13 @@ pub struct EnrollCmd {
     /// Gallery file (safetensors); created, or added to when it exists.
     #[arg(long)]
     gallery: PathBuf,
-    /// Aligned crops or folders of them, each face named after the folder it is in
-    /// (`person/photo.jpg` enrolls "person"); `NAME=PATH` names it explicitly.
+    /// Photos or aligned crops, or folders of them, each face named after the folder it is in
+    /// (`person/photo.jpg` enrolls "person"); `NAME=PATH` names it explicitly. A photo's face
+    /// is found and aligned first (see --detect).
     #[arg(required = true)]
     faces: Vec<String>,
+    #[command(flatten)]
+    photos: PhotoArgs,
 }
 
 #[derive(Args)]
@@ -40,9 +44,12 @@ pub struct IdentifyCmd {
     /// Matches to list per probe.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Aligned crops to identify, or folders of them.
+    /// Photos or aligned crops to identify, or folders of them (a photo's face is found and
+    /// aligned first: see --detect).
     #[arg(required = true)]
     probes: Vec<PathBuf>,
+    #[command(flatten)]
+    photos: PhotoArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -107,6 +114,7 @@ impl EnrollCmd {
             &backend,
             &model,
             &files,
+            &FaceSource::new(&self.photos, &backend),
             backend.default_batch(),
             true,
             &mut |row| {
@@ -156,14 +164,13 @@ impl IdentifyCmd {
             &backend,
             &model,
             &files,
+            &FaceSource::new(&self.photos, &backend),
             backend.default_batch(),
             true,
             &mut |row| {
                 let id = gallery.identify(&row.embedding, self.top)?;
-                rows.push(
-                    serde_json::json!({"probe": row.image, "identity": id.identity,
-                "decided": id.decided, "matches": id.matches}),
-                );
+                rows.push(serde_json::json!({"probe": row.image, "face": row.face,
+                    "identity": id.identity, "decided": id.decided, "matches": id.matches}));
                 if !self.json {
                     let best = id.best().map(|m| format!("{} ({:.4})", m.name, m.cosine));
                     let verdict = match (&id.identity, id.decided) {

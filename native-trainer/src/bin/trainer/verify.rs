@@ -1,4 +1,5 @@
-//! `trainer verify`: two aligned crops compared, same person or not at the model's threshold.
+//! `trainer verify`: two photos (or aligned crops) compared, same person or not at the model's
+//! threshold.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use efq_trainer::engine_cli::{self, BackendArgs};
 use efq_trainer::paths;
+use efq_trainer::photos::{FaceSource, PhotoArgs};
 
 #[derive(Args)]
 pub struct VerifyCmd {
@@ -15,10 +17,12 @@ pub struct VerifyCmd {
     model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
-    /// First aligned crop.
+    /// First photo or aligned crop (a photo's face is found and aligned first: see --detect).
     a: PathBuf,
-    /// Second aligned crop.
+    /// Second photo or aligned crop.
     b: PathBuf,
+    #[command(flatten)]
+    photos: PhotoArgs,
     /// Print JSON instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -29,7 +33,8 @@ impl VerifyCmd {
         let c = self;
         let model = paths::teacher(c.model, "--model")?;
         let backend = c.backend.open(&model)?;
-        let r = engine_cli::verify(&backend, &model, &c.a, &c.b)?;
+        let faces = FaceSource::new(&c.photos, &backend);
+        let r = engine_cli::verify(&backend, &model, &faces, &c.a, &c.b)?;
         if c.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
@@ -38,6 +43,21 @@ impl VerifyCmd {
                 Some(false) => "different people".to_string(),
                 None => "no same/different decision".into(),
             };
+            for (path, face) in [(&r.a, &r.a_face), (&r.b, &r.b_face)] {
+                if let Some(f) = face {
+                    println!(
+                        "{}: {} face(s), using #{} at ({:.0}, {:.0})–({:.0}, {:.0}), score {:.2}",
+                        path.display(),
+                        f.faces,
+                        f.chosen,
+                        f.bbox[0],
+                        f.bbox[1],
+                        f.bbox[2],
+                        f.bbox[3],
+                        f.score
+                    );
+                }
+            }
             println!(
                 "cosine {:.4}{} → {verdict}  ({:.1} ms on {})",
                 r.similarity,
