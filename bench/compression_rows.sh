@@ -17,7 +17,7 @@ cargo build --release -q -p efq-trainer --bin trainer
 T="${TRAINER:-target/release/trainer}"
 ROWS="${ROWS:-sp02 sp02-taylor sp02-ekd-clean sp02-taylor-ekd-clean sp02-quantface-clean sp02-taylor-quantface-clean sp02-w8a8-ekd-clean half-ekd-clean-e1 half-ekd-clean-e5 sp02-taylor-ekd sp02-ekd half-ekd-e1}"
 
-pruned() { [ -f "$OUT/mbf-sp02.onnx" ] || $T prune --sparsity 0.2 --out "$OUT/mbf-sp02.onnx" --json > "$OUT/prune-sp02.json"; }
+pruned() { [ -f "$OUT/mbf-sp02.onnx" ] || $T prune --score l2 --sparsity 0.2 --out "$OUT/mbf-sp02.onnx" --json > "$OUT/prune-sp02.json"; }
 taylor() { [ -f "$OUT/mbf-sp02-taylor.onnx" ] || $T prune --sparsity 0.2 --score taylor --out "$OUT/mbf-sp02-taylor.onnx" --json > "$OUT/prune-sp02-taylor.json"; }
 half() { [ -f "$OUT/mbf-half.onnx" ] || $T generate --like "$EFQ_TEACHER" --width 0.5 --out "$OUT/mbf-half.onnx"; }
 # ft NAME INIT [finetune options…]: fine-tune INIT with the teacher, then the LFW eval.
@@ -51,6 +51,16 @@ for row in $ROWS; do
     half-ekd-clean-e1) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean ;;
     half-ekd-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --epochs 5 ;;
     half-ekd-e1) half; ft "$row" "$OUT/mbf-half.onnx" ;;
+    # Recovery with Adam (scale-free steps: SGD at 1e-3 barely moves a float student whose
+    # feature loss is ~1e-3 per element) — the recipe search in docs/EXPERIMENTS.md.
+    sp02-taylor-qf-adam4-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-4 ;;
+    sp02-taylor-qf-adam4) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --loss quantface --optimizer adam --lr 1e-4 ;;
+    sp02-taylor-qf-adam4-clean-e5) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-4 --epochs 5 ;;
+    sp02-taylor-qf-adam3-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-3 ;;
+    sp02-taylor-ekd-adam4-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --optimizer adam --lr 1e-4 ;;
+    sp02-qf-adam4-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-4 ;;
+    half-qf-adam3-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-3 --epochs 5 ;;
+    half-ekd-adam3-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --optimizer adam --lr 1e-3 --epochs 5 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
 done
