@@ -164,7 +164,7 @@ impl FaceDetector {
     /// Detects, chooses by `choice` and aligns: the face the rest of the pipeline uses.
     pub async fn locate(&self, photo: &Photo, choice: Choice) -> Result<Located, FaceError> {
         let faces = self.detect(photo).await?;
-        let chosen = choose(&faces, photo, choice)?;
+        let chosen = faces.choose(photo, choice)?;
         let crop = align(photo, &faces.faces[chosen])?;
         Ok(Located {
             faces,
@@ -186,32 +186,35 @@ impl FaceDetector {
     }
 }
 
-/// The index of the face `choice` picks, or why there is none.
-pub(super) fn choose(faces: &Faces, photo: &Photo, choice: Choice) -> Result<usize, FaceError> {
-    let list = &faces.faces;
-    let label = || photo.label().to_string();
-    if list.is_empty() {
-        return Err(FaceError::NoFace { photo: label() });
-    }
-    match choice {
-        Choice::Central => {
-            let c = pick_central(list, photo.width(), photo.height()).expect("faces exist");
-            Ok(list
-                .iter()
-                .position(|f| std::ptr::eq(f, c))
-                .expect("from the list"))
+impl Faces {
+    /// The index of the face `choice` picks in `photo` (where these faces were found), or why
+    /// there is none.
+    pub fn choose(&self, photo: &Photo, choice: Choice) -> Result<usize, FaceError> {
+        let list = &self.faces;
+        let label = || photo.label().to_string();
+        if list.is_empty() {
+            return Err(FaceError::NoFace { photo: label() });
         }
-        Choice::Index(i) if i < list.len() => Ok(i),
-        Choice::Index(index) => Err(FaceError::NoSuchFace {
-            photo: label(),
-            index,
-            count: list.len(),
-        }),
-        Choice::Only if list.len() == 1 => Ok(0),
-        Choice::Only => Err(FaceError::SeveralFaces {
-            photo: label(),
-            count: list.len(),
-        }),
+        match choice {
+            Choice::Central => {
+                let c = pick_central(list, photo.width(), photo.height()).expect("faces exist");
+                Ok(list
+                    .iter()
+                    .position(|f| std::ptr::eq(f, c))
+                    .expect("from the list"))
+            }
+            Choice::Index(i) if i < list.len() => Ok(i),
+            Choice::Index(index) => Err(FaceError::NoSuchFace {
+                photo: label(),
+                index,
+                count: list.len(),
+            }),
+            Choice::Only if list.len() == 1 => Ok(0),
+            Choice::Only => Err(FaceError::SeveralFaces {
+                photo: label(),
+                count: list.len(),
+            }),
+        }
     }
 }
 

@@ -27,6 +27,6 @@ pub use detector::{Choice, DETECT_SIZES, FaceDetector, Faces, Located};
 pub use efq_shared::detect::{DetectConfig, Detection};
 pub use error::FaceError;
 pub use photo::{MAX_PIXELS, MIN_SIDE, Photo};
-pub use recognizer::Recognizer;
+pub use recognizer::{Recognizer, flip_test_embeddings, with_mirrors};
 pub use runtime::Runtime;
 pub use verifier::{Face, FaceVerifier, PhotoVerification};

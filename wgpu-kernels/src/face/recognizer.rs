@@ -110,7 +110,7 @@ impl Recognizer {
             return Ok(Vec::new());
         }
         let n = crops.len();
-        let mut x = Vec::with_capacity(2 * n * 3 * CROP_SIZE * CROP_SIZE);
+        let mut x = Vec::with_capacity(n * 3 * CROP_SIZE * CROP_SIZE);
         for (i, c) in crops.iter().enumerate() {
             if (c.width() as usize, c.height() as usize) != (CROP_SIZE, CROP_SIZE) {
                 return Err(FaceError::BadImage {
@@ -129,22 +129,12 @@ impl Recognizer {
                 &self.preprocessing,
             ));
         }
-        let flipped = flip_horizontal(&x, CROP_SIZE);
-        x.extend(flipped);
+        let x = with_mirrors(x, CROP_SIZE);
         let y = match &self.runner {
             Runner::Gpu(m) => m.forward(Images::Nchw(&x), 2 * n).await?,
             Runner::Cpu(g) => efq_shared::cpu::forward(g, &x, 2 * n).map_err(EngineError::Model)?,
         };
-        let (plain, mirror) = y.split_at(n * self.dim);
-        Ok(plain
-            .chunks(self.dim)
-            .zip(mirror.chunks(self.dim))
-            .map(|(a, b)| {
-                let mut e: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
-                efq_shared::cpu::l2_normalize_rows(&mut e, self.dim);
-                e
-            })
-            .collect())
+        Ok(flip_test_embeddings(&y, n, self.dim))
     }
 
     /// [`Recognizer::embed_crops`], blocking (native code).
@@ -152,4 +142,27 @@ impl Recognizer {
     pub fn embed_crops_blocking(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>, FaceError> {
         pollster::block_on(self.embed_crops(crops))
     }
+}
+
+/// The flip test's input: `n` CHW images of width `w`, then their mirror images (`2n` in all).
+pub fn with_mirrors(mut chw: Vec<f32>, w: usize) -> Vec<f32> {
+    let mirrored = flip_horizontal(&chw, w);
+    chw.extend(mirrored);
+    chw
+}
+
+/// The flip test's embeddings from the network's raw output on [`with_mirrors`]' input: each
+/// image's output plus its mirror image's, L2-normalised (as the thresholds stored in models
+/// are measured).
+pub fn flip_test_embeddings(raw: &[f32], n: usize, dim: usize) -> Vec<Vec<f32>> {
+    let (plain, mirror) = raw.split_at(n * dim);
+    plain
+        .chunks(dim)
+        .zip(mirror.chunks(dim))
+        .map(|(a, b)| {
+            let mut e: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
+            efq_shared::cpu::l2_normalize_rows(&mut e, dim);
+            e
+        })
+        .collect()
 }

@@ -2,8 +2,8 @@
 
 use image::RgbImage;
 
-use super::detector::{align, choose};
-use super::{Choice, FaceDetector, FaceError, Faces, Photo, Recognizer, Runtime};
+use super::detector::align;
+use super::{Choice, FaceDetector, FaceError, Faces, Photo, Recognizer};
 
 /// One photo's face as the pipeline used it.
 #[derive(Clone, Debug)]
@@ -56,7 +56,7 @@ impl FaceVerifier {
     pub fn open(
         recognizer: impl AsRef<std::path::Path>,
         detector: impl AsRef<std::path::Path>,
-        runtime: &Runtime,
+        runtime: &super::Runtime,
     ) -> Result<FaceVerifier, FaceError> {
         let detector = FaceDetector::open(detector, &super::DETECT_SIZES, runtime)?;
         Ok(FaceVerifier::new(
@@ -120,7 +120,7 @@ impl FaceVerifier {
         faces: Faces,
         choice: Choice,
     ) -> Result<Face, FaceError> {
-        let chosen = choose(&faces, photo, choice)?;
+        let chosen = faces.choose(photo, choice)?;
         let crop = align(photo, &faces.faces[chosen])?;
         let embedding = self
             .recognizer
