@@ -9,9 +9,10 @@
 //! The page (`www/`) runs this module in a dedicated worker, so a slow CPU forward pass never
 //! freezes the tab.
 
+use efq_engine::face;
 use efq_engine::{Dot4, Gpu, GpuModel, GpuOptions, Images};
 use efq_shared::align::align_face;
-use efq_shared::detect::{DetectConfig, Detection, Scrfd, letterbox, normalize, pick_central};
+use efq_shared::detect::Detection;
 use efq_shared::format::{Manifest, PackedModel};
 use efq_shared::graph::Graph;
 use efq_shared::{cpu, preprocess};
@@ -261,20 +262,17 @@ impl Verifier {
         }
     }
 
-    /// Compares two faces: JSON `{similarity, threshold, same}` (`same` is null without a
-    /// threshold).
+    /// Compares two aligned faces as the engine's face pipeline does (each embedding the flip
+    /// test's: the face plus its mirror image, as stored thresholds are measured): JSON
+    /// `{similarity, threshold, same}` (`same` is null without a threshold).
     pub async fn verify(&self, a: Vec<u8>, b: Vec<u8>, channels: usize) -> Result<String, JsError> {
         let mut both = a;
         both.extend_from_slice(&b);
         let e = self
-            .embed_native(&both, 2, channels)
+            .flip_embed_native(&both, 2, channels)
             .await
             .map_err(|e| JsError::new(&e))?;
-        let similarity: f32 = e[..self.dim]
-            .iter()
-            .zip(&e[self.dim..])
-            .map(|(x, y)| x * y)
-            .sum();
+        let similarity: f32 = e[0].iter().zip(&e[1]).map(|(x, y)| x * y).sum();
         Ok(json!({
             "similarity": similarity,
             "threshold": self.threshold,
@@ -418,6 +416,31 @@ impl Verifier {
         }
     }
 
+    /// Flip-test embeddings (`efq_engine::face::flip_test_embeddings`) of `n` RGB/RGBA faces.
+    pub async fn flip_embed_native(
+        &self,
+        pixels: &[u8],
+        n: usize,
+        channels: usize,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let rgb = self.rgb(pixels, n, channels)?;
+        let [_, _, w] = self.input_shape;
+        let _busy = self.claim()?;
+        let raw = match &self.runner {
+            Runner::Gpu(m) => {
+                let x = face::with_mirrors(self.chw(&rgb, m.info()), w);
+                m.forward(Images::Nchw(&x), 2 * n)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Runner::Cpu(m) => {
+                let x = face::with_mirrors(m.input(&rgb, n)?, w);
+                cpu::forward(&m.graph, &x, 2 * n).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(face::flip_test_embeddings(&raw, n, self.dim))
+    }
+
     /// Marks the model busy until the returned guard drops.
     fn claim(&self) -> Result<Busy<'_>, String> {
         if self.busy.replace(true) {
@@ -449,21 +472,18 @@ impl Verifier {
     }
 }
 
-/// Detector input sizes tried in turn: InsightFace's 640×640, then 320×320 for close-ups
-/// (faces larger than the 640 anchors cover), the rule `trainer align` uses.
-pub const DETECT_SIZES: [usize; 2] = [640, 320];
+/// Detector input sizes tried in turn (the engine pipeline's: 640, then 320 for close-ups).
+pub use efq_engine::face::DETECT_SIZES;
 
 /// Largest detector file the page accepts.
 pub const MAX_DETECTOR_BYTES: usize = 64 << 20;
 
-/// SCRFD on WebGPU (the engine's float path, the heads read back as graph outputs) or on the
-/// CPU backend in wasm, chosen like [`Verifier`]'s path.
+/// SCRFD through the engine's face pipeline (`efq_engine::face`, as apps and `trainer` run it):
+/// on WebGPU (the engine's float path) or on the CPU backend in wasm, chosen like
+/// [`Verifier`]'s path.
 #[wasm_bindgen]
 pub struct FaceDetector {
-    /// One imported network per size in [`DETECT_SIZES`].
-    nets: Vec<Scrfd>,
-    /// Their engine models, on the WebGPU path.
-    gpu: Option<Vec<GpuModel>>,
+    inner: face::FaceDetector,
     report: serde_json::Value,
 }
 
@@ -471,7 +491,7 @@ pub struct FaceDetector {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaceReport {
     pub faces: Vec<Detection>,
-    /// Index into `faces` of the face nearest the photo's centre (`pick_central`).
+    /// Index into `faces` of the face the pipeline chooses (nearest the photo's centre).
     pub chosen: Option<usize>,
     /// Detector input size that found them (0: none found).
     pub size: usize,
@@ -519,28 +539,25 @@ impl FaceDetector {
                 MAX_DETECTOR_BYTES >> 20
             ));
         }
-        let nets = DETECT_SIZES
-            .iter()
-            .map(|&s| Scrfd::import_bytes(bytes, "detector", [s, s]))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("not a usable SCRFD detector: {e}"))?;
         let path = pick_path(choice, DEFAULT_FLOAT_DOT).await?;
-        let gpu = match &path.gpu {
-            Some(gpu) => Some(
-                nets.iter()
-                    .map(|d| GpuModel::from_graph_with_outputs(gpu, &d.graph, &d.head_values(), 1))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("cannot load the detector on WebGPU: {e}"))?,
-            ),
-            None => None,
+        let runtime = match &path.gpu {
+            Some(g) => face::Runtime::Gpu(g.clone()),
+            None => face::Runtime::Cpu,
         };
+        let inner = face::FaceDetector::from_bytes(bytes, "detector", &DETECT_SIZES, &runtime)
+            .map_err(|e| match e {
+                face::FaceError::NotADetector { why, .. } => {
+                    format!("not a usable SCRFD detector: {why}")
+                }
+                other => format!("cannot load the detector on WebGPU: {other}"),
+            })?;
         let report = json!({
-            "backend": if gpu.is_some() { "webgpu" } else { "cpu" },
+            "backend": if path.gpu.is_some() { "webgpu" } else { "cpu" },
             "reason": path.reason,
             "adapter": path.adapter,
             "sizes": DETECT_SIZES,
         });
-        Ok(FaceDetector { nets, gpu, report })
+        Ok(FaceDetector { inner, report })
     }
 
     /// [`FaceDetector::detect`] with plain errors.
@@ -551,35 +568,13 @@ impl FaceDetector {
         height: usize,
         channels: usize,
     ) -> Result<FaceReport, String> {
-        let img = rgb_image(pixels, width, height, channels)?;
-        let cfg = DetectConfig::default();
-        for (k, det) in self.nets.iter().enumerate() {
-            let (canvas, scale) = letterbox(&img, det.input_size[0]);
-            let faces = match &self.gpu {
-                Some(models) => {
-                    let heads = models[k]
-                        .forward_values(Images::Nchw(&normalize(&canvas)), 1)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    det.detect_from_heads(&heads, scale, &cfg)
-                }
-                None => det.detect_letterboxed(&canvas, scale, &cfg),
-            }
+        let photo = face::Photo::from_pixels("the photo", pixels, width, height, channels)
             .map_err(|e| e.to_string())?;
-            if !faces.is_empty() {
-                let chosen = pick_central(&faces, width, height)
-                    .and_then(|c| faces.iter().position(|f| std::ptr::eq(f, c)));
-                return Ok(FaceReport {
-                    faces,
-                    chosen,
-                    size: det.input_size[0],
-                });
-            }
-        }
+        let found = self.inner.detect(&photo).await.map_err(|e| e.to_string())?;
         Ok(FaceReport {
-            faces: Vec::new(),
-            chosen: None,
-            size: 0,
+            chosen: found.choose(&photo, face::Choice::Central).ok(),
+            faces: found.faces,
+            size: found.size,
         })
     }
 }
