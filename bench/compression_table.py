@@ -18,6 +18,12 @@ ROWS = [
     ("pruned sp02 (Taylor) + EKD, clean", f"{OUT}/sp02-taylor-ekd-clean/student.efq", f"{OUT}/sp02-taylor-ekd-clean/eval", f"{OUT}/sp02-taylor-ekd-clean/training.json"),
     ("pruned sp02 (Taylor) + QuantFace's loss, clean", f"{OUT}/sp02-taylor-quantface-clean/student.efq", f"{OUT}/sp02-taylor-quantface-clean/eval", f"{OUT}/sp02-taylor-quantface-clean/training.json"),
     ("pruned sp02 (Taylor) + EKD, paper", f"{OUT}/sp02-taylor-ekd/student.efq", f"{OUT}/sp02-taylor-ekd/eval", f"{OUT}/sp02-taylor-ekd/training.json"),
+    ("pruned sp02 (Taylor) + QuantFace's loss, Adam 1e-4, clean", f"{OUT}/sp02-taylor-qf-adam4-clean/student.efq", f"{OUT}/sp02-taylor-qf-adam4-clean/eval", f"{OUT}/sp02-taylor-qf-adam4-clean/training.json"),
+    ("pruned sp02 (Taylor) + QuantFace's loss, Adam 1e-4, clean, 5 epochs", f"{OUT}/sp02-taylor-qf-adam4-clean-e5/student.efq", f"{OUT}/sp02-taylor-qf-adam4-clean-e5/eval", f"{OUT}/sp02-taylor-qf-adam4-clean-e5/training.json"),
+    ("pruned sp02 (Taylor) + QuantFace's loss, Adam 1e-4, paper", f"{OUT}/sp02-taylor-qf-adam4/student.efq", f"{OUT}/sp02-taylor-qf-adam4/eval", f"{OUT}/sp02-taylor-qf-adam4/training.json"),
+    ("pruned sp02 (Taylor) + QuantFace's loss, Adam 1e-3, clean", f"{OUT}/sp02-taylor-qf-adam3-clean/student.efq", f"{OUT}/sp02-taylor-qf-adam3-clean/eval", f"{OUT}/sp02-taylor-qf-adam3-clean/training.json"),
+    ("pruned sp02 (Taylor) + EKD, Adam 1e-4, clean", f"{OUT}/sp02-taylor-ekd-adam4-clean/student.efq", f"{OUT}/sp02-taylor-ekd-adam4-clean/eval", f"{OUT}/sp02-taylor-ekd-adam4-clean/training.json"),
+    ("pruned sp02 (L2) + QuantFace's loss, Adam 1e-4, clean", f"{OUT}/sp02-qf-adam4-clean/student.efq", f"{OUT}/sp02-qf-adam4-clean/eval", f"{OUT}/sp02-qf-adam4-clean/training.json"),
     ("pruned sp02 + EKD, clean protocol", f"{OUT}/sp02-ekd-clean/student.efq", f"{OUT}/sp02-ekd-clean/eval", f"{OUT}/sp02-ekd-clean/training.json"),
     ("pruned sp02 + EKD, paper protocol", f"{OUT}/sp02-ekd/student.efq", f"{OUT}/sp02-ekd/eval", f"{OUT}/sp02-ekd/training.json"),
     ("pruned sp02 + QuantFace's loss, clean", f"{OUT}/sp02-quantface-clean/student.efq", f"{OUT}/sp02-quantface-clean/eval", f"{OUT}/sp02-quantface-clean/training.json"),
@@ -25,6 +31,8 @@ ROWS = [
     ("half-width MobileFaceNet, EKD 1 epoch, clean", f"{OUT}/half-ekd-clean-e1/student.efq", f"{OUT}/half-ekd-clean-e1/eval", f"{OUT}/half-ekd-clean-e1/training.json"),
     ("half-width MobileFaceNet, EKD 5 epochs, clean", f"{OUT}/half-ekd-clean-e5/student.efq", f"{OUT}/half-ekd-clean-e5/eval", f"{OUT}/half-ekd-clean-e5/training.json"),
     ("half-width MobileFaceNet, EKD 1 epoch, paper", f"{OUT}/half-ekd-e1/student.efq", f"{OUT}/half-ekd-e1/eval", f"{OUT}/half-ekd-e1/training.json"),
+    ("half-width MobileFaceNet, QuantFace's loss, Adam 1e-3, 5 epochs, clean", f"{OUT}/half-qf-adam3-clean-e5/student.efq", f"{OUT}/half-qf-adam3-clean-e5/eval", f"{OUT}/half-qf-adam3-clean-e5/training.json"),
+    ("half-width MobileFaceNet, EKD, Adam 1e-3, 5 epochs, clean", f"{OUT}/half-ekd-adam3-clean-e5/student.efq", f"{OUT}/half-ekd-adam3-clean-e5/eval", f"{OUT}/half-ekd-adam3-clean-e5/training.json"),
 ]
 for extra in sys.argv[3:]:
     name, model, ev = extra.split("=", 2)[0], *extra.split("=", 2)[1].split(",")
