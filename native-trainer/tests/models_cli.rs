@@ -192,3 +192,60 @@ fn identify_finds_the_enrolled_person_in_another_photo() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("was enrolled with"));
 }
+
+/// A float `.efq` (what `finetune` writes for a pruned or distilled float student) converts to
+/// the ONNX of the same network: both embed a crop to the same JSON. A quantized one is refused.
+#[test]
+fn convert_writes_a_float_efq_as_the_same_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = efq_shared::onnx::import_file(teacher()).unwrap();
+    let efq = dir.path().join("float.efq");
+    efq_shared::format::PackedModel::new(graph, None)
+        .unwrap()
+        .save(&efq)
+        .unwrap();
+    let onnx = dir.path().join("float.onnx");
+    ok(&trainer()
+        .arg("convert")
+        .arg(&efq)
+        .arg("--out")
+        .arg(&onnx)
+        .output()
+        .unwrap());
+    let crop = lfw().join("insightface112/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
+    let embed = |m: &std::path::Path| {
+        ok(&trainer()
+            .args(["embed", "--backend", "cpu", "--model"])
+            .arg(m)
+            .arg(&crop)
+            .output()
+            .unwrap())
+    };
+    assert_eq!(embed(&efq), embed(&onnx));
+    let w8 = dir.path().join("w8.efq");
+    let q = trainer()
+        .args([
+            "quantize",
+            "--bits",
+            "w8a8",
+            "--calib-images",
+            "8",
+            "--no-threshold",
+            "--model",
+        ])
+        .arg(teacher())
+        .arg("--out")
+        .arg(&w8)
+        .output()
+        .unwrap();
+    ok(&q);
+    let o = trainer()
+        .arg("convert")
+        .arg(&w8)
+        .arg("--out")
+        .arg(dir.path().join("no.onnx"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no float ONNX form"));
+}
