@@ -222,10 +222,11 @@ impl Gallery {
                 scores.len()
             )));
         }
-        Ok(scores
-            .par_chunks(m.max(1))
-            .take(n)
-            .map(|row| self.decide(row, k))
+        // Per probe rather than per chunk of `m` scores: with no faces there are no chunks, yet
+        // each probe still gets its (empty, unknown) answer.
+        Ok((0..n)
+            .into_par_iter()
+            .map(|p| self.decide(&scores[p * m..(p + 1) * m], k))
             .collect())
     }
 
