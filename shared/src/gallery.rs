@@ -178,6 +178,20 @@ impl Gallery {
         n: usize,
         k: usize,
     ) -> Result<Vec<Identification>, Error> {
+        let q = self.normalised_probes(probes, n)?;
+        let scores = self.scores(&q, n);
+        self.identify_from_scores(&scores, n, k)
+    }
+
+    /// The rows, `len × dim`, each L2-normalised: what another scorer (the engine's GPU
+    /// search) multiplies probes with.
+    pub fn embeddings(&self) -> &[f32] {
+        &self.embeddings
+    }
+
+    /// `n` probes (`n × dim` values) checked and L2-normalised, as [`Gallery::identify_batch`]
+    /// scores them.
+    pub fn normalised_probes(&self, probes: &[f32], n: usize) -> Result<Vec<f32>, Error> {
         if probes.len() != n * self.dim {
             return Err(Error::Input(format!(
                 "{} values for {n} probes of {} dimensions",
@@ -185,17 +199,34 @@ impl Gallery {
                 self.dim
             )));
         }
-        let q: Vec<f32> = probes
+        Ok(probes
             .chunks(self.dim.max(1))
             .map(normalised)
             .collect::<Result<Vec<_>, _>>()?
-            .concat();
-        let scores = self.scores(&q, n);
+            .concat())
+    }
+
+    /// The top `k` and the decision for each of `n` probes from their cosines against every
+    /// face (`scores`: `n × len`, probe-major), however they were computed: the one selection
+    /// [`Gallery::identify_batch`] uses, so another scorer ranks and decides exactly as it does.
+    pub fn identify_from_scores(
+        &self,
+        scores: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<Vec<Identification>, Error> {
         let m = self.len();
-        Ok(scores
-            .par_chunks(m.max(1))
-            .take(n)
-            .map(|row| self.decide(row, k))
+        if scores.len() != n * m {
+            return Err(Error::Input(format!(
+                "{} scores for {n} probes against {m} faces",
+                scores.len()
+            )));
+        }
+        // Per probe rather than per chunk of `m` scores: with no faces there are no chunks, yet
+        // each probe still gets its (empty, unknown) answer.
+        Ok((0..n)
+            .into_par_iter()
+            .map(|p| self.decide(&scores[p * m..(p + 1) * m], k))
             .collect())
     }
 

@@ -15,11 +15,16 @@
 //! The integer path is bit-exact with the oracle, `efq_shared::reference` (see
 //! `docs/quantization.md`; `tests/kernels.rs` checks every kernel against it). The fast CPU
 //! backend, `efq_shared::cpu`, equal to the oracle as well, is re-exported as the CPU fallback.
+//!
+//! 1:N search runs here too: [`GpuGallery`] uploads an `efq_shared::gallery::Gallery` once and
+//! scores batches of probes against every enrolled face in one dispatch, ranking them as the
+//! CPU gallery does.
 
 #![warn(missing_docs)]
 
 mod error;
 pub mod face;
+mod gallery;
 mod gpu;
 mod kernels;
 mod model;
@@ -27,6 +32,7 @@ mod weights;
 
 pub use efq_shared::cpu;
 pub use error::EngineError;
+pub use gallery::GpuGallery;
 #[cfg(not(target_arch = "wasm32"))]
 pub use gpu::request_blocking;
 pub use gpu::{AdapterSummary, Dot4, Gpu, GpuOptions};

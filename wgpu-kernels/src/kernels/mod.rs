@@ -14,6 +14,7 @@ mod conv_f32;
 mod conv_f32_vec4;
 mod conv_int;
 mod elementwise;
+mod gallery_scores;
 mod gemm_int;
 mod l2norm;
 mod layout;
@@ -24,6 +25,7 @@ pub use conv_dw_f32::DepthwiseF32Params;
 pub use conv_dw_int::DepthwiseParams;
 pub use conv_int::ConvParams;
 pub use elementwise::ElementwiseParams;
+pub use gallery_scores::{GALLERY_MAX_PROBES, GALLERY_ROWS_PER_GROUP, GalleryScoresParams};
 pub use gemm_int::GemmParams;
 pub use l2norm::L2NormParams;
 pub use layout::LayoutParams;
@@ -55,6 +57,7 @@ pub enum Kernel {
     ToNchw,
     L2Norm,
     Upsample,
+    GalleryScores,
 }
 
 /// How a kernel sees one binding.
@@ -70,7 +73,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -87,6 +90,7 @@ impl Kernel {
         Kernel::ToNchw,
         Kernel::L2Norm,
         Kernel::Upsample,
+        Kernel::GalleryScores,
     ];
 
     /// The kernel's name in profiles: `"ConvInt"` and so on.
@@ -108,6 +112,7 @@ impl Kernel {
             Kernel::ToNchw => "ToNchw",
             Kernel::L2Norm => "L2Norm",
             Kernel::Upsample => "Upsample",
+            Kernel::GalleryScores => "GalleryScores",
         }
     }
 
@@ -124,6 +129,7 @@ impl Kernel {
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
             Kernel::L2Norm => l2norm::SOURCE,
             Kernel::Upsample => upsample::SOURCE,
+            Kernel::GalleryScores => gallery_scores::SOURCE,
         }
     }
 
@@ -166,6 +172,7 @@ impl Kernel {
             | Kernel::ToNchw
             | Kernel::L2Norm
             | Kernel::Upsample => &[Uniform, Read, ReadWrite],
+            Kernel::GalleryScores => &[Uniform, Read, Read, ReadWrite],
         }
     }
 
