@@ -14,11 +14,19 @@ use efq_engine::{GpuOptions, request_blocking};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().ok_or("usage: face_bench PHOTO_DIR [PAIRS] [MODEL] [DETECTOR]")?;
+    let dir = args
+        .first()
+        .ok_or("usage: face_bench PHOTO_DIR [PAIRS] [MODEL] [DETECTOR]")?;
     let pairs: usize = args.get(1).map_or(Ok(10), |s| s.parse())?;
     let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
-    let model = args.get(2).cloned().map_or_else(|| env("EFQ_TEACHER"), Ok)?;
-    let detector = args.get(3).cloned().map_or_else(|| env("EFQ_DETECTOR"), Ok)?;
+    let model = args
+        .get(2)
+        .cloned()
+        .map_or_else(|| env("EFQ_TEACHER"), Ok)?;
+    let detector = args
+        .get(3)
+        .cloned()
+        .map_or_else(|| env("EFQ_DETECTOR"), Ok)?;
     let mut files = Vec::new();
     for person in std::fs::read_dir(dir)? {
         for f in std::fs::read_dir(person?.path())? {
