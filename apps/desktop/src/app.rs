@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::AtomicI32;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -16,6 +16,9 @@ use crate::Args;
 use crate::gallery::GalleryPanel;
 use crate::panels::{self, Action, Slot};
 use crate::worker::{self, Engine, Reply, Request, Verdict};
+
+mod shot;
+use shot::Shot;
 
 /// The app.
 pub struct App {
@@ -35,16 +38,6 @@ pub struct App {
     shot: Option<Shot>,
     clock: Clock,
     exit: Arc<AtomicI32>,
-}
-
-/// A `--screenshot` run in progress.
-struct Shot {
-    path: PathBuf,
-    /// Frames painted since everything was settled.
-    settled_frames: u32,
-    requested: bool,
-    tx: Sender<Arc<ColorImage>>,
-    rx: Receiver<Arc<ColorImage>>,
 }
 
 /// Milestones since the process started, in milliseconds, reported on stderr with
@@ -96,16 +89,7 @@ impl App {
         };
         let ctx = cc.egui_ctx.clone();
         let (requests, replies) = worker::spawn(config, move || ctx.request_repaint());
-        let shot = args.screenshot.clone().map(|path| {
-            let (tx, rx) = channel();
-            Shot {
-                path,
-                settled_frames: 0,
-                requested: false,
-                tx,
-                rx,
-            }
-        });
+        let shot = args.screenshot.clone().map(Shot::new);
         let mut app = App {
             requests,
             replies,
@@ -144,9 +128,15 @@ impl App {
     }
 
     fn send(&mut self, request: Request) {
-        // Requests queue up while the models compile; the worker serves them in order.
+        let slot = match &request {
+            Request::Open { slot, .. } | Request::Choose { slot, .. } => *slot,
+        };
+        // Requests queue up while the models compile; the worker serves them in order. It is
+        // gone only after the models failed to open, an error already shown.
         if self.requests.send(request).is_ok() {
             self.pending += 1;
+        } else {
+            self.slots[slot].busy = false;
         }
     }
 
@@ -304,94 +294,4 @@ impl App {
             }
         }
     }
-
-    /// `--screenshot`: once settled and painted, capture the window; when the pixels arrive,
-    /// save them, report and close.
-    fn screenshot(&mut self, ctx: &egui::Context) {
-        let settled = self.settled();
-        let Some(shot) = &mut self.shot else { return };
-        if let Ok(image) = shot.rx.try_recv() {
-            let path = shot.path.clone();
-            self.finish(ctx, &image, &path);
-            return;
-        }
-        if shot.requested || !settled {
-            return;
-        }
-        // One full frame with the final state painted before the capture is asked for.
-        shot.settled_frames += 1;
-        if shot.settled_frames >= 2 {
-            shot.requested = true;
-            let (tx, wake) = (shot.tx.clone(), ctx.clone());
-            ctx.request_screenshot(move |image| {
-                let _ = tx.send(image);
-                wake.request_repaint();
-            });
-        }
-        ctx.request_repaint();
-    }
-
-    fn finish(&mut self, ctx: &egui::Context, image: &ColorImage, path: &PathBuf) {
-        let errors = self.errors();
-        let saved = save_png(image, path);
-        let mut failed = !errors.is_empty();
-        for e in &errors {
-            eprintln!("efq-desktop: {e}");
-        }
-        if let Err(e) = &saved {
-            eprintln!("efq-desktop: cannot save {}: {e:#}", path.display());
-            failed = true;
-        }
-        match (&self.verdict, failed) {
-            (Some(v), false) => {
-                let count = |s: &Slot| s.face.as_ref().map_or(0, |f| f.faces.faces.len());
-                let line = serde_json::json!({
-                    "similarity": v.similarity,
-                    "same": v.same,
-                    "a_faces": count(&self.slots[0]),
-                    "b_faces": count(&self.slots[1]),
-                    "adapter": self.adapter,
-                });
-                println!("{line}");
-            }
-            (None, false) => {
-                eprintln!("efq-desktop: no verdict: --screenshot needs both --a and --b");
-                failed = true;
-            }
-            (_, true) => {}
-        }
-        let engine_ms = self
-            .engine
-            .as_ref()
-            .ok()
-            .and_then(|e| e.as_ref())
-            .map(|e| e.ms);
-        let timings = serde_json::json!({ "timings_ms": {
-            "window_and_device": self.clock.window,
-            "first_ui": self.clock.first_ui,
-            "second_ui": self.clock.second_ui,
-            "engine_ready": self.clock.engine_ready,
-            "engine_compile": engine_ms,
-            "photo_a": self.slots[0].ms,
-            "photo_b": self.slots[1].ms,
-            "screenshot": self.clock.now(),
-        }});
-        eprintln!("{timings}");
-        self.exit.store(i32::from(failed), Ordering::SeqCst);
-        self.shot = None;
-        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-    }
-}
-
-/// Writes egui's screenshot (premultiplied RGBA, unmultiplied for the file) as a PNG.
-fn save_png(image: &ColorImage, path: &PathBuf) -> anyhow::Result<()> {
-    let [w, h] = image.size;
-    let rgba: Vec<u8> = image
-        .pixels
-        .iter()
-        .flat_map(|c| c.to_srgba_unmultiplied())
-        .collect();
-    let img = image::RgbaImage::from_raw(w as u32, h as u32, rgba).context("pixel count")?;
-    img.save(path)?;
-    Ok(())
 }

@@ -37,7 +37,7 @@ pub fn photo(
     let uv = Rect::from_min_max(Pos2::ZERO, pos2(1.0, 1.0));
     painter.image(texture.id(), rect, uv, Color32::WHITE);
 
-    let Some(face) = face else { return None };
+    let face = face?;
     let to_screen = |x: f32, y: f32| rect.min + vec2(x, y) * scale;
     let boxes: Vec<Rect> = face
         .faces

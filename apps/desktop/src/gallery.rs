@@ -181,3 +181,64 @@ fn answer(ui: &mut egui::Ui, slot: &str, id: &Identification, threshold: Option<
         ui.monospace(format!("{:>7.4}  {}", m.cosine, m.name));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use efq_engine::face::{Detection, Faces};
+
+    use super::*;
+
+    fn engine(model: &str) -> Engine {
+        Engine {
+            model: model.into(),
+            dim: 3,
+            threshold: Some(0.3),
+            threshold_source: "test".into(),
+            ms: 0.0,
+        }
+    }
+
+    fn face(embedding: [f32; 3]) -> Face {
+        let d = Detection {
+            bbox: [0.0, 0.0, 10.0, 10.0],
+            score: 0.9,
+            kps: [[1.0, 1.0]; 5],
+        };
+        Face {
+            photo: "test".into(),
+            faces: Faces {
+                faces: vec![d],
+                size: 640,
+            },
+            chosen: 0,
+            crop: image::RgbImage::new(112, 112),
+            embedding: embedding.to_vec(),
+        }
+    }
+
+    #[test]
+    fn enrolled_face_is_identified_a_stranger_is_unknown_and_the_gallery_round_trips() {
+        let e = engine("m.onnx");
+        let mut panel = GalleryPanel {
+            name: "ada".into(),
+            ..Default::default()
+        };
+        panel.enroll(&e, &face([1.0, 0.0, 0.0]), "A");
+        let g = panel.gallery.as_ref().unwrap();
+        let ada = g.identify(&[0.9, 0.1, 0.0], TOP_K).unwrap();
+        assert_eq!(ada.identity.as_deref(), Some("ada"));
+        let stranger = g.identify(&[0.0, 1.0, 0.0], TOP_K).unwrap();
+        assert!(stranger.decided && stranger.identity.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.safetensors");
+        panel.gallery.as_ref().unwrap().save(&path).unwrap();
+        let path = path.to_str().unwrap();
+        let mut loaded = GalleryPanel::default();
+        assert!(loaded.load(path, &e).is_ok());
+        assert_eq!(loaded.gallery.as_ref().unwrap().names(), ["ada"]);
+        // Another model's faces are refused, not compared.
+        let err = GalleryPanel::default().load(path, &engine("other.efq"));
+        assert!(err.unwrap_err().contains("other.efq"));
+    }
+}
