@@ -11,7 +11,7 @@ mkdir -p "$EFQ_CACHE"
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 # ---- Debian packages: lavapipe (software Vulkan) for the engine, Chromium for browser tests.
-APT_PKGS=(mesa-vulkan-drivers libvulkan1 chromium chromium-driver unzip fonts-dejavu-core time)
+APT_PKGS=(mesa-vulkan-drivers libvulkan1 chromium chromium-driver unzip fonts-dejavu-core time xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxi6 libxkbcommon-x11-0)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
