@@ -59,6 +59,14 @@ for row in $ROWS; do
     sp02-taylor-qf-adam3-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-3 ;;
     sp02-taylor-ekd-adam4-clean) taylor; ft "$row" "$OUT/mbf-sp02-taylor.onnx" --protocol clean --optimizer adam --lr 1e-4 ;;
     sp02-qf-adam4-clean) pruned; ft "$row" "$OUT/mbf-sp02.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-4 ;;
+    # The recovered pruned student (clean set, 5 epochs) quantized: w8a8 PTQ, then EKD.
+    sp02-rec-w8a8)
+      [ -f "$OUT/mbf-sp02-rec.onnx" ] || $T convert "$OUT/sp02-taylor-qf-adam4-clean-e5/student.efq" --out "$OUT/mbf-sp02-rec.onnx"
+      [ -f "$OUT/mbf-sp02-rec-w8a8.efq" ] || $T quantize --model "$OUT/mbf-sp02-rec.onnx" --bits w8a8 --out "$OUT/mbf-sp02-rec-w8a8.efq"
+      [ -f "$OUT/eval-sp02-rec-w8a8/report.json" ] ||
+        $T eval --model "$OUT/mbf-sp02-rec-w8a8.efq" --teacher "$EFQ_TEACHER" --out "$OUT/eval-sp02-rec-w8a8" | tee "$OUT/eval-sp02-rec-w8a8.txt" ;;
+    sp02-rec-w8a8-ekd-clean) ft "$row" "$OUT/mbf-sp02-rec-w8a8.efq" --protocol clean ;;
+    half-qf-adam3-e5) half; ft "$row" "$OUT/mbf-half.onnx" --loss quantface --optimizer adam --lr 1e-3 --epochs 5 ;;
     half-qf-adam3-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --loss quantface --optimizer adam --lr 1e-3 --epochs 5 ;;
     half-ekd-adam3-clean-e5) half; ft "$row" "$OUT/mbf-half.onnx" --protocol clean --optimizer adam --lr 1e-3 --epochs 5 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;

@@ -24,6 +24,8 @@ ROWS = [
     ("pruned sp02 (Taylor) + QuantFace's loss, Adam 1e-3, clean", f"{OUT}/sp02-taylor-qf-adam3-clean/student.efq", f"{OUT}/sp02-taylor-qf-adam3-clean/eval", f"{OUT}/sp02-taylor-qf-adam3-clean/training.json"),
     ("pruned sp02 (Taylor) + EKD, Adam 1e-4, clean", f"{OUT}/sp02-taylor-ekd-adam4-clean/student.efq", f"{OUT}/sp02-taylor-ekd-adam4-clean/eval", f"{OUT}/sp02-taylor-ekd-adam4-clean/training.json"),
     ("pruned sp02 (L2) + QuantFace's loss, Adam 1e-4, clean", f"{OUT}/sp02-qf-adam4-clean/student.efq", f"{OUT}/sp02-qf-adam4-clean/eval", f"{OUT}/sp02-qf-adam4-clean/training.json"),
+    ("pruned sp02 (Taylor), recovered (Adam, clean, 5 epochs) + w8a8 PTQ", f"{OUT}/mbf-sp02-rec-w8a8.efq", f"{OUT}/eval-sp02-rec-w8a8", None),
+    ("pruned sp02 (Taylor), recovered + w8a8 + EKD, clean", f"{OUT}/sp02-rec-w8a8-ekd-clean/student.efq", f"{OUT}/sp02-rec-w8a8-ekd-clean/eval", f"{OUT}/sp02-rec-w8a8-ekd-clean/training.json"),
     ("pruned sp02 + EKD, clean protocol", f"{OUT}/sp02-ekd-clean/student.efq", f"{OUT}/sp02-ekd-clean/eval", f"{OUT}/sp02-ekd-clean/training.json"),
     ("pruned sp02 + EKD, paper protocol", f"{OUT}/sp02-ekd/student.efq", f"{OUT}/sp02-ekd/eval", f"{OUT}/sp02-ekd/training.json"),
     ("pruned sp02 + QuantFace's loss, clean", f"{OUT}/sp02-quantface-clean/student.efq", f"{OUT}/sp02-quantface-clean/eval", f"{OUT}/sp02-quantface-clean/training.json"),
@@ -32,6 +34,7 @@ ROWS = [
     ("half-width MobileFaceNet, EKD 5 epochs, clean", f"{OUT}/half-ekd-clean-e5/student.efq", f"{OUT}/half-ekd-clean-e5/eval", f"{OUT}/half-ekd-clean-e5/training.json"),
     ("half-width MobileFaceNet, EKD 1 epoch, paper", f"{OUT}/half-ekd-e1/student.efq", f"{OUT}/half-ekd-e1/eval", f"{OUT}/half-ekd-e1/training.json"),
     ("half-width MobileFaceNet, QuantFace's loss, Adam 1e-3, 5 epochs, clean", f"{OUT}/half-qf-adam3-clean-e5/student.efq", f"{OUT}/half-qf-adam3-clean-e5/eval", f"{OUT}/half-qf-adam3-clean-e5/training.json"),
+    ("half-width MobileFaceNet, QuantFace's loss, Adam 1e-3, 5 epochs, paper", f"{OUT}/half-qf-adam3-e5/student.efq", f"{OUT}/half-qf-adam3-e5/eval", f"{OUT}/half-qf-adam3-e5/training.json"),
     ("half-width MobileFaceNet, EKD, Adam 1e-3, 5 epochs, clean", f"{OUT}/half-ekd-adam3-clean-e5/student.efq", f"{OUT}/half-ekd-adam3-clean-e5/eval", f"{OUT}/half-ekd-adam3-clean-e5/training.json"),
 ]
 for extra in sys.argv[3:]:
