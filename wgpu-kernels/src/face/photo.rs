@@ -83,26 +83,24 @@ impl Photo {
             photo: label.clone(),
             why,
         };
-        let mut reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(format!("cannot read: {e}")))?;
-        if reader.format().is_none() {
-            return Err(bad("not a JPEG or PNG image".into()));
-        }
-        let mut limits = image::Limits::default();
-        limits.max_alloc = Some((MAX_PIXELS * 4) as u64);
-        reader.limits(limits);
-        let (w, h) = reader
+        // A reader with the allocation limit, once for the header and once for the pixels.
+        let reader = || -> Result<_, FaceError> {
+            let mut r = image::ImageReader::new(Cursor::new(bytes))
+                .with_guessed_format()
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            if r.format().is_none() {
+                return Err(bad("cannot decode: not a JPEG or PNG image".into()));
+            }
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some((MAX_PIXELS * 4) as u64);
+            r.limits(limits);
+            Ok(r)
+        };
+        let (w, h) = reader()?
             .into_dimensions()
             .map_err(|e| bad(format!("cannot decode: {e}")))?;
         size_ok(&label, w as usize, h as usize)?;
-        let mut reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(format!("cannot read: {e}")))?;
-        let mut limits = image::Limits::default();
-        limits.max_alloc = Some((MAX_PIXELS * 4) as u64);
-        reader.limits(limits);
-        let image = reader
+        let image = reader()?
             .decode()
             .map_err(|e| bad(format!("cannot decode: {e}")))?
             .to_rgb8();
