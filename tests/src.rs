@@ -57,3 +57,41 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// The SCRFD detector set-up installed (`EFQ_DETECTOR`, else the set-up cache).
+pub fn detector() -> PathBuf {
+    let p = std::env::var_os("EFQ_DETECTOR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/efquantface/models/scrfd_500m_bnkps.onnx"))
+        })
+        .expect("EFQ_DETECTOR or HOME must be set");
+    assert!(
+        p.exists(),
+        "detector {} is missing: run `. scripts/setup.sh` first",
+        p.display()
+    );
+    p
+}
+
+/// `default_n` photos of `raw250-sample` (relative to it), evenly spaced over the sorted list;
+/// `EFQ_DETECT_SAMPLE=all` (or a number) asks for more.
+pub fn raw_sample(default_n: usize) -> Vec<PathBuf> {
+    let root = lfw().join("raw250-sample");
+    let mut all = Vec::new();
+    for d in std::fs::read_dir(&root).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            all.push(f.unwrap().path().strip_prefix(&root).unwrap().to_path_buf());
+        }
+    }
+    all.sort();
+    assert!(all.len() > 200, "raw250-sample has {} images", all.len());
+    let n = match std::env::var("EFQ_DETECT_SAMPLE").ok().as_deref() {
+        Some("all") => all.len(),
+        Some(v) => v.parse().expect("EFQ_DETECT_SAMPLE is a number or 'all'"),
+        None => default_n,
+    }
+    .min(all.len());
+    (0..n).map(|i| all[i * all.len() / n].clone()).collect()
+}

@@ -5,7 +5,7 @@
 //! Both run on a few images by default (CI); set `EFQ_DETECT_SAMPLE=all` (or a number) to run
 //! them on the whole `raw250-sample` folder and print the summary figures.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -14,44 +14,7 @@ use efq_shared::detect::{DetectConfig, Detection, Scrfd, iou, letterbox, pick_ce
 use efq_shared::format::Preprocessing;
 use efq_shared::preprocess::{load_face, pixels_to_chw};
 use efq_shared::{cpu, onnx};
-use efq_tests::{cosine, lfw, python, teacher};
-
-fn detector() -> PathBuf {
-    let p = std::env::var_os("EFQ_DETECTOR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/efquantface/models/scrfd_500m_bnkps.onnx"))
-        })
-        .expect("EFQ_DETECTOR or HOME must be set");
-    assert!(
-        p.exists(),
-        "detector {} is missing: run `. scripts/setup.sh` first",
-        p.display()
-    );
-    p
-}
-
-/// `n` images of `raw250-sample`, evenly spaced over the sorted list (all with `EFQ_DETECT_SAMPLE=all`).
-fn sample(default_n: usize) -> Vec<PathBuf> {
-    let root = lfw().join("raw250-sample");
-    let mut all = Vec::new();
-    for d in std::fs::read_dir(&root).unwrap() {
-        let d = d.unwrap().path();
-        for f in std::fs::read_dir(&d).unwrap() {
-            all.push(f.unwrap().path().strip_prefix(&root).unwrap().to_path_buf());
-        }
-    }
-    all.sort();
-    assert!(all.len() > 200, "raw250-sample has {} images", all.len());
-    let n = match std::env::var("EFQ_DETECT_SAMPLE").ok().as_deref() {
-        Some("all") => all.len(),
-        Some(v) => v.parse().expect("EFQ_DETECT_SAMPLE is a number or 'all'"),
-        None => default_n,
-    }
-    .min(all.len());
-    (0..n).map(|i| all[i * all.len() / n].clone()).collect()
-}
+use efq_tests::{cosine, detector, lfw, python, raw_sample, teacher};
 
 fn rgb(path: &Path) -> image::RgbImage {
     image::open(path).unwrap().to_rgb8()
@@ -93,7 +56,7 @@ fn matched(name: &str, ours: &[Detection], theirs: &[Detection], who: &str) -> (
 
 #[test]
 fn scrfd_on_the_cpu_backend_finds_the_faces_onnxruntime_finds() {
-    let images = sample(8);
+    let images = raw_sample(8);
     let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
     assert_eq!(det.heads.len(), 9);
     assert_eq!(det.num_anchors, 2);
@@ -169,7 +132,7 @@ fn scrfd_on_the_cpu_backend_finds_the_faces_onnxruntime_finds() {
 
 #[test]
 fn crops_aligned_from_raw_photos_embed_like_aligned112() {
-    let images = sample(4);
+    let images = raw_sample(4);
     let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
     let retry = Scrfd::import_file(detector(), [320, 320]).unwrap();
     // aligned112's rule (data README): the detection nearest the centre with score > 0.3, at
@@ -239,7 +202,7 @@ fn detector_import_rejects_what_it_cannot_run() {
 #[test]
 fn scrfd_on_the_engine_finds_the_faces_the_cpu_backend_finds() {
     use efq_engine::{GpuModel, GpuOptions, Images, request_blocking};
-    let images = sample(3);
+    let images = raw_sample(3);
     let det = Scrfd::import_file(detector(), [640, 640]).unwrap();
     let gpu = request_blocking(&GpuOptions::default()).expect("a GPU adapter (lavapipe in CI)");
     let model = GpuModel::from_graph_with_outputs(&gpu, &det.graph, &det.head_values(), 1)

@@ -12,35 +12,12 @@ use efq_shared::align::align_face;
 use efq_shared::detect::{DetectConfig, Scrfd, iou, pick_central};
 use efq_shared::preprocess::{flip_horizontal, pixels_to_chw};
 use efq_shared::{cpu, onnx};
-use efq_tests::{cosine, lfw, teacher};
+use efq_tests::{cosine, detector, lfw, raw_sample, teacher};
 
-fn detector() -> PathBuf {
-    std::env::var_os("EFQ_DETECTOR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/efquantface/models/scrfd_500m_bnkps.onnx"))
-        })
-        .expect("EFQ_DETECTOR or HOME must be set")
-}
-
-/// `n` photos of `raw250-sample`, evenly spaced over the sorted list.
+/// `n` photos of `raw250-sample`, as paths.
 fn sample(default_n: usize) -> Vec<PathBuf> {
     let root = lfw().join("raw250-sample");
-    let mut all = Vec::new();
-    for d in std::fs::read_dir(&root).unwrap() {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            all.push(f.unwrap().path());
-        }
-    }
-    all.sort();
-    let n = match std::env::var("EFQ_DETECT_SAMPLE").ok().as_deref() {
-        Some("all") => all.len(),
-        Some(v) => v.parse().expect("EFQ_DETECT_SAMPLE is a number or 'all'"),
-        None => default_n,
-    }
-    .min(all.len());
-    (0..n).map(|i| all[i * all.len() / n].clone()).collect()
+    raw_sample(default_n).iter().map(|p| root.join(p)).collect()
 }
 
 /// Two photos side by side: a picture with two faces.
