@@ -1,7 +1,7 @@
 //! Structured pruning: removing a channel group must compute exactly what the original network
 //! computes once the removed channels' inputs to every consuming layer are zeroed (the
 //! channels then reach nothing), on the naive oracle, for MobileFaceNet- and iresnet-shaped
-//! graphs, both scopes.
+//! graphs of random depth and weights, any selection of channels, both scopes.
 
 use efq_shared::builders::{random_images, tiny_mobilefacenet};
 use efq_shared::graph::{Graph, Op, Weights};
@@ -9,6 +9,9 @@ use efq_shared::prune::{self, Scope, Spaces};
 use efq_shared::pth::generate::{iresnet_state_dict, mobilefacenet_state_dict};
 use efq_shared::pth::{import_bytes, write_state_dict};
 use efq_shared::reference::forward;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// arcface_torch networks at 16×16 input, imported from generated checkpoints.
 fn arcface_graphs() -> Vec<Graph> {
@@ -89,6 +92,53 @@ fn a_pruned_network_computes_the_original_with_the_removed_channels_cut_off() {
             // Dropping terms that are exactly zero leaves the oracle's sums unchanged.
             assert_eq!(got, want, "{} at {sparsity} {scope:?}", g.name);
         }
+    }
+}
+
+/// A random network of one of the three families: the tiny MobileFaceNet (a grouped
+/// convolution, PReLU), arcface_torch's iresnet (residual stages with downsampling) or its
+/// MobileFaceNet (depthwise blocks, residual stages, the flatten into the FC), with random
+/// block counts and weights.
+fn random_graph(family: usize, blocks: [usize; 4], seed: u64) -> Graph {
+    let sd = match family {
+        0 => return tiny_mobilefacenet(16, 8 + (seed % 24) as usize, seed).unwrap(),
+        1 => iresnet_state_dict(blocks, 1, seed),
+        _ => mobilefacenet_state_dict(blocks, 1, 1, seed),
+    };
+    let bytes = write_state_dict(&sd, "g").unwrap();
+    import_bytes(&bytes, "g").unwrap().graph
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever channels the scores pick (random scores here, so any selection), at any
+    /// sparsity and either scope, the pruned network equals the original with the removed
+    /// channels' inputs zeroed, bit for bit on the oracle.
+    #[test]
+    fn any_channel_selection_computes_the_original_with_the_removed_channels_cut_off(
+        family in 0usize..3,
+        blocks in prop::array::uniform4(1usize..3),
+        seed in any::<u64>(),
+        sparsity in 0.05f32..0.6,
+        global in any::<bool>(),
+    ) {
+        let g = random_graph(family, blocks, seed);
+        let sp = prune::spaces(&g).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let scores: Vec<Vec<f32>> = prune::l2_scores(&g, &sp)
+            .iter()
+            .map(|s| s.iter().map(|_| rng.random::<f32>()).collect())
+            .collect();
+        let scope = if global { Scope::Global } else { Scope::PerSpace };
+        let kept = prune::select(&sp, &scores, sparsity, scope).unwrap();
+        let pruned = prune::apply(&g, &sp, &kept).unwrap();
+        prop_assert!(pruned.parameters() <= g.parameters());
+        prop_assert_eq!(pruned.embedding_dim().unwrap(), g.embedding_dim().unwrap());
+        let x = random_images(2, g.input_shape, seed);
+        let want = forward(&zero_removed_inputs(&g, &sp, &kept), &x, 2).unwrap();
+        let got = forward(&pruned, &x, 2).unwrap();
+        prop_assert_eq!(got, want);
     }
 }
 
