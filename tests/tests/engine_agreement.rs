@@ -116,6 +116,31 @@ fn real_quantized_students_on_the_cpu_backend_equal_the_oracle_bit_for_bit() {
     }
 }
 
+/// A pruned teacher (20 % of each channel group removed: channel counts that are no longer
+/// multiples of the kernels' tiles) quantized to w8a8 runs on the engine exactly as on the CPU
+/// backend, which equals the oracle.
+#[test]
+fn pruned_quantized_student_matches_the_cpu_backend_and_the_oracle_bit_for_bit() {
+    use efq_shared::prune::{self, Scope};
+    let gpu = gpu();
+    let graph = prune::prune(&onnx::import_file(teacher()).unwrap(), 0.2, Scope::PerSpace).unwrap();
+    let (_, x) = lfw_images();
+    let ranges = cpu::input_absmax(&graph, &x, N).unwrap();
+    let q = QuantConfig::parse("w8a8").unwrap();
+    let student = quantize_graph(&graph, &q, &ranges).unwrap();
+    let bytes = PackedModel::new(student.clone(), Some(q))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let model = GpuModel::from_bytes(&gpu, &bytes).unwrap();
+    let got = model.forward_blocking(Images::Nchw(&x), N).unwrap();
+    let want = cpu::forward(&student, &x, N).unwrap();
+    assert!(want.iter().any(|v| *v != 0.0));
+    assert_eq!(got, want, "pruned w8a8: engine and the CPU backend differ");
+    let one = &x[..3 * 112 * 112];
+    assert_eq!(reference::forward(&student, one, 1).unwrap(), want[..512]);
+}
+
 fn iresnet_student(depth: usize, cfg: &str) -> (Graph, Vec<f32>) {
     let graph = builders::iresnet(depth, 5).unwrap();
     let x = builders::random_images(2, [3, 112, 112], 9);

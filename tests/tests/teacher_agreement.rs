@@ -149,6 +149,45 @@ fn generated_iresnet18_onnx_runs_in_onnxruntime_like_the_cpu_backend() {
     }
 }
 
+/// `trainer prune`'s default on the real teacher (Taylor scores from one batch of the clean
+/// set, 20 % of each group removed), written as ONNX: onnxruntime, libtorch and the CPU
+/// backend compute the same embeddings, and the pruned network still tells people apart.
+#[test]
+fn pruned_teacher_onnx_runs_in_onnxruntime_like_tch_and_the_cpu_backend() {
+    use efq_shared::prune::{self, Scope};
+    let imported = onnx::import_file_with_conventions(teacher()).unwrap();
+    let g = &imported.graph;
+    let pre = efq_trainer::conventions::for_onnx(&imported, &teacher()).unwrap();
+    let sp = prune::spaces(g).unwrap();
+    let products = efq_trainer::taylor::products(g, &pre, &lfw(), 1, 32, 0).unwrap();
+    let kept = prune::select(
+        &sp,
+        &prune::taylor_scores(&products, &sp),
+        0.2,
+        Scope::PerSpace,
+    )
+    .unwrap();
+    let pruned = prune::apply(g, &sp, &kept).unwrap();
+    assert!(pruned.parameters() * 10 < g.parameters() * 8);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("sp02.onnx");
+    std::fs::write(&model, onnx::export_bytes(&pruned).unwrap()).unwrap();
+    let reread = onnx::import_file(&model).unwrap();
+    let (_, x) = first_images();
+    let ort = onnxruntime_raw(&model, &x, N, "the pruned teacher");
+    let r = cpu::forward(&reread, &x, N).unwrap();
+    let t = tch_forward(&reread, &x);
+    for i in 0..N {
+        let ri = &r[i * 512..][..512];
+        let (ro, rt) = (cosine(ri, &ort[i]), cosine(ri, &t[i * 512..][..512]));
+        assert!(
+            ro >= 0.99999 && rt >= 0.99999,
+            "image {i}: cpu~onnxruntime {ro}, cpu~tch {rt}"
+        );
+    }
+    assert!(cosine(&r[..512], &r[5 * 512..][..512]) < 0.9);
+}
+
 /// Deterministic values in [-1, 1) (a 64-bit LCG): weights for a generated graph.
 fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
