@@ -187,6 +187,56 @@ fn verify_rejects_a_file_that_is_not_an_image() {
     );
 }
 
+/// Each kind of student gets its own recipe by default: a float one (here the teacher itself,
+/// as a pruned or smaller network would be) the feature loss with Adam at 1e-4, a quantized
+/// one EKD with SGD at 1e-3; an option given on the command line still wins.
+#[test]
+fn finetune_defaults_to_the_recipe_of_the_students_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let quantized = quantized_teacher(dir.path());
+    let run = |init: &std::path::Path, out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let o = trainer()
+            .args([
+                "finetune",
+                "--fraction",
+                "0.004",
+                "--batch",
+                "8",
+                "--stop-after",
+                "1",
+            ])
+            .args(["--no-eval", "--train-crops", "insightface112"])
+            .args(extra)
+            .arg("--student-init")
+            .arg(init)
+            .arg("--lfw")
+            .arg(lfw())
+            .arg("--teacher")
+            .arg(teacher())
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        (c["loss"].clone(), c["optimizer"].clone(), c["lr"].clone())
+    };
+    assert_eq!(
+        run(&teacher(), "float", &[]),
+        ("quantface".into(), "adam".into(), 1e-4.into())
+    );
+    assert_eq!(
+        run(&quantized, "quantized", &[]),
+        ("ekd".into(), "sgd".into(), 1e-3.into())
+    );
+    assert_eq!(
+        run(&teacher(), "float-ekd", &["--loss", "ekd"]),
+        ("ekd".into(), "adam".into(), 1e-4.into())
+    );
+}
+
 #[test]
 fn finetune_reads_a_toml_config_and_command_line_options_win() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,15 +49,20 @@ pub struct FinetuneCmd {
     /// `both`; `auto` is `labels` when some identity folder has two training images.
     #[arg(long, value_enum, default_value = "auto")]
     positives: Positives,
-    #[arg(long, value_enum, default_value = "ekd")]
-    loss: LossKind,
+    /// The distillation loss [default: ekd for a quantized student; quantface (the feature
+    /// loss) for a float one — a pruned or smaller network, which EKD barely moves:
+    /// docs/RESULTS.md, "Compression beyond quantization"].
+    #[arg(long, value_enum)]
+    loss: Option<LossKind>,
     /// Samples per step (with two views per image: two of batch/2 images).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    #[arg(long, default_value_t = 0.001)]
-    lr: f64,
-    #[arg(long, value_enum, default_value = "sgd")]
-    optimizer: Optimizer,
+    /// Learning rate [default: 0.001 for a quantized student, 0.0001 for a float one].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// [default: sgd for a quantized student, adam for a float one]
+    #[arg(long, value_enum)]
+    optimizer: Option<Optimizer>,
     /// Hardest negatives (by student cosine) in the EKD negative term.
     #[arg(long, default_value_t = 64)]
     hard_negatives: i64,
@@ -148,6 +153,32 @@ impl FinetuneCmd {
                 p
             }
         };
+        // Two recipes, each the best found for its kind of student (docs/EXPERIMENTS.md):
+        // a quantized student keeps the teacher's weights and only needs its rounding
+        // corrected (EKD, SGD 1e-3); a float student with channels removed or a new shape
+        // must relearn the teacher's features (feature loss, Adam 1e-4).
+        let float = finetune::load_student_init(&student_init)?
+            .manifest
+            .quant
+            .is_none();
+        let (loss, optimizer, lr) = if float {
+            (LossKind::Quantface, Optimizer::Adam, 1e-4)
+        } else {
+            (LossKind::Ekd, Optimizer::Sgd, 1e-3)
+        };
+        let (loss, optimizer, lr) = (
+            c.loss.unwrap_or(loss),
+            c.optimizer.unwrap_or(optimizer),
+            c.lr.unwrap_or(lr),
+        );
+        if float && (c.loss.is_none() || c.optimizer.is_none() || c.lr.is_none()) {
+            let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+            eprintln!(
+                "float student: --loss {} --optimizer {} --lr {lr} (the float recipe)",
+                name(&loss),
+                name(&optimizer)
+            );
+        }
         let mut cfg = FinetuneConfig {
             student_init,
             teacher: teacher.clone(),
@@ -158,9 +189,9 @@ impl FinetuneCmd {
             fraction: c.fraction,
             seed: c.seed,
             batch: c.batch,
-            lr: c.lr,
-            optimizer: c.optimizer,
-            loss: c.loss,
+            lr,
+            optimizer,
+            loss,
             hard_negatives: c.hard_negatives,
             epochs: c.epochs,
             checkpoint_every: c.checkpoint_every,
@@ -176,7 +207,7 @@ impl FinetuneCmd {
         cfg.positives = outcome.positives;
         let mut model = efq_shared::format::PackedModel::new(outcome.graph, init.manifest.quant)?;
         model.manifest.preprocessing = init.manifest.preprocessing.clone();
-        model.manifest.name = format!("{}-{:?}", init.manifest.name, c.loss).to_lowercase();
+        model.manifest.name = format!("{}-{:?}", init.manifest.name, loss).to_lowercase();
         let training = serde_json::json!({
             "config": cfg,
             "steps": outcome.steps,
