@@ -61,7 +61,10 @@ for name, model, ev, training in ROWS:
     if training and os.path.exists(training):
         t = json.load(open(training))
         epochs = t["config"].get("epochs", 1)
-        epoch = f"{t['seconds'] / epochs:.0f} s"
+        # A record from before resumes were accounted for shows a finished run resumed
+        # again as 0 images: no time to report.
+        if t["images"] > 0:
+            epoch = f"{t['seconds'] / epochs:.0f} s"
     print(f"| {name} | {info['parameters'] / 1e6:.2f} | {info['gmac']:.3f} | {info['file_bytes'] / 1e6:.2f} | "
           f"{100 * r['flip']['ten_fold']['mean_accuracy']:.2f} | {tar(r, 1e-4):.2f} | {tar(r, 1e-5):.2f} | "
           f"{'—' if fid is None else f'{fid:.4f}'} | {epoch} |")

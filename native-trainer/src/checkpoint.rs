@@ -28,6 +28,15 @@ pub struct Record {
     /// Optimiser steps taken.
     pub step: usize,
     pub ekd: EkdState,
+    /// Seconds and images of training up to this checkpoint, over every process that
+    /// contributed (0 in checkpoints written before these were kept).
+    #[serde(default)]
+    pub trained_seconds: f64,
+    #[serde(default)]
+    pub trained_images: usize,
+    /// The loss of the step that wrote the checkpoint.
+    #[serde(default)]
+    pub loss: Option<f64>,
 }
 
 /// A checkpoint read back: its record and tensors by name.

@@ -352,7 +352,8 @@ pub struct FinetuneOutcome {
     pub seconds: f64,
     pub images_per_second: f64,
     /// Images/s after this process's first step, which on CUDA also holds cuDNN's
-    /// algorithm search and the allocator's warm-up; None after a single step.
+    /// algorithm search and the allocator's warm-up; None after a single step. (`images`,
+    /// `seconds` and `images_per_second` cover the whole run, resumes included.)
     pub steady_images_per_second: Option<f64>,
     pub final_loss: f64,
     /// With learned ranges: min, median and max over layers of learned / calibrated scale.
@@ -405,6 +406,8 @@ pub fn run(
     let mut opt = Opt::new(cfg.optimizer, cfg.lr, &params);
     let mut ekd = EkdState::new();
     let mut start_step = 0;
+    // Training already done by earlier processes of this run (resumed from a checkpoint).
+    let (mut prior_seconds, mut prior_images, mut prior_loss) = (0.0, 0usize, None);
     // A kill while a file was written leaves its temporary behind; the last complete
     // checkpoint is never one of them.
     for stale in crate::checkpoint::remove_stale_temporaries(out_dir)? {
@@ -438,6 +441,9 @@ pub fn run(
         opt.t = saved.record.step as i64;
         ekd = saved.record.ekd;
         start_step = saved.record.step;
+        prior_seconds = saved.record.trained_seconds;
+        prior_images = saved.record.trained_images;
+        prior_loss = saved.record.loss;
         eprintln!(
             "resuming {} at step {start_step}/{total}",
             out_dir.display()
@@ -600,7 +606,14 @@ pub fn run(
         ));
         if step % cfg.checkpoint_every.max(1) == 0 || step == total {
             let extra = head.as_ref().map(|_| (HEAD_READY, &head_ready));
-            save_checkpoint(out_dir, &params, &opt, &ekd, step, extra)?;
+            let record = crate::checkpoint::Record {
+                step,
+                ekd: ekd.clone(),
+                trained_seconds: prior_seconds + t0.elapsed().as_secs_f64(),
+                trained_images: prior_images + images,
+                loss: Some(lv),
+            };
+            save_checkpoint(out_dir, &params, &opt, &record, extra)?;
         }
         if stop_after.is_some_and(|s| step >= s) {
             break;
@@ -617,18 +630,25 @@ pub fn run(
         r.sort_by(f64::total_cmp);
         [r[0], r[r.len() / 2], r[r.len() - 1]]
     });
+    // A resumed run reports the whole run: its earlier processes' time and images too (a
+    // finished run resumed again adds nothing and keeps its figures).
+    let (total_seconds, total_images) = (prior_seconds + seconds, prior_images + images);
     Ok(FinetuneOutcome {
         positives,
         act_scale_ratio,
         graph: student.to_graph()?,
         steps: step,
-        images,
-        seconds,
-        images_per_second: images as f64 / seconds,
+        images: total_images,
+        seconds: total_seconds,
+        images_per_second: total_images as f64 / total_seconds,
         steady_images_per_second: after_first
             .filter(|&(_, first)| images > first)
             .map(|(t, first)| (images - first) as f64 / (seconds - t)),
-        final_loss: last_loss,
+        final_loss: if last_loss.is_nan() {
+            prior_loss.unwrap_or(f64::NAN)
+        } else {
+            last_loss
+        },
     })
 }
 
@@ -651,8 +671,7 @@ fn save_checkpoint(
     dir: &Path,
     params: &[(String, Tensor)],
     opt: &Opt,
-    ekd: &EkdState,
-    step: usize,
+    record: &crate::checkpoint::Record,
     extra: Option<(&str, &Tensor)>,
 ) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = Vec::new();
@@ -664,9 +683,5 @@ fn save_checkpoint(
         named.push((format!("opt.m.{name}"), opt.m[k].to_device(Device::Cpu)));
         named.push((format!("opt.v.{name}"), opt.v[k].to_device(Device::Cpu)));
     }
-    let record = crate::checkpoint::Record {
-        step,
-        ekd: ekd.clone(),
-    };
-    crate::checkpoint::save(dir, &named, &record)
+    crate::checkpoint::save(dir, &named, record)
 }

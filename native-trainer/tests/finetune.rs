@@ -508,4 +508,17 @@ fn an_aborted_trainer_process_resumes_to_the_same_student() {
             .join("killed/.checkpoint.safetensors.tmp")
             .exists()
     );
+    // The resumed run's record covers the whole run: the killed process's kept steps too,
+    // and so does resuming the finished run once more.
+    let images = |out: &str| {
+        let t: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(out).join("training.json")).unwrap(),
+        )
+        .unwrap();
+        (t["images"].as_u64().unwrap(), t["final_loss"].as_f64())
+    };
+    assert_eq!(images("killed").0, images("whole").0);
+    let again = run("killed", None, true);
+    assert!(again.status.success());
+    assert_eq!(images("killed"), images("whole"));
 }
