@@ -1,7 +1,8 @@
 """The compression table (docs/RESULTS.md "Compression beyond quantization") from the reports
 bench/compression_rows.sh writes. Usage: python3 bench/compression_table.py OUT_DIR [TEACHER_EVAL]
 (TEACHER_EVAL: the teacher's eval folder, default out/eval-w600k_mbf). Sizes come from
-`trainer inspect --json` of each row's model."""
+`trainer inspect --json` of each row's model, latencies (one face, ms) from OUT_DIR/latency.json
+(bench/compression_latency.sh) where it has the row's model."""
 import json
 import os
 import subprocess
@@ -42,14 +43,27 @@ for extra in sys.argv[3:]:
     ROWS.append((name, model, ev, None))
 
 
+# Latency per face (batch 1, ms) by model file, from bench/compression_latency.sh.
+LATENCY = {}
+if os.path.exists(f"{OUT}/latency.json"):
+    for row in json.load(open(f"{OUT}/latency.json")):
+        one = next(b for b in row["bench"] if b["batch"] == 1)
+        LATENCY[(os.path.realpath(row["model"]), row["backend"])] = one["latency_ms"]
+
+
+def latency(model, backend):
+    ms = LATENCY.get((os.path.realpath(model), backend))
+    return "—" if ms is None else f"{ms:.1f}"
+
+
 def tar(report, far):
     for t in report["flip"]["all_pairs"]["tar_at_far"]:
         if abs(t["far"] - far) < far * 1e-6:
             return 100 * t["tar"]
 
 
-print("| model | parameters (M) | GMAC | file MB | LFW 10-fold % | TAR % @ 1e-4 | @ 1e-5 | fidelity | epoch |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| model | parameters (M) | GMAC | file MB | LFW 10-fold % | TAR % @ 1e-4 | @ 1e-5 | fidelity | epoch | CPU ms | engine ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, model, ev, training in ROWS:
     rep = os.path.join(ev, "report.json")
     if not (os.path.exists(model) and os.path.exists(rep)):
@@ -67,4 +81,4 @@ for name, model, ev, training in ROWS:
             epoch = f"{t['seconds'] / epochs:.0f} s"
     print(f"| {name} | {info['parameters'] / 1e6:.2f} | {info['gmac']:.3f} | {info['file_bytes'] / 1e6:.2f} | "
           f"{100 * r['flip']['ten_fold']['mean_accuracy']:.2f} | {tar(r, 1e-4):.2f} | {tar(r, 1e-5):.2f} | "
-          f"{'—' if fid is None else f'{fid:.4f}'} | {epoch} |")
+          f"{'—' if fid is None else f'{fid:.4f}'} | {epoch} | {latency(model, 'cpu')} | {latency(model, 'wgpu')} |")
