@@ -207,8 +207,7 @@ impl GpuGallery {
         let (gpu, n, dim) = (&self.gpu, self.gallery.len(), self.gallery.dim);
         let device = &gpu.device;
         let bytes = (count * n * 4) as u64;
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = gpu.error_scopes();
         let probes = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("gallery probes"),
             contents: bytemuck::cast_slice(q),
@@ -297,39 +296,8 @@ impl GpuGallery {
             }
         }
         encoder.copy_buffer_to_buffer(&scores, 0, &readback, 0, bytes);
-        gpu.queue.submit([encoder.finish()]);
-        let validation = validation.pop();
-        let oom = oom.pop();
-
-        let (tx, rx) = futures_channel::oneshot::channel();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| EngineError::Gpu(e.to_string()))?;
-        if let Some(e) = validation.await {
-            return Err(EngineError::Gpu(e.to_string()));
-        }
-        if let Some(e) = oom.await {
-            return Err(EngineError::Gpu(format!(
-                "out of GPU memory scoring {count} probes against {n} faces: {e}"
-            )));
-        }
-        let mapped = rx
+        let during = format!("scoring {count} probes against {n} faces");
+        gpu.submit_and_read(encoder, scopes, &readback, bytes, "scores", &during)
             .await
-            .map_err(|_| EngineError::DeviceLost("read-back was cancelled".into()))?;
-        gpu.check_alive()?;
-        mapped.map_err(|e| EngineError::Gpu(format!("reading scores back: {e}")))?;
-        let values = {
-            let view = readback
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| EngineError::Gpu(format!("reading scores back: {e:?}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        readback.unmap();
-        Ok(values)
     }
 }

@@ -88,6 +88,12 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
 }
 
+/// Error scopes around one submission (see [`Gpu::error_scopes`]).
+pub(crate) struct ErrorScopes {
+    oom: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
+}
+
 impl Gpu {
     /// Opens the best adapter wgpu finds and a device with the largest buffer limits it allows.
     ///
@@ -187,6 +193,63 @@ impl Gpu {
             pipelines: Arc::new(Mutex::new(HashMap::new())),
             lost,
         }
+    }
+
+    /// Opens the error scopes that [`Gpu::submit_and_read`] closes: validation and
+    /// out-of-memory errors raised while the work is recorded come back as errors instead of
+    /// reaching wgpu's default handler, which panics.
+    pub(crate) fn error_scopes(&self) -> ErrorScopes {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        ErrorScopes { oom, validation }
+    }
+
+    /// Submits `encoder`, whose last commands copy the results into `readback`, waits for the
+    /// device, and returns `readback`'s first `bytes` as f32s. `what` names the results
+    /// ("scores", "results") and `during` the work ("at batch 4") in the errors.
+    pub(crate) async fn submit_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        scopes: ErrorScopes,
+        readback: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+        during: &str,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.queue.submit([encoder.finish()]);
+        // Scopes close in the reverse order of their opening.
+        let validation = scopes.validation.pop();
+        let oom = scopes.oom.pop();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        readback
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| EngineError::Gpu(e.to_string()))?;
+        if let Some(e) = validation.await {
+            return Err(EngineError::Gpu(e.to_string()));
+        }
+        if let Some(e) = oom.await {
+            return Err(EngineError::Gpu(format!("out of GPU memory {during}: {e}")));
+        }
+        let mapped = rx
+            .await
+            .map_err(|_| EngineError::DeviceLost("read-back was cancelled".into()))?;
+        self.check_alive()?;
+        mapped.map_err(|e| EngineError::Gpu(format!("reading {what} back: {e}")))?;
+        let values = {
+            let view = readback
+                .slice(..bytes)
+                .get_mapped_range()
+                .map_err(|e| EngineError::Gpu(format!("reading {what} back: {e:?}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        readback.unmap();
+        Ok(values)
     }
 
     /// Fails with [`EngineError::DeviceLost`] once the device is gone.

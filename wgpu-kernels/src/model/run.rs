@@ -124,8 +124,7 @@ impl GpuModel {
         read: Read,
     ) -> Result<Vec<f32>, EngineError> {
         let device = &self.gpu.device;
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scopes = self.gpu.error_scopes();
         self.gpu.queue.write_buffer(&self.upload, 0, upload);
         self.gpu.queue.write_buffer(
             &self.run_uniform,
@@ -161,44 +160,10 @@ impl GpuModel {
             encoder.copy_buffer_to_buffer(buf, 0, &self.readback, bytes, size);
             bytes += size;
         }
-        self.gpu.queue.submit([encoder.finish()]);
-        let validation = validation.pop();
-        let oom = oom.pop();
-
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.readback
-            .slice(..bytes)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-        #[cfg(not(target_arch = "wasm32"))]
+        let during = format!("at batch {b}");
         self.gpu
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| EngineError::Gpu(e.to_string()))?;
-        if let Some(e) = validation.await {
-            return Err(EngineError::Gpu(e.to_string()));
-        }
-        if let Some(e) = oom.await {
-            return Err(EngineError::Gpu(format!(
-                "out of GPU memory at batch {b}: {e}"
-            )));
-        }
-        let mapped = rx
+            .submit_and_read(encoder, scopes, &self.readback, bytes, "results", &during)
             .await
-            .map_err(|_| EngineError::DeviceLost("read-back was cancelled".into()))?;
-        self.gpu.check_alive()?;
-        mapped.map_err(|e| EngineError::Gpu(format!("reading results back: {e}")))?;
-        let values = {
-            let view = self
-                .readback
-                .slice(..bytes)
-                .get_mapped_range()
-                .map_err(|e| EngineError::Gpu(format!("reading results back: {e:?}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        self.readback.unmap();
-        Ok(values)
     }
 
     /// Blocking [`GpuModel::embed`] for native code.
