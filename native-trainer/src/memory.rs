@@ -30,16 +30,4 @@ pub fn release_free_memory() {
     }
 }
 
-/// Peak resident memory of this process so far (Linux `VmHWM`), MB; 0 where unknown.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+pub use efq_shared::measure::peak_rss_mb;

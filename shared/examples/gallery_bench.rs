@@ -4,32 +4,9 @@
 
 use std::time::Instant;
 
+use efq_shared::builders::{random_gallery, random_images};
 use efq_shared::gallery::Gallery;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
-}
+use efq_shared::measure::{median_ms, peak_rss_mb};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,14 +16,8 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| format!("/tmp/gallery-{n}.safetensors"));
     let dim = 512;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let mut g = Gallery::new(dim, "generated", Some(0.3));
-    let mut e = vec![0f32; dim];
     let t = Instant::now();
-    for i in 0..n {
-        e.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0));
-        g.enroll(&format!("person {}", i / 3), &e).unwrap();
-    }
+    let g = random_gallery(n, dim, 1);
     let enroll_s = t.elapsed().as_secs_f64();
     g.save(&path).unwrap();
     drop(g);
@@ -54,9 +25,7 @@ fn main() {
     let t = Instant::now();
     let g = Gallery::load(&path).unwrap();
     let load_s = t.elapsed().as_secs_f64();
-    let probes: Vec<f32> = (0..100 * dim)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let probes = random_images(100, [dim, 1, 1], 2);
     let one = median_ms(|| drop(g.identify(&probes[..dim], 5).unwrap()), 21);
     let hundred = median_ms(|| drop(g.identify_batch(&probes, 100, 5).unwrap()), 7);
     let bytes = std::fs::metadata(&path).unwrap().len();

@@ -205,6 +205,20 @@ pub fn random_images(n: usize, shape: [usize; 3], seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A gallery of `n` seeded random `dim`-d faces, three per person ("person 0", …), with
+/// threshold 0.3: for the 1:N search benchmarks and tests.
+pub fn random_gallery(n: usize, dim: usize, seed: u64) -> crate::gallery::Gallery {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut g = crate::gallery::Gallery::new(dim, "generated", Some(0.3));
+    let mut e = vec![0f32; dim];
+    for i in 0..n {
+        e.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0));
+        g.enroll(&format!("person {}", i / 3), &e)
+            .expect("a finite embedding of the gallery's width");
+    }
+    g
+}
+
 /// Gives every quantized input below 8 bits of `g` a split activation grid, `lo = −(k mod
 /// (2·qmax + 1))` for the k-th of them: for tests that every implementation follows each
 /// layer's own levels (the trainer's calibration chooses them from data).

@@ -12,6 +12,7 @@ pub mod format;
 pub mod gallery;
 pub mod graph;
 pub mod limits;
+pub mod measure;
 pub mod model_file;
 pub mod onnx;
 pub mod preprocess;

@@ -11,35 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use efq_engine::{GpuGallery, GpuOptions, request_blocking};
-use efq_shared::gallery::Gallery;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use efq_shared::builders::{random_gallery, random_images};
+use efq_shared::measure::{median_ms, peak_rss_mb};
 
 const DIM: usize = 512;
 const K: usize = 5;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sizes: Vec<usize> = std::env::args()
@@ -57,17 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| faces | probes | CPU median ms | GPU median ms | GPU upload ms | same best match | peak RSS MB |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let probes: Vec<f32> = (0..100 * DIM)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let probes = random_images(100, [DIM, 1, 1], 2);
     for n in sizes {
-        let mut g = Gallery::new(DIM, "generated", Some(0.3));
-        let mut e = vec![0f32; DIM];
-        for i in 0..n {
-            e.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0));
-            g.enroll(&format!("person {}", i / 3), &e)?;
-        }
+        let g = random_gallery(n, DIM, 1);
         let g = Arc::new(g);
         let t = Instant::now();
         let on_gpu = GpuGallery::from_shared(&gpu, g.clone())?;
