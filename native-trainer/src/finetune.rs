@@ -235,15 +235,14 @@ impl Opt {
                         let _ = p.g_sub_(&(&self.m[k] * self.lr));
                     }
                     Optimizer::Adam => {
-                        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
-                        let _ = self.m[k].g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                        let _ = self.v[k]
-                            .g_mul_scalar_(b2)
-                            .g_add_(&(g.square() * (1.0 - b2)));
-                        let mh = &self.m[k] / (1.0 - b1.powi(self.t as i32));
-                        let vh = &self.v[k] / (1.0 - b2.powi(self.t as i32));
+                        let d = crate::optim::adam_direction(
+                            &mut self.m[k],
+                            &mut self.v[k],
+                            &g,
+                            self.t,
+                        );
                         let mut p = p.shallow_clone();
-                        let _ = p.g_sub_(&(mh / (vh.sqrt() + eps) * self.lr));
+                        let _ = p.g_sub_(&(d * self.lr));
                     }
                 }
                 let mut g = g;

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod loss;
 pub mod memory;
 pub mod net;
+pub mod optim;
 pub mod paths;
 pub mod photos;
 pub mod plot;

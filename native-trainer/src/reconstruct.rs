@@ -854,19 +854,13 @@ impl AdamState {
         } else {
             1.0
         };
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         tch::no_grad(|| {
             let g = self.param.grad();
             if !g.defined() {
                 return;
             }
-            self.m = &self.m * b1 + &g * (1.0 - b1);
-            self.v = &self.v * b2 + g.square() * (1.0 - b2);
-            let mh = &self.m / (1.0 - b1.powi(k as i32));
-            let vh = &self.v / (1.0 - b2.powi(k as i32));
-            let _ = self
-                .param
-                .g_sub_(&(mh / (vh.sqrt() + eps) * &self.unit * factor));
+            let d = crate::optim::adam_direction(&mut self.m, &mut self.v, &g, k as i64);
+            let _ = self.param.g_sub_(&(d * &self.unit * factor));
             if let Some((lo, hi)) = &self.bounds {
                 let clamped = self.param.maximum(lo).minimum(hi);
                 self.param.copy_(&clamped);
