@@ -193,84 +193,47 @@ impl Student {
             };
             let layer = match &node.op {
                 Op::Conv {
-                    weights: Weights::Quant(q),
+                    weights,
                     bias,
-                    attrs,
-                    input_quant: Some(aq),
+                    input_quant,
+                    ..
+                }
+                | Op::Gemm {
+                    weights,
+                    bias,
+                    input_quant,
                 } => {
-                    let (w, b) = linear_params(q, bias, device);
+                    let (w, b, quant, act) = match (weights, input_quant) {
+                        (Weights::Quant(q), Some(aq)) => {
+                            let (w, b) = linear_params(q, bias, device);
+                            (w, b, Some((q.bits, *aq)), act_param(aq, ranges, device))
+                        }
+                        (Weights::Float(t), None) => (
+                            param(&t.data, &t.shape, device),
+                            param(bias, &[bias.len()], device),
+                            None,
+                            None,
+                        ),
+                        _ => bail!(
+                            "layer '{nm}' mixes float and quantized parts: fine-tuning takes a \
+                             quantized student or a float one"
+                        ),
+                    };
                     reg("weight", &w);
                     reg("bias", &b);
-                    let act = act_param(aq, ranges, device);
                     if let Some(a) = &act {
                         reg("act_scale", a);
                     }
-                    Layer::Conv {
-                        w,
-                        b,
-                        attrs: *attrs,
-                        quant: Some((q.bits, *aq)),
-                        act,
+                    match &node.op {
+                        Op::Conv { attrs, .. } => Layer::Conv {
+                            w,
+                            b,
+                            attrs: *attrs,
+                            quant,
+                            act,
+                        },
+                        _ => Layer::Gemm { w, b, quant, act },
                     }
-                }
-                Op::Gemm {
-                    weights: Weights::Quant(q),
-                    bias,
-                    input_quant: Some(aq),
-                } => {
-                    let (w, b) = linear_params(q, bias, device);
-                    reg("weight", &w);
-                    reg("bias", &b);
-                    let act = act_param(aq, ranges, device);
-                    if let Some(a) = &act {
-                        reg("act_scale", a);
-                    }
-                    Layer::Gemm {
-                        w,
-                        b,
-                        quant: Some((q.bits, *aq)),
-                        act,
-                    }
-                }
-                Op::Conv {
-                    weights: Weights::Float(t),
-                    bias,
-                    attrs,
-                    input_quant: None,
-                } => {
-                    let w = param(&t.data, &t.shape, device);
-                    let b = param(bias, &[bias.len()], device);
-                    reg("weight", &w);
-                    reg("bias", &b);
-                    Layer::Conv {
-                        w,
-                        b,
-                        attrs: *attrs,
-                        quant: None,
-                        act: None,
-                    }
-                }
-                Op::Gemm {
-                    weights: Weights::Float(t),
-                    bias,
-                    input_quant: None,
-                } => {
-                    let w = param(&t.data, &t.shape, device);
-                    let b = param(bias, &[bias.len()], device);
-                    reg("weight", &w);
-                    reg("bias", &b);
-                    Layer::Gemm {
-                        w,
-                        b,
-                        quant: None,
-                        act: None,
-                    }
-                }
-                Op::Conv { .. } | Op::Gemm { .. } => {
-                    bail!(
-                        "layer '{nm}' mixes float and quantized parts: fine-tuning takes a \
-                         quantized student or a float one"
-                    )
                 }
                 Op::Affine { scale, shift } => {
                     let (s, t) = (
