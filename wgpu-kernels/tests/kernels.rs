@@ -401,8 +401,54 @@ fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
         )
 }
 
+/// One group, input and output channels in fours (conv_f32_block.wgsl's 8-pixel blocks of 8
+/// or 16 output channels): output channel counts that are not multiples of the channel tile,
+/// pixel counts not multiples of 8, 1×1 at stride 1 without padding (its pointwise form) as
+/// often as the rest.
+fn float_block_cases() -> impl Strategy<Value = FloatCase> {
+    (
+        (1usize..=5, prop_oneof![1usize..=6, Just(4), Just(5)]),
+        prop_oneof![
+            1 => Just((1usize, 1usize, 1usize, 1usize, [0usize; 4])),
+            1 => ((1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2), (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2))
+                .prop_map(|((kh, kw, s, d), p)| (kh, kw, s, d, [p.0, p.1, p.2, p.3])),
+        ],
+        (1usize..=3, 0usize..=9, 0usize..=9),
+        (0u8..=2, any::<u64>()),
+    )
+        .prop_map(
+            |((words, out_words), (kh, kw, stride, dil, pads), (batch, dh, dw), (act, seed))| {
+                FloatCase {
+                    conv: ConvCase {
+                        batch,
+                        in_c: 4 * words,
+                        h: dil * (kh - 1) + 1 + dh,
+                        w: dil * (kw - 1) + 1 + dw,
+                        out_c: 4 * out_words,
+                        kernel: [kh, kw],
+                        attrs: attrs(stride, pads, dil, 1),
+                        bits: None,
+                        prelu: false,
+                        seed,
+                    },
+                    activation: act,
+                }
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The oracle sums in another order (a blocked product), so the float tolerance.
+    #[test]
+    fn float_conv_in_8_pixel_blocks_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
+        let (graph, input) = float_case_graph(&case);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+    }
 
     #[test]
     fn float_conv_in_words_of_four_matches_the_oracle_within_1e5_relative(case in float_word_cases()) {

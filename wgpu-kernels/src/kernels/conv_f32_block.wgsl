@@ -1,0 +1,252 @@
+// Float32 convolution with one group whose input and output channels both come in fours
+// (SCRFD's full 1×1 and 3×3 layers): each invocation owns a block of TILE_P = 8 output pixels
+// × TILE_O output channels (8 or 16), held as vec4s of four output channels per pixel.
+//
+// On CPU rasterisers (lavapipe) every load from a storage buffer runs as a loop over the
+// SIMD lanes, whether or not the lanes share the address, so the cost of a convolution there
+// is its loads, not its multiply-adds. conv_f32_vec4.wgsl loads 4 input words and 8 weight
+// words for 4 × 8 × 4 multiply-adds; this block loads 8 input words (four input channels of
+// each pixel) and TILE_O weight words (four output channels at one input channel, weights
+// in HWIO) for 8 × TILE_O × 4: 1.5× (TILE_O 8) to 2× (TILE_O 16) the work per load. The
+// output is stored as vec4 words of four channels. Which (pixel block, channel block) an
+// invocation owns comes from its flat index, pixel blocks fastest, so lanes never idle on a
+// small image; on a GPU the lanes of a wave still share their channel block and so their
+// weight words.
+//
+// Each output sums over taps, then input channels in order, from zero, then adds the bias: the
+// order of conv_f32_vec4.wgsl, whose results it reproduces bit for bit.
+
+override TILE_O: u32 = 8u; // 8 or 16
+override PRELU: bool = false;
+// A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
+override RELU: bool = false;
+// A 1×1 convolution at stride 1 without padding: no tap or padding arithmetic.
+override POINTWISE: bool = false;
+const TILE_P: u32 = 8u;
+
+struct Params {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32, // a multiple of 4
+    group_channels: u32, // = in_c (one group)
+    out_h: u32,
+    out_w: u32,
+    out_c: u32, // a multiple of 4
+    out_per_group: u32,
+    k_h: u32,
+    k_w: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_top: u32,
+    pad_left: u32,
+    dil_y: u32,
+    dil_x: u32,
+    shared_slope: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>; // HWIO, O in words of four
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // NHWC, C in words of four
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> slope: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>; // NHWC, C in words of four
+
+struct Run {
+    images: u32,
+}
+@group(0) @binding(6) var<uniform> run: Run;
+
+// One pixel's input word (four input channels) against the four weight words of those input
+// channels (each four output channels), summed input channel by input channel in order.
+fn mac(a: vec4<f32>, xv: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+    var s = a + w0 * xv.x;
+    s = s + w1 * xv.y;
+    s = s + w2 * xv.z;
+    return s + w3 * xv.w;
+}
+
+// The epilogue of one pixel's word of four output channels: bias, then PReLU or ReLU.
+fn finish(a: vec4<f32>, b: vec4<f32>, q: u32) -> vec4<f32> {
+    let o = 4u * q;
+    var v = a + b;
+    if PRELU {
+        let shared_slope = p.shared_slope != 0u;
+        let s = vec4<f32>(
+            slope[select(o, 0u, shared_slope)],
+            slope[select(o + 1u, 0u, shared_slope)],
+            slope[select(o + 2u, 0u, shared_slope)],
+            slope[select(o + 3u, 0u, shared_slope)],
+        );
+        v = select(v * s, v, v > vec4<f32>());
+    }
+    if RELU {
+        v = select(vec4<f32>(), v, v > vec4<f32>());
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let out_pixels = p.out_h * p.out_w;
+    let pixel_blocks = (out_pixels + TILE_P - 1u) / TILE_P;
+    let out_words = p.out_c / 4u;
+    let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
+    let flat = gid.y * nwg.x * 64u + gid.x;
+    // No early return: lanes past the last block compute on clamped indices and skip their
+    // stores.
+    let live = flat < pixel_blocks * channel_blocks;
+    let f = min(flat, pixel_blocks * channel_blocks - 1u);
+    let p0 = (f % pixel_blocks) * TILE_P;
+    let q0 = (f / pixel_blocks) * (TILE_O / 4u);
+    let n = gid.z;
+    let in_words = p.in_c / 4u;
+    let image = n * p.in_h * p.in_w;
+    // Each pixel's first input row and column: one division for the block's first pixel,
+    // then steps along the row (a division per lane is a loop over the lanes on CPUs).
+    var top: array<i32, TILE_P>;
+    var left: array<i32, TILE_P>;
+    var row = p0 / p.out_w;
+    var col = p0 - row * p.out_w;
+    for (var pi = 0u; pi < TILE_P; pi++) {
+        // Pixels past the last repeat it.
+        let past = p0 + pi >= out_pixels;
+        top[pi] = select(i32(row * p.stride_y) - i32(p.pad_top), top[max(pi, 1u) - 1u], past);
+        left[pi] = select(i32(col * p.stride_x) - i32(p.pad_left), left[max(pi, 1u) - 1u], past);
+        col += 1u;
+        if col == p.out_w {
+            col = 0u;
+            row += 1u;
+        }
+    }
+    let last = out_words - 1u;
+    let q1 = min(q0 + 1u, last);
+    let q2 = min(q0 + 2u, last);
+    let q3 = min(q0 + 3u, last);
+    // Named accumulators: aP_Q for pixel P and output word Q (see conv_int.wgsl: software
+    // rasterisers keep loop-indexed arrays in memory).
+    var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
+    var a4_0 = vec4<f32>(); var a5_0 = vec4<f32>(); var a6_0 = vec4<f32>(); var a7_0 = vec4<f32>();
+    var a0_1 = vec4<f32>(); var a1_1 = vec4<f32>(); var a2_1 = vec4<f32>(); var a3_1 = vec4<f32>();
+    var a4_1 = vec4<f32>(); var a5_1 = vec4<f32>(); var a6_1 = vec4<f32>(); var a7_1 = vec4<f32>();
+    var a0_2 = vec4<f32>(); var a1_2 = vec4<f32>(); var a2_2 = vec4<f32>(); var a3_2 = vec4<f32>();
+    var a4_2 = vec4<f32>(); var a5_2 = vec4<f32>(); var a6_2 = vec4<f32>(); var a7_2 = vec4<f32>();
+    var a0_3 = vec4<f32>(); var a1_3 = vec4<f32>(); var a2_3 = vec4<f32>(); var a3_3 = vec4<f32>();
+    var a4_3 = vec4<f32>(); var a5_3 = vec4<f32>(); var a6_3 = vec4<f32>(); var a7_3 = vec4<f32>();
+    for (var ky = 0u; ky < p.k_h; ky++) {
+        for (var kx = 0u; kx < p.k_w; kx++) {
+            var base: array<u32, TILE_P>;
+            var inside: array<bool, TILE_P>;
+            for (var pi = 0u; pi < TILE_P; pi++) {
+                if POINTWISE {
+                    // 1×1, stride 1, no padding: the output pixel is the input pixel.
+                    inside[pi] = true;
+                    base[pi] = (image + min(p0 + pi, out_pixels - 1u)) * in_words;
+                } else {
+                    let iy = top[pi] + i32(ky * p.dil_y);
+                    let ix = left[pi] + i32(kx * p.dil_x);
+                    inside[pi] = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
+                    base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * in_words, inside[pi]);
+                }
+            }
+            // The tap's weights: row (tap · in_c + input channel), words of output channels.
+            let tap_row = (ky * p.k_w + kx) * p.in_c;
+            for (var j = 0u; j < in_words; j++) {
+                let x0 = select(vec4<f32>(), x[base[0] + j], inside[0]);
+                let x1 = select(vec4<f32>(), x[base[1] + j], inside[1]);
+                let x2 = select(vec4<f32>(), x[base[2] + j], inside[2]);
+                let x3 = select(vec4<f32>(), x[base[3] + j], inside[3]);
+                let x4 = select(vec4<f32>(), x[base[4] + j], inside[4]);
+                let x5 = select(vec4<f32>(), x[base[5] + j], inside[5]);
+                let x6 = select(vec4<f32>(), x[base[6] + j], inside[6]);
+                let x7 = select(vec4<f32>(), x[base[7] + j], inside[7]);
+                let r = (tap_row + 4u * j) * out_words;
+                let r1 = r + out_words;
+                let r2 = r1 + out_words;
+                let r3 = r2 + out_words;
+                {
+                    let w0 = w[r + q0];
+                    let w1 = w[r1 + q0];
+                    let w2 = w[r2 + q0];
+                    let w3 = w[r3 + q0];
+                    a0_0 = mac(a0_0, x0, w0, w1, w2, w3);
+                    a1_0 = mac(a1_0, x1, w0, w1, w2, w3);
+                    a2_0 = mac(a2_0, x2, w0, w1, w2, w3);
+                    a3_0 = mac(a3_0, x3, w0, w1, w2, w3);
+                    a4_0 = mac(a4_0, x4, w0, w1, w2, w3);
+                    a5_0 = mac(a5_0, x5, w0, w1, w2, w3);
+                    a6_0 = mac(a6_0, x6, w0, w1, w2, w3);
+                    a7_0 = mac(a7_0, x7, w0, w1, w2, w3);
+                }
+                {
+                    let w0 = w[r + q1];
+                    let w1 = w[r1 + q1];
+                    let w2 = w[r2 + q1];
+                    let w3 = w[r3 + q1];
+                    a0_1 = mac(a0_1, x0, w0, w1, w2, w3);
+                    a1_1 = mac(a1_1, x1, w0, w1, w2, w3);
+                    a2_1 = mac(a2_1, x2, w0, w1, w2, w3);
+                    a3_1 = mac(a3_1, x3, w0, w1, w2, w3);
+                    a4_1 = mac(a4_1, x4, w0, w1, w2, w3);
+                    a5_1 = mac(a5_1, x5, w0, w1, w2, w3);
+                    a6_1 = mac(a6_1, x6, w0, w1, w2, w3);
+                    a7_1 = mac(a7_1, x7, w0, w1, w2, w3);
+                }
+                if TILE_O > 8u {
+                    {
+                        let w0 = w[r + q2];
+                        let w1 = w[r1 + q2];
+                        let w2 = w[r2 + q2];
+                        let w3 = w[r3 + q2];
+                        a0_2 = mac(a0_2, x0, w0, w1, w2, w3);
+                        a1_2 = mac(a1_2, x1, w0, w1, w2, w3);
+                        a2_2 = mac(a2_2, x2, w0, w1, w2, w3);
+                        a3_2 = mac(a3_2, x3, w0, w1, w2, w3);
+                        a4_2 = mac(a4_2, x4, w0, w1, w2, w3);
+                        a5_2 = mac(a5_2, x5, w0, w1, w2, w3);
+                        a6_2 = mac(a6_2, x6, w0, w1, w2, w3);
+                        a7_2 = mac(a7_2, x7, w0, w1, w2, w3);
+                    }
+                    {
+                        let w0 = w[r + q3];
+                        let w1 = w[r1 + q3];
+                        let w2 = w[r2 + q3];
+                        let w3 = w[r3 + q3];
+                        a0_3 = mac(a0_3, x0, w0, w1, w2, w3);
+                        a1_3 = mac(a1_3, x1, w0, w1, w2, w3);
+                        a2_3 = mac(a2_3, x2, w0, w1, w2, w3);
+                        a3_3 = mac(a3_3, x3, w0, w1, w2, w3);
+                        a4_3 = mac(a4_3, x4, w0, w1, w2, w3);
+                        a5_3 = mac(a5_3, x5, w0, w1, w2, w3);
+                        a6_3 = mac(a6_3, x6, w0, w1, w2, w3);
+                        a7_3 = mac(a7_3, x7, w0, w1, w2, w3);
+                    }
+                }
+            }
+        }
+    }
+    if !live {
+        return;
+    }
+    var acc = array<vec4<f32>, 32>(
+        a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0,
+        a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1,
+        a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, a6_2, a7_2,
+        a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
+    );
+    for (var qi = 0u; qi < TILE_O / 4u; qi++) {
+        let q = q0 + qi;
+        if q >= out_words {
+            break;
+        }
+        let b = bias[q];
+        for (var pi = 0u; pi < TILE_P; pi++) {
+            let pp = p0 + pi;
+            if pp < out_pixels {
+                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * TILE_P + pi], b, q);
+            }
+        }
+    }
+}
