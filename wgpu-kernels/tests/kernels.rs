@@ -401,9 +401,9 @@ fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
         )
 }
 
-/// One group, input and output channels in fours (conv_f32_block.wgsl's 8-pixel blocks of 8
-/// or 16 output channels): output channel counts that are not multiples of the channel tile,
-/// pixel counts not multiples of 8, 1×1 at stride 1 without padding (its pointwise form) as
+/// One group, input and output channels in fours (conv_f32_block.wgsl's 16-pixel blocks of 8
+/// or 16 output channels): output channel counts that are not multiples of the channel tile
+/// (4–24, both tiles), pixel counts not multiples of 16, 1×1 at stride 1 without padding (its pointwise form) as
 /// often as the rest.
 fn float_block_cases() -> impl Strategy<Value = FloatCase> {
     (
@@ -442,7 +442,7 @@ proptest! {
 
     /// The oracle sums in another order (a blocked product), so the float tolerance.
     #[test]
-    fn float_conv_in_8_pixel_blocks_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
+    fn float_conv_in_pixel_blocks_with_channels_in_fours_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
         let (graph, input) = float_case_graph(&case);
         let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);

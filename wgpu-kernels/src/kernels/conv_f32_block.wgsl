@@ -1,17 +1,20 @@
 // Float32 convolution with one group whose input and output channels both come in fours
-// (SCRFD's full 1×1 and 3×3 layers): each invocation owns a block of TILE_P = 8 output pixels
-// × TILE_O output channels (8 or 16), held as vec4s of four output channels per pixel.
+// (SCRFD's full 1×1 and 3×3 layers): each invocation owns a block of TILE_P output pixels (16,
+// or 8) × TILE_O output channels (16, or 8), held as vec4s of four output channels per pixel.
 //
 // On CPU rasterisers (lavapipe) every load from a storage buffer runs as a loop over the
 // SIMD lanes, whether or not the lanes share the address, so the cost of a convolution there
-// is its loads, not its multiply-adds. conv_f32_vec4.wgsl loads 4 input words and 8 weight
-// words for 4 × 8 × 4 multiply-adds; this block loads 8 input words (four input channels of
-// each pixel) and TILE_O weight words (four output channels at one input channel, weights
-// in HWIO) for 8 × TILE_O × 4: 1.5× (TILE_O 8) to 2× (TILE_O 16) the work per load. The
-// output is stored as vec4 words of four channels. Which (pixel block, channel block) an
-// invocation owns comes from its flat index, pixel blocks fastest, so lanes never idle on a
-// small image; on a GPU the lanes of a wave still share their channel block and so their
-// weight words.
+// is its loads more than its multiply-adds. conv_f32_vec4.wgsl loads 4 input words and 8
+// weight words for 4 × 8 × 4 multiply-adds; this block loads TILE_P input words (four input
+// channels of each pixel) and TILE_O weight words (four output channels at one input channel,
+// weights in HWIO) for TILE_P × TILE_O × 4: 16 × 16 × 4 for 32 loads, 3× the work per load.
+// The accumulators spill from the 16 (32) vector registers, but a spill is one vector load
+// and store, a storage load a loop over the lanes. The output is stored as vec4 words of four
+// channels. Which (pixel block, channel block) an invocation owns comes from its flat index,
+// pixel blocks fastest, so lanes never idle on a small image; on a GPU the lanes of a wave
+// still share their channel block and so their weight words. (Staging the weight words in
+// workgroup memory measured slower on lavapipe: a workgroup load is a loop over the lanes too,
+// and the barriers switch coroutines.)
 //
 // Each output sums over taps, then input channels in order, from zero, then adds the bias: the
 // order of conv_f32_vec4.wgsl, whose results it reproduces bit for bit.
@@ -22,7 +25,7 @@ override PRELU: bool = false;
 override RELU: bool = false;
 // A 1×1 convolution at stride 1 without padding: no tap or padding arithmetic.
 override POINTWISE: bool = false;
-const TILE_P: u32 = 8u;
+override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
 
 struct Params {
     in_h: u32,
@@ -106,8 +109,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let image = n * p.in_h * p.in_w;
     // Each pixel's first input row and column: one division for the block's first pixel,
     // then steps along the row (a division per lane is a loop over the lanes on CPUs).
-    var top: array<i32, TILE_P>;
-    var left: array<i32, TILE_P>;
+    var top: array<i32, 16>;
+    var left: array<i32, 16>;
     var row = p0 / p.out_w;
     var col = p0 - row * p.out_w;
     for (var pi = 0u; pi < TILE_P; pi++) {
@@ -129,16 +132,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // rasterisers keep loop-indexed arrays in memory).
     var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
     var a4_0 = vec4<f32>(); var a5_0 = vec4<f32>(); var a6_0 = vec4<f32>(); var a7_0 = vec4<f32>();
+    var a8_0 = vec4<f32>(); var a9_0 = vec4<f32>(); var a10_0 = vec4<f32>(); var a11_0 = vec4<f32>();
+    var a12_0 = vec4<f32>(); var a13_0 = vec4<f32>(); var a14_0 = vec4<f32>(); var a15_0 = vec4<f32>();
     var a0_1 = vec4<f32>(); var a1_1 = vec4<f32>(); var a2_1 = vec4<f32>(); var a3_1 = vec4<f32>();
     var a4_1 = vec4<f32>(); var a5_1 = vec4<f32>(); var a6_1 = vec4<f32>(); var a7_1 = vec4<f32>();
+    var a8_1 = vec4<f32>(); var a9_1 = vec4<f32>(); var a10_1 = vec4<f32>(); var a11_1 = vec4<f32>();
+    var a12_1 = vec4<f32>(); var a13_1 = vec4<f32>(); var a14_1 = vec4<f32>(); var a15_1 = vec4<f32>();
     var a0_2 = vec4<f32>(); var a1_2 = vec4<f32>(); var a2_2 = vec4<f32>(); var a3_2 = vec4<f32>();
     var a4_2 = vec4<f32>(); var a5_2 = vec4<f32>(); var a6_2 = vec4<f32>(); var a7_2 = vec4<f32>();
+    var a8_2 = vec4<f32>(); var a9_2 = vec4<f32>(); var a10_2 = vec4<f32>(); var a11_2 = vec4<f32>();
+    var a12_2 = vec4<f32>(); var a13_2 = vec4<f32>(); var a14_2 = vec4<f32>(); var a15_2 = vec4<f32>();
     var a0_3 = vec4<f32>(); var a1_3 = vec4<f32>(); var a2_3 = vec4<f32>(); var a3_3 = vec4<f32>();
     var a4_3 = vec4<f32>(); var a5_3 = vec4<f32>(); var a6_3 = vec4<f32>(); var a7_3 = vec4<f32>();
+    var a8_3 = vec4<f32>(); var a9_3 = vec4<f32>(); var a10_3 = vec4<f32>(); var a11_3 = vec4<f32>();
+    var a12_3 = vec4<f32>(); var a13_3 = vec4<f32>(); var a14_3 = vec4<f32>(); var a15_3 = vec4<f32>();
     for (var ky = 0u; ky < p.k_h; ky++) {
         for (var kx = 0u; kx < p.k_w; kx++) {
-            var base: array<u32, TILE_P>;
-            var inside: array<bool, TILE_P>;
+            var base: array<u32, 16>;
+            var inside: array<bool, 16>;
             for (var pi = 0u; pi < TILE_P; pi++) {
                 if POINTWISE {
                     // 1×1, stride 1, no padding: the output pixel is the input pixel.
@@ -166,6 +177,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 let r1 = r + out_words;
                 let r2 = r1 + out_words;
                 let r3 = r2 + out_words;
+                // Pixels 8–15 of a 16-pixel block.
+                var x8 = vec4<f32>(); var x9 = vec4<f32>(); var x10 = vec4<f32>(); var x11 = vec4<f32>();
+                var x12 = vec4<f32>(); var x13 = vec4<f32>(); var x14 = vec4<f32>(); var x15 = vec4<f32>();
+                if TILE_P > 8u {
+                    x8 = select(vec4<f32>(), x[base[8] + j], inside[8]);
+                    x9 = select(vec4<f32>(), x[base[9] + j], inside[9]);
+                    x10 = select(vec4<f32>(), x[base[10] + j], inside[10]);
+                    x11 = select(vec4<f32>(), x[base[11] + j], inside[11]);
+                    x12 = select(vec4<f32>(), x[base[12] + j], inside[12]);
+                    x13 = select(vec4<f32>(), x[base[13] + j], inside[13]);
+                    x14 = select(vec4<f32>(), x[base[14] + j], inside[14]);
+                    x15 = select(vec4<f32>(), x[base[15] + j], inside[15]);
+                }
                 {
                     let w0 = w[r + q0];
                     let w1 = w[r1 + q0];
@@ -179,6 +203,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     a5_0 = mac(a5_0, x5, w0, w1, w2, w3);
                     a6_0 = mac(a6_0, x6, w0, w1, w2, w3);
                     a7_0 = mac(a7_0, x7, w0, w1, w2, w3);
+                    if TILE_P > 8u {
+                        a8_0 = mac(a8_0, x8, w0, w1, w2, w3);
+                        a9_0 = mac(a9_0, x9, w0, w1, w2, w3);
+                        a10_0 = mac(a10_0, x10, w0, w1, w2, w3);
+                        a11_0 = mac(a11_0, x11, w0, w1, w2, w3);
+                        a12_0 = mac(a12_0, x12, w0, w1, w2, w3);
+                        a13_0 = mac(a13_0, x13, w0, w1, w2, w3);
+                        a14_0 = mac(a14_0, x14, w0, w1, w2, w3);
+                        a15_0 = mac(a15_0, x15, w0, w1, w2, w3);
+                    }
                 }
                 {
                     let w0 = w[r + q1];
@@ -193,6 +227,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     a5_1 = mac(a5_1, x5, w0, w1, w2, w3);
                     a6_1 = mac(a6_1, x6, w0, w1, w2, w3);
                     a7_1 = mac(a7_1, x7, w0, w1, w2, w3);
+                    if TILE_P > 8u {
+                        a8_1 = mac(a8_1, x8, w0, w1, w2, w3);
+                        a9_1 = mac(a9_1, x9, w0, w1, w2, w3);
+                        a10_1 = mac(a10_1, x10, w0, w1, w2, w3);
+                        a11_1 = mac(a11_1, x11, w0, w1, w2, w3);
+                        a12_1 = mac(a12_1, x12, w0, w1, w2, w3);
+                        a13_1 = mac(a13_1, x13, w0, w1, w2, w3);
+                        a14_1 = mac(a14_1, x14, w0, w1, w2, w3);
+                        a15_1 = mac(a15_1, x15, w0, w1, w2, w3);
+                    }
                 }
                 if TILE_O > 8u {
                     {
@@ -208,6 +252,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                         a5_2 = mac(a5_2, x5, w0, w1, w2, w3);
                         a6_2 = mac(a6_2, x6, w0, w1, w2, w3);
                         a7_2 = mac(a7_2, x7, w0, w1, w2, w3);
+                        if TILE_P > 8u {
+                            a8_2 = mac(a8_2, x8, w0, w1, w2, w3);
+                            a9_2 = mac(a9_2, x9, w0, w1, w2, w3);
+                            a10_2 = mac(a10_2, x10, w0, w1, w2, w3);
+                            a11_2 = mac(a11_2, x11, w0, w1, w2, w3);
+                            a12_2 = mac(a12_2, x12, w0, w1, w2, w3);
+                            a13_2 = mac(a13_2, x13, w0, w1, w2, w3);
+                            a14_2 = mac(a14_2, x14, w0, w1, w2, w3);
+                            a15_2 = mac(a15_2, x15, w0, w1, w2, w3);
+                        }
                     }
                     {
                         let w0 = w[r + q3];
@@ -222,6 +276,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                         a5_3 = mac(a5_3, x5, w0, w1, w2, w3);
                         a6_3 = mac(a6_3, x6, w0, w1, w2, w3);
                         a7_3 = mac(a7_3, x7, w0, w1, w2, w3);
+                        if TILE_P > 8u {
+                            a8_3 = mac(a8_3, x8, w0, w1, w2, w3);
+                            a9_3 = mac(a9_3, x9, w0, w1, w2, w3);
+                            a10_3 = mac(a10_3, x10, w0, w1, w2, w3);
+                            a11_3 = mac(a11_3, x11, w0, w1, w2, w3);
+                            a12_3 = mac(a12_3, x12, w0, w1, w2, w3);
+                            a13_3 = mac(a13_3, x13, w0, w1, w2, w3);
+                            a14_3 = mac(a14_3, x14, w0, w1, w2, w3);
+                            a15_3 = mac(a15_3, x15, w0, w1, w2, w3);
+                        }
                     }
                 }
             }
@@ -230,11 +294,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if !live {
         return;
     }
-    var acc = array<vec4<f32>, 32>(
+    var acc = array<vec4<f32>, 64>(
         a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0,
+        a8_0, a9_0, a10_0, a11_0, a12_0, a13_0, a14_0, a15_0,
         a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1,
+        a8_1, a9_1, a10_1, a11_1, a12_1, a13_1, a14_1, a15_1,
         a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, a6_2, a7_2,
+        a8_2, a9_2, a10_2, a11_2, a12_2, a13_2, a14_2, a15_2,
         a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
+        a8_3, a9_3, a10_3, a11_3, a12_3, a13_3, a14_3, a15_3,
     );
     for (var qi = 0u; qi < TILE_O / 4u; qi++) {
         let q = q0 + qi;
@@ -245,7 +313,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var pi = 0u; pi < TILE_P; pi++) {
             let pp = p0 + pi;
             if pp < out_pixels {
-                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * TILE_P + pi], b, q);
+                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + pi], b, q);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
 //! a depthwise 3×3 over channels in words of four (`conv_dw_f32.wgsl`); one group with input
-//! and output channels in fours, in blocks of 8 pixels × 8 or 16 channels with weights in HWIO
+//! and output channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
 //! (`conv_f32_block.wgsl`, SCRFD's full 1×1 and 3×3 layers); the tiled convolution reading the
 //! input in words of four channels when each group's channels come in fours
 //! (`conv_f32_vec4.wgsl`); and the general one (`conv_f32.wgsl`), where a float Gemm runs too,
@@ -34,7 +34,7 @@ impl Planner<'_> {
         if depthwise_3x3 {
             return self.conv_dw_f32(layer, w, bias);
         }
-        // One group with input and output channels in fours: the 8-pixel block.
+        // One group with input and output channels in fours: the pixel × channel block.
         let block = layer.groups == 1
             && layer.x.c.is_multiple_of(4)
             && layer.out_c.is_multiple_of(4)
@@ -96,7 +96,7 @@ impl Planner<'_> {
         Ok(out)
     }
 
-    /// A layer of one group with input and output channels in fours: blocks of 8 output pixels
+    /// A layer of one group with input and output channels in fours: blocks of 16 output pixels
     /// × 8 or 16 output channels, weights in HWIO (a tap's input channel's output channels
     /// side by side).
     fn conv_f32_block(
@@ -128,7 +128,7 @@ impl Planner<'_> {
             group: ci as u32,
             ..layer.geometry
         });
-        let blocks = layer.out_pixels().div_ceil(8) * o.div_ceil(tile_o);
+        let blocks = layer.out_pixels().div_ceil(16) * o.div_ceil(tile_o);
         let groups = blocks.div_ceil(64);
         let rows = groups.div_ceil(self.max_dim as usize);
         let grid = self.check_grid(name, [groups.div_ceil(rows) as u32, rows as u32])?;
@@ -210,9 +210,13 @@ impl Planner<'_> {
     }
 }
 
-/// Output channels per invocation of the 8-pixel block: 16 (the most multiply-adds per load)
-/// unless there are at most 8 (the last block's excess channels are computed on clamped
-/// weights and not stored).
+/// Output channels per invocation of the 16-pixel block: 16 (the most multiply-adds per load),
+/// or 8 where 16 would pad the channels by more than a quarter over 8 (the excess channels of
+/// the last block are computed on clamped weights and not stored): 8 → 8, 20 → 24, 40 → 48.
 fn block_channel_tile(out_c: usize) -> usize {
-    if out_c <= 8 { 8 } else { 16 }
+    if out_c.next_multiple_of(16) * 4 <= out_c.next_multiple_of(8) * 5 {
+        16
+    } else {
+        8
+    }
 }
