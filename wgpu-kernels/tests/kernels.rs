@@ -401,13 +401,17 @@ fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
         )
 }
 
-/// One group, input and output channels in fours (conv_f32_block.wgsl's 16-pixel blocks of 8
-/// or 16 output channels): output channel counts that are not multiples of the channel tile
-/// (4–24, both tiles), pixel counts not multiples of 16, 1×1 at stride 1 without padding (its pointwise form) as
+/// One group, output channels in fours (conv_f32_block.wgsl's 16-pixel blocks of 8 or 16
+/// output channels, and conv_f32_block_narrow.wgsl's when the input channels are not in fours:
+/// 1–9 of them as often as 4–20): output channel counts that are not multiples of the channel
+/// tile (4–24, both tiles), pixel counts not multiples of 16, 1×1 at stride 1 without padding (its pointwise form) as
 /// often as the rest.
 fn float_block_cases() -> impl Strategy<Value = FloatCase> {
     (
-        (1usize..=5, prop_oneof![1usize..=6, Just(4), Just(5)]),
+        (
+            prop_oneof![(1usize..=5).prop_map(|w| 4 * w), 1usize..=9],
+            prop_oneof![1usize..=6, Just(4), Just(5)],
+        ),
         prop_oneof![
             1 => Just((1usize, 1usize, 1usize, 1usize, [0usize; 4])),
             1 => ((1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2), (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2))
@@ -417,11 +421,11 @@ fn float_block_cases() -> impl Strategy<Value = FloatCase> {
         (0u8..=2, any::<u64>()),
     )
         .prop_map(
-            |((words, out_words), (kh, kw, stride, dil, pads), (batch, dh, dw), (act, seed))| {
+            |((in_c, out_words), (kh, kw, stride, dil, pads), (batch, dh, dw), (act, seed))| {
                 FloatCase {
                     conv: ConvCase {
                         batch,
-                        in_c: 4 * words,
+                        in_c,
                         h: dil * (kh - 1) + 1 + dh,
                         w: dil * (kw - 1) + 1 + dw,
                         out_c: 4 * out_words,
@@ -442,7 +446,7 @@ proptest! {
 
     /// The oracle sums in another order (a blocked product), so the float tolerance.
     #[test]
-    fn float_conv_in_pixel_blocks_with_channels_in_fours_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
+    fn float_conv_in_pixel_blocks_with_output_channels_in_fours_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
         let (graph, input) = float_case_graph(&case);
         let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);

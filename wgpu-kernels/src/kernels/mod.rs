@@ -12,6 +12,7 @@ mod conv_dw_f32;
 mod conv_dw_int;
 mod conv_f32;
 mod conv_f32_block;
+mod conv_f32_block_narrow;
 mod conv_f32_vec4;
 mod conv_int;
 mod elementwise;
@@ -49,6 +50,7 @@ pub enum Kernel {
     ConvF32,
     ConvF32Vec4,
     ConvF32Block,
+    ConvF32BlockNarrow,
     ConvDepthwiseF32,
     Add,
     Prelu,
@@ -75,7 +77,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -83,6 +85,7 @@ impl Kernel {
         Kernel::ConvF32,
         Kernel::ConvF32Vec4,
         Kernel::ConvF32Block,
+        Kernel::ConvF32BlockNarrow,
         Kernel::ConvDepthwiseF32,
         Kernel::Add,
         Kernel::Prelu,
@@ -106,6 +109,7 @@ impl Kernel {
             Kernel::ConvF32 => "ConvF32",
             Kernel::ConvF32Vec4 => "ConvF32Vec4",
             Kernel::ConvF32Block => "ConvF32Block",
+            Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::Add => "Add",
             Kernel::Prelu => "Prelu",
@@ -129,6 +133,7 @@ impl Kernel {
             Kernel::ConvF32 => conv_f32::SOURCE,
             Kernel::ConvF32Vec4 => conv_f32_vec4::SOURCE,
             Kernel::ConvF32Block => conv_f32_block::SOURCE,
+            Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
@@ -169,6 +174,7 @@ impl Kernel {
             Kernel::ConvF32
             | Kernel::ConvF32Vec4
             | Kernel::ConvF32Block
+            | Kernel::ConvF32BlockNarrow
             | Kernel::ConvDepthwiseF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]

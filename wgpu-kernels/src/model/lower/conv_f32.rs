@@ -1,7 +1,8 @@
 //! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
-//! a depthwise 3×3 over channels in words of four (`conv_dw_f32.wgsl`); one group with input
-//! and output channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
-//! (`conv_f32_block.wgsl`, SCRFD's full 1×1 and 3×3 layers); the tiled convolution reading the
+//! a depthwise 3×3 over channels in words of four (`conv_dw_f32.wgsl`); one group with output
+//! channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
+//! (`conv_f32_block.wgsl` reading input channels in fours: SCRFD's full 1×1 and 3×3 layers;
+//! `conv_f32_block_narrow.wgsl` one at a time otherwise: its first layer, on RGB); the tiled convolution reading the
 //! input in words of four channels when each group's channels come in fours
 //! (`conv_f32_vec4.wgsl`); and the general one (`conv_f32.wgsl`), where a float Gemm runs too,
 //! its images as the pixel axis. All but the block take weights in OHWI with the channel tile
@@ -34,11 +35,8 @@ impl Planner<'_> {
         if depthwise_3x3 {
             return self.conv_dw_f32(layer, w, bias);
         }
-        // One group with input and output channels in fours: the pixel × channel block.
-        let block = layer.groups == 1
-            && layer.x.c.is_multiple_of(4)
-            && layer.out_c.is_multiple_of(4)
-            && !layer.images_as_pixels;
+        // One group with output channels in fours: the pixel × channel block.
+        let block = layer.groups == 1 && layer.out_c.is_multiple_of(4) && !layer.images_as_pixels;
         if block {
             return self.conv_f32_block(layer, w, bias);
         }
@@ -96,7 +94,7 @@ impl Planner<'_> {
         Ok(out)
     }
 
-    /// A layer of one group with input and output channels in fours: blocks of 16 output pixels
+    /// A layer of one group with output channels in fours: blocks of 16 output pixels
     /// × 8 or 16 output channels, weights in HWIO (a tap's input channel's output channels
     /// side by side).
     fn conv_f32_block(
@@ -132,7 +130,8 @@ impl Planner<'_> {
         let groups = blocks.div_ceil(64);
         let rows = groups.div_ceil(self.max_dim as usize);
         let grid = self.check_grid(name, [groups.div_ceil(rows) as u32, rows as u32])?;
-        self.push(
+        // Input channels not in fours (SCRFD's RGB input) are read one at a time.
+        let key = if ci.is_multiple_of(4) {
             PipelineKey {
                 kernel: Kernel::ConvF32Block,
                 constants: vec![
@@ -141,7 +140,15 @@ impl Planner<'_> {
                     layer.relu,
                     ("POINTWISE", pointwise as u32),
                 ],
-            },
+            }
+        } else {
+            PipelineKey {
+                kernel: Kernel::ConvF32BlockNarrow,
+                constants: vec![("TILE_O", tile_o as u32), layer.prelu, layer.relu],
+            }
+        };
+        self.push(
+            key,
             vec![
                 u,
                 wf,
