@@ -444,14 +444,21 @@ fn float_block_cases() -> impl Strategy<Value = FloatCase> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
-    /// The oracle sums in another order (a blocked product), so the float tolerance.
+    /// The blocks sum over taps, then input channels; the oracle over input channels, then
+    /// taps. With one tap (1×1) that is the same order, so where the driver keeps each multiply
+    /// and add rounded on its own (software rasterisers) the bits are the oracle's; with more
+    /// taps, or on a GPU that may fuse them (WGSL allows it), the float tolerance.
     #[test]
-    fn float_conv_in_pixel_blocks_with_output_channels_in_fours_matches_the_oracle_within_1e5_relative(case in float_block_cases()) {
+    fn float_conv_in_pixel_blocks_is_exact_for_1x1_and_within_1e5_relative_otherwise(case in float_block_cases()) {
         let (graph, input) = float_case_graph(&case);
         let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+        if case.conv.kernel == [1, 1] && gpu().adapter().software {
+            assert_bit_exact(&got, &want, &format!("{case:?}"));
+        } else {
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+        }
     }
 
     #[test]
