@@ -401,8 +401,65 @@ fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
         )
 }
 
+/// One group, output channels in fours (conv_f32_block.wgsl's 16-pixel blocks of 8 or 16
+/// output channels, and conv_f32_block_narrow.wgsl's when the input channels are not in fours:
+/// 1–9 of them as often as 4–20): output channel counts that are not multiples of the channel
+/// tile (4–24, both tiles), pixel counts not multiples of 16, 1×1 at stride 1 without padding (its pointwise form) as
+/// often as the rest.
+fn float_block_cases() -> impl Strategy<Value = FloatCase> {
+    (
+        (
+            prop_oneof![(1usize..=5).prop_map(|w| 4 * w), 1usize..=9],
+            prop_oneof![1usize..=6, Just(4), Just(5)],
+        ),
+        prop_oneof![
+            1 => Just((1usize, 1usize, 1usize, 1usize, [0usize; 4])),
+            1 => ((1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2), (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2))
+                .prop_map(|((kh, kw, s, d), p)| (kh, kw, s, d, [p.0, p.1, p.2, p.3])),
+        ],
+        (1usize..=3, 0usize..=9, 0usize..=9),
+        (0u8..=2, any::<u64>()),
+    )
+        .prop_map(
+            |((in_c, out_words), (kh, kw, stride, dil, pads), (batch, dh, dw), (act, seed))| {
+                FloatCase {
+                    conv: ConvCase {
+                        batch,
+                        in_c,
+                        h: dil * (kh - 1) + 1 + dh,
+                        w: dil * (kw - 1) + 1 + dw,
+                        out_c: 4 * out_words,
+                        kernel: [kh, kw],
+                        attrs: attrs(stride, pads, dil, 1),
+                        bits: None,
+                        prelu: false,
+                        seed,
+                    },
+                    activation: act,
+                }
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The blocks sum over taps, then input channels; the oracle over input channels, then
+    /// taps. With one tap (1×1) that is the same order, so where the driver keeps each multiply
+    /// and add rounded on its own (software rasterisers) the bits are the oracle's; with more
+    /// taps, or on a GPU that may fuse them (WGSL allows it), the float tolerance.
+    #[test]
+    fn float_conv_in_pixel_blocks_is_exact_for_1x1_and_within_1e5_relative_otherwise(case in float_block_cases()) {
+        let (graph, input) = float_case_graph(&case);
+        let (got, want) = engine_and_oracle(gpu(), &graph, &input, case.conv.batch);
+        if case.conv.kernel == [1, 1] && gpu().adapter().software {
+            assert_bit_exact(&got, &want, &format!("{case:?}"));
+        } else {
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
+        }
+    }
 
     #[test]
     fn float_conv_in_words_of_four_matches_the_oracle_within_1e5_relative(case in float_word_cases()) {

@@ -11,6 +11,8 @@
 mod conv_dw_f32;
 mod conv_dw_int;
 mod conv_f32;
+mod conv_f32_block;
+mod conv_f32_block_narrow;
 mod conv_f32_vec4;
 mod conv_int;
 mod elementwise;
@@ -47,6 +49,8 @@ pub enum Kernel {
     ConvDepthwiseInt,
     ConvF32,
     ConvF32Vec4,
+    ConvF32Block,
+    ConvF32BlockNarrow,
     ConvDepthwiseF32,
     Add,
     Prelu,
@@ -73,13 +77,15 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
         Kernel::ConvDepthwiseInt,
         Kernel::ConvF32,
         Kernel::ConvF32Vec4,
+        Kernel::ConvF32Block,
+        Kernel::ConvF32BlockNarrow,
         Kernel::ConvDepthwiseF32,
         Kernel::Add,
         Kernel::Prelu,
@@ -102,6 +108,8 @@ impl Kernel {
             Kernel::ConvDepthwiseInt => "ConvDepthwiseInt",
             Kernel::ConvF32 => "ConvF32",
             Kernel::ConvF32Vec4 => "ConvF32Vec4",
+            Kernel::ConvF32Block => "ConvF32Block",
+            Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::Add => "Add",
             Kernel::Prelu => "Prelu",
@@ -124,6 +132,8 @@ impl Kernel {
             Kernel::ConvDepthwiseInt => conv_dw_int::SOURCE,
             Kernel::ConvF32 => conv_f32::SOURCE,
             Kernel::ConvF32Vec4 => conv_f32_vec4::SOURCE,
+            Kernel::ConvF32Block => conv_f32_block::SOURCE,
+            Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
@@ -161,9 +171,11 @@ impl Kernel {
                 &[Uniform, Read, Read, Read, Read, Read, ReadWrite]
             }
             Kernel::GemmInt => &[Uniform, Read, Read, Read, Read, Read, ReadWrite, Uniform],
-            Kernel::ConvF32 | Kernel::ConvF32Vec4 | Kernel::ConvDepthwiseF32 => {
-                &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform]
-            }
+            Kernel::ConvF32
+            | Kernel::ConvF32Vec4
+            | Kernel::ConvF32Block
+            | Kernel::ConvF32BlockNarrow
+            | Kernel::ConvDepthwiseF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
             }

@@ -1,9 +1,12 @@
-//! The float convolution of unquantized models: weights in OHWI, a channel × pixel register
-//! tiling with the channel tile uniform per workgroup. Three forms: a depthwise 3×3 over
-//! channels in words of four (`conv_dw_f32.wgsl`), the tiled convolution reading the input in
-//! words of four channels when each group's channels come in fours (`conv_f32_vec4.wgsl`), and
-//! the general one (`conv_f32.wgsl`), where a float Gemm runs too, its images as the pixel
-//! axis.
+//! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
+//! a depthwise 3×3 over channels in words of four (`conv_dw_f32.wgsl`); one group with output
+//! channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
+//! (`conv_f32_block.wgsl` reading input channels in fours: SCRFD's full 1×1 and 3×3 layers;
+//! `conv_f32_block_narrow.wgsl` one at a time otherwise: its first layer, on RGB); the tiled convolution reading the
+//! input in words of four channels when each group's channels come in fours
+//! (`conv_f32_vec4.wgsl`); and the general one (`conv_f32.wgsl`), where a float Gemm runs too,
+//! its images as the pixel axis. All but the block take weights in OHWI with the channel tile
+//! uniform per workgroup.
 
 use efq_shared::graph::Tensor;
 
@@ -31,6 +34,11 @@ impl Planner<'_> {
             && matches!(g.stride_y, 1 | 2);
         if depthwise_3x3 {
             return self.conv_dw_f32(layer, w, bias);
+        }
+        // One group with output channels in fours: the pixel × channel block.
+        let block = layer.groups == 1 && layer.out_c.is_multiple_of(4) && !layer.images_as_pixels;
+        if block {
+            return self.conv_f32_block(layer, w, bias);
         }
         let name = layer.name;
         let wf = self.param(&format!("{name}: weights"), &float_ohwi(w))?;
@@ -86,6 +94,75 @@ impl Planner<'_> {
         Ok(out)
     }
 
+    /// A layer of one group with output channels in fours: blocks of 16 output pixels
+    /// × 8 or 16 output channels, weights in HWIO (a tap's input channel's output channels
+    /// side by side).
+    fn conv_f32_block(
+        &mut self,
+        layer: &ConvLayer,
+        w: &Tensor,
+        bias: &[f32],
+    ) -> Result<usize, EngineError> {
+        let (name, g) = (layer.name, &layer.geometry);
+        let (o, ci) = (layer.out_c, layer.x.c);
+        let (kh, kw) = (g.k_h as usize, g.k_w as usize);
+        let mut wh = vec![0f32; w.data.len()];
+        for oc in 0..o {
+            for c in 0..ci {
+                for tap in 0..kh * kw {
+                    wh[(tap * ci + c) * o + oc] = w.data[(oc * ci + c) * kh * kw + tap];
+                }
+            }
+        }
+        let wf = self.param(&format!("{name}: weights"), &wh)?;
+        let bias = self.param(&format!("{name}: bias"), bias)?;
+        let out = self.alloc(o * layer.out_pixels());
+        let tile_o = block_channel_tile(o);
+        let pointwise = (g.k_h, g.k_w, g.stride_y, g.stride_x) == (1, 1, 1, 1)
+            && (g.pad_top, g.pad_left) == (0, 0)
+            && layer.out_hw == (layer.x.h, layer.x.w);
+        let u = self.uniform(&ConvParams {
+            c: ci as u32,
+            group: ci as u32,
+            ..layer.geometry
+        });
+        let blocks = layer.out_pixels().div_ceil(16) * o.div_ceil(tile_o);
+        let groups = blocks.div_ceil(64);
+        let rows = groups.div_ceil(self.max_dim as usize);
+        let grid = self.check_grid(name, [groups.div_ceil(rows) as u32, rows as u32])?;
+        // Input channels not in fours (SCRFD's RGB input) are read one at a time.
+        let key = if ci.is_multiple_of(4) {
+            PipelineKey {
+                kernel: Kernel::ConvF32Block,
+                constants: vec![
+                    ("TILE_O", tile_o as u32),
+                    layer.prelu,
+                    layer.relu,
+                    ("POINTWISE", pointwise as u32),
+                ],
+            }
+        } else {
+            PipelineKey {
+                kernel: Kernel::ConvF32BlockNarrow,
+                constants: vec![("TILE_O", tile_o as u32), layer.prelu, layer.relu],
+            }
+        };
+        self.push(
+            key,
+            vec![
+                u,
+                wf,
+                Res::Pool(layer.x.buf),
+                bias,
+                layer.slopes,
+                Res::Pool(out),
+                Res::Run,
+            ],
+            grid,
+        );
+        Ok(out)
+    }
+
     /// The depthwise 3×3 layer: a strip of four output pixels × four channels per invocation.
     fn conv_dw_f32(
         &mut self,
@@ -137,5 +214,16 @@ impl Planner<'_> {
             grid,
         );
         Ok(out)
+    }
+}
+
+/// Output channels per invocation of the 16-pixel block: 16 (the most multiply-adds per load),
+/// or 8 where 16 would pad the channels by more than a quarter over 8 (the excess channels of
+/// the last block are computed on clamped weights and not stored): 8 → 8, 20 → 24, 40 → 48.
+fn block_channel_tile(out_c: usize) -> usize {
+    if out_c.next_multiple_of(16) * 4 <= out_c.next_multiple_of(8) * 5 {
+        16
+    } else {
+        8
     }
 }

@@ -1,0 +1,275 @@
+// Float32 convolution with one group whose input channels do not come in fours (SCRFD's first
+// layer: 3 → 16, 3×3 at stride 2) and whose output channels do: conv_f32_block.wgsl's blocks of
+// TILE_P output pixels × TILE_O output channels over an input read one channel at a time.
+// Per input channel of a tap it loads TILE_P input values and TILE_O / 4 weight words (HWIO)
+// for TILE_P × TILE_O multiply-adds: 16 × 16 for 20 loads, where conv_f32.wgsl loads 12 for
+// 4 × 8 (on lavapipe a storage load is a loop over the lanes; see conv_f32_block.wgsl).
+//
+// Each output sums over taps, then input channels in order, from zero, then adds the bias: the
+// order of conv_f32.wgsl.
+
+override TILE_O: u32 = 8u; // 8 or 16
+override PRELU: bool = false;
+// A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
+override RELU: bool = false;
+override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
+
+struct Params {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    group_channels: u32, // = in_c (one group)
+    out_h: u32,
+    out_w: u32,
+    out_c: u32, // a multiple of 4
+    out_per_group: u32,
+    k_h: u32,
+    k_w: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_top: u32,
+    pad_left: u32,
+    dil_y: u32,
+    dil_x: u32,
+    shared_slope: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>; // HWIO, O in words of four
+@group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> slope: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>; // NHWC, C in words of four
+
+struct Run {
+    images: u32,
+}
+@group(0) @binding(6) var<uniform> run: Run;
+
+// The epilogue of one pixel's word of four output channels: bias, then PReLU or ReLU.
+fn finish(a: vec4<f32>, b: vec4<f32>, q: u32) -> vec4<f32> {
+    let o = 4u * q;
+    var v = a + b;
+    if PRELU {
+        let shared_slope = p.shared_slope != 0u;
+        let s = vec4<f32>(
+            slope[select(o, 0u, shared_slope)],
+            slope[select(o + 1u, 0u, shared_slope)],
+            slope[select(o + 2u, 0u, shared_slope)],
+            slope[select(o + 3u, 0u, shared_slope)],
+        );
+        v = select(v * s, v, v > vec4<f32>());
+    }
+    if RELU {
+        v = select(vec4<f32>(), v, v > vec4<f32>());
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let out_pixels = p.out_h * p.out_w;
+    let pixel_blocks = (out_pixels + TILE_P - 1u) / TILE_P;
+    let out_words = p.out_c / 4u;
+    let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
+    let flat = gid.y * nwg.x * 64u + gid.x;
+    // No early return: lanes past the last block compute on clamped indices and skip their
+    // stores.
+    let live = flat < pixel_blocks * channel_blocks;
+    let f = min(flat, pixel_blocks * channel_blocks - 1u);
+    let p0 = (f % pixel_blocks) * TILE_P;
+    let q0 = (f / pixel_blocks) * (TILE_O / 4u);
+    let n = gid.z;
+    let image = n * p.in_h * p.in_w;
+    // Each pixel's first input row and column: one division for the block's first pixel,
+    // then steps along the row (a division per lane is a loop over the lanes on CPUs).
+    var top: array<i32, 16>;
+    var left: array<i32, 16>;
+    var row = p0 / p.out_w;
+    var col = p0 - row * p.out_w;
+    for (var pi = 0u; pi < TILE_P; pi++) {
+        // Pixels past the last repeat it.
+        let past = p0 + pi >= out_pixels;
+        top[pi] = select(i32(row * p.stride_y) - i32(p.pad_top), top[max(pi, 1u) - 1u], past);
+        left[pi] = select(i32(col * p.stride_x) - i32(p.pad_left), left[max(pi, 1u) - 1u], past);
+        col += 1u;
+        if col == p.out_w {
+            col = 0u;
+            row += 1u;
+        }
+    }
+    let last = out_words - 1u;
+    let q1 = min(q0 + 1u, last);
+    let q2 = min(q0 + 2u, last);
+    let q3 = min(q0 + 3u, last);
+    // Named accumulators: aP_Q for pixel P and output word Q (see conv_int.wgsl: software
+    // rasterisers keep loop-indexed arrays in memory).
+    var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
+    var a4_0 = vec4<f32>(); var a5_0 = vec4<f32>(); var a6_0 = vec4<f32>(); var a7_0 = vec4<f32>();
+    var a8_0 = vec4<f32>(); var a9_0 = vec4<f32>(); var a10_0 = vec4<f32>(); var a11_0 = vec4<f32>();
+    var a12_0 = vec4<f32>(); var a13_0 = vec4<f32>(); var a14_0 = vec4<f32>(); var a15_0 = vec4<f32>();
+    var a0_1 = vec4<f32>(); var a1_1 = vec4<f32>(); var a2_1 = vec4<f32>(); var a3_1 = vec4<f32>();
+    var a4_1 = vec4<f32>(); var a5_1 = vec4<f32>(); var a6_1 = vec4<f32>(); var a7_1 = vec4<f32>();
+    var a8_1 = vec4<f32>(); var a9_1 = vec4<f32>(); var a10_1 = vec4<f32>(); var a11_1 = vec4<f32>();
+    var a12_1 = vec4<f32>(); var a13_1 = vec4<f32>(); var a14_1 = vec4<f32>(); var a15_1 = vec4<f32>();
+    var a0_2 = vec4<f32>(); var a1_2 = vec4<f32>(); var a2_2 = vec4<f32>(); var a3_2 = vec4<f32>();
+    var a4_2 = vec4<f32>(); var a5_2 = vec4<f32>(); var a6_2 = vec4<f32>(); var a7_2 = vec4<f32>();
+    var a8_2 = vec4<f32>(); var a9_2 = vec4<f32>(); var a10_2 = vec4<f32>(); var a11_2 = vec4<f32>();
+    var a12_2 = vec4<f32>(); var a13_2 = vec4<f32>(); var a14_2 = vec4<f32>(); var a15_2 = vec4<f32>();
+    var a0_3 = vec4<f32>(); var a1_3 = vec4<f32>(); var a2_3 = vec4<f32>(); var a3_3 = vec4<f32>();
+    var a4_3 = vec4<f32>(); var a5_3 = vec4<f32>(); var a6_3 = vec4<f32>(); var a7_3 = vec4<f32>();
+    var a8_3 = vec4<f32>(); var a9_3 = vec4<f32>(); var a10_3 = vec4<f32>(); var a11_3 = vec4<f32>();
+    var a12_3 = vec4<f32>(); var a13_3 = vec4<f32>(); var a14_3 = vec4<f32>(); var a15_3 = vec4<f32>();
+    for (var ky = 0u; ky < p.k_h; ky++) {
+        for (var kx = 0u; kx < p.k_w; kx++) {
+            var base: array<u32, 16>;
+            var inside: array<bool, 16>;
+            for (var pi = 0u; pi < TILE_P; pi++) {
+                let iy = top[pi] + i32(ky * p.dil_y);
+                let ix = left[pi] + i32(kx * p.dil_x);
+                inside[pi] = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
+                base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_c, inside[pi]);
+            }
+            // The tap's weights: row (tap · in_c + input channel), words of output channels.
+            let tap_row = (ky * p.k_w + kx) * p.in_c;
+            for (var c = 0u; c < p.in_c; c++) {
+                let x0 = select(0.0, x[base[0] + c], inside[0]);
+                let x1 = select(0.0, x[base[1] + c], inside[1]);
+                let x2 = select(0.0, x[base[2] + c], inside[2]);
+                let x3 = select(0.0, x[base[3] + c], inside[3]);
+                let x4 = select(0.0, x[base[4] + c], inside[4]);
+                let x5 = select(0.0, x[base[5] + c], inside[5]);
+                let x6 = select(0.0, x[base[6] + c], inside[6]);
+                let x7 = select(0.0, x[base[7] + c], inside[7]);
+                var x8 = 0.0; var x9 = 0.0; var x10 = 0.0; var x11 = 0.0;
+                var x12 = 0.0; var x13 = 0.0; var x14 = 0.0; var x15 = 0.0;
+                if TILE_P > 8u {
+                    x8 = select(0.0, x[base[8] + c], inside[8]);
+                    x9 = select(0.0, x[base[9] + c], inside[9]);
+                    x10 = select(0.0, x[base[10] + c], inside[10]);
+                    x11 = select(0.0, x[base[11] + c], inside[11]);
+                    x12 = select(0.0, x[base[12] + c], inside[12]);
+                    x13 = select(0.0, x[base[13] + c], inside[13]);
+                    x14 = select(0.0, x[base[14] + c], inside[14]);
+                    x15 = select(0.0, x[base[15] + c], inside[15]);
+                }
+                let r = (tap_row + c) * out_words;
+                {
+                    let wq = w[r + q0];
+                    a0_0 += wq * x0;
+                    a1_0 += wq * x1;
+                    a2_0 += wq * x2;
+                    a3_0 += wq * x3;
+                    a4_0 += wq * x4;
+                    a5_0 += wq * x5;
+                    a6_0 += wq * x6;
+                    a7_0 += wq * x7;
+                    if TILE_P > 8u {
+                        a8_0 += wq * x8;
+                        a9_0 += wq * x9;
+                        a10_0 += wq * x10;
+                        a11_0 += wq * x11;
+                        a12_0 += wq * x12;
+                        a13_0 += wq * x13;
+                        a14_0 += wq * x14;
+                        a15_0 += wq * x15;
+                    }
+                }
+                {
+                    let wq = w[r + q1];
+                    a0_1 += wq * x0;
+                    a1_1 += wq * x1;
+                    a2_1 += wq * x2;
+                    a3_1 += wq * x3;
+                    a4_1 += wq * x4;
+                    a5_1 += wq * x5;
+                    a6_1 += wq * x6;
+                    a7_1 += wq * x7;
+                    if TILE_P > 8u {
+                        a8_1 += wq * x8;
+                        a9_1 += wq * x9;
+                        a10_1 += wq * x10;
+                        a11_1 += wq * x11;
+                        a12_1 += wq * x12;
+                        a13_1 += wq * x13;
+                        a14_1 += wq * x14;
+                        a15_1 += wq * x15;
+                    }
+                }
+                if TILE_O > 8u {
+                    {
+                        let wq = w[r + q2];
+                        a0_2 += wq * x0;
+                        a1_2 += wq * x1;
+                        a2_2 += wq * x2;
+                        a3_2 += wq * x3;
+                        a4_2 += wq * x4;
+                        a5_2 += wq * x5;
+                        a6_2 += wq * x6;
+                        a7_2 += wq * x7;
+                        if TILE_P > 8u {
+                            a8_2 += wq * x8;
+                            a9_2 += wq * x9;
+                            a10_2 += wq * x10;
+                            a11_2 += wq * x11;
+                            a12_2 += wq * x12;
+                            a13_2 += wq * x13;
+                            a14_2 += wq * x14;
+                            a15_2 += wq * x15;
+                        }
+                    }
+                    {
+                        let wq = w[r + q3];
+                        a0_3 += wq * x0;
+                        a1_3 += wq * x1;
+                        a2_3 += wq * x2;
+                        a3_3 += wq * x3;
+                        a4_3 += wq * x4;
+                        a5_3 += wq * x5;
+                        a6_3 += wq * x6;
+                        a7_3 += wq * x7;
+                        if TILE_P > 8u {
+                            a8_3 += wq * x8;
+                            a9_3 += wq * x9;
+                            a10_3 += wq * x10;
+                            a11_3 += wq * x11;
+                            a12_3 += wq * x12;
+                            a13_3 += wq * x13;
+                            a14_3 += wq * x14;
+                            a15_3 += wq * x15;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !live {
+        return;
+    }
+    var acc = array<vec4<f32>, 64>(
+        a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0,
+        a8_0, a9_0, a10_0, a11_0, a12_0, a13_0, a14_0, a15_0,
+        a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1,
+        a8_1, a9_1, a10_1, a11_1, a12_1, a13_1, a14_1, a15_1,
+        a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, a6_2, a7_2,
+        a8_2, a9_2, a10_2, a11_2, a12_2, a13_2, a14_2, a15_2,
+        a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
+        a8_3, a9_3, a10_3, a11_3, a12_3, a13_3, a14_3, a15_3,
+    );
+    for (var qi = 0u; qi < TILE_O / 4u; qi++) {
+        let q = q0 + qi;
+        if q >= out_words {
+            break;
+        }
+        let b = bias[q];
+        for (var pi = 0u; pi < TILE_P; pi++) {
+            let pp = p0 + pi;
+            if pp < out_pixels {
+                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + pi], b, q);
+            }
+        }
+    }
+}
