@@ -491,6 +491,22 @@ impl Scrfd {
         Ok(self.heads_from_nchw(&values))
     }
 
+    /// Runs the network on `n` normalised NCHW images of `input_size` at once on the CPU
+    /// backend; returns each image's head values (NCHW, as [`Scrfd::detect_from_heads`]
+    /// takes them).
+    pub fn forward_batch(&self, nchw: &[f32], n: usize) -> Result<Vec<Vec<Vec<f32>>>, Error> {
+        let [h, w] = self.input_size;
+        if n == 0 || nchw.len() != n * 3 * h * w {
+            return Err(Error::Input(format!(
+                "the detector expects {n} 3×{h}×{w} images ({} values), got {}",
+                n * 3 * h * w,
+                nchw.len()
+            )));
+        }
+        let values = crate::cpu::forward_values(&self.graph, nchw, n, &self.head_values())?;
+        Ok(split_batch(&values, n))
+    }
+
     /// The heads' NCHW values of one image (as `cpu::forward_values` or the engine return
     /// them) in ONNX output layout: `[H·W·A, k]` row-major (NHWC order), sigmoid on the scores.
     pub fn heads_from_nchw(&self, values: &[Vec<f32>]) -> Vec<Vec<f32>> {
@@ -618,6 +634,22 @@ impl Scrfd {
         let (canvas, scale) = letterbox(img, self.input_size[0]);
         self.detect_letterboxed(&canvas, scale, cfg)
     }
+}
+
+/// Per-output values of a batch of `n` images (each output's images one after the other, as
+/// `cpu::forward_values` and the engine return them) regrouped per image.
+pub fn split_batch(values: &[Vec<f32>], n: usize) -> Vec<Vec<Vec<f32>>> {
+    (0..n)
+        .map(|i| {
+            values
+                .iter()
+                .map(|v| {
+                    let per = v.len() / n;
+                    v[i * per..][..per].to_vec()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One detected face, in original image pixels.

@@ -110,6 +110,31 @@ fn pipeline_on_the_engine_chooses_the_faces_the_cpu_chooses() {
     }
 }
 
+/// Photos detected together — in passes of two, so one pass is short, and a grey photo that
+/// has no face at 640 goes on to 320 — give exactly the faces each gives alone, on the CPU
+/// backend and on the engine.
+#[test]
+fn batched_detection_finds_exactly_what_one_photo_at_a_time_finds() {
+    let gpu =
+        efq_engine::request_blocking(&Default::default()).expect("a GPU adapter (lavapipe in CI)");
+    let mut photos: Vec<Photo> = sample(2).iter().map(|p| Photo::open(p).unwrap()).collect();
+    let grey = Photo::from_pixels("grey", &vec![128u8; 200 * 150 * 4], 200, 150, 4).unwrap();
+    photos.insert(1, grey);
+    let refs: Vec<&Photo> = photos.iter().collect();
+    for runtime in [Runtime::Cpu, Runtime::Gpu(gpu)] {
+        let one =
+            FaceDetector::open(detector(), &efq_engine::face::DETECT_SIZES, &runtime).unwrap();
+        let want: Vec<_> = refs
+            .iter()
+            .map(|p| one.detect_blocking(p).unwrap())
+            .collect();
+        let two = one.with_batch(2).unwrap();
+        let got = two.detect_batch_blocking(&refs).unwrap();
+        assert_eq!(got, want, "{}", runtime.describe());
+        assert!(want[1].faces.is_empty() && !want[0].faces.is_empty());
+    }
+}
+
 #[test]
 fn pipeline_errors_name_what_an_app_can_act_on() {
     let v = FaceVerifier::open(teacher(), detector(), &Runtime::Cpu).unwrap();

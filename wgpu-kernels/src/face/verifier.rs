@@ -3,7 +3,7 @@
 use image::RgbImage;
 
 use super::detector::align;
-use super::{Choice, FaceDetector, FaceError, Faces, Photo, Recognizer};
+use super::{Choice, FaceDetector, FaceError, Faces, Located, Photo, Recognizer};
 
 /// One photo's face as the pipeline used it.
 #[derive(Clone, Debug)]
@@ -90,11 +90,20 @@ impl FaceVerifier {
         Ok(self.faces(&[(photo, choice)]).await?.remove(0))
     }
 
-    /// Several photos, each with its choice: detected one by one, recognised in one batch.
+    /// Several photos, each with its choice: detected in batches of the detector's
+    /// [`FaceDetector::with_batch`], recognised in one batch.
     pub async fn faces(&self, photos: &[(&Photo, Choice)]) -> Result<Vec<Face>, FaceError> {
+        let only: Vec<&Photo> = photos.iter().map(|(p, _)| *p).collect();
+        let detected = self.detector.detect_batch(&only).await?;
         let mut located = Vec::with_capacity(photos.len());
-        for (photo, choice) in photos {
-            located.push(self.detector.locate(photo, *choice).await?);
+        for (faces, (photo, choice)) in detected.into_iter().zip(photos) {
+            let chosen = faces.choose(photo, *choice)?;
+            let crop = align(photo, &faces.faces[chosen])?;
+            located.push(Located {
+                faces,
+                chosen,
+                crop,
+            });
         }
         let crops: Vec<RgbImage> = located.iter().map(|l| l.crop.clone()).collect();
         let embeddings = self.recognizer.embed_crops(&crops).await?;
