@@ -5,11 +5,12 @@
 //!
 //! PHOTO_DIR: a folder of person folders (e.g. LFW's raw250-sample); PAIRS consecutive photo
 //! pairs (default 10) after one warm-up pair. MODEL and DETECTOR default to $EFQ_TEACHER and
-//! $EFQ_DETECTOR.
+//! $EFQ_DETECTOR. A second table times detection alone over the same photos: one photo per
+//! network pass against batches of 4 (`FaceDetector::with_batch`).
 
 use std::time::Instant;
 
-use efq_engine::face::{FaceVerifier, Photo, Runtime};
+use efq_engine::face::{DETECT_SIZES, FaceDetector, FaceVerifier, Photo, Runtime};
 use efq_engine::{GpuOptions, request_blocking};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,6 +68,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ms.len(),
             ms[ms.len() / 2],
             mean
+        );
+    }
+    println!("\n| runtime | photos | detection, one per pass, ms per photo | batches of 4 |");
+    println!("|---|---:|---:|---:|");
+    let refs: Vec<&Photo> = photos.iter().collect();
+    for runtime in &runtimes {
+        let one = FaceDetector::open(&detector, &DETECT_SIZES, runtime)?;
+        let four = FaceDetector::open(&detector, &DETECT_SIZES, runtime)?.with_batch(4)?;
+        one.detect_batch_blocking(&refs[..4])?; // warm-up: pipelines compiled
+        four.detect_batch_blocking(&refs[..4])?;
+        let per_photo = |d: &FaceDetector| -> Result<f64, Box<dyn std::error::Error>> {
+            let t = Instant::now();
+            d.detect_batch_blocking(&refs)?;
+            Ok(t.elapsed().as_secs_f64() * 1e3 / refs.len() as f64)
+        };
+        let (a, b) = (per_photo(&one)?, per_photo(&four)?);
+        println!(
+            "| {} | {} | {a:.1} | {b:.1} |",
+            runtime.describe(),
+            refs.len()
         );
     }
     Ok(())
