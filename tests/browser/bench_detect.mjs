@@ -1,0 +1,50 @@
+// Browser detection benchmark (not part of CI): one raw photo through the page's detector (its
+// worker, CPU path in wasm: letterbox 640×640, SCRFD, decode, NMS) against onnxruntime-web's
+// wasm EP on the same detector file and letterboxed pixels (network only), in the same page,
+// with 1 thread and with navigator.hardwareConcurrency threads. Prints a Markdown table.
+//
+//   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO]
+//   env: BENCH_SECONDS (5); PHOTO defaults to the first raw250-sample photo.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, CHROMIUM_ARGS } from './e2e.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const lfw = process.env.EFQ_LFW || path.join(root, '../shared/data/lfw');
+const sample = path.join(lfw, 'raw250-sample');
+const photo = process.argv[2] || (() => {
+  const person = fs.readdirSync(sample).sort()[0];
+  return path.join(sample, person, fs.readdirSync(path.join(sample, person)).sort()[0]);
+})();
+const seconds = process.env.BENCH_SECONDS || '5';
+const server = await serve(path.join(root, 'web/dist'), {
+  '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist/'),
+  '/ext/photo.jpg': photo,
+}, { isolate: true });
+const base = `http://127.0.0.1:${server.address().port}/`;
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+const rows = [];
+try {
+  const page = await browser.newPage();
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  page.on('console', (m) => m.type() === 'error' && console.error(`[page] ${m.text()}`));
+  for (const threads of [1, cores]) {
+    await page.goto(`${base}bench-detect.html?threads=${threads}&seconds=${seconds}`);
+    await page.waitForSelector('#out[data-done]', { timeout: 0 });
+    rows.push(...await page.evaluate(() => window.detectResult));
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+const ver = JSON.parse(fs.readFileSync(path.join(root, 'node_modules/onnxruntime-web/package.json'))).version;
+console.log(`\n${path.basename(photo)}, headless Chromium, cross-origin isolated\n`);
+console.log('| runtime | path | what is timed | faces | median ms | runs |');
+console.log('|---|---|---|---:|---:|---:|');
+for (const r of rows) {
+  const runtime = r.runtime === 'onnxruntime-web' ? `onnxruntime-web ${ver}` : r.runtime;
+  if (r.error) { console.log(`| ${runtime} | | error: ${r.error.replace(/\|/g, '/').slice(0, 160)} | | | |`); process.exitCode = 1; continue; }
+  console.log(`| ${runtime} | ${r.path} | ${r.what} | ${r.faces ?? ''} | ${r.median_ms.toFixed(1)} | ${r.runs} |`);
+}
