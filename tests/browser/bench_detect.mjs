@@ -1,9 +1,11 @@
 // Browser detection benchmark (not part of CI): one raw photo through the page's detector (its
 // worker, CPU path in wasm: letterbox 640×640, SCRFD, decode, NMS) against onnxruntime-web's
 // wasm EP on the same detector file and letterboxed pixels (network only), in the same page,
-// with 1 thread and with navigator.hardwareConcurrency threads. Prints a Markdown table.
+// with 1 thread and with navigator.hardwareConcurrency threads; then what a user waits for with
+// two raw photos (both detected, the crops verified by the page's default model). Prints a
+// Markdown table.
 //
-//   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO]
+//   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO [PHOTO2]]
 //   env: BENCH_SECONDS (5); PHOTO defaults to the first raw250-sample photo.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -14,14 +16,18 @@ import { serve, CHROMIUM_ARGS } from './e2e.mjs';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const lfw = process.env.EFQ_LFW || path.join(root, '../shared/data/lfw');
 const sample = path.join(lfw, 'raw250-sample');
-const photo = process.argv[2] || (() => {
-  const person = fs.readdirSync(sample).sort()[0];
+// The first photo of the first two people of raw250-sample unless given.
+const first = (k) => {
+  const person = fs.readdirSync(sample).sort()[k];
   return path.join(sample, person, fs.readdirSync(path.join(sample, person)).sort()[0]);
-})();
+};
+const photo = process.argv[2] || first(0);
+const photo2 = process.argv[3] || first(1);
 const seconds = process.env.BENCH_SECONDS || '5';
 const server = await serve(path.join(root, 'web/dist'), {
   '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist/'),
   '/ext/photo.jpg': photo,
+  '/ext/photo2.jpg': photo2,
 }, { isolate: true });
 const base = `http://127.0.0.1:${server.address().port}/`;
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
@@ -40,8 +46,8 @@ try {
   server.close();
 }
 const ver = JSON.parse(fs.readFileSync(path.join(root, 'node_modules/onnxruntime-web/package.json'))).version;
-console.log(`\n${path.basename(photo)}, headless Chromium, cross-origin isolated\n`);
-console.log('| runtime | path | what is timed | faces | median ms | runs |');
+console.log(`\n${path.basename(photo)} and ${path.basename(photo2)}, headless Chromium, cross-origin isolated\n`);
+console.log('| runtime | path | what is timed | faces / verdict | median ms | runs |');
 console.log('|---|---|---|---:|---:|---:|');
 for (const r of rows) {
   const runtime = r.runtime === 'onnxruntime-web' ? `onnxruntime-web ${ver}` : r.runtime;
