@@ -72,7 +72,7 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// Reads a `torch.save` zip archive holding a state dict (or a checkpoint dict that holds one
-/// under one of [`WRAPPER_KEYS`]). A `module.` prefix on every key (DistributedDataParallel) is
+/// under one of `WRAPPER_KEYS`). A `module.` prefix on every key (DistributedDataParallel) is
 /// removed.
 pub fn read_state_dict(bytes: &[u8]) -> Result<StateDict, Error> {
     if !bytes.starts_with(b"PK\x03\x04") {
