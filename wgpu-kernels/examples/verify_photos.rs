@@ -6,12 +6,16 @@
 //! `scripts/setup.sh` installs ($EFQ_TEACHER, $EFQ_DETECTOR). Runs on a hardware GPU when
 //! there is one, else on the CPU backend.
 
-use efq_engine::face::{FaceVerifier, Photo, Runtime};
+use efq_engine::face::{FaceVerifier, Photo, PhotoVerification, Runtime};
 use efq_engine::{GpuOptions, request_blocking};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [a, b, rest @ ..] = args.as_slice() else {
+    run(&std::env::args().skip(1).collect::<Vec<_>>()).map(drop)
+}
+
+/// Verifies and prints; returns the decision (wgpu-kernels/tests/examples.rs runs this).
+pub fn run(args: &[String]) -> Result<PhotoVerification, Box<dyn std::error::Error>> {
+    let [a, b, rest @ ..] = args else {
         return Err("usage: verify_photos A.jpg B.jpg [MODEL] [DETECTOR]".into());
     };
     let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set: pass the path"));
@@ -33,17 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let v = verifier.verify_blocking(&Photo::open(a)?, &Photo::open(b)?)?;
 
     for face in [&v.a, &v.b] {
-        let d = face.faces.faces[face.chosen];
+        let (n, d) = (face.faces.faces.len(), face.faces.faces[face.chosen]);
+        let [x0, y0, x1, y1] = d.bbox.map(|c| c.round());
+        let at = format!("({x0}, {y0})–({x1}, {y1}), score {:.2}", d.score);
         println!(
-            "{}: {} face(s), using #{} at ({:.0}, {:.0})–({:.0}, {:.0}), score {:.2}",
-            face.photo,
-            face.faces.faces.len(),
-            face.chosen,
-            d.bbox[0],
-            d.bbox[1],
-            d.bbox[2],
-            d.bbox[3],
-            d.score
+            "{}: {n} face(s), using #{} at {at}",
+            face.photo, face.chosen
         );
     }
     let verdict = match v.same {
@@ -56,5 +55,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v.similarity,
         runtime.describe()
     );
-    Ok(())
+    Ok(v)
 }
