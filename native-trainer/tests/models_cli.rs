@@ -249,3 +249,66 @@ fn convert_writes_a_float_efq_as_the_same_onnx() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no float ONNX form"));
 }
+
+/// Distillation into another architecture, the iresnet case: a generated iresnet18
+/// student trained from a generated iresnet50 teacher (the feature loss with Adam, the float
+/// recipe), exported as a float student of iresnet18's size; and `generate --like` makes the
+/// half-width MobileFaceNet student of the real teacher.
+#[test]
+fn a_smaller_architecture_distils_from_a_larger_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r50, r18) = (dir.path().join("r50.onnx"), dir.path().join("r18.onnx"));
+    for (arch, out) in [("iresnet50", &r50), ("iresnet18", &r18)] {
+        ok(&trainer()
+            .args(["generate", "--arch", arch, "--out"])
+            .arg(out)
+            .output()
+            .unwrap());
+    }
+    let params = |m: &std::path::Path| {
+        let info: serde_json::Value = serde_json::from_str(&ok(&trainer()
+            .arg("inspect")
+            .arg(m)
+            .arg("--json")
+            .output()
+            .unwrap()))
+        .unwrap();
+        info["parameters"].as_u64().unwrap()
+    };
+    let run = dir.path().join("r18-from-r50");
+    let o = trainer()
+        .args([
+            "finetune",
+            "--fraction",
+            "0.002",
+            "--batch",
+            "4",
+            "--stop-after",
+            "1",
+        ])
+        .args(["--no-eval", "--train-crops", "insightface112", "--teacher"])
+        .arg(&r50)
+        .arg("--student-init")
+        .arg(&r18)
+        .arg("--lfw")
+        .arg(lfw())
+        .arg("--out-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("float student: --loss quantface"));
+    let student = run.join("student.efq");
+    assert_eq!(params(&student), params(&r18));
+    assert!(params(&r18) < params(&r50));
+
+    let half = dir.path().join("half.onnx");
+    ok(&trainer()
+        .args(["generate", "--width", "0.5", "--like"])
+        .arg(teacher())
+        .arg("--out")
+        .arg(&half)
+        .output()
+        .unwrap());
+    assert!(params(&half) * 2 < params(&teacher()));
+}
