@@ -97,6 +97,21 @@ pub fn float_ohwi(w: &Tensor) -> Vec<f32> {
     v
 }
 
+/// OIHW float weights → HWIO: one tap's input channel holds its output channels side by side
+/// (the pixel-block kernel reads four output channels per word).
+pub fn float_hwio(w: &Tensor) -> Vec<f32> {
+    let (o, ci, kh, kw) = dims(&w.shape);
+    let mut v = vec![0f32; w.numel()];
+    for oc in 0..o {
+        for c in 0..ci {
+            for tap in 0..kh * kw {
+                v[(tap * ci + c) * o + oc] = w.data[(oc * ci + c) * kh * kw + tap];
+            }
+        }
+    }
+    v
+}
+
 /// `[O, I, KH, KW]`, with a Gemm's `[O, I]` read as a 1×1 convolution.
 fn dims(shape: &[usize]) -> (usize, usize, usize, usize) {
     match *shape {

@@ -14,7 +14,7 @@ use super::conv::{ConvLayer, channel_tile};
 use crate::error::EngineError;
 use crate::kernels::{ConvParams, DepthwiseF32Params, Kernel, PipelineKey};
 use crate::model::plan::{BatchAxis, Planner, Res};
-use crate::weights::float_ohwi;
+use crate::weights::{float_hwio, float_ohwi};
 
 impl Planner<'_> {
     /// A layer with float weights and input; returns the output buffer.
@@ -75,19 +75,7 @@ impl Planner<'_> {
                 ],
             }
         };
-        self.push(
-            key,
-            vec![
-                u,
-                wf,
-                Res::Pool(layer.x.buf),
-                bias,
-                layer.slopes,
-                Res::Pool(out),
-                Res::Run,
-            ],
-            grid,
-        );
+        self.push(key, float_conv_bindings(layer, u, wf, bias, out), grid);
         if layer.images_as_pixels {
             self.steps.last_mut().expect("pushed").batch = BatchAxis::X { tile: 4 };
         }
@@ -105,16 +93,7 @@ impl Planner<'_> {
     ) -> Result<usize, EngineError> {
         let (name, g) = (layer.name, &layer.geometry);
         let (o, ci) = (layer.out_c, layer.x.c);
-        let (kh, kw) = (g.k_h as usize, g.k_w as usize);
-        let mut wh = vec![0f32; w.data.len()];
-        for oc in 0..o {
-            for c in 0..ci {
-                for tap in 0..kh * kw {
-                    wh[(tap * ci + c) * o + oc] = w.data[(oc * ci + c) * kh * kw + tap];
-                }
-            }
-        }
-        let wf = self.param(&format!("{name}: weights"), &wh)?;
+        let wf = self.param(&format!("{name}: weights"), &float_hwio(w))?;
         let bias = self.param(&format!("{name}: bias"), bias)?;
         let out = self.alloc(o * layer.out_pixels());
         let tile_o = block_channel_tile(o);
@@ -147,19 +126,7 @@ impl Planner<'_> {
                 constants: vec![("TILE_O", tile_o as u32), layer.prelu, layer.relu],
             }
         };
-        self.push(
-            key,
-            vec![
-                u,
-                wf,
-                Res::Pool(layer.x.buf),
-                bias,
-                layer.slopes,
-                Res::Pool(out),
-                Res::Run,
-            ],
-            grid,
-        );
+        self.push(key, float_conv_bindings(layer, u, wf, bias, out), grid);
         Ok(out)
     }
 
@@ -226,4 +193,18 @@ fn block_channel_tile(out_c: usize) -> usize {
     } else {
         8
     }
+}
+
+/// The bindings every float convolution kernel but the depthwise one takes, in its order:
+/// parameters, weights, input, bias, PReLU slopes, output, the run's batch.
+fn float_conv_bindings(layer: &ConvLayer, u: Res, wf: Res, bias: Res, out: usize) -> Vec<Res> {
+    vec![
+        u,
+        wf,
+        Res::Pool(layer.x.buf),
+        bias,
+        layer.slopes,
+        Res::Pool(out),
+        Res::Run,
+    ]
 }
