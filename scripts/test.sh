@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 set -euo pipefail
+# One clean build, not an edit loop: incremental caches would only add ~2 GB to target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo clippy -q -p efq-web --target wasm32-unknown-unknown -- -D warnings
