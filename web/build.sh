@@ -10,7 +10,7 @@
 # missing, never committed: the teacher's weights are non-commercial). The page needs a decision
 # threshold in the model; a PTQ model has none, so it is measured once with `trainer eval` on
 # the first $EFQ_WEB_EVAL_LIMIT LFW test crops (default 2000, ~2 min; 0 = all 7,701, ~7 min)
-# without the flip test, as the page compares single crops, and stored at FAR 1e-3 by
+# with the flip test, as the page embeds each face with its mirror image, and stored at FAR 1e-3 by
 # `web-tool threshold`. EFQ_WEB_EVAL_REPORT=path/report.json reuses an existing eval report.
 #
 # Serve:  python3 web/serve.py            then open http://localhost:8000/

@@ -9,7 +9,8 @@
 #     different-people LFW pair on both paths, as aligned crops and as raw photos (detection in
 #     the page), the CPU path again with wasm threads on a cross-origin-isolated copy of the
 #     page (the same similarities, bit for bit), a photo taken with the (fake) camera, and its
-#     error messages (tests/browser/e2e.mjs).
+#     error messages; the raw photos' results against `trainer verify` natively
+#     (tests/browser/e2e.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${EFQ_TEACHER:-}" ] || [ -z "${LIBTORCH:-}" ]; then . scripts/setup.sh; set -euo pipefail; fi
@@ -22,4 +23,5 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}" \
   cargo test -j"${EFQ_JOBS:-2}" --release -p efq-web --target wasm32-unknown-unknown --test browser
-node tests/browser/e2e.mjs
+cargo build -q -j"${EFQ_JOBS:-2}" --release -p efq-trainer --bin trainer
+EFQ_TRAINER="$TARGET/release/trainer" node tests/browser/e2e.mjs

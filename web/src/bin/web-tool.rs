@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! web-tool threshold --model M.efq --report report.json [--far 0.001]
-//!     stores the no-flip all-pairs threshold at --far from a `trainer eval` report in the model
-//!     (the page compares single crops without the flip test)
+//!     stores the flip-test all-pairs threshold at --far from a `trainer eval` report in the
+//!     model (the page embeds each face with its mirror image, as `trainer verify` does)
 //! web-tool has-threshold --model M.efq
 //!     exits 0 when the model stores a threshold, 1 when not
 //! web-tool fixture --model M.efq --lfw DIR --out DIR [--n 4] [--detector scrfd.onnx]
 //!     writes the browser test fixture: the model, the first n LFW test crops as RGB bytes and
 //!     their embeddings from the native CPU backend; with --detector also the detector, one
 //!     raw LFW photo (photo.rgb, 250×250) and the faces the native CPU backend finds in it
+//! web-tool decode --photo P.jpg --out P.png
+//!     writes a photo's pixels as the native decoder reads them, losslessly: the end-to-end test
+//!     hands the page these, so that it and `trainer verify` start from the same pixels (JPEG
+//!     decoders differ by a grey level here and there, enough to change a borderline face)
 //! ```
 
 #[cfg(target_arch = "wasm32")]
@@ -78,7 +82,15 @@ mod native {
                 ),
                 None => Ok(()),
             }),
-            other => bail!("unknown command {other}: threshold, has-threshold or fixture"),
+            "decode" => {
+                let photo = need(&f, "photo")?;
+                let img = image::open(photo).with_context(|| format!("decoding {photo}"))?;
+                let out = need(&f, "out")?;
+                img.to_rgb8()
+                    .save(out)
+                    .with_context(|| format!("writing {out}"))
+            }
+            other => bail!("unknown command {other}: threshold, has-threshold, fixture or decode"),
         }
     }
 
@@ -87,9 +99,9 @@ mod native {
         let r: serde_json::Value = serde_json::from_slice(
             &std::fs::read(report).with_context(|| format!("reading {}", report.display()))?,
         )?;
-        let t = r["no_flip"]["all_pairs"]["tar_at_far"]
+        let t = r["flip"]["all_pairs"]["tar_at_far"]
             .as_array()
-            .context("report has no no_flip.all_pairs.tar_at_far")?
+            .context("report has no flip.all_pairs.tar_at_far")?
             .iter()
             .find(|t| t["far"].as_f64() == Some(far))
             .with_context(|| format!("report has no threshold at FAR {far}"))?;
@@ -101,7 +113,7 @@ mod native {
         m.manifest.threshold = Some(Threshold {
             far,
             cosine,
-            source: format!("LFW all pairs of {images} images of {crops}, no flip"),
+            source: format!("LFW all pairs of {images} images of {crops}, flip"),
         });
         m.save(model)?;
         println!(

@@ -107,13 +107,17 @@ enum Command {
         Example: trainer finetune --bits w6a6 --out-dir out/ekd-w6a6"
     )]
     Finetune(finetune::FinetuneCmd),
-    /// Compare two aligned face crops: cosine similarity and same/different at the model's threshold.
-    #[command(long_about = "Compare two aligned 112×112 face crops.\n\n\
-        Embeds both (with the flip test) through --backend (by default the fastest present: the\n\
-        wgpu engine on a hardware GPU, else a CPU path; stderr says which) and prints their\n\
-        cosine similarity and, for a packed model that stores one, the decision at its\n\
-        FAR = 1e-3 threshold. Without --model it uses the teacher.\n\n\
-        Example: trainer verify --model out/ekd-w6a6/student.efq a.jpg b.jpg")]
+    /// Compare the faces of two photos or aligned crops: similarity and same/different.
+    #[command(
+        long_about = "Compare the faces of two photos, or two aligned 112×112 crops.\n\n\
+        In a photo the face is found (SCRFD), the one nearest the centre chosen and aligned;\n\
+        which face was used is printed (--json: its box, score and the number found). Both\n\
+        faces are embedded with the flip test through --backend (by default the fastest\n\
+        present: the wgpu engine on a hardware GPU, else a CPU path; stderr says which), and\n\
+        their cosine similarity is printed with, for a packed model that stores one, the\n\
+        decision at its FAR = 1e-3 threshold. Without --model it uses the teacher.\n\n\
+        Example: trainer verify --model out/ekd-w6a6/student.efq photo1.jpg photo2.jpg"
+    )]
     Verify(verify::VerifyCmd),
     /// Show what a model file is: graph, input conventions, bit-widths, threshold, size.
     #[command(
