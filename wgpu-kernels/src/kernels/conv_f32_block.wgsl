@@ -19,48 +19,10 @@
 // Each output sums over taps, then input channels in order, from zero, then adds the bias: the
 // order of conv_f32_vec4.wgsl, whose results it reproduces bit for bit.
 
-override TILE_O: u32 = 8u; // 8 or 16
-override PRELU: bool = false;
-// A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
-override RELU: bool = false;
 // A 1×1 convolution at stride 1 without padding: no tap or padding arithmetic.
 override POINTWISE: bool = false;
-override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
 
-struct Params {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32, // a multiple of 4
-    group_channels: u32, // = in_c (one group)
-    out_h: u32,
-    out_w: u32,
-    out_c: u32, // a multiple of 4
-    out_per_group: u32,
-    k_h: u32,
-    k_w: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    dil_y: u32,
-    dil_x: u32,
-    shared_slope: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>; // HWIO, O in words of four
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // NHWC, C in words of four
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> slope: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>; // NHWC, C in words of four
-
-struct Run {
-    images: u32,
-}
-@group(0) @binding(6) var<uniform> run: Run;
 
 // One pixel's input word (four input channels) against the four weight words of those input
 // channels (each four output channels), summed input channel by input channel in order.
@@ -69,26 +31,6 @@ fn mac(a: vec4<f32>, xv: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>,
     s = s + w1 * xv.y;
     s = s + w2 * xv.z;
     return s + w3 * xv.w;
-}
-
-// The epilogue of one pixel's word of four output channels: bias, then PReLU or ReLU.
-fn finish(a: vec4<f32>, b: vec4<f32>, q: u32) -> vec4<f32> {
-    let o = 4u * q;
-    var v = a + b;
-    if PRELU {
-        let shared_slope = p.shared_slope != 0u;
-        let s = vec4<f32>(
-            slope[select(o, 0u, shared_slope)],
-            slope[select(o + 1u, 0u, shared_slope)],
-            slope[select(o + 2u, 0u, shared_slope)],
-            slope[select(o + 3u, 0u, shared_slope)],
-        );
-        v = select(v * s, v, v > vec4<f32>());
-    }
-    if RELU {
-        v = select(vec4<f32>(), v, v > vec4<f32>());
-    }
-    return v;
 }
 
 @compute @workgroup_size(64)
