@@ -185,7 +185,7 @@ pub fn backward_through(student: &Student, x: &Tensor, leaf: &Tensor, chunk: i64
 /// Views per student forward/backward chunk: `cfg.student_chunk`, else the whole batch. A
 /// chunk that holds the batch means no gradient caching. Caching cuts the student's memory
 /// (0.97 vs 4.9 GB peak at batch 64 with chunks of 8) but replays every forward pass: on this
-/// machine's CPU it costs 25 % of the step (docs/RESULTS.md, "Fine-tuning speed").
+/// machine's CPU it costs 25 % of the step (docs/EXPERIMENTS.md, Part 2, "Fine-tuning speed on the CPU").
 fn chunk_student(cfg: &FinetuneConfig, views: usize) -> i64 {
     cfg.student_chunk.map_or(views as i64, |c| c.max(1) as i64)
 }
@@ -519,7 +519,7 @@ pub fn run(
             .collect();
 
         // The teacher needs no gradient, so it can run in small chunks: on the CPU, batches of
-        // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, batch sweep).
+        // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, "The teacher against onnxruntime", images/s by batch).
         let chunk = if device.is_cuda() { b } else { TEACHER_CHUNK };
         let et = tch::no_grad(|| -> Result<Tensor> {
             let parts = x

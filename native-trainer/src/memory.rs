@@ -5,7 +5,7 @@
 //! is page-faulted in again at every step: 9.8 million minor faults in ten fine-tuning steps at
 //! batch 64, half the step's time on this machine (a VM, where faults are dear). Keeping freed
 //! memory in the heap for reuse took the same ten steps from 4.8 to 7.0 images/s at the cost of
-//! resident memory that stays at its peak (docs/RESULTS.md, "Fine-tuning speed").
+//! resident memory that stays at its peak (docs/EXPERIMENTS.md, Part 2, "Fine-tuning speed on the CPU").
 
 /// Serve every allocation from the heap and never trim it (glibc only; elsewhere a no-op).
 pub fn keep_freed_memory() {

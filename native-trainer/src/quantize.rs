@@ -81,7 +81,7 @@ pub struct Calibration {
 
 /// The equalization strength `quantize` uses unless told: 0.5 with weights of 6 bits or more,
 /// 0.25 below, where the weights have little precision to spare. From a sweep of the PTQ
-/// student's teacher fidelity on `w600k_mbf` (docs/RESULTS.md, "Channel equalization").
+/// student's teacher fidelity on `w600k_mbf` (docs/EXPERIMENTS.md, "Channel equalization").
 pub fn auto_alpha(weight_bits: u8) -> f32 {
     if weight_bits >= 6 { 0.5 } else { 0.25 }
 }

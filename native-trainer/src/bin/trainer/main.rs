@@ -54,7 +54,7 @@ struct Cli {
     conventions: efq_trainer::conventions::ConventionArgs,
     /// CPU threads for libtorch and the CPU backend [default: every core]. libtorch's threads
     /// wait for each other passively (unless OMP_WAIT_POLICY says otherwise), so cores shared
-    /// with other processes slow it down little (docs/RESULTS.md, "CPU threads").
+    /// with other processes slow it down little (docs/EXPERIMENTS.md, Part 5, "the OpenMP wait policy").
     #[arg(long, global = true)]
     threads: Option<usize>,
 }
@@ -283,7 +283,7 @@ fn exit_quietly_on_closed_pipe() {
 /// libtorch's OpenMP threads spin while they wait for each other, which is quick on idle cores
 /// and ruinous on shared ones: beside other busy processes, 2 threads ran the teacher at
 /// 8.6–10.0 images/s, one thread at 20–26, and 2 threads with `OMP_WAIT_POLICY=PASSIVE` at
-/// 70–84 (docs/RESULTS.md, "CPU threads"). OpenMP reads the policy when the library loads,
+/// 70–84 (docs/EXPERIMENTS.md, Part 5, "the OpenMP wait policy"). OpenMP reads the policy when the library loads,
 /// before `main`, so the process starts itself again with it set, unless the user set one.
 fn passive_openmp_waits() {
     #[cfg(unix)]

@@ -78,7 +78,7 @@ pub struct QuantizeCmd {
     /// How each output channel's weight scale is chosen: `max` (max|w| / qmax, nothing
     /// clipped) or `mse` (the clipping point, 50–100 % of max|w|, with the least squared
     /// weight error per channel; a fine-tuned student keeps it). On w600k_mbf `mse` lowered
-    /// the PTQ student's teacher fidelity at every width (docs/RESULTS.md): for ablations.
+    /// the PTQ student's teacher fidelity at every width (docs/EXPERIMENTS.md, "weights or activations"): for ablations.
     #[arg(
         long,
         default_value = "max",

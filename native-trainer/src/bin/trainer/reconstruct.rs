@@ -53,7 +53,7 @@ pub struct ReconstructArgs {
     /// --reconstruct-blocks: keep each weight within this many of its channel's quantization
     /// steps of where the block fit started (AdaRound's constraint; 0.5: only the two grid
     /// points around it). 0: unbounded, the default: at 0.5 the real teacher's w4a4 start
-    /// came out worse (docs/RESULTS.md).
+    /// came out worse (docs/EXPERIMENTS.md, "a box around each weight").
     #[arg(
         long,
         value_name = "STEPS",
@@ -67,7 +67,7 @@ pub struct ReconstructArgs {
     /// which verification compares by cosine: `cosine` fits its direction alone (mean 1 −
     /// cosine to the teacher's; a trailing block with nothing to fit joins the one before),
     /// `mse` also its norm, as every other block does. On w600k_mbf w4a4 `cosine` halved the
-    /// head's calibration error but left unseen faces where they were (docs/RESULTS.md).
+    /// head's calibration error but left unseen faces where they were (docs/EXPERIMENTS.md, "A cosine objective for the last block").
     #[arg(
         long,
         value_enum,
