@@ -519,7 +519,8 @@ pub fn run(
             .collect();
 
         // The teacher needs no gradient, so it can run in small chunks: on the CPU, batches of
-        // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, "The teacher against onnxruntime", images/s by batch).
+        // 4 stay in cache and run 1.8× faster than 64 (docs/RESULTS.md, "The teacher against
+        // onnxruntime", images/s by batch).
         let chunk = if device.is_cuda() { b } else { TEACHER_CHUNK };
         let et = tch::no_grad(|| -> Result<Tensor> {
             let parts = x
