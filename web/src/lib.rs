@@ -19,6 +19,9 @@ use efq_shared::{cpu, preprocess};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
+mod profile;
+pub use profile::profile_detector;
+
 /// Largest model file the page accepts (the engine checks device limits on top of this).
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 

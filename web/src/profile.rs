@@ -1,0 +1,116 @@
+//! Where the page's CPU detector spends its time: one photo through letterbox, normalisation,
+//! SCRFD's layers (grouped by kind) and the decoding with NMS, timed with the caller's clock
+//! (`performance.now` in wasm, where `std::time::Instant` does not exist).
+//!
+//! `node bench/profile_detect_wasm.mjs [RUNS]` runs it on the browser fixture's photo with the
+//! single-threaded build in node's V8, the engine Chromium runs the page's worker with.
+
+use efq_shared::cpu;
+use efq_shared::detect::{DetectConfig, Scrfd, letterbox, nms, normalize};
+use efq_shared::graph::Op;
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+use crate::{DETECT_SIZES, rgb_image};
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Milliseconds from an arbitrary origin.
+fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        performance_now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
+    }
+}
+
+/// What kind of layer node `i` is, for the profile's rows.
+fn kind(det: &Scrfd, i: usize) -> &'static str {
+    let node = &det.graph.nodes[i];
+    match &node.op {
+        Op::Conv { .. } if det.head_values().contains(&node.output) => "heads",
+        Op::Conv { attrs, .. } if attrs.group > 1 => "depthwise convolutions",
+        Op::Conv { weights, .. } if weights.shape()[2..] == [1, 1] => "1×1 convolutions",
+        Op::Conv { .. } => "dense convolutions",
+        Op::Add | Op::Upsample { .. } => "neck: add and upsample",
+        _ => "ReLU, BatchNorm and the rest",
+    }
+}
+
+/// Profiles the CPU detector (`detector`: SCRFD ONNX bytes) on one RGB/RGBA photo, `runs`
+/// times: JSON `{runs, stages: {name: median ms}, layers: {kind: median ms}}`.
+#[wasm_bindgen(js_name = profileDetector)]
+pub fn profile_detector(
+    detector: &[u8],
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    runs: usize,
+) -> Result<String, JsError> {
+    let size = DETECT_SIZES[0];
+    let det = Scrfd::import_bytes(detector, "detector", [size, size])
+        .map_err(|e| JsError::new(&e.to_string()))?;
+    let img = rgb_image(pixels, width, height, channels).map_err(|e| JsError::new(&e))?;
+    let cfg = DetectConfig::default();
+    let heads = det.head_values();
+    let mut stages: Vec<(&str, Vec<f64>)> = ["letterbox", "normalise", "network", "decode and NMS"]
+        .into_iter()
+        .map(|s| (s, Vec::new()))
+        .collect();
+    let mut layers: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for _ in 0..runs.max(1) {
+        let t0 = now_ms();
+        let (canvas, scale) = letterbox(&img, size);
+        let t1 = now_ms();
+        let x = normalize(&canvas);
+        let t2 = now_ms();
+        let mut marks = Vec::with_capacity(det.graph.nodes.len());
+        let values =
+            cpu::forward_values_traced(&det.graph, &x, &heads, &mut |i| marks.push((i, now_ms())))
+                .map_err(|e| JsError::new(&e.to_string()))?;
+        let t3 = now_ms();
+        let outs = det.heads_from_nchw(&values);
+        let faces = nms(det.decode(&outs, scale, cfg.score_threshold), cfg.nms_iou);
+        let t4 = now_ms();
+        std::hint::black_box(faces);
+        for (k, ms) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
+            stages[k].1.push(ms);
+        }
+        let mut per_kind: std::collections::BTreeMap<&str, f64> = Default::default();
+        let mut last = t2;
+        for (i, t) in marks {
+            *per_kind.entry(kind(&det, i)).or_default() += t - last;
+            last = t;
+        }
+        for (k, ms) in per_kind {
+            layers.entry(k).or_default().push(ms);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let stages: serde_json::Map<_, _> = stages
+        .iter_mut()
+        .map(|(s, v)| (s.to_string(), json!(median(v))))
+        .collect();
+    let layers: serde_json::Map<_, _> = layers
+        .iter_mut()
+        .map(|(k, v)| (k.to_string(), json!(median(v))))
+        .collect();
+    Ok(json!({"runs": runs.max(1), "stages": stages, "layers": layers}).to_string())
+}
