@@ -2,7 +2,10 @@
 # Builds the demo page into web/dist (gitignored):
 #   web/dist/{index.html,app.js,worker.js,style.css}   from web/www
 #   web/dist/pkg/                                      the wasm module (wasm-bindgen --target web)
-#   web/dist/pkg-threads/                              the same with wasm threads (rayon on Web
+#   web/dist/pkg-relaxed/                              the same with relaxed SIMD (fused multiply-
+#                                                      adds in the float convolutions), loaded
+#                                                      where the browser validates it
+#   web/dist/pkg-threads/                              relaxed SIMD and wasm threads (rayon on Web
 #                                                      Workers; pages served cross-origin isolated)
 #   web/dist/models/default.efq                        the default model
 #   web/dist/models/detector.onnx                      SCRFD-500M ($EFQ_DETECTOR), for face detection
@@ -32,6 +35,15 @@ mkdir -p "$DIST"
 rm -rf "$DIST/pkg"
 wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg" \
   "$TARGET/wasm32-unknown-unknown/release/efq_web.wasm"
+# The relaxed-SIMD build, in its own target directory (RUSTFLAGS replace .cargo/config.toml's
+# flags, so +simd128 is repeated): f32x4.relaxed_madd is a fused multiply-add where the CPU has
+# one, twice the rate of the multiply and add that SIMD128 alone offers (`shared::cpu::gemm_fma`).
+log "building the wasm module with relaxed SIMD"
+RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$TARGET/wasm-relaxed" \
+  cargo build -q -j"$JOBS" --release -p efq-web --lib --target wasm32-unknown-unknown
+rm -rf "$DIST/pkg-relaxed"
+wasm-bindgen --target web --no-typescript --out-dir "$DIST/pkg-relaxed" \
+  "$TARGET/wasm-relaxed/wasm32-unknown-unknown/release/efq_web.wasm"
 # The threaded build: std rebuilt with atomics on the pinned nightly (scripts/setup.sh), in its
 # own target directory so the two builds never invalidate each other. rustc no longer turns
 # `+atomics` into the linker's shared-memory flags by itself, so they are spelled out: memory
@@ -44,7 +56,7 @@ for a in --shared-memory --import-memory --max-memory=4294967296 --export=__wasm
   --export=__tls_size --export=__tls_align --export=__tls_base; do
   LINK="$LINK -C link-arg=$a"
 done
-RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+simd128$LINK" \
+RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+simd128,+relaxed-simd$LINK" \
   CARGO_TARGET_DIR="$TARGET/wasm-threads" \
   cargo "+$EFQ_WASM_NIGHTLY" build -q -j"$JOBS" --release -p efq-web --lib --features threads \
   --target wasm32-unknown-unknown -Z build-std=panic_abort,std

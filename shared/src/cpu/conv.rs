@@ -306,6 +306,18 @@ fn conv_f32_gemm(x: &[f32], geo: &ConvGeometry, wt: &Tensor, bias: &[f32], relu:
                 // written by no other task.
                 unsafe {
                     let c = out_ptr.at(oc0 * p + p0);
+                    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+                    super::gemm_fma::gemm(
+                        o1 - o0,
+                        k,
+                        nb,
+                        wt.data.as_ptr().add((gi * og + o0) * k),
+                        b,
+                        rsb,
+                        c,
+                        p,
+                    );
+                    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
                     matrixmultiply::sgemm(
                         o1 - o0,
                         k,

@@ -20,6 +20,7 @@ mod conv_int;
 mod depthwise;
 mod elementwise;
 mod gemm;
+mod gemm_fma;
 mod grouped;
 mod int_gemm;
 mod quantize;
