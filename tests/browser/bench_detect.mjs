@@ -6,7 +6,8 @@
 // Markdown table.
 //
 //   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO [PHOTO2]]
-//   env: BENCH_SECONDS (5); PHOTO defaults to the first raw250-sample photo.
+//   env: BENCH_SECONDS (5), BENCH_RELAXED=0 (the SIMD128 builds); PHOTO defaults to the first
+//   raw250-sample photo.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,6 +25,8 @@ const first = (k) => {
 const photo = process.argv[2] || first(0);
 const photo2 = process.argv[3] || first(1);
 const seconds = process.env.BENCH_SECONDS || '5';
+// BENCH_RELAXED=0: the page's SIMD128 builds instead of the relaxed-SIMD ones.
+const relaxed = process.env.BENCH_RELAXED === '0' ? '&relaxed=0' : '';
 const server = await serve(path.join(root, 'web/dist'), {
   '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist/'),
   '/ext/photo.jpg': photo,
@@ -37,7 +40,7 @@ try {
   const cores = await page.evaluate(() => navigator.hardwareConcurrency);
   page.on('console', (m) => m.type() === 'error' && console.error(`[page] ${m.text()}`));
   for (const threads of [1, cores]) {
-    await page.goto(`${base}bench-detect.html?threads=${threads}&seconds=${seconds}`);
+    await page.goto(`${base}bench-detect.html?threads=${threads}&seconds=${seconds}${relaxed}`);
     await page.waitForSelector('#out[data-done]', { timeout: 0 });
     rows.push(...await page.evaluate(() => window.detectResult));
   }

@@ -6,8 +6,11 @@ const SIZE = 112;
 // ?floatdot=1 tries the engine's f32 multiply-add convolutions (default: dot4, exact everywhere).
 const floatDot = params.has('floatdot') ? params.get('floatdot') === '1' : undefined;
 
-// ?threads=0 keeps the single-threaded module even on a cross-origin-isolated page.
-const worker = new Worker(new URL(`./worker.js${params.get('threads') === '0' ? '?threads=0' : ''}`, import.meta.url), { type: 'module' });
+// ?threads=0 keeps the single-threaded module even on a cross-origin-isolated page; ?relaxed=0
+// the SIMD128 one even where relaxed SIMD exists.
+const workerParams = new URLSearchParams();
+for (const k of ['threads', 'relaxed']) if (params.get(k) === '0') workerParams.set(k, '0');
+const worker = new Worker(new URL(`./worker.js${workerParams.size ? `?${workerParams}` : ''}`, import.meta.url), { type: 'module' });
 let nextId = 1;
 const pending = new Map();
 worker.onmessage = (ev) => {

@@ -14,12 +14,16 @@ let threading = 'single-threaded build';
 // A module of one function using i8x16.relaxed_swizzle: valid only where relaxed SIMD exists.
 const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123,
   3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
-const relaxedSimd = WebAssembly.validate(RELAXED_SIMD_PROBE);
+// ?relaxed=0 keeps to the SIMD128 build (to compare them).
+const relaxedOff = new URLSearchParams(self.location.search).get('relaxed') === '0';
+const relaxedSimd = !relaxedOff && WebAssembly.validate(RELAXED_SIMD_PROBE);
 
 async function loadModule() {
   const wanted = new URLSearchParams(self.location.search).get('threads') !== '0';
   if (wanted && !relaxedSimd) {
-    threading = 'single-threaded: this browser has no relaxed SIMD, which the threaded build uses';
+    threading = relaxedOff
+      ? 'single-threaded: ?relaxed=0, and the threaded build uses relaxed SIMD'
+      : 'single-threaded: this browser has no relaxed SIMD, which the threaded build uses';
   } else if (wanted && self.crossOriginIsolated && typeof SharedArrayBuffer !== 'undefined') {
     try {
       const m = await import('./pkg-threads/efq_web.js');
