@@ -20,7 +20,7 @@ use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 mod profile;
-pub use profile::profile_detector;
+pub use profile::{now_ms, profile_detector};
 
 /// Largest model file the page accepts (the engine checks device limits on top of this).
 pub const MAX_MODEL_BYTES: usize = 256 << 20;

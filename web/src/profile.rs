@@ -20,8 +20,9 @@ extern "C" {
     fn performance_now() -> f64;
 }
 
-/// Milliseconds from an arbitrary origin.
-fn now_ms() -> f64 {
+/// Milliseconds from an arbitrary origin: `performance.now()` in wasm (declared once here: a
+/// second declaration of the same import elsewhere in the module fails to link).
+pub fn now_ms() -> f64 {
     #[cfg(target_arch = "wasm32")]
     {
         performance_now()

@@ -242,9 +242,9 @@ async fn face_detection_in_browser_equals_the_native_cpu_backend() {
     };
     for backend in ["cpu", "webgpu"] {
         let d = FaceDetector::load_native(DETECTOR, backend).await.unwrap();
-        let t = js_sys_now();
+        let t = efq_web::now_ms();
         let got = d.detect_native(PHOTO, w, h, 3).await.unwrap();
-        let ms = js_sys_now() - t;
+        let ms = efq_web::now_ms() - t;
         assert_eq!(
             got.faces.len(),
             faces.len(),
@@ -286,14 +286,4 @@ async fn face_detection_in_browser_equals_the_native_cpu_backend() {
         .err()
         .unwrap();
     assert!(e.contains("not a usable SCRFD detector"), "{e}");
-}
-
-fn js_sys_now() -> f64 {
-    performance_now()
-}
-
-#[wasm_bindgen::prelude::wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn performance_now() -> f64;
 }
