@@ -4,15 +4,16 @@
 //!
 //! Every output is summed as the patch-by-patch definition sums it: the taps inside the image
 //! in (ky, kx) order from 0, then the bias. 3×3 kernels at horizontal stride 1 or 2 (all of
-//! SCRFD's and MobileFaceNet's) take a fast path: the columns where all three taps of a row are
-//! inside are computed as whole-row loops over contiguous runs (stride 2 reads the input row's
-//! even and odd columns, split once per row), nine taps per output in one pass where all three
-//! rows are inside, and only the border columns one by one. Other kernels accumulate one tap
-//! at a time over the columns where it is inside. On x86-64 the loops are compiled a second
+//! SCRFD's and MobileFaceNet's) take a fast path: each input row is laid out once with its
+//! padding as zeros (stride 2: even columns, then odd ones), so that every output row is nine
+//! whole-row loops over contiguous runs with no border columns (a zero tap adds `w·0`: the
+//! same sum but for the sign of a zero one). Other kernels accumulate one tap at a time over
+//! the columns where it is inside. On x86-64 the loops are compiled a second
 //! time for AVX2 and chosen at run time (the portable build targets SSE2 only); wasm32 gets
 //! SIMD128 from the crate's build flags.
 
 use super::conv::{ConvGeometry, inside};
+use super::rows::{Finish, RowRing, sum_row};
 use crate::graph::Tensor;
 use rayon::prelude::*;
 
@@ -50,22 +51,6 @@ pub(super) fn depthwise_f32(
     out
 }
 
-/// What is done to a sum of taps before it is stored: the bias, then the ReLU that follows
-/// (when fused), in the same pass.
-#[derive(Clone, Copy)]
-struct Finish {
-    bias: f32,
-    relu: bool,
-}
-
-impl Finish {
-    #[inline(always)]
-    fn apply(self, t: f32) -> f32 {
-        let v = t + self.bias;
-        if self.relu { v.max(0.0) } else { v }
-    }
-}
-
 fn run_plane(
     x: &[f32],
     geo: &ConvGeometry,
@@ -74,16 +59,21 @@ fn run_plane(
     b: Finish,
     y: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { plane_avx2(x, geo, k, kernel, b, y) };
-    }
-    plane(x, geo, k, kernel, b, y)
+    ROWS.with_borrow_mut(|rows| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { plane_avx2(x, geo, k, kernel, b, y, rows) };
+        }
+        plane(x, geo, k, kernel, b, y, rows)
+    })
 }
 
 /// [`plane`] compiled for AVX2 (8 lanes instead of SSE2's 4). Separate multiplies and adds as
 /// in the portable build (Rust never contracts them into FMAs), so both give the same bits.
+/// Everything it calls is inlined into it (`#[inline(always)]`, no closures handed to generic
+/// functions such as `LocalKey::with`): code outside it is compiled for SSE2, and a closure
+/// there once ran the whole plane at half speed.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn plane_avx2(
@@ -93,16 +83,25 @@ unsafe fn plane_avx2(
     kernel: [usize; 2],
     b: Finish,
     y: &mut [f32],
+    rows: &mut RowRing,
 ) {
-    plane(x, geo, k, kernel, b, y)
+    plane(x, geo, k, kernel, b, y, rows)
 }
 
 /// One channel: input plane `x` (`h × w`), kernel `k` (`kh × kw`), bias `b`, output `y`.
 #[inline(always)]
-fn plane(x: &[f32], geo: &ConvGeometry, k: &[f32], [kh, kw]: [usize; 2], b: Finish, y: &mut [f32]) {
+fn plane(
+    x: &[f32],
+    geo: &ConvGeometry,
+    k: &[f32],
+    [kh, kw]: [usize; 2],
+    b: Finish,
+    y: &mut [f32],
+    rows: &mut RowRing,
+) {
     let a = geo.attrs;
     if kh == 3 && kw == 3 && a.dilation[1] == 1 && (a.stride[1] == 1 || a.stride[1] == 2) {
-        plane_3x3(x, geo, k, b, y)
+        plane_3x3(x, geo, k, b, y, rows)
     } else {
         plane_any(x, geo, k, [kh, kw], b, y)
     }
@@ -151,127 +150,45 @@ fn plane_any(
     }
 }
 
-/// 3×3, horizontal stride 1 or 2, no horizontal dilation.
+thread_local! {
+    /// A task's prepared rows, kept between planes: a fresh buffer per plane cost an
+    /// allocation and its zeroing per 20×20 plane.
+    static ROWS: std::cell::RefCell<RowRing> = const { std::cell::RefCell::new(RowRing::new()) };
+}
+
+/// 3×3, horizontal stride 1 or 2, no horizontal dilation: every output row is nine runs of
+/// prepared rows summed (see `rows.rs`).
 #[inline(always)]
-fn plane_3x3(x: &[f32], geo: &ConvGeometry, k: &[f32], b: Finish, y: &mut [f32]) {
-    let a = geo.attrs;
-    let (s, w, ow) = (a.stride[1], geo.w, geo.ow);
-    // Column offsets of the three taps; the columns where all three are inside.
-    let offsets: [isize; 3] = std::array::from_fn(|kx| kx as isize - a.pads[1] as isize);
-    let ranges = offsets.map(|o| inside(ow, w, s, o));
-    let lo = ranges.iter().map(|r| r.0).max().unwrap_or(0);
-    let hi = ranges.iter().map(|r| r.1).min().unwrap_or(0).max(lo);
-    let n = hi - lo;
-    // Stride 2: per kernel row, the input row's even columns then its odd ones.
-    let half = w.div_ceil(2);
-    let mut halves = vec![0f32; if s == 2 { 3 * 2 * half } else { 0 }];
-    for (oy, acc) in y.chunks_exact_mut(ow).enumerate() {
-        let rows: [Option<&[f32]>; 3] = std::array::from_fn(|ky| input_row(x, geo, oy, ky));
-        if s == 2 {
-            for (ky, split) in halves.chunks_exact_mut(2 * half).enumerate() {
-                if let Some(row) = rows[ky] {
-                    let (even, odd) = split.split_at_mut(half);
-                    let pairs = row.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        even[half - 1] = *last;
-                    }
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                }
-            }
-        }
-        // The run tap (ky, kx) reads for output columns lo..hi.
-        let run = |ky: usize, kx: usize| -> &[f32] {
-            let start = (lo as isize * s as isize + offsets[kx]) as usize;
-            if s == 1 {
-                &rows[ky].expect("a row inside")[start..][..n]
-            } else {
-                let split = &halves[ky * 2 * half..][..2 * half];
-                &split[(start % 2) * half + start / 2..][..n]
-            }
-        };
-        let interior = &mut acc[lo..hi];
-        if n > 0 && rows.iter().all(Option::is_some) {
-            // Weights in locals and every run cut to the interior's length, so that the
-            // compiler sees no aliasing and no bounds to check, and vectorises the loop.
-            let [k0, k1, k2, k3, k4, k5, k6, k7, k8]: [f32; 9] =
-                k[..9].try_into().expect("a 3×3 kernel");
-            let taps: [(f32, &[f32]); 9] = [
-                (k0, run(0, 0)),
-                (k1, run(0, 1)),
-                (k2, run(0, 2)),
-                (k3, run(1, 0)),
-                (k4, run(1, 1)),
-                (k5, run(1, 2)),
-                (k6, run(2, 0)),
-                (k7, run(2, 1)),
-                (k8, run(2, 2)),
-            ];
-            // Blocks of BLOCK columns, each summed in BLOCK independent accumulators: one
-            // accumulator per column would wait on its previous add at every tap (the sums'
-            // order is fixed), several in flight keep the adders busy.
-            const BLOCK: usize = 32;
-            let mut blocks = interior.chunks_exact_mut(BLOCK);
-            for (i, out) in (&mut blocks).enumerate() {
-                let mut t = [0f32; BLOCK];
-                for (wv, src) in taps {
-                    let src = &src[i * BLOCK..][..BLOCK];
-                    for l in 0..BLOCK {
-                        t[l] += wv * src[l];
-                    }
-                }
-                for (o, t) in out.iter_mut().zip(t) {
-                    *o = b.apply(t);
-                }
-            }
-            let tail = blocks.into_remainder();
-            let j0 = n - tail.len();
-            for (j, o) in tail.iter_mut().enumerate() {
-                let mut t = 0.0;
-                for (wv, src) in taps {
-                    t += wv * src[j0 + j];
-                }
-                *o = b.apply(t);
-            }
-        } else if n > 0 {
-            // A row with a kernel row in the padding (first and last rows): tap rows are
-            // accumulated into it, from zero (the buffer may be reused: stale values).
-            interior.fill(0.0);
-            for ky in (0..3).filter(|&ky| rows[ky].is_some()) {
-                let (t0, t1, t2) = (&run(ky, 0)[..n], &run(ky, 1)[..n], &run(ky, 2)[..n]);
-                let [w0, w1, w2]: [f32; 3] = k[ky * 3..][..3].try_into().expect("3 taps");
-                let interior = &mut interior[..n];
-                for j in 0..n {
-                    let mut t = interior[j];
-                    t += w0 * t0[j];
-                    t += w1 * t1[j];
-                    t += w2 * t2[j];
-                    interior[j] = t;
-                }
-            }
-            interior.iter_mut().for_each(|v| *v = b.apply(*v));
-        }
-        // Border columns, where some tap is in the padding.
-        let border = |ox: usize| {
-            let mut t = 0.0;
-            for (ky, row) in rows.iter().enumerate() {
-                let Some(row) = row else { continue };
-                for kx in 0..3 {
-                    let ix = (ox * s) as isize + offsets[kx];
-                    if ix >= 0 && ix < w as isize {
-                        t += k[ky * 3 + kx] * row[ix as usize];
-                    }
-                }
-            }
-            t
-        };
-        for (ox, v) in acc.iter_mut().enumerate().take(lo) {
-            *v = b.apply(border(ox));
-        }
-        for (ox, v) in acc.iter_mut().enumerate().skip(hi) {
-            *v = b.apply(border(ox));
-        }
+fn plane_3x3(
+    x: &[f32],
+    geo: &ConvGeometry,
+    k: &[f32],
+    b: Finish,
+    y: &mut [f32],
+    ring: &mut RowRing,
+) {
+    let ow = geo.ow;
+    if ow == 0 {
+        return;
+    }
+    ring.reset(ow, geo.attrs.stride[1]);
+    let start = ring.starts();
+    // Weights in locals and every run cut to the row's length, so that the compiler sees no
+    // aliasing and no bounds to check, and vectorises the loops.
+    let [k0, k1, k2, k3, k4, k5, k6, k7, k8]: [f32; 9] = k[..9].try_into().expect("a 3×3 kernel");
+    for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
+        let rows = ring.rows(x, geo, oy);
+        let taps: [(f32, &[f32]); 9] = [
+            (k0, &rows[0][start[0]..][..ow]),
+            (k1, &rows[0][start[1]..][..ow]),
+            (k2, &rows[0][start[2]..][..ow]),
+            (k3, &rows[1][start[0]..][..ow]),
+            (k4, &rows[1][start[1]..][..ow]),
+            (k5, &rows[1][start[2]..][..ow]),
+            (k6, &rows[2][start[0]..][..ow]),
+            (k7, &rows[2][start[1]..][..ow]),
+            (k8, &rows[2][start[2]..][..ow]),
+        ];
+        sum_row(&taps, out, b);
     }
 }

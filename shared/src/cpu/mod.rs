@@ -10,8 +10,9 @@
 //! must share, quantizing an activation and dequantizing a sum, lives in [`crate::quant`].
 //!
 //! Files by concern: this one the layer loop; `conv` the float convolution and the geometry;
-//! `conv_int` the integer convolution; `grouped` its depthwise/grouped form; `gemm` the
-//! fully-connected layer; `int_gemm` the i8 matrix product; `quantize` the way into and out of
+//! `depthwise` and `rows` its depthwise row loops; `gemm_fma` its product in a relaxed-SIMD
+//! wasm build; `conv_int` the integer convolution; `grouped` its depthwise/grouped form; `gemm`
+//! the fully-connected layer; `int_gemm` the i8 matrix product; `quantize` the way into and out of
 //! the integer grid; `elementwise` affine, PReLU, ReLU, Add and upsampling.
 
 mod buffers;
@@ -24,6 +25,7 @@ mod gemm_fma;
 mod grouped;
 mod int_gemm;
 mod quantize;
+mod rows;
 
 pub use conv::{ConvGeometry, conv_f32};
 pub use conv_int::conv_int_acc;
