@@ -2,15 +2,15 @@
 //! plane per task: im2col + a matrix product per group costs more than it computes (SCRFD's
 //! 16×320×320 layer took 270 ms so).
 //!
-//! Every output is summed as the patch-by-patch definition sums it: the taps inside the image
-//! in (ky, kx) order from 0, then the bias. 3×3 kernels at horizontal stride 1 or 2 (all of
-//! SCRFD's and MobileFaceNet's) take a fast path: each input row is laid out once with its
-//! padding as zeros (stride 2: even columns, then odd ones), so that every output row is nine
-//! whole-row loops over contiguous runs with no border columns (a zero tap adds `w·0`: the
-//! same sum but for the sign of a zero one). Other kernels accumulate one tap at a time over
-//! the columns where it is inside. On x86-64 the loops are compiled a second
-//! time for AVX2 and chosen at run time (the portable build targets SSE2 only); wasm32 gets
-//! SIMD128 from the crate's build flags.
+//! Every output sums its taps in (ky, kx) order from 0, then adds the bias, as the
+//! patch-by-patch definition does. 3×3 kernels at horizontal stride 1 or 2 (all of SCRFD's and
+//! MobileFaceNet's) take a fast path: each input row is laid out once with its padding as
+//! zeros (stride 2: even columns, then odd ones), so that every output row is nine whole-row
+//! loops over contiguous runs with no border columns (a tap in the padding adds `w·0`: the
+//! same sum but for the sign of a zero one; `rows.rs`). Other kernels accumulate one tap at a
+//! time over the columns where it is inside. On x86-64 the loops are compiled a second time
+//! for AVX2 and chosen at run time (the portable build targets SSE2 only); wasm32 gets SIMD128
+//! from the crate's build flags.
 
 use super::conv::{ConvGeometry, inside};
 use super::rows::{Finish, RowRing, sum_row};
@@ -73,7 +73,7 @@ fn run_plane(
 /// in the portable build (Rust never contracts them into FMAs), so both give the same bits.
 /// Everything it calls is inlined into it (`#[inline(always)]`, no closures handed to generic
 /// functions such as `LocalKey::with`): code outside it is compiled for SSE2, and a closure
-/// there once ran the whole plane at half speed.
+/// there once ran the whole plane without AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn plane_avx2(
