@@ -1,9 +1,9 @@
 //! `C = A · B` with fused multiply-adds, for the float convolutions in a wasm build with
 //! relaxed SIMD (`f32x4.relaxed_madd`, an FMA where the CPU has one): `A` the weights (`m × k`,
 //! rows contiguous), `B` the input rows or patches (`k × n`, row stride `rsb`), `C` the output
-//! tile (row stride `rsc`), in blocks of 4 output channels × 16 pixels summed over `k` in
+//! tile (row stride `rsc`), in blocks of 3 output channels × 12 pixels summed over `k` in
 //! order. `matrixmultiply`'s wasm kernel multiplies and adds separately: profiled in node's V8
-//! (`bench/profile_detect_wasm.mjs`), this halves the detector's 1×1 and dense convolutions.
+//! (`bench/profile_wasm.mjs`), this halves the detector's 1×1 and dense convolutions.
 //!
 //! Relaxed SIMD leaves it to the engine whether a multiply-add rounds once or twice, so results
 //! may differ between machines in the last bit; the detector's float path is held to
@@ -66,8 +66,18 @@ pub(super) unsafe fn gemm(
     unsafe { gemm_with::<core::arch::wasm32::v128>(m, k, n, a, b, rsb, c, rsc) }
 }
 
-/// [`gemm`] over any [`Lanes`]: full blocks of 16 columns with `madd`, the last `n mod 16`
-/// columns with a plain multiply and add.
+/// The register tile: MR output channels × NR pixels (NV vectors of four). Its 9 accumulators,
+/// 3 pixel vectors and a weight splat fit in the 16 vector registers V8 gives wasm on x86-64.
+/// The 4 × 16 tile this kernel had before (16 accumulators) spilled: one detection on the
+/// page's single-threaded path took 141 ms with it and 105–116 ms with this one (headless
+/// Chromium, `tests/browser/bench_detect.mjs`, two runs each; 4 × 8 133–136, 2 × 16 121–129,
+/// 3 × 8 127–131 ms). Node 20's V8 ranks them a little differently (4 × 8 ≈ 3 × 12 there).
+const MR: usize = 3;
+const NV: usize = 3;
+const NR: usize = 4 * NV;
+
+/// [`gemm`] over any [`Lanes`]: full blocks of NR columns with `madd` (the last `m mod MR`
+/// rows as a smaller block), the last `n mod NR` columns with a plain multiply and add.
 ///
 /// # Safety
 /// As [`gemm`].
@@ -84,55 +94,63 @@ unsafe fn gemm_with<L: Lanes>(
 ) {
     // SAFETY (all blocks below): indices stay inside the extents the caller vouches for.
     unsafe {
-        let a = std::slice::from_raw_parts(a, m * k);
-        let load = |l: usize, j: usize| L::load(b.add(l * rsb + j));
         let mut j0 = 0;
-        while j0 + 16 <= n {
+        while j0 + NR <= n {
             let mut i0 = 0;
-            while i0 + 4 <= m {
-                let mut acc = [[L::splat(0.0); 4]; 4];
-                for l in 0..k {
-                    let x = [
-                        load(l, j0),
-                        load(l, j0 + 4),
-                        load(l, j0 + 8),
-                        load(l, j0 + 12),
-                    ];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let w = L::splat(a[(i0 + r) * k + l]);
-                        for (s, x) in acc.iter_mut().zip(x) {
-                            *s = L::madd(w, x, *s);
-                        }
-                    }
-                }
-                for (r, acc) in acc.iter().enumerate() {
-                    for (q, v) in acc.iter().enumerate() {
-                        v.store(c.add((i0 + r) * rsc + j0 + 4 * q));
-                    }
-                }
-                i0 += 4;
+            while i0 + MR <= m {
+                block::<L, MR>(k, a.add(i0 * k), b.add(j0), rsb, c.add(i0 * rsc + j0), rsc);
+                i0 += MR;
             }
-            for i in i0..m {
-                let mut acc = [L::splat(0.0); 4];
-                for l in 0..k {
-                    let w = L::splat(a[i * k + l]);
-                    for (q, s) in acc.iter_mut().enumerate() {
-                        *s = L::madd(w, load(l, j0 + 4 * q), *s);
-                    }
-                }
-                for (q, v) in acc.iter().enumerate() {
-                    v.store(c.add(i * rsc + j0 + 4 * q));
-                }
+            let (a, c) = (a.add(i0 * k), c.add(i0 * rsc + j0));
+            match m - i0 {
+                2 => block::<L, 2>(k, a, b.add(j0), rsb, c, rsc),
+                1 => block::<L, 1>(k, a, b.add(j0), rsb, c, rsc),
+                _ => {}
             }
-            j0 += 16;
+            j0 += NR;
         }
         for j in j0..n {
             for i in 0..m {
                 let mut s = 0f32;
                 for l in 0..k {
-                    s += a[i * k + l] * *b.add(l * rsb + j);
+                    s += *a.add(i * k + l) * *b.add(l * rsb + j);
                 }
                 *c.add(i * rsc + j) = s;
+            }
+        }
+    }
+}
+
+/// One tile: R rows of `a` (stride `k`) times NR columns of `b`, into `c`.
+///
+/// # Safety
+/// As [`gemm`], for the tile's rows and columns.
+#[inline(always)]
+unsafe fn block<L: Lanes, const R: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+) {
+    // SAFETY: the caller's extents.
+    unsafe {
+        let mut acc = [[L::splat(0.0); NV]; R];
+        let mut bp = b;
+        for l in 0..k {
+            let x: [L; NV] = std::array::from_fn(|q| L::load(bp.add(4 * q)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = L::splat(*a.add(r * k + l));
+                for (s, x) in acc.iter_mut().zip(x) {
+                    *s = L::madd(w, x, *s);
+                }
+            }
+            bp = bp.add(rsb);
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (q, v) in acc.iter().enumerate() {
+                v.store(c.add(r * rsc + 4 * q));
             }
         }
     }
@@ -164,7 +182,7 @@ mod tests {
 
     proptest! {
         /// Every shape — channel and pixel tails, strides wider than the rows — equals the
-        /// triple loop summed in the same order, bit for bit: fused in the 16-column blocks,
+        /// triple loop summed in the same order, bit for bit: fused in the NR-column blocks,
         /// multiply then add in the tail; the gaps between rows are left alone.
         #[test]
         fn the_blocks_and_tails_equal_the_triple_loop_bit_for_bit(
@@ -185,7 +203,7 @@ mod tests {
             unsafe {
                 gemm_with::<Soft>(m, k, n, a.as_ptr(), b.as_ptr(), rsb, c.as_mut_ptr(), rsc)
             };
-            let blocked = n / 16 * 16;
+            let blocked = n / NR * NR;
             for i in 0..m {
                 for j in 0..rsc {
                     let want = if j < blocked {
