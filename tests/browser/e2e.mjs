@@ -222,6 +222,20 @@ async function main() {
             `${run}: ${pair} as trainer verify has it natively: faces ${found.join(', ')} vs ${native.a_face.faces}, ${native.b_face.faces}; similarity ${Number(sim).toFixed(5)} vs ${native.similarity.toFixed(5)} (|Δ| ${delta.toExponential(2)})`);
         }
         await page.screenshot({ path: path.join(outDir, `verify-${threaded ? 'cpu-threads' : used}-${isRaw ? 'raw-' : ''}${want}.png`), fullPage: true });
+        if (isRaw) {
+          // Both photos picked at once (one file input, two files): detected in one call,
+          // they must give the same faces and the very same similarity.
+          await page.evaluate(() => { document.querySelector('#result').dataset.pair = ''; });
+          await page.setInputFiles('#face-a input', [a, b]);
+          await page.waitForFunction((want) => {
+            const r = document.querySelector('#result');
+            return r.dataset.state === 'error' || (r.dataset.state === 'done' && r.dataset.pair === want);
+          }, pair, { timeout: 120_000 });
+          const together = await page.getAttribute('#result', 'data-similarity');
+          const found = await page.$$eval('.face canvas.photo', (cs) => cs.map((c) => Number(c.dataset.faces || 0)));
+          check(together === sim && found.every((n) => n >= 1),
+            `${run}: ${pair} picked together (detected in one batch): similarity ${together} equals one at a time's ${sim}; faces ${found.join(', ')}`);
+        }
       }
       check(errors.length === 0, `${run}: no page errors ${errors.join('; ')}`);
       await page.close();

@@ -119,7 +119,7 @@ impl CpuModel {
         cpu::forward(&self.graph, &x, n).map_err(|e| e.to_string())
     }
 
-    fn input(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    pub(crate) fn input(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, String> {
         let [_, h, w] = self.manifest.input_shape;
         check_len(rgb.len(), n, h * w * 3, h, w, 3)?;
         let pre = &self.manifest.preprocessing;
@@ -529,6 +529,26 @@ impl FaceDetector {
             .map_err(|e| JsError::new(&e))?;
         Ok(serde_json::to_string(&r).expect("report serialises"))
     }
+
+    /// Faces in several photos, as [`FaceDetector::detect`] finds them in each, in one call:
+    /// on the CPU path the photos share each network pass, one photo per thread in the
+    /// threaded build (rather than one photo after the other, each layer split across the
+    /// threads). `pixels` holds the photos one after the other, photo `i` being
+    /// `widths[i] × heights[i] × channels` bytes. JSON: an array of [`FaceReport`].
+    #[wasm_bindgen(js_name = detectBatch)]
+    pub async fn detect_batch(
+        &self,
+        pixels: Vec<u8>,
+        widths: Vec<u32>,
+        heights: Vec<u32>,
+        channels: usize,
+    ) -> Result<String, JsError> {
+        let r = self
+            .detect_batch_native(&pixels, &widths, &heights, channels)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        Ok(serde_json::to_string(&r).expect("reports serialise"))
+    }
 }
 
 impl FaceDetector {
@@ -547,13 +567,19 @@ impl FaceDetector {
             Some(g) => face::Runtime::Gpu(g.clone()),
             None => face::Runtime::Cpu,
         };
-        let inner = face::FaceDetector::from_bytes(bytes, "detector", &DETECT_SIZES, &runtime)
-            .map_err(|e| match e {
-                face::FaceError::NotADetector { why, .. } => {
-                    format!("not a usable SCRFD detector: {why}")
-                }
-                other => format!("cannot load the detector on WebGPU: {other}"),
-            })?;
+        let loaded = face::FaceDetector::from_bytes(bytes, "detector", &DETECT_SIZES, &runtime);
+        // On the CPU path a batch is one photo per thread (no buffers to grow); on WebGPU
+        // each photo of a batch would add ~40 MB of buffers, so photos go one at a time.
+        let loaded = match runtime {
+            face::Runtime::Cpu => loaded.and_then(|d| d.with_batch(cpu_threads())),
+            face::Runtime::Gpu(_) => loaded,
+        };
+        let inner = loaded.map_err(|e| match e {
+            face::FaceError::NotADetector { why, .. } => {
+                format!("not a usable SCRFD detector: {why}")
+            }
+            other => format!("cannot load the detector on WebGPU: {other}"),
+        })?;
         let report = json!({
             "backend": if path.gpu.is_some() { "webgpu" } else { "cpu" },
             "reason": path.reason,
@@ -574,12 +600,84 @@ impl FaceDetector {
         let photo = face::Photo::from_pixels("the photo", pixels, width, height, channels)
             .map_err(|e| e.to_string())?;
         let found = self.inner.detect(&photo).await.map_err(|e| e.to_string())?;
-        Ok(FaceReport {
-            chosen: found.choose(&photo, face::Choice::Central).ok(),
-            faces: found.faces,
-            size: found.size,
-        })
+        Ok(report(&photo, found))
     }
+
+    /// [`FaceDetector::detect_batch`] with plain errors.
+    pub async fn detect_batch_native(
+        &self,
+        pixels: &[u8],
+        widths: &[u32],
+        heights: &[u32],
+        channels: usize,
+    ) -> Result<Vec<FaceReport>, String> {
+        let photos = split_photos(pixels, widths, heights, channels)?;
+        let refs: Vec<&face::Photo> = photos.iter().collect();
+        let found = self
+            .inner
+            .detect_batch(&refs)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(photos
+            .iter()
+            .zip(found)
+            .map(|(p, f)| report(p, f))
+            .collect())
+    }
+}
+
+fn report(photo: &face::Photo, found: face::Faces) -> FaceReport {
+    FaceReport {
+        chosen: found.choose(photo, face::Choice::Central).ok(),
+        faces: found.faces,
+        size: found.size,
+    }
+}
+
+/// Photos laid one after the other in `pixels` (photo `i`: `widths[i] × heights[i] ×
+/// channels` bytes), labelled "photo 1", "photo 2", …, or what is wrong with the layout.
+fn split_photos(
+    pixels: &[u8],
+    widths: &[u32],
+    heights: &[u32],
+    channels: usize,
+) -> Result<Vec<face::Photo>, String> {
+    if widths.is_empty() || widths.len() != heights.len() {
+        return Err(format!(
+            "{} widths and {} heights: give one of each per photo, at least one photo",
+            widths.len(),
+            heights.len()
+        ));
+    }
+    let mut rest = pixels;
+    let mut photos = Vec::with_capacity(widths.len());
+    for (i, (&w, &h)) in widths.iter().zip(heights).enumerate() {
+        let label = format!("photo {}", i + 1);
+        let (w, h) = (w as usize, h as usize);
+        let len = w
+            .checked_mul(h)
+            .and_then(|p| p.checked_mul(channels))
+            .filter(|&n| n <= rest.len())
+            .ok_or_else(|| {
+                format!(
+                    "{label}: {w}×{h} pixels of {channels} channels do not fit in the {} bytes left",
+                    rest.len()
+                )
+            })?;
+        let (this, next) = rest.split_at(len);
+        photos.push(
+            face::Photo::from_pixels(label, this, w, h, channels).map_err(|e| e.to_string())?,
+        );
+        rest = next;
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes are left after the {} photos",
+            rest.len(),
+            widths.len()
+        ));
+    }
+    Ok(photos)
 }
 
 /// An RGBA/RGB buffer of `width × height` as an image, or what is wrong with it.

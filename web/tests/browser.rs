@@ -287,3 +287,60 @@ async fn face_detection_in_browser_equals_the_native_cpu_backend() {
         .unwrap();
     assert!(e.contains("not a usable SCRFD detector"), "{e}");
 }
+
+/// Several photos in one call (`detectBatch`, one photo per thread in the threaded build) give,
+/// photo by photo, exactly what one call per photo gives — a face-less grey photo among them
+/// included — and a pixel buffer that does not match the sizes given is refused with a message
+/// naming what is wrong.
+#[wasm_bindgen_test]
+async fn detect_batch_equals_one_photo_at_a_time_and_refuses_bad_layouts() {
+    let want: serde_json::Value = serde_json::from_str(FACES).unwrap();
+    let (w, h) = (
+        want["width"].as_u64().unwrap() as u32,
+        want["height"].as_u64().unwrap() as u32,
+    );
+    let grey = vec![128u8; 96 * 80 * 3];
+    let d = FaceDetector::load_native(DETECTOR, "cpu").await.unwrap();
+    let pixels = [PHOTO, &grey[..], PHOTO].concat();
+    let (widths, heights) = ([w, 96, w], [h, 80, h]);
+    let batch = d
+        .detect_batch_native(&pixels, &widths, &heights, 3)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    for (i, (got, px)) in batch.iter().zip([PHOTO, &grey[..], PHOTO]).enumerate() {
+        let one = d
+            .detect_native(px, widths[i] as usize, heights[i] as usize, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(got).unwrap(),
+            serde_json::to_string(&one).unwrap(),
+            "photo {i}"
+        );
+    }
+    assert!(!batch[0].faces.is_empty() && batch[1].faces.is_empty() && batch[1].chosen.is_none());
+    for (widths, heights, bytes, wanted) in [
+        (vec![w, 96], vec![h], pixels.len(), "1 heights"),
+        (
+            vec![w, 96, w],
+            vec![h, 80, h],
+            pixels.len() - 1,
+            "do not fit",
+        ),
+        (vec![w, 96], vec![h, 80], pixels.len(), "bytes are left"),
+        (
+            vec![u32::MAX, 2],
+            vec![u32::MAX, 2],
+            pixels.len(),
+            "do not fit",
+        ),
+    ] {
+        let e = d
+            .detect_batch_native(&pixels[..bytes], &widths, &heights, 3)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains(wanted), "{widths:?} × {heights:?}: {e}");
+    }
+}

@@ -199,6 +199,51 @@ const detected = [null, null];
 // face detection and five-point alignment (centre crop when no detector could be loaded).
 // `source`: a File/Blob (picked, dropped) or a canvas (a camera frame); `name` labels it.
 async function setFace(slot, source, name = source.name) {
+  const p = await preparePhoto(slot, source, name);
+  if (p && p.pixels) {
+    p.msg.textContent = 'finding the face…';
+    let r;
+    try {
+      r = await call('detect', { slot, pixels: p.pixels, width: p.width, height: p.height }, [p.pixels]);
+    } catch (e) {
+      return failDetection(p, e);
+    }
+    showFaces(p, r);
+  }
+  await maybeVerify();
+}
+
+// Two photos picked or dropped together: both detected in one call (on the CPU path they
+// share each network pass, one photo per thread), then verified.
+async function setFaces(sources) {
+  const ps = await Promise.all(sources.slice(0, 2).map((f, slot) => preparePhoto(slot, f, f.name)));
+  const todo = ps.filter((p) => p && p.pixels);
+  for (const p of todo) p.msg.textContent = 'finding the face…';
+  if (todo.length === 1) {
+    const [p] = todo;
+    try {
+      showFaces(p, await call('detect', { slot: p.slot, pixels: p.pixels, width: p.width, height: p.height }, [p.pixels]));
+    } catch (e) {
+      return failDetection(p, e);
+    }
+  } else if (todo.length === 2) {
+    let rs;
+    try {
+      rs = await call('detectBatch', {
+        photos: todo.map((p) => ({ slot: p.slot, pixels: p.pixels, width: p.width, height: p.height })),
+      }, todo.map((p) => p.pixels));
+    } catch (e) {
+      return failDetection(todo[0], e);
+    }
+    todo.forEach((p, i) => showFaces(p, rs[i]));
+  }
+  await maybeVerify();
+}
+
+// Resets `slot` and decodes `source`. A 112×112 image, or any photo when there is no detector,
+// becomes the slot's face at once; a photo for the detector comes back with its RGBA pixels
+// (scaled to at most MAX_PHOTO). Null when it cannot be decoded.
+async function preparePhoto(slot, source, name) {
   const box = slot === 0 ? $('#face-a') : $('#face-b');
   const msg = box.querySelector('.face-msg');
   msg.textContent = '';
@@ -214,13 +259,14 @@ async function setFace(slot, source, name = source.name) {
   } catch (e) {
     msg.textContent = `cannot decode ${name || 'this file'} as an image`;
     showError(msg.textContent);
-    return;
+    return null;
   }
   faceNames[slot] = name || 'photo';
   const ctx = box.querySelector('canvas.crop').getContext('2d', { willReadFrequently: true });
   ctx.imageSmoothingQuality = 'high';
   ctx.clearRect(0, 0, SIZE, SIZE);
   await detectorLoaded;
+  const p = { slot, box, msg, ctx, bmp };
   if (bmp.width === SIZE && bmp.height === SIZE) {
     ctx.drawImage(bmp, 0, 0);
     msg.textContent = '112×112: used as an aligned crop';
@@ -230,41 +276,49 @@ async function setFace(slot, source, name = source.name) {
     msg.textContent = `centre crop (no face detector: ${detectorError})`;
   } else {
     const k = Math.min(1, MAX_PHOTO / Math.max(bmp.width, bmp.height));
-    const width = Math.round(bmp.width * k);
-    const height = Math.round(bmp.height * k);
-    const work = new OffscreenCanvas(width, height);
+    p.width = Math.round(bmp.width * k);
+    p.height = Math.round(bmp.height * k);
+    const work = new OffscreenCanvas(p.width, p.height);
     const wctx = work.getContext('2d', { willReadFrequently: true });
-    wctx.drawImage(bmp, 0, 0, width, height);
-    const pixels = wctx.getImageData(0, 0, width, height).data.buffer;
-    msg.textContent = 'finding the face…';
-    let r;
-    try {
-      r = await call('detect', { slot, pixels, width, height }, [pixels]);
-    } catch (e) {
-      msg.textContent = `face detection failed: ${e.message}`;
-      showError(msg.textContent);
-      return;
-    }
-    const photo = { bitmap: bmp, width, height };
-    if (r.faces.length === 0) {
-      drawFaces(box, photo, [], null);
-      msg.textContent = `no face found in ${faceNames[slot]}`;
-      showError(msg.textContent);
-      return;
-    }
-    const scale = drawFaces(box, photo, r.faces, r.chosen);
-    detected[slot] = { photo, faces: r.faces, scale };
-    showCrop(box, r.crop);
-    msg.textContent = r.faces.length === 1
-      ? `1 face (${r.ms.toFixed(0)} ms)`
-      : `${r.faces.length} faces, the most central is used: click another to choose it (${r.ms.toFixed(0)} ms)`;
-    msg.dataset.detectMs = String(r.ms);
+    wctx.drawImage(bmp, 0, 0, p.width, p.height);
+    p.pixels = wctx.getImageData(0, 0, p.width, p.height).data.buffer;
+    return p;
   }
-  if (!detected[slot]) bmp.close();
+  bmp.close();
+  useFace(p);
+  return p;
+}
+
+function failDetection(p, e) {
+  p.msg.textContent = `face detection failed: ${e.message}`;
+  showError(p.msg.textContent);
+}
+
+// The detector's report `r` on photo `p`: its faces drawn, the chosen one's crop as the face.
+function showFaces(p, r) {
+  const { box, msg, slot } = p;
+  const photo = { bitmap: p.bmp, width: p.width, height: p.height };
+  if (r.faces.length === 0) {
+    drawFaces(box, photo, [], null);
+    msg.textContent = `no face found in ${faceNames[slot]}`;
+    showError(msg.textContent);
+    return;
+  }
+  const scale = drawFaces(box, photo, r.faces, r.chosen);
+  detected[slot] = { photo, faces: r.faces, scale };
+  showCrop(box, r.crop);
+  msg.textContent = r.faces.length === 1
+    ? `1 face (${r.ms.toFixed(0)} ms)`
+    : `${r.faces.length} faces, the most central is used: click another to choose it (${r.ms.toFixed(0)} ms)`;
+  msg.dataset.detectMs = String(r.ms);
+  useFace(p);
+}
+
+// The slot's crop canvas becomes its face.
+function useFace({ slot, box, ctx }) {
   faces[slot] = ctx.getImageData(0, 0, SIZE, SIZE).data;
   box.dataset.loaded = faceNames[slot];
   clearError();
-  await maybeVerify();
 }
 
 // Choosing another face: the smallest box under the click.
@@ -358,7 +412,12 @@ async function snapCamera(slot) {
 for (const box of [$('#face-a'), $('#face-b')]) {
   const input = box.querySelector('input');
   const slot = Number(input.dataset.slot);
-  input.addEventListener('change', () => input.files[0] && setFace(slot, input.files[0]));
+  // Two files picked at once fill both slots, detected together.
+  input.addEventListener('change', () => {
+    const files = [...input.files];
+    if (files.length > 1) setFaces(files);
+    else if (files.length === 1) setFace(slot, files[0]);
+  });
   box.querySelector('canvas.photo').addEventListener('click', (ev) => chooseFace(slot, ev));
   box.querySelector('button.camera').addEventListener('click', () => startCamera(slot));
   box.querySelector('button.snap').addEventListener('click', () => snapCamera(slot));
@@ -367,8 +426,9 @@ for (const box of [$('#face-a'), $('#face-b')]) {
   box.addEventListener('drop', (e) => {
     e.preventDefault();
     box.classList.remove('over');
-    const f = e.dataTransfer.files[0];
-    if (f) setFace(slot, f);
+    const files = [...e.dataTransfer.files];
+    if (files.length > 1) setFaces(files);
+    else if (files.length === 1) setFace(slot, files[0]);
   });
 }
 
