@@ -1,11 +1,13 @@
-// Where the page's CPU detector spends its time in wasm: the browser fixture's photo (a raw LFW
-// photo, written by `web-tool fixture --detector`, which web/test.sh runs) through letterbox,
-// normalisation, SCRFD's layers by kind, decoding and NMS, with the page's single-threaded
-// build in node's V8 (the engine Chromium runs the page's worker with): pkg-relaxed/ where V8
-// validates relaxed SIMD (node 20: --experimental-wasm-relaxed-simd), else pkg/; EFQ_PKG names
-// another. Medians of RUNS.
+// Where the page's CPU path spends its time in wasm, with the page's single-threaded build in
+// node's V8 (the engine Chromium runs the page's worker with): the browser fixture's photo (a
+// raw LFW photo, written by `web-tool fixture --detector`, which web/test.sh runs) through
+// letterbox, normalisation, SCRFD's layers by kind, decoding and NMS; then the fixture's first
+// crop through the page's default model (web/dist/models/default.efq) by kind of layer (the
+// page embeds each crop and its mirror image: a pair of photos costs four). pkg-relaxed/ where
+// V8 validates relaxed SIMD (node 20: --experimental-wasm-relaxed-simd), else pkg/; EFQ_PKG
+// names another. Medians of RUNS.
 //
-//   bash web/build.sh && node --experimental-wasm-relaxed-simd bench/profile_detect_wasm.mjs [RUNS]   (10)
+//   bash web/build.sh && node --experimental-wasm-relaxed-simd bench/profile_wasm.mjs [RUNS]   (10)
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,3 +28,12 @@ const r = JSON.parse(m.profileDetector(detector, photo, meta.width, meta.height,
 console.log(`${meta.photo} (${meta.width}×${meta.height}), SCRFD at 640, median of ${r.runs} runs, one thread, ${path.relative(root, pkg)}`);
 const rows = [...Object.entries(r.stages), ['', null], ...Object.entries(r.layers).sort((a, b) => b[1] - a[1])];
 for (const [k, v] of rows) console.log(v === null ? '  network by kind of layer:' : `  ${k.padEnd(32)} ${v.toFixed(1).padStart(7)} ms`);
+
+const model = new Uint8Array(fs.readFileSync(path.join(root, 'web/dist/models/default.efq')));
+const crop = new Uint8Array(fs.readFileSync(path.join(fixture, 'images.rgb'))).subarray(0, 112 * 112 * 3);
+m.profileRecognizer(model, crop, 2); // warm-up
+const e = JSON.parse(m.profileRecognizer(model, crop, runs));
+console.log(`\none 112×112 crop through models/default.efq, median of ${e.runs} runs, one thread`);
+console.log(`  network${' '.repeat(25)} ${e.network.toFixed(1).padStart(7)} ms`);
+console.log('  network by kind of layer:');
+for (const [k, v] of Object.entries(e.layers).sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(32)} ${v.toFixed(1).padStart(7)} ms`);

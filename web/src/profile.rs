@@ -1,8 +1,9 @@
-//! Where the page's CPU detector spends its time: one photo through letterbox, normalisation,
-//! SCRFD's layers (grouped by kind) and the decoding with NMS, timed with the caller's clock
-//! (`performance.now` in wasm, where `std::time::Instant` does not exist).
+//! Where the page's CPU path spends its time: one photo through the detector's letterbox,
+//! normalisation, SCRFD's layers (grouped by kind) and the decoding with NMS; one crop through
+//! the recognizer's layers (grouped by kind). Timed with the caller's clock (`performance.now`
+//! in wasm, where `std::time::Instant` does not exist).
 //!
-//! `node bench/profile_detect_wasm.mjs [RUNS]` runs it on the browser fixture's photo with the
+//! `node bench/profile_wasm.mjs [RUNS]` runs both on the browser fixture with the
 //! single-threaded build in node's V8, the engine Chromium runs the page's worker with.
 
 use efq_shared::cpu;
@@ -11,7 +12,7 @@ use efq_shared::graph::Op;
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
-use crate::{DETECT_SIZES, rgb_image};
+use crate::{DETECT_SIZES, parse_model, rgb_image};
 
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
@@ -101,10 +102,6 @@ pub fn profile_detector(
             layers.entry(k).or_default().push(ms);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let stages: serde_json::Map<_, _> = stages
         .iter_mut()
         .map(|(s, v)| (s.to_string(), json!(median(v))))
@@ -114,4 +111,75 @@ pub fn profile_detector(
         .map(|(k, v)| (k.to_string(), json!(median(v))))
         .collect();
     Ok(json!({"runs": runs.max(1), "stages": stages, "layers": layers}).to_string())
+}
+
+/// What kind of recognizer layer node `i` is, for the profile's rows.
+fn recognizer_kind(graph: &efq_shared::graph::Graph, i: usize) -> &'static str {
+    let Op::Conv {
+        weights,
+        attrs,
+        input_quant,
+        ..
+    } = &graph.nodes[i].op
+    else {
+        return match &graph.nodes[i].op {
+            Op::Gemm { .. } => "fully connected",
+            Op::Add => "residual adds",
+            _ => "PReLU, BatchNorm and the rest",
+        };
+    };
+    let one_by_one = weights.shape()[2..] == [1, 1];
+    match (attrs.group > 1, one_by_one, input_quant.is_some()) {
+        (true, _, true) => "depthwise convolutions, integer",
+        (true, _, false) => "depthwise convolutions, float",
+        (false, true, true) => "1×1 convolutions, integer",
+        (false, true, false) => "1×1 convolutions, float",
+        (false, false, true) => "dense convolutions, integer",
+        (false, false, false) => "dense convolutions, float",
+    }
+}
+
+/// Profiles the CPU recognizer (`model`: a packed `.efq` file) on one 112×112 RGB crop, `runs`
+/// times: JSON `{runs, network: median ms, layers: {kind: median ms}}`.
+#[wasm_bindgen(js_name = profileRecognizer)]
+pub fn profile_recognizer(model: &[u8], rgb: &[u8], runs: usize) -> Result<String, JsError> {
+    let packed = parse_model(model).map_err(|e| JsError::new(&e))?;
+    let manifest = packed.manifest.clone();
+    let cpu = crate::CpuModel {
+        graph: packed.graph,
+        manifest,
+    };
+    let x = cpu.input(rgb, 1).map_err(|e| JsError::new(&e))?;
+    let graph = &cpu.graph;
+    let mut network = Vec::new();
+    let mut layers: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for _ in 0..runs.max(1) {
+        let mut marks = Vec::with_capacity(graph.nodes.len());
+        let t0 = now_ms();
+        let out = cpu::forward_values_traced(graph, &x, &[graph.output], &mut |i| {
+            marks.push((i, now_ms()))
+        })
+        .map_err(|e| JsError::new(&e.to_string()))?;
+        network.push(now_ms() - t0);
+        std::hint::black_box(out);
+        let mut per_kind: std::collections::BTreeMap<&str, f64> = Default::default();
+        let mut last = t0;
+        for (i, t) in marks {
+            *per_kind.entry(recognizer_kind(graph, i)).or_default() += t - last;
+            last = t;
+        }
+        for (k, ms) in per_kind {
+            layers.entry(k).or_default().push(ms);
+        }
+    }
+    let layers: serde_json::Map<_, _> = layers
+        .iter_mut()
+        .map(|(k, v)| (k.to_string(), json!(median(v))))
+        .collect();
+    Ok(json!({"runs": runs.max(1), "network": median(&mut network), "layers": layers}).to_string())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
