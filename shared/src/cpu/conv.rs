@@ -169,7 +169,7 @@ fn im2col_rows(
         })
         .collect();
     // Stride 2: the input row's even columns then its odd ones, split once per row so that
-    // every tap copies a contiguous run (a strided gather does not vectorise).
+    // every tap copies a contiguous run.
     let half = w.div_ceil(2);
     let mut halves = vec![0f32; if sx == 2 { 2 * half } else { 0 }];
     for ci in 0..cg {
@@ -186,15 +186,7 @@ fn im2col_rows(
                 }
                 let src = &plane[iy as usize * w..][..w];
                 if sx == 2 {
-                    let (even, odd) = halves.split_at_mut(half);
-                    let pairs = src.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        even[half - 1] = *last;
-                    }
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
+                    super::rows::split_even_odd(src, &mut halves);
                 }
                 for (kx, &(offset, lo, hi)) in taps.iter().enumerate() {
                     let dst = &mut col[((ci * kh + ky) * kw + kx) * nb + at..][..ow];
