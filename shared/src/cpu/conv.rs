@@ -22,6 +22,14 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// Input row read by output row `oy` at kernel row `ky`, or `None` in the padding.
+    #[inline(always)]
+    pub(super) fn source_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let a = &self.attrs;
+        let iy = (oy * a.stride[0] + ky * a.dilation[0]).checked_sub(a.pads[0])?;
+        (iy < self.h).then_some(iy)
+    }
+
     /// Input pixel read by output `(oy, ox)` at kernel tap `(ky, kx)`, or `None` in the padding.
     #[inline]
     pub(super) fn source(
@@ -32,9 +40,9 @@ impl ConvGeometry {
         kx: usize,
     ) -> Option<(usize, usize)> {
         let a = &self.attrs;
-        let iy = (oy * a.stride[0] + ky * a.dilation[0]).checked_sub(a.pads[0])?;
+        let iy = self.source_row(oy, ky)?;
         let ix = (ox * a.stride[1] + kx * a.dilation[1]).checked_sub(a.pads[1])?;
-        (iy < self.h && ix < self.w).then_some((iy, ix))
+        (ix < self.w).then_some((iy, ix))
     }
 }
 
@@ -177,14 +185,13 @@ fn im2col_rows(
         for ky in 0..kh {
             for oy in oy0..oy1 {
                 let at = (oy - oy0) * ow;
-                let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
+                let Some(iy) = geo.source_row(oy, ky) else {
                     for kx in 0..kw {
                         col[((ci * kh + ky) * kw + kx) * nb + at..][..ow].fill(0.0);
                     }
                     continue;
-                }
-                let src = &plane[iy as usize * w..][..w];
+                };
+                let src = &plane[iy * w..][..w];
                 if sx == 2 {
                     super::rows::split_even_odd(src, &mut halves);
                 }

@@ -110,9 +110,8 @@ fn plane(
 /// Input row `ky` of output row `oy`, or `None` in the padding.
 #[inline(always)]
 fn input_row<'a>(x: &'a [f32], geo: &ConvGeometry, oy: usize, ky: usize) -> Option<&'a [f32]> {
-    let a = &geo.attrs;
-    let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-    (iy >= 0 && iy < geo.h as isize).then(|| &x[iy as usize * geo.w..][..geo.w])
+    let iy = geo.source_row(oy, ky)?;
+    Some(&x[iy * geo.w..][..geo.w])
 }
 
 /// Any kernel: one tap at a time over the output columns where it is inside.

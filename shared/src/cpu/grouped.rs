@@ -29,12 +29,10 @@ pub(super) fn grouped_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -
                 for oy in 0..oh {
                     let orow = &mut out[oy * ow..][..ow];
                     for ky in 0..kh {
-                        let iy =
-                            (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-                        if iy < 0 || iy >= h as isize {
+                        let Some(iy) = geo.source_row(oy, ky) else {
                             continue;
-                        }
-                        let irow = &plane[iy as usize * w..][..w];
+                        };
+                        let irow = &plane[iy * w..][..w];
                         for kx in 0..kw {
                             let wv = kern[ky * kw + kx] as i16;
                             if wv == 0 {

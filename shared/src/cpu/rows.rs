@@ -68,13 +68,7 @@ impl RowRing {
     #[inline(always)]
     pub(super) fn rows(&mut self, plane: &[f32], geo: &ConvGeometry, oy: usize) -> [&[f32]; 3] {
         let a = &geo.attrs;
-        let mut need = [None; 3];
-        for (ky, n) in need.iter_mut().enumerate() {
-            let iy = (oy * a.stride[0] + ky * a.dilation[0]) as isize - a.pads[0] as isize;
-            if iy >= 0 && iy < geo.h as isize {
-                *n = Some(iy as usize);
-            }
-        }
+        let need: [Option<usize>; 3] = std::array::from_fn(|ky| geo.source_row(oy, ky));
         let width = self.width;
         let (slots, rest) = self.data.split_at_mut(3 * width);
         let (zero, stage) = rest.split_at_mut(width);
