@@ -285,7 +285,12 @@ pub fn pipeline(gpu: &Gpu, key: &PipelineKey) -> Pipelines {
 /// Workgroup grid for `count` elements at 256 per workgroup, folded into two dimensions when
 /// one would exceed `max_dim` (the WGSL side recombines `gid.x + gid.y · nwg.x · 256`).
 pub fn grid_1d(count: u64, max_dim: u32) -> [u32; 2] {
-    let groups = count.div_ceil(256).max(1);
+    grid_flat(count, 256, max_dim)
+}
+
+/// [`grid_1d`] for kernels of `per_group` invocations per workgroup.
+pub fn grid_flat(count: u64, per_group: u64, max_dim: u32) -> [u32; 2] {
+    let groups = count.div_ceil(per_group).max(1);
     if groups <= max_dim as u64 {
         [groups as u32, 1]
     } else {

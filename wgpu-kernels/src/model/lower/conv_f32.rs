@@ -12,7 +12,7 @@ use efq_shared::graph::Tensor;
 
 use super::conv::{ConvLayer, channel_tile};
 use crate::error::EngineError;
-use crate::kernels::{ConvParams, DepthwiseF32Params, Kernel, PipelineKey};
+use crate::kernels::{ConvParams, DepthwiseF32Params, Kernel, PipelineKey, grid_flat};
 use crate::model::plan::{BatchAxis, Planner, Res};
 use crate::weights::{float_hwio, float_ohwi};
 
@@ -105,10 +105,9 @@ impl Planner<'_> {
             group: ci as u32,
             ..layer.geometry
         });
+        // One invocation per block, 64 per workgroup, folded into two dimensions as needed.
         let blocks = layer.out_pixels().div_ceil(16) * o.div_ceil(tile_o);
-        let groups = blocks.div_ceil(64);
-        let rows = groups.div_ceil(self.max_dim as usize);
-        let grid = self.check_grid(name, [groups.div_ceil(rows) as u32, rows as u32])?;
+        let grid = self.check_grid(name, grid_flat(blocks as u64, 64, self.max_dim))?;
         // Input channels not in fours (SCRFD's RGB input) are read one at a time.
         let key = if ci.is_multiple_of(4) {
             PipelineKey {
