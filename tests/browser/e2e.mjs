@@ -261,6 +261,19 @@ async function main() {
     await page.waitForFunction(() => /no face|failed/.test(document.querySelector('#face-b .face-msg').textContent), null, { timeout: 120_000 });
     const noFace = await page.textContent('#face-b .face-msg');
     check(noFace.includes('no face found in wall.png'), `photo without a face: "${noFace}"`);
+    // The same photo picked together with a raw photo of a face: the face is used in the other
+    // slot, and the error still names the photo without one.
+    const rawPhoto = p.map(([, [a]]) => a).find((a) => a.includes('raw-png'));
+    await page.setInputFiles('#face-a input', [
+      { name: 'wall.png', mimeType: 'image/png', buffer: Buffer.from(grey) },
+      { name: path.basename(rawPhoto), mimeType: 'image/png', buffer: fs.readFileSync(rawPhoto) }]);
+    await page.waitForFunction(() => /no face|failed/.test(document.querySelector('#face-a .face-msg').textContent)
+      && /face \(|faces,|failed/.test(document.querySelector('#face-b .face-msg').textContent), null, { timeout: 120_000 });
+    const [msgA, msgB, banner, loadedB] = await page.evaluate(() => [
+      document.querySelector('#face-a .face-msg').textContent, document.querySelector('#face-b .face-msg').textContent,
+      document.querySelector('#error').textContent, document.querySelector('#face-b').dataset.loaded]);
+    check(msgA.includes('no face found in wall.png') && banner.includes('no face found in wall.png') && loadedB === path.basename(rawPhoto),
+      `picked together, the face-less one first: "${msgA}" / "${msgB}", error "${banner}", slot B holds ${loadedB}`);
     // No camera in this browser (no fake capture device): a clear message, no exception.
     await page.click('#face-a button.camera');
     await page.waitForFunction(() => /camera/.test(document.querySelector('#face-a .face-msg').textContent)

@@ -233,9 +233,12 @@ async function setFaces(sources) {
         photos: todo.map((p) => ({ slot: p.slot, pixels: p.pixels, width: p.width, height: p.height })),
       }, todo.map((p) => p.pixels));
     } catch (e) {
-      return failDetection(todo[0], e);
+      for (const p of todo) failDetection(p, e);
+      return;
     }
-    todo.forEach((p, i) => showFaces(p, rs[i]));
+    // A photo without a face keeps its error shown, whichever slot it is in.
+    const faceless = todo.filter((p, i) => !showFaces(p, rs[i]));
+    if (faceless.length) showError(faceless[0].msg.textContent);
   }
   await maybeVerify();
 }
@@ -295,6 +298,7 @@ function failDetection(p, e) {
 }
 
 // The detector's report `r` on photo `p`: its faces drawn, the chosen one's crop as the face.
+// False when it found none.
 function showFaces(p, r) {
   const { box, msg, slot } = p;
   const photo = { bitmap: p.bmp, width: p.width, height: p.height };
@@ -302,7 +306,7 @@ function showFaces(p, r) {
     drawFaces(box, photo, [], null);
     msg.textContent = `no face found in ${faceNames[slot]}`;
     showError(msg.textContent);
-    return;
+    return false;
   }
   const scale = drawFaces(box, photo, r.faces, r.chosen);
   detected[slot] = { photo, faces: r.faces, scale };
@@ -312,6 +316,7 @@ function showFaces(p, r) {
     : `${r.faces.length} faces, the most central is used: click another to choose it (${r.ms.toFixed(0)} ms)`;
   msg.dataset.detectMs = String(r.ms);
   useFace(p);
+  return true;
 }
 
 // The slot's crop canvas becomes its face.
