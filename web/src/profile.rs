@@ -73,7 +73,7 @@ pub fn profile_detector(
         .into_iter()
         .map(|s| (s, Vec::new()))
         .collect();
-    let mut layers: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut layers = Layers::new();
     for _ in 0..runs.max(1) {
         let t0 = now_ms();
         let (canvas, scale) = letterbox(&img, size);
@@ -92,25 +92,10 @@ pub fn profile_detector(
         for (k, ms) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
             stages[k].1.push(ms);
         }
-        let mut per_kind: std::collections::BTreeMap<&str, f64> = Default::default();
-        let mut last = t2;
-        for (i, t) in marks {
-            *per_kind.entry(kind(&det, i)).or_default() += t - last;
-            last = t;
-        }
-        for (k, ms) in per_kind {
-            layers.entry(k).or_default().push(ms);
-        }
+        add_by_kind(&marks, t2, |i| kind(&det, i), &mut layers);
     }
-    let stages: serde_json::Map<_, _> = stages
-        .iter_mut()
-        .map(|(s, v)| (s.to_string(), json!(median(v))))
-        .collect();
-    let layers: serde_json::Map<_, _> = layers
-        .iter_mut()
-        .map(|(k, v)| (k.to_string(), json!(median(v))))
-        .collect();
-    Ok(json!({"runs": runs.max(1), "stages": stages, "layers": layers}).to_string())
+    let stages = medians(stages);
+    Ok(json!({"runs": runs.max(1), "stages": stages, "layers": medians(layers)}).to_string())
 }
 
 /// What kind of recognizer layer node `i` is, for the profile's rows.
@@ -152,7 +137,7 @@ pub fn profile_recognizer(model: &[u8], rgb: &[u8], runs: usize) -> Result<Strin
     let x = cpu.input(rgb, 1).map_err(|e| JsError::new(&e))?;
     let graph = &cpu.graph;
     let mut network = Vec::new();
-    let mut layers: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut layers = Layers::new();
     for _ in 0..runs.max(1) {
         let mut marks = Vec::with_capacity(graph.nodes.len());
         let t0 = now_ms();
@@ -162,21 +147,42 @@ pub fn profile_recognizer(model: &[u8], rgb: &[u8], runs: usize) -> Result<Strin
         .map_err(|e| JsError::new(&e.to_string()))?;
         network.push(now_ms() - t0);
         std::hint::black_box(out);
-        let mut per_kind: std::collections::BTreeMap<&str, f64> = Default::default();
-        let mut last = t0;
-        for (i, t) in marks {
-            *per_kind.entry(recognizer_kind(graph, i)).or_default() += t - last;
-            last = t;
-        }
-        for (k, ms) in per_kind {
-            layers.entry(k).or_default().push(ms);
-        }
+        add_by_kind(&marks, t0, |i| recognizer_kind(graph, i), &mut layers);
     }
-    let layers: serde_json::Map<_, _> = layers
-        .iter_mut()
-        .map(|(k, v)| (k.to_string(), json!(median(v))))
-        .collect();
-    Ok(json!({"runs": runs.max(1), "network": median(&mut network), "layers": layers}).to_string())
+    let network = median(&mut network);
+    Ok(json!({"runs": runs.max(1), "network": network, "layers": medians(layers)}).to_string())
+}
+
+/// One pass's layer times summed by kind (`marks`: node and the time it finished, the pass
+/// started at `start`), each kind's sum added to its list in `layers`.
+fn add_by_kind(
+    marks: &[(usize, f64)],
+    start: f64,
+    kind: impl Fn(usize) -> &'static str,
+    layers: &mut Layers,
+) {
+    let mut per_kind: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut last = start;
+    for &(i, t) in marks {
+        *per_kind.entry(kind(i)).or_default() += t - last;
+        last = t;
+    }
+    for (k, ms) in per_kind {
+        layers.entry(k).or_default().push(ms);
+    }
+}
+
+/// Each kind's times, by kind.
+type Layers = std::collections::BTreeMap<&'static str, Vec<f64>>;
+
+/// `{name: median ms}` of each list.
+fn medians<'a>(
+    lists: impl IntoIterator<Item = (&'a str, Vec<f64>)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    lists
+        .into_iter()
+        .map(|(k, mut v)| (k.to_string(), json!(median(&mut v))))
+        .collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {

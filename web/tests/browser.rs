@@ -26,6 +26,12 @@ fn floats(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Width and height of the fixture's raw photo (`PHOTO`).
+fn photo_size() -> [u32; 2] {
+    let faces: serde_json::Value = serde_json::from_str(FACES).unwrap();
+    ["width", "height"].map(|k| faces[k].as_u64().unwrap() as u32)
+}
+
 fn n() -> usize {
     IMAGES.len() / (112 * 112 * 3)
 }
@@ -218,10 +224,7 @@ async fn engine_float_dot_path_in_browser() {
 #[wasm_bindgen_test]
 async fn face_detection_in_browser_equals_the_native_cpu_backend() {
     let want: serde_json::Value = serde_json::from_str(FACES).unwrap();
-    let (w, h) = (
-        want["width"].as_u64().unwrap() as usize,
-        want["height"].as_u64().unwrap() as usize,
-    );
+    let [w, h] = photo_size().map(|v| v as usize);
     let faces = want["report"]["faces"].as_array().unwrap();
     let chosen = want["report"]["chosen"].as_u64().unwrap() as usize;
     let f = |v: &serde_json::Value| -> Vec<f32> {
@@ -294,11 +297,7 @@ async fn face_detection_in_browser_equals_the_native_cpu_backend() {
 /// naming what is wrong.
 #[wasm_bindgen_test]
 async fn detect_batch_equals_one_photo_at_a_time_and_refuses_bad_layouts() {
-    let want: serde_json::Value = serde_json::from_str(FACES).unwrap();
-    let (w, h) = (
-        want["width"].as_u64().unwrap() as u32,
-        want["height"].as_u64().unwrap() as u32,
-    );
+    let [w, h] = photo_size();
     let grey = vec![128u8; 96 * 80 * 3];
     let d = FaceDetector::load_native(DETECTOR, "cpu").await.unwrap();
     let pixels = [PHOTO, &grey[..], PHOTO].concat();
