@@ -7,7 +7,7 @@
 //! single-threaded build in node's V8, the engine Chromium runs the page's worker with.
 
 use efq_shared::cpu;
-use efq_shared::detect::{DetectConfig, Scrfd, letterbox, nms, normalize};
+use efq_shared::detect::{DetectConfig, Scrfd, letterbox_input, nms};
 use efq_shared::graph::Op;
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -69,17 +69,16 @@ pub fn profile_detector(
     let img = rgb_image(pixels, width, height, channels).map_err(|e| JsError::new(&e))?;
     let cfg = DetectConfig::default();
     let heads = det.head_values();
-    let mut stages: Vec<(&str, Vec<f64>)> = ["letterbox", "normalise", "network", "decode and NMS"]
-        .into_iter()
-        .map(|s| (s, Vec::new()))
-        .collect();
+    let mut stages: Vec<(&str, Vec<f64>)> =
+        ["letterbox and normalise", "network", "decode and NMS"]
+            .into_iter()
+            .map(|s| (s, Vec::new()))
+            .collect();
     let mut layers = Layers::new();
     for _ in 0..runs.max(1) {
         let t0 = now_ms();
-        let (canvas, scale) = letterbox(&img, size);
+        let (x, scale) = letterbox_input(&img, size);
         let t1 = now_ms();
-        let x = normalize(&canvas);
-        let t2 = now_ms();
         let mut marks = Vec::with_capacity(det.graph.nodes.len());
         let values =
             cpu::forward_values_traced(&det.graph, &x, &heads, &mut |i| marks.push((i, now_ms())))
@@ -89,10 +88,10 @@ pub fn profile_detector(
         let faces = nms(det.decode(&outs, scale, cfg.score_threshold), cfg.nms_iou);
         let t4 = now_ms();
         std::hint::black_box(faces);
-        for (k, ms) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
+        for (k, ms) in [t1 - t0, t3 - t1, t4 - t3].into_iter().enumerate() {
             stages[k].1.push(ms);
         }
-        add_by_kind(&marks, t2, |i| kind(&det, i), &mut layers);
+        add_by_kind(&marks, t1, |i| kind(&det, i), &mut layers);
     }
     let stages = medians(stages);
     Ok(json!({"runs": runs.max(1), "stages": stages, "layers": medians(layers)}).to_string())

@@ -44,7 +44,7 @@ use image::RgbImage;
 use crate::Error;
 use crate::graph::{Graph, SampleShape, ValueId};
 
-pub use letterbox::{letterbox, normalize, resize_bilinear};
+pub use letterbox::{letterbox, letterbox_input, normalize, resize_bilinear};
 pub use nms::{iou, iou_plus1, nms, pick_central};
 
 /// What a head predicts per anchor.
@@ -250,15 +250,19 @@ impl Scrfd {
         ))
     }
 
-    /// Detects faces in a photo: letterbox to the input size, then [`Scrfd::detect_letterboxed`].
+    /// Detects faces in a photo: letterbox to the input size, then as [`Scrfd::detect_letterboxed`].
     pub fn detect(&self, img: &RgbImage, cfg: &DetectConfig) -> Result<Vec<Detection>, Error> {
         if self.input_size[0] != self.input_size[1] {
             return Err(Error::Input(
                 "letterboxing needs a square detector input".into(),
             ));
         }
-        let (canvas, scale) = letterbox(img, self.input_size[0]);
-        self.detect_letterboxed(&canvas, scale, cfg)
+        let (x, scale) = letterbox_input(img, self.input_size[0]);
+        let outs = self.forward(&x)?;
+        Ok(nms(
+            self.decode(&outs, scale, cfg.score_threshold),
+            cfg.nms_iou,
+        ))
     }
 }
 
