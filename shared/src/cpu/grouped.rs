@@ -122,93 +122,124 @@ pub(super) fn grouped_conv_exact_f32(
     y.par_chunks_exact_mut(og * oh * ow)
         .enumerate()
         .for_each(|(ng, y)| {
-            let (n, gi) = (ng / g, ng % g);
-            // [cg][row phase][column phase][hph][wph]: padded pixel (yp, xp) lives in phase
-            // (yp % sy, xp % sx) at (yp / sy, xp / sx).
-            // (+ B: the last block of sums reads past `span`; those sums are dropped.)
-            let mut buf = vec![0f32; cg * sy * sx * phase_len + B];
-            // One input row quantized at its padded columns, zeros around it (`sx` > 1).
-            let mut stage = vec![0f32; if sx > 1 { wph * sx } else { 0 }];
-            for ci in 0..cg {
-                let plane = &x[(n * geo.c + gi * cg + ci) * h * w..][..h * w];
-                for (iy, row) in plane.chunks_exact(w).enumerate() {
-                    let yp = iy + a.pads[0];
-                    // Where padded row `yp` of column phase `phase` starts.
-                    let at = |phase| ((ci * sy + yp % sy) * sx + phase) * phase_len + yp / sy * wph;
-                    let quantize = |(d, &v): (&mut f32, &f32)| *d = quantizer.to_f32(v);
-                    if sx == 1 {
-                        let dst = &mut buf[at(0)..][a.pads[1]..][..w];
-                        dst.iter_mut().zip(row).for_each(quantize);
-                        continue;
-                    }
-                    // Quantized contiguously, then dealt out: padded column `xp` goes to
-                    // phase `xp % sx`, entry `xp / sx`. (Quantizing each phase by a strided
-                    // gather did not vectorise: MobileFaceNet's first stride-2 layer took 2.0 ms
-                    // in wasm instead of 0.84.)
-                    stage[a.pads[1]..][..w]
-                        .iter_mut()
-                        .zip(row)
-                        .for_each(quantize);
-                    if sx == 2 {
-                        let (even, odd) = buf[at(0)..].split_at_mut(phase_len);
-                        let (even, odd) = (&mut even[..wph], &mut odd[..wph]);
-                        for ((e, o), pair) in even.iter_mut().zip(odd).zip(stage.chunks_exact(2)) {
-                            *e = pair[0];
-                            *o = pair[1];
-                        }
-                    } else {
-                        for (j, cols) in stage.chunks_exact(sx).enumerate() {
-                            for (phase, &v) in cols.iter().enumerate() {
-                                buf[at(phase) + j] = v;
-                            }
-                        }
-                    }
-                }
-            }
-            let mut acc = vec![0f32; span.next_multiple_of(B)];
-            let mut taps: Vec<(usize, f32)> = Vec::with_capacity(cg * kh * kw);
-            for (r, y) in y.chunks_exact_mut(oh * ow).enumerate() {
-                let oc = gi * og + r;
-                let k = &kern[oc * cg * kh * kw..][..cg * kh * kw];
-                taps.clear();
+            SCRATCH.with_borrow_mut(|scratch| {
+                let Scratch {
+                    buf,
+                    stage,
+                    acc,
+                    taps,
+                } = scratch;
+                let (n, gi) = (ng / g, ng % g);
+                // [cg][row phase][column phase][hph][wph]: padded pixel (yp, xp) lives in phase
+                // (yp % sy, xp % sx) at (yp / sy, xp / sx).
+                // (+ B: the last block of sums reads past `span`; those sums are dropped.)
+                buf.clear();
+                buf.resize(cg * sy * sx * phase_len + B, 0.0);
+                // One input row quantized at its padded columns, zeros around it (`sx` > 1).
+                stage.clear();
+                stage.resize(if sx > 1 { wph * sx } else { 0 }, 0.0);
                 for ci in 0..cg {
-                    for ky in 0..kh {
-                        let (ry, py) = ((ky * dy) / sy, (ky * dy) % sy);
-                        for kx in 0..kw {
-                            let wv = k[(ci * kh + ky) * kw + kx];
-                            let (rx, px) = ((kx * dx) / sx, (kx * dx) % sx);
-                            let at = ((ci * sy + py) * sx + px) * phase_len + ry * wph + rx;
-                            if wv != 0.0 {
-                                taps.push((at, wv));
+                    let plane = &x[(n * geo.c + gi * cg + ci) * h * w..][..h * w];
+                    for (iy, row) in plane.chunks_exact(w).enumerate() {
+                        let yp = iy + a.pads[0];
+                        // Where padded row `yp` of column phase `phase` starts.
+                        let at =
+                            |phase| ((ci * sy + yp % sy) * sx + phase) * phase_len + yp / sy * wph;
+                        let quantize = |(d, &v): (&mut f32, &f32)| *d = quantizer.to_f32(v);
+                        if sx == 1 {
+                            let dst = &mut buf[at(0)..][a.pads[1]..][..w];
+                            dst.iter_mut().zip(row).for_each(quantize);
+                            continue;
+                        }
+                        // Quantized contiguously, then dealt out: padded column `xp` goes to
+                        // phase `xp % sx`, entry `xp / sx`. (Quantizing each phase by a strided
+                        // gather did not vectorise: MobileFaceNet's first stride-2 layer took 2.0 ms
+                        // in wasm instead of 0.84.)
+                        stage[a.pads[1]..][..w]
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(quantize);
+                        if sx == 2 {
+                            let (even, odd) = buf[at(0)..].split_at_mut(phase_len);
+                            let (even, odd) = (&mut even[..wph], &mut odd[..wph]);
+                            for ((e, o), pair) in
+                                even.iter_mut().zip(odd).zip(stage.chunks_exact(2))
+                            {
+                                *e = pair[0];
+                                *o = pair[1];
+                            }
+                        } else {
+                            for (j, cols) in stage.chunks_exact(sx).enumerate() {
+                                for (phase, &v) in cols.iter().enumerate() {
+                                    buf[at(phase) + j] = v;
+                                }
                             }
                         }
                     }
                 }
-                // Blocks of outputs held in registers across all taps: one store per output
-                // rather than a load and a store per tap.
-                for (blk, a) in acc.chunks_exact_mut(B).enumerate() {
-                    let i = blk * B;
-                    let mut sums = [0f32; B];
-                    for &(at, wv) in &taps {
-                        let src: &[f32; B] = buf[at + i..][..B].try_into().expect("B values");
-                        for l in 0..B {
-                            sums[l] += wv * src[l];
+                acc.resize(span.next_multiple_of(B), 0.0);
+                acc.truncate(span.next_multiple_of(B));
+                for (r, y) in y.chunks_exact_mut(oh * ow).enumerate() {
+                    let oc = gi * og + r;
+                    let k = &kern[oc * cg * kh * kw..][..cg * kh * kw];
+                    taps.clear();
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            let (ry, py) = ((ky * dy) / sy, (ky * dy) % sy);
+                            for kx in 0..kw {
+                                let wv = k[(ci * kh + ky) * kw + kx];
+                                let (rx, px) = ((kx * dx) / sx, (kx * dx) % sx);
+                                let at = ((ci * sy + py) * sx + px) * phase_len + ry * wph + rx;
+                                if wv != 0.0 {
+                                    taps.push((at, wv));
+                                }
+                            }
                         }
                     }
-                    a.copy_from_slice(&sums);
-                }
-                let (m, b) = (mult[oc], bias[oc]);
-                for (oy, y) in y.chunks_exact_mut(ow).enumerate() {
-                    y.iter_mut()
-                        .zip(&acc[oy * wph..])
-                        .for_each(|(y, &a)| *y = a * m + b);
-                    if let Some(s) = prelu_slope {
-                        prelu(y, slope_of(s, oc));
+                    // Blocks of outputs held in registers across all taps: one store per output
+                    // rather than a load and a store per tap.
+                    for (blk, a) in acc.chunks_exact_mut(B).enumerate() {
+                        let i = blk * B;
+                        let mut sums = [0f32; B];
+                        for &(at, wv) in taps.iter() {
+                            let src: &[f32; B] = buf[at + i..][..B].try_into().expect("B values");
+                            for l in 0..B {
+                                sums[l] += wv * src[l];
+                            }
+                        }
+                        a.copy_from_slice(&sums);
+                    }
+                    let (m, b) = (mult[oc], bias[oc]);
+                    for (oy, y) in y.chunks_exact_mut(ow).enumerate() {
+                        y.iter_mut()
+                            .zip(&acc[oy * wph..])
+                            .for_each(|(y, &a)| *y = a * m + b);
+                        if let Some(s) = prelu_slope {
+                            prelu(y, slope_of(s, oc));
+                        }
                     }
                 }
-            }
+            })
         });
     y
+}
+
+/// One task's buffers in [`grouped_conv_exact_f32`], kept between groups: four allocations per
+/// group were a third of the time of MobileFaceNet's 7×7 and 14×14 depthwise layers in wasm.
+#[derive(Default)]
+struct Scratch {
+    /// The group's quantized input planes, padded and split by phase.
+    buf: Vec<f32>,
+    /// One input row, quantized at its padded columns (stride > 1).
+    stage: Vec<f32>,
+    /// One output channel's sums at row pitch `wph`.
+    acc: Vec<f32>,
+    /// One output channel's nonzero taps: offset in `buf` and weight.
+    taps: Vec<(usize, f32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 #[cfg(test)]
