@@ -6,8 +6,9 @@
 // Markdown table.
 //
 //   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO [PHOTO2]]
-//   env: BENCH_SECONDS (5), BENCH_RELAXED=0 (the SIMD128 builds); PHOTO defaults to the first
-//   raw250-sample photo.
+//   env: BENCH_SECONDS (5), BENCH_RELAXED=0 (the SIMD128 builds), BENCH_DIST (a built web/dist
+//   to serve instead, e.g. another commit's, for an A/B in one session); PHOTO defaults to the
+//   first raw250-sample photo.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,7 +28,7 @@ const photo2 = process.argv[3] || first(1);
 const seconds = process.env.BENCH_SECONDS || '5';
 // BENCH_RELAXED=0: the page's SIMD128 builds instead of the relaxed-SIMD ones.
 const relaxed = process.env.BENCH_RELAXED === '0' ? '&relaxed=0' : '';
-const server = await serve(path.join(root, 'web/dist'), {
+const server = await serve(path.resolve(process.env.BENCH_DIST || path.join(root, 'web/dist')), {
   '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist/'),
   '/ext/photo.jpg': photo,
   '/ext/photo2.jpg': photo2,
