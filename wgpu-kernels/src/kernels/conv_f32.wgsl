@@ -11,40 +11,12 @@ override RELU: bool = false;
 override IMAGES_AS_PIXELS: bool = false;
 const TILE_P: u32 = 4u;
 
-struct Params {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    group_channels: u32, // input channels per group
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_per_group: u32,
-    k_h: u32,
-    k_w: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    dil_y: u32,
-    dil_x: u32,
-    shared_slope: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// bindings 0 (p: Params) and 6 (run): conv_f32_params.wgsl, pasted before this.
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> slope: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-struct Run {
-    images: u32,
-}
-@group(0) @binding(6) var<uniform> run: Run;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

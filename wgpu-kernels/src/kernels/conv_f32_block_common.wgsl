@@ -1,7 +1,7 @@
 // What conv_f32_block.wgsl and conv_f32_block_narrow.wgsl share, pasted before each (see
-// their .rs modules): the override constants, the parameters (`ConvParams`), every binding but
-// the input's (`x`: words of four channels in one, single channels in the other), and the
-// epilogue.
+// their .rs modules): the override constants, every binding but the input's (`x`: words of
+// four channels in one, single channels in the other) and the parameters' (bindings 0 and 6:
+// conv_f32_params.wgsl, pasted before this), and the epilogue.
 
 override TILE_O: u32 = 8u; // 8 or 16
 override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
@@ -9,39 +9,10 @@ override PRELU: bool = false;
 // A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
 override RELU: bool = false;
 
-struct Params {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32, // a multiple of 4 in conv_f32_block.wgsl
-    group_channels: u32, // = in_c (one group)
-    out_h: u32,
-    out_w: u32,
-    out_c: u32, // a multiple of 4
-    out_per_group: u32,
-    k_h: u32,
-    k_w: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    dil_y: u32,
-    dil_x: u32,
-    shared_slope: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>; // HWIO, O in words of four
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> slope: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<vec4<f32>>; // NHWC, C in words of four
-
-struct Run {
-    images: u32,
-}
-@group(0) @binding(6) var<uniform> run: Run;
 
 // The epilogue of one pixel's word of four output channels: bias, then PReLU or ReLU.
 fn finish(a: vec4<f32>, b: vec4<f32>, q: u32) -> vec4<f32> {

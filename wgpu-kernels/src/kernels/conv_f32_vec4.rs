@@ -2,4 +2,7 @@
 //! four, reading the input in words of four channels. Its parameters are
 //! [`ConvParams`](super::ConvParams), read as in `conv_f32.wgsl`.
 
-pub(super) const SOURCE: &str = include_str!("conv_f32_vec4.wgsl");
+pub(super) const SOURCE: &str = concat!(
+    include_str!("conv_f32_params.wgsl"),
+    include_str!("conv_f32_vec4.wgsl")
+);

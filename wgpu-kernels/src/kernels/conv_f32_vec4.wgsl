@@ -11,40 +11,12 @@ override PRELU: bool = false;
 override RELU: bool = false;
 const TILE_P: u32 = 4u;
 
-struct Params {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    group_channels: u32, // input channels per group, a multiple of 4
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_per_group: u32,
-    k_h: u32,
-    k_w: u32,
-    stride_y: u32,
-    stride_x: u32,
-    pad_top: u32,
-    pad_left: u32,
-    dil_y: u32,
-    dil_x: u32,
-    shared_slope: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// bindings 0 (p: Params) and 6 (run): conv_f32_params.wgsl, pasted before this.
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>; // OHWI, I in words of four
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // NHWC, C in words of four
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> slope: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-struct Run {
-    images: u32,
-}
-@group(0) @binding(6) var<uniform> run: Run;
 
 // One weight word (four input channels of one output channel) against the four pixels'
 // input words, summed channel by channel in order.
