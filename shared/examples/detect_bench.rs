@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use efq_shared::cpu;
-use efq_shared::detect::{DetectConfig, Scrfd, letterbox, nms, normalize};
+use efq_shared::detect::{DetectConfig, Scrfd, letterbox_input, nms};
 use efq_shared::graph::{Op, Weights};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -100,9 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         for photo in &photos {
             let t0 = Instant::now();
-            let (canvas, scale) = letterbox(photo, size);
-            let t1 = Instant::now();
-            let x = normalize(&canvas);
+            let (x, scale) = letterbox_input(photo, size);
             let t2 = Instant::now();
             let mut marks = Vec::with_capacity(graph.nodes.len());
             let values = cpu::forward_values_traced(graph, &x, &outputs, &mut |i| {
@@ -119,8 +117,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            stage.entry("letterbox").or_default().push(ms(t0, t1));
-            stage.entry("normalize").or_default().push(ms(t1, t2));
+            stage
+                .entry("letterbox+normalize")
+                .or_default()
+                .push(ms(t0, t2));
             stage.entry("network").or_default().push(ms(t2, t3));
             stage.entry("decode+nms").or_default().push(ms(t3, t4));
             stage.entry("total").or_default().push(ms(t0, t4));
@@ -146,14 +146,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // The fastest run too: on a shared machine it is the least disturbed.
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("CPU backend, ms:        median      min");
+    println!("CPU backend, ms:             median      min");
     for (k, v) in &stage {
-        println!("  {k:<14} {:8.2} {:8.2}", median(v.clone()), min(v));
+        println!("  {k:<19} {:8.2} {:8.2}", median(v.clone()), min(v));
     }
     println!("network by layer kind (nodes), median ms:");
     for (k, v) in &per_kind {
         let count = kind.iter().filter(|&&x| x == *k).count();
-        println!("  {k:<14} {:8.2}  ({count})", median(v.clone()));
+        println!("  {k:<19} {:8.2}  ({count})", median(v.clone()));
     }
     let mut slow: Vec<(f64, usize)> = per_node
         .iter()
