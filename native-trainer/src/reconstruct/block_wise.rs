@@ -10,8 +10,8 @@ use tch::Tensor;
 
 use super::adam::{adam_fit, scale_adam, weight_adam};
 use super::whole_set::{chunked, rows, whole_set_error};
-use super::{Objective, Reconstruction, SAMPLES_PER_WEIGHT, same_graph};
-use crate::net::{TchNet, channels_last};
+use super::{Objective, Reconstruction, enough_samples, prepare};
+use crate::net::TchNet;
 use crate::student::{ActRanges, Student};
 
 /// A run of consecutive steps that reads one value from before it and leaves one value for the
@@ -144,10 +144,8 @@ pub fn run_blocks(
     seed: u64,
     pb: &ProgressBar,
 ) -> Result<Vec<BlockFit>> {
-    same_graph(teacher, student)?;
-    r.validate()?;
     // A different stream from the layer-wise pass's: its batches are not the same draws again.
-    tch::manual_seed(seed.wrapping_add(1) as i64);
+    let mut tx = prepare(teacher, student, images, r, seed.wrapping_add(1))?;
     let io: Vec<(Vec<usize>, usize)> = (0..student.num_steps())
         .map(|i| {
             let (ins, out) = student.step_io(i);
@@ -165,7 +163,6 @@ pub fn run_blocks(
     let s_apply = |i: usize, x: &Tensor, o: Option<&Tensor>| student.apply(i, x, o);
     let n = images.size()[0];
     let store = r.storage.kind();
-    let mut tx = channels_last(images.to_device(student.device).to_kind(store));
     let mut sx = tx.shallow_clone();
     let mut per_image = HashMap::new();
     tch::no_grad(|| {
@@ -177,10 +174,9 @@ pub fn run_blocks(
         }
     });
     let fits_weights = |i: usize| {
-        student.linear(i).is_some_and(|(w, _, _)| {
-            let fan_in = w.numel() as i64 / w.size()[0];
-            n * per_image[&i] >= SAMPLES_PER_WEIGHT * fan_in
-        })
+        student
+            .linear(i)
+            .is_some_and(|(w, _, _)| enough_samples(w, n * per_image[&i]))
     };
     if r.head_objective != Objective::Mse {
         // The head objective is about the embedding, so the last block must end on it: trailing

@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use super::adam::{adam_fit, scale_adam, weight_adam};
 use super::whole_set::{chunked, correct_bias, rows, whole_set_error};
-use super::{Objective, Reconstruction, SAMPLES_PER_WEIGHT, same_graph};
-use crate::net::{TchNet, channels_last};
+use super::{Objective, Reconstruction, enough_samples, prepare};
+use crate::net::TchNet;
 use crate::student::{ActRanges, Student};
 
 /// What reconstruction did to one quantized layer: mean squared error of its output against
@@ -41,10 +41,7 @@ pub fn run(
     seed: u64,
     pb: &ProgressBar,
 ) -> Result<Vec<LayerFit>> {
-    same_graph(teacher, student)?;
-    r.validate()?;
-    tch::manual_seed(seed as i64);
-    let device = student.device;
+    let input = prepare(teacher, student, images, r, seed)?;
     let n = images.size()[0];
     let num_values = (0..student.num_steps())
         .map(|i| student.step_io(i).1 + 1)
@@ -57,7 +54,6 @@ pub fn run(
         }
     }
     let store = r.storage.kind();
-    let input = channels_last(images.to_device(device).to_kind(store));
     let mut t_vals: Vec<Option<Tensor>> = (0..num_values).map(|_| None).collect();
     let mut s_vals: Vec<Option<Tensor>> = (0..num_values).map(|_| None).collect();
     t_vals[0] = Some(input.shallow_clone());
@@ -91,10 +87,8 @@ pub fn run(
         };
         if let Some((w, b, wbits)) = student.linear(i) {
             let mse = |y: &Tensor| whole_set_error(Objective::Mse, y, &ty);
-            let channels = ty.size()[1];
-            let per_channel = ty.numel() as i64 / channels;
-            let fan_in = w.numel() as i64 / w.size()[0];
-            let fit_weights = r.steps > 0 && per_channel >= SAMPLES_PER_WEIGHT * fan_in;
+            let per_channel = ty.numel() as i64 / ty.size()[1];
+            let fit_weights = r.steps > 0 && enough_samples(w, per_channel);
             let act = student
                 .act_scale(i)
                 .filter(|_| fit_weights && r.ranges == ActRanges::Learned);

@@ -182,7 +182,16 @@ impl Reconstruction {
 /// Outputs per channel, relative to the fan-in, below which a layer's weights are left alone.
 pub const SAMPLES_PER_WEIGHT: i64 = 4;
 
-fn same_graph(teacher: &TchNet, student: &Student) -> Result<()> {
+/// What both passes do first: check that `teacher` is the float graph `student` came from and
+/// that the settings are usable, seed libtorch's generator, and return `images` as the passes
+/// store them (the student's device, `r.storage`'s kind, channels-last).
+fn prepare(
+    teacher: &TchNet,
+    student: &Student,
+    images: &Tensor,
+    r: &Reconstruction,
+    seed: u64,
+) -> Result<Tensor> {
     if teacher.num_steps() != student.num_steps() {
         bail!(
             "reconstruction needs the float graph the student came from ({} vs {} nodes)",
@@ -190,7 +199,17 @@ fn same_graph(teacher: &TchNet, student: &Student) -> Result<()> {
             student.num_steps()
         );
     }
-    Ok(())
+    r.validate()?;
+    tch::manual_seed(seed as i64);
+    let stored = images.to_device(student.device).to_kind(r.storage.kind());
+    Ok(crate::net::channels_last(stored))
+}
+
+/// Whether a layer with weights `w` (output channels first) has enough outputs per channel over
+/// the calibration set to fit them: [`SAMPLES_PER_WEIGHT`] times its fan-in or more.
+fn enough_samples(w: &Tensor, outputs_per_channel: i64) -> bool {
+    let fan_in = w.numel() as i64 / w.size()[0];
+    outputs_per_channel >= SAMPLES_PER_WEIGHT * fan_in
 }
 
 #[cfg(test)]
