@@ -30,8 +30,9 @@ impl ConvGeometry {
         (iy < self.h).then_some(iy)
     }
 
-    /// Input pixel read by output `(oy, ox)` at kernel tap `(ky, kx)`, or `None` in the padding.
-    #[inline]
+    /// Input pixel read by output `(oy, ox)` at kernel tap `(ky, kx)`, or `None` in the padding:
+    /// the definition the row-wise layouts are tested against ([`im2col`]).
+    #[cfg(test)]
     pub(super) fn source(
         &self,
         oy: usize,
@@ -158,12 +159,12 @@ pub(super) fn inside(n_out: usize, n_in: usize, stride: usize, offset: isize) ->
 /// Output rows `oy0..oy1` of one group of one image as `[K][P]` patch rows (K ordered channel,
 /// ky, kx like OIHW; P the tile's pixels): each row is a shifted copy of an input row, copied
 /// whole at stride 1, with the padding zero-filled at its ends only.
-fn im2col_rows(
-    x: &[f32],
+pub(super) fn im2col_rows<T: Copy + Default>(
+    x: &[T],
     geo: &ConvGeometry,
     (c0, cg, kh, kw): (usize, usize, usize, usize),
     (oy0, oy1): (usize, usize),
-    col: &mut [f32],
+    col: &mut [T],
 ) {
     let a = &geo.attrs;
     let (h, w, ow, sx) = (geo.h, geo.w, geo.ow, a.stride[1]);
@@ -179,7 +180,7 @@ fn im2col_rows(
     // Stride 2: the input row's even columns then its odd ones, split once per row so that
     // every tap copies a contiguous run.
     let half = w.div_ceil(2);
-    let mut halves = vec![0f32; if sx == 2 { 2 * half } else { 0 }];
+    let mut halves = vec![T::default(); if sx == 2 { 2 * half } else { 0 }];
     for ci in 0..cg {
         let plane = &x[(c0 + ci) * h * w..][..h * w];
         for ky in 0..kh {
@@ -187,7 +188,7 @@ fn im2col_rows(
                 let at = (oy - oy0) * ow;
                 let Some(iy) = geo.source_row(oy, ky) else {
                     for kx in 0..kw {
-                        col[((ci * kh + ky) * kw + kx) * nb + at..][..ow].fill(0.0);
+                        col[((ci * kh + ky) * kw + kx) * nb + at..][..ow].fill(T::default());
                     }
                     continue;
                 };
@@ -197,8 +198,8 @@ fn im2col_rows(
                 }
                 for (kx, &(offset, lo, hi)) in taps.iter().enumerate() {
                     let dst = &mut col[((ci * kh + ky) * kw + kx) * nb + at..][..ow];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    dst[..lo].fill(T::default());
+                    dst[hi..].fill(T::default());
                     if lo == hi {
                         continue;
                     }

@@ -54,25 +54,12 @@ pub fn conv_int_acc(xq: &[i8], geo: &ConvGeometry, q: &QuantWeights) -> Vec<i32>
     acc
 }
 
-/// One group of one image as `[K][P]` patch rows (K ordered channel, ky, kx like OIHW): the
-/// transpose of [`super::conv::im2col`], so that the product's inner loop runs along pixels.
+/// One group of one image as `[K][P]` patch rows (K ordered channel, ky, kx like OIHW), so that
+/// the product's inner loop runs along pixels: the float convolution's row-wise layout
+/// ([`super::conv::im2col_rows`]) over i8.
 fn im2col_kp(x: &[i8], geo: &ConvGeometry, c0: usize, cg: usize, kh: usize, kw: usize) -> Vec<i8> {
-    let p = geo.oh * geo.ow;
-    let mut col = vec![0i8; cg * kh * kw * p];
-    for ci in 0..cg {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = &mut col[((ci * kh + ky) * kw + kx) * p..][..p];
-                for oy in 0..geo.oh {
-                    for ox in 0..geo.ow {
-                        if let Some((iy, ix)) = geo.source(oy, ox, ky, kx) {
-                            row[oy * geo.ow + ox] = x[((c0 + ci) * geo.h + iy) * geo.w + ix];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let mut col = vec![0i8; cg * kh * kw * geo.oh * geo.ow];
+    super::conv::im2col_rows(x, geo, (c0, cg, kh, kw), (0, geo.oh), &mut col);
     col
 }
 

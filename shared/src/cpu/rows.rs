@@ -126,7 +126,7 @@ fn prepare_row(src: &[f32], pad: usize, s: usize, len: usize, stage: &mut [f32],
 /// contiguous run of one half instead of a strided gather, which does not vectorise. (Inlined:
 /// in the depthwise loops it is compiled into their AVX2 copy.)
 #[inline(always)]
-pub(super) fn split_even_odd(row: &[f32], out: &mut [f32]) {
+pub(super) fn split_even_odd<T: Copy>(row: &[T], out: &mut [T]) {
     let half = row.len().div_ceil(2);
     let (even, odd) = out.split_at_mut(half);
     let pairs = row.chunks_exact(2);
