@@ -4,7 +4,7 @@
 use super::conv::ConvGeometry;
 use super::elementwise::prelu;
 use super::quantize::{aq_multipliers, slope_of};
-use crate::quant::{ActQuant, QuantWeights};
+use crate::quant::{ActQuant, QuantWeights, Quantizer};
 use rayon::prelude::*;
 
 /// Grouped integer convolution with few input channels per group (depthwise: one; MobileFaceNet
@@ -103,117 +103,26 @@ pub(super) fn grouped_conv_exact_f32(
     prelu_slope: Option<&[f32]>,
 ) -> Vec<f32> {
     let (o, cg, kh, kw) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-    let (g, a) = (geo.attrs.group, &geo.attrs);
+    let g = geo.attrs.group;
     let og = o / g;
-    let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
-    let ([sy, sx], [dy, dx]) = (a.stride, a.dilation);
-    // Padded extent: everything any tap reads, padding included; then per phase.
-    let hp = (h + a.pads[0] + a.pads[2]).max((oh - 1) * sy + (kh - 1) * dy + 1);
-    let wp = (w + a.pads[1] + a.pads[3]).max((ow - 1) * sx + (kw - 1) * dx + 1);
-    let (hph, wph) = (hp.div_ceil(sy), wp.div_ceil(sx));
-    let phase_len = hph * wph;
-    // Sums are kept at row pitch `wph`; the last row needs only its `ow` real columns, so no
-    // tap reads past its phase.
-    let span = (oh - 1) * wph + ow;
-    const B: usize = 16;
+    let (hw, ohw, taps) = (geo.h * geo.w, geo.oh * geo.ow, cg * kh * kw);
+    let phases = Phases::new(geo, [kh, kw]);
     let (quantizer, mult) = (aq.quantizer(), aq_multipliers(q, aq));
     let kern: Vec<f32> = q.values.iter().map(|&v| v as f32).collect();
-    let mut y = vec![0f32; geo.batch * o * oh * ow];
-    y.par_chunks_exact_mut(og * oh * ow)
+    let mut y = vec![0f32; geo.batch * o * ohw];
+    y.par_chunks_exact_mut(og * ohw)
         .enumerate()
         .for_each(|(ng, y)| {
             SCRATCH.with_borrow_mut(|scratch| {
-                let Scratch {
-                    buf,
-                    stage,
-                    acc,
-                    taps,
-                } = scratch;
                 let (n, gi) = (ng / g, ng % g);
-                // [cg][row phase][column phase][hph][wph]: padded pixel (yp, xp) lives in phase
-                // (yp % sy, xp % sx) at (yp / sy, xp / sx).
-                // (+ B: the last block of sums reads past `span`; those sums are dropped.)
-                buf.clear();
-                buf.resize(cg * sy * sx * phase_len + B, 0.0);
-                // One input row quantized at its padded columns, zeros around it (`sx` > 1).
-                stage.clear();
-                stage.resize(if sx > 1 { wph * sx } else { 0 }, 0.0);
-                for ci in 0..cg {
-                    let plane = &x[(n * geo.c + gi * cg + ci) * h * w..][..h * w];
-                    for (iy, row) in plane.chunks_exact(w).enumerate() {
-                        let yp = iy + a.pads[0];
-                        // Where padded row `yp` of column phase `phase` starts.
-                        let at =
-                            |phase| ((ci * sy + yp % sy) * sx + phase) * phase_len + yp / sy * wph;
-                        let quantize = |(d, &v): (&mut f32, &f32)| *d = quantizer.to_f32(v);
-                        if sx == 1 {
-                            let dst = &mut buf[at(0)..][a.pads[1]..][..w];
-                            dst.iter_mut().zip(row).for_each(quantize);
-                            continue;
-                        }
-                        // Quantized contiguously, then dealt out: padded column `xp` goes to
-                        // phase `xp % sx`, entry `xp / sx`. (Quantizing each phase by a strided
-                        // gather did not vectorise: MobileFaceNet's first stride-2 layer took 2.0 ms
-                        // in wasm instead of 0.84.)
-                        stage[a.pads[1]..][..w]
-                            .iter_mut()
-                            .zip(row)
-                            .for_each(quantize);
-                        if sx == 2 {
-                            let (even, odd) = buf[at(0)..].split_at_mut(phase_len);
-                            let (even, odd) = (&mut even[..wph], &mut odd[..wph]);
-                            for ((e, o), pair) in
-                                even.iter_mut().zip(odd).zip(stage.chunks_exact(2))
-                            {
-                                *e = pair[0];
-                                *o = pair[1];
-                            }
-                        } else {
-                            for (j, cols) in stage.chunks_exact(sx).enumerate() {
-                                for (phase, &v) in cols.iter().enumerate() {
-                                    buf[at(phase) + j] = v;
-                                }
-                            }
-                        }
-                    }
-                }
-                acc.resize(span.next_multiple_of(B), 0.0);
-                acc.truncate(span.next_multiple_of(B));
-                for (r, y) in y.chunks_exact_mut(oh * ow).enumerate() {
+                let planes = &x[(n * geo.c + gi * cg) * hw..][..cg * hw];
+                phases.fill(planes, geo, quantizer, scratch);
+                for (r, y) in y.chunks_exact_mut(ohw).enumerate() {
                     let oc = gi * og + r;
-                    let k = &kern[oc * cg * kh * kw..][..cg * kh * kw];
-                    taps.clear();
-                    for ci in 0..cg {
-                        for ky in 0..kh {
-                            let (ry, py) = ((ky * dy) / sy, (ky * dy) % sy);
-                            for kx in 0..kw {
-                                let wv = k[(ci * kh + ky) * kw + kx];
-                                let (rx, px) = ((kx * dx) / sx, (kx * dx) % sx);
-                                let at = ((ci * sy + py) * sx + px) * phase_len + ry * wph + rx;
-                                if wv != 0.0 {
-                                    taps.push((at, wv));
-                                }
-                            }
-                        }
-                    }
-                    // Blocks of outputs held in registers across all taps: one store per output
-                    // rather than a load and a store per tap.
-                    for (blk, a) in acc.chunks_exact_mut(B).enumerate() {
-                        let i = blk * B;
-                        let mut sums = [0f32; B];
-                        for &(at, wv) in taps.iter() {
-                            let src: &[f32; B] = buf[at + i..][..B].try_into().expect("B values");
-                            for l in 0..B {
-                                sums[l] += wv * src[l];
-                            }
-                        }
-                        a.copy_from_slice(&sums);
-                    }
+                    let sums = phases.sums(&kern[oc * taps..][..taps], [cg, kh, kw], scratch);
                     let (m, b) = (mult[oc], bias[oc]);
-                    for (oy, y) in y.chunks_exact_mut(ow).enumerate() {
-                        y.iter_mut()
-                            .zip(&acc[oy * wph..])
-                            .for_each(|(y, &a)| *y = a * m + b);
+                    for (y, sums) in y.chunks_exact_mut(geo.ow).zip(sums.chunks(phases.wph)) {
+                        y.iter_mut().zip(sums).for_each(|(y, &a)| *y = a * m + b);
                         if let Some(s) = prelu_slope {
                             prelu(y, slope_of(s, oc));
                         }
@@ -224,11 +133,133 @@ pub(super) fn grouped_conv_exact_f32(
     y
 }
 
+/// Outputs summed together in registers across all taps: one store per output rather than a
+/// load and a store per tap.
+const B: usize = 16;
+
+/// A group's input planes quantized, zero-padded and split by row and column phase:
+/// `[cg][row phase][column phase][hph][wph]`, padded pixel `(yp, xp)` in phase
+/// `(yp % sy, xp % sx)` at `(yp / sy, xp / sx)`.
+struct Phases {
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pads: [usize; 2],
+    /// Columns per phase row.
+    wph: usize,
+    /// Values per phase.
+    len: usize,
+    /// Sums kept per output channel, at row pitch `wph`: the last row needs only its `ow`
+    /// real columns, so no tap reads past its phase.
+    span: usize,
+}
+
+impl Phases {
+    fn new(geo: &ConvGeometry, [kh, kw]: [usize; 2]) -> Self {
+        let a = &geo.attrs;
+        let ([sy, sx], [dy, dx]) = (a.stride, a.dilation);
+        // Padded extent: everything any tap reads, padding included; then per phase.
+        let hp = (geo.h + a.pads[0] + a.pads[2]).max((geo.oh - 1) * sy + (kh - 1) * dy + 1);
+        let wp = (geo.w + a.pads[1] + a.pads[3]).max((geo.ow - 1) * sx + (kw - 1) * dx + 1);
+        let (hph, wph) = (hp.div_ceil(sy), wp.div_ceil(sx));
+        Phases {
+            stride: a.stride,
+            dilation: a.dilation,
+            pads: [a.pads[0], a.pads[1]],
+            wph,
+            len: hph * wph,
+            span: (geo.oh - 1) * wph + geo.ow,
+        }
+    }
+
+    /// Quantizes `planes` (the group's `cg` input planes) into `scratch.buf`.
+    fn fill(&self, planes: &[f32], geo: &ConvGeometry, q: Quantizer, scratch: &mut Scratch) {
+        let ([sy, sx], [pad_t, pad_l], wph) = (self.stride, self.pads, self.wph);
+        let (w, cg) = (geo.w, planes.len() / (geo.h * geo.w));
+        let Scratch { buf, stage, .. } = scratch;
+        buf.clear();
+        // (+ B: the last block of sums reads past `span`; those sums are dropped.)
+        buf.resize(cg * sy * sx * self.len + B, 0.0);
+        // One input row quantized at its padded columns, zeros around it (`sx` > 1).
+        stage.clear();
+        stage.resize(if sx > 1 { wph * sx } else { 0 }, 0.0);
+        let quantize = |(d, &v): (&mut f32, &f32)| *d = q.to_f32(v);
+        for (ci, plane) in planes.chunks_exact(geo.h * w).enumerate() {
+            for (iy, row) in plane.chunks_exact(w).enumerate() {
+                let yp = iy + pad_t;
+                // Where padded row `yp` of column phase `phase` starts.
+                let at = |phase| ((ci * sy + yp % sy) * sx + phase) * self.len + yp / sy * wph;
+                if sx == 1 {
+                    let dst = &mut buf[at(0)..][pad_l..][..w];
+                    dst.iter_mut().zip(row).for_each(quantize);
+                    continue;
+                }
+                // Quantized contiguously, then dealt out: padded column `xp` goes to phase
+                // `xp % sx`, entry `xp / sx`. (Quantizing each phase by a strided gather did
+                // not vectorise: MobileFaceNet's first stride-2 layer took 2.0 ms in wasm
+                // instead of 0.84.)
+                stage[pad_l..][..w].iter_mut().zip(row).for_each(quantize);
+                if sx == 2 {
+                    let (even, odd) = buf[at(0)..].split_at_mut(self.len);
+                    let (even, odd) = (&mut even[..wph], &mut odd[..wph]);
+                    for ((e, o), pair) in even.iter_mut().zip(odd).zip(stage.chunks_exact(2)) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                } else {
+                    for (j, cols) in stage.chunks_exact(sx).enumerate() {
+                        for (phase, &v) in cols.iter().enumerate() {
+                            buf[at(phase) + j] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output channel's sums over the filled phases, weights `k` (`[cg][kh][kw]` as f32):
+    /// output `(oy, ox)` at `oy · wph + ox` of the returned slice. Each tap is one contiguous
+    /// run of the phase it reads.
+    fn sums<'s>(&self, k: &[f32], [cg, kh, kw]: [usize; 3], scratch: &'s mut Scratch) -> &'s [f32] {
+        let ([sy, sx], [dy, dx]) = (self.stride, self.dilation);
+        let Scratch { buf, acc, taps, .. } = scratch;
+        taps.clear();
+        for ci in 0..cg {
+            for ky in 0..kh {
+                let (ry, py) = ((ky * dy) / sy, (ky * dy) % sy);
+                for kx in 0..kw {
+                    let wv = k[(ci * kh + ky) * kw + kx];
+                    let (rx, px) = ((kx * dx) / sx, (kx * dx) % sx);
+                    if wv != 0.0 {
+                        taps.push((
+                            ((ci * sy + py) * sx + px) * self.len + ry * self.wph + rx,
+                            wv,
+                        ));
+                    }
+                }
+            }
+        }
+        // (Every block is overwritten below: no zeroing.)
+        acc.resize(self.span.next_multiple_of(B), 0.0);
+        for (blk, a) in acc.chunks_exact_mut(B).enumerate() {
+            let i = blk * B;
+            let mut sums = [0f32; B];
+            for &(at, wv) in taps.iter() {
+                let src: &[f32; B] = buf[at + i..][..B].try_into().expect("B values");
+                for l in 0..B {
+                    sums[l] += wv * src[l];
+                }
+            }
+            a.copy_from_slice(&sums);
+        }
+        acc
+    }
+}
+
 /// One task's buffers in [`grouped_conv_exact_f32`], kept between groups: four allocations per
 /// group were a third of the time of MobileFaceNet's 7×7 and 14×14 depthwise layers in wasm.
 #[derive(Default)]
 struct Scratch {
-    /// The group's quantized input planes, padded and split by phase.
+    /// The group's quantized input planes, padded and split by phase ([`Phases`]).
     buf: Vec<f32>,
     /// One input row, quantized at its padded columns (stride > 1).
     stage: Vec<f32>,
