@@ -180,7 +180,7 @@ fn crops_aligned_from_raw_photos_embed_like_aligned112() {
 }
 
 #[test]
-fn detector_import_rejects_what_it_cannot_run() {
+fn the_detector_rejects_what_it_cannot_run() {
     let e = Scrfd::import_file(detector(), [600, 600])
         .unwrap_err()
         .to_string();
@@ -194,6 +194,15 @@ fn detector_import_rejects_what_it_cannot_run() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("ONNX"), "{e}");
+    // A photo without pixels is refused, not letterboxed (a division by its zero side).
+    let det = Scrfd::import_file(detector(), [320, 320]).unwrap();
+    for (w, h) in [(0, 0), (0, 40), (40, 0)] {
+        let e = det
+            .detect(&image::RgbImage::new(w, h), &DetectConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nothing to detect"), "{w}×{h}: {e}");
+    }
 }
 
 /// The detector as a multi-output graph on the wgpu engine (float path) finds the faces the CPU

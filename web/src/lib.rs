@@ -692,14 +692,14 @@ fn rgb_image(
             "pixels must be RGB or RGBA, not {channels} channels"
         ));
     }
-    check_len(
-        pixels.len(),
-        1,
-        width * height * channels,
-        height,
-        width,
-        channels,
-    )?;
+    if width == 0 || height == 0 {
+        return Err(format!("a photo of {width}×{height} pixels has none"));
+    }
+    let per = width
+        .checked_mul(height)
+        .and_then(|px| px.checked_mul(channels))
+        .ok_or_else(|| format!("a {width}×{height} image does not fit in memory"))?;
+    check_len(pixels.len(), 1, per, height, width, channels)?;
     let rgb = if channels == 4 {
         rgba_to_rgb(pixels)
     } else {
@@ -808,5 +808,26 @@ async fn pick_path(choice: Backend, float_dot: bool) -> Result<Path, String> {
             Ok(cpu(format!("no WebGPU ({e}); the CPU path is used")))
         }
         Err(e) => Err(format!("WebGPU requested but unavailable: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rgb_image;
+
+    #[test]
+    fn photos_without_pixels_or_with_sizes_that_overflow_are_refused() {
+        for (w, h) in [(0, 0), (0, 8), (8, 0)] {
+            let e = rgb_image(&[], w, h, 3).unwrap_err();
+            assert!(e.contains("has none"), "{w}×{h}: {e}");
+        }
+        let e = rgb_image(&[0; 12], usize::MAX / 2, 3, 4).unwrap_err();
+        assert!(e.contains("does not fit"), "{e}");
+        let e = rgb_image(&[0; 11], 2, 2, 3).unwrap_err();
+        assert!(e.contains("12 bytes"), "{e}");
+        assert_eq!(
+            rgb_image(&[7; 16], 2, 2, 4).unwrap().into_raw(),
+            vec![7; 12]
+        );
     }
 }

@@ -8,6 +8,12 @@ use rayon::prelude::*;
 /// (bilinear with pixel-centre alignment, like OpenCV's `INTER_LINEAR`); returns the canvas and
 /// the scale factor `new / old`. InsightFace's sizes: the longer side becomes `size`, the other
 /// `int(size · ratio)`.
+///
+/// # Panics
+/// If `img` has no pixels (as [`letterbox_input`] and [`resize_bilinear`]; [`Scrfd::detect`]
+/// refuses such a photo with an error).
+///
+/// [`Scrfd::detect`]: super::Scrfd::detect
 pub fn letterbox(img: &RgbImage, size: usize) -> (RgbImage, f32) {
     let (nw, nh, scale) = fitted(img, size);
     // The resized photo is written straight into the canvas's rows.

@@ -257,6 +257,13 @@ impl Scrfd {
                 "letterboxing needs a square detector input".into(),
             ));
         }
+        if img.width() == 0 || img.height() == 0 {
+            return Err(Error::Input(format!(
+                "a photo of {}×{} pixels has nothing to detect",
+                img.width(),
+                img.height()
+            )));
+        }
         let (x, scale) = letterbox_input(img, self.input_size[0]);
         let outs = self.forward(&x)?;
         Ok(nms(
