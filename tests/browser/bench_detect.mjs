@@ -7,7 +7,7 @@
 //
 //   bash web/build.sh && node tests/browser/bench_detect.mjs [PHOTO [PHOTO2]]
 //   env: BENCH_SECONDS (5), BENCH_RELAXED=0 (the SIMD128 builds), BENCH_DIST (a built web/dist
-//   to serve instead, e.g. another commit's, for an A/B in one session); PHOTO defaults to the
+//   to serve instead, e.g. another commit's, for an A/B in the same run); PHOTO defaults to the
 //   first raw250-sample photo.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';

@@ -236,17 +236,22 @@ mod tests {
         out
     }
 
+    /// A `w × h` image of pseudo-random grey levels from the LCG state `seed`.
+    fn random_image(w: usize, h: usize, seed: &mut u32) -> RgbImage {
+        let data = (0..w * h * 3)
+            .map(|_| {
+                *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (*seed >> 24) as u8
+            })
+            .collect();
+        RgbImage::from_raw(w as u32, h as u32, data).unwrap()
+    }
+
     #[test]
     fn letterbox_input_equals_normalizing_the_letterbox() {
         let mut seed = 7u32;
         for (w, h, size) in [(250, 250, 640), (91, 37, 64), (37, 91, 64), (1, 1, 8)] {
-            let data = (0..w * h * 3)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 24) as u8
-                })
-                .collect();
-            let img = RgbImage::from_raw(w as u32, h as u32, data).unwrap();
+            let img = random_image(w, h, &mut seed);
             let (canvas, scale) = letterbox(&img, size);
             let (x, s) = letterbox_input(&img, size);
             assert_eq!(s, scale);
@@ -264,13 +269,7 @@ mod tests {
             (5, 3, 5, 3),
             (1, 1, 7, 4),
         ] {
-            let data = (0..w * h * 3)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 24) as u8
-                })
-                .collect();
-            let img = RgbImage::from_raw(w as u32, h as u32, data).unwrap();
+            let img = random_image(w, h, &mut seed);
             assert_eq!(
                 resize_bilinear(&img, nw, nh).into_raw(),
                 resize_per_pixel(&img, nw, nh),
