@@ -227,6 +227,55 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Convolutions that read one value with one geometry and are only read back (a
+    /// detector's heads) run as one convolution whose output channels are theirs side by side
+    /// (padded to fours), each read back from its own channels; a sibling whose output the
+    /// graph reads further (`used`) stays on its own. Each output as the oracle's: exact for
+    /// 1×1 on software rasterisers, else within 1e-5 relative.
+    #[test]
+    fn sibling_convolutions_read_back_as_separate_outputs_match_the_oracle(
+        (in_words, h, w, k, batch, used, seed) in (1usize..=3, 1usize..=7, 1usize..=7, prop_oneof![Just(1usize), Just(3)], 1usize..=2, 0usize..=3, any::<u64>()),
+        outs in proptest::collection::vec(1usize..=21, 2..=4),
+    ) {
+        let mut r = rng(seed);
+        let c = 4 * in_words;
+        let input = random_vec(&mut r, batch * c * h * w, 2.0);
+        let mut b = GraphBuilder::new("heads", [c, h, w]);
+        let mut heads = Vec::new();
+        for (i, &o) in outs.iter().enumerate() {
+            heads.push(b.push(format!("head{i}"), Op::Conv {
+                weights: Weights::Float(Tensor::new(vec![o, c, k, k], random_vec(&mut r, o * c * k * k, 0.5)).unwrap()),
+                bias: random_vec(&mut r, o, 0.3),
+                attrs: attrs(1, [k / 2; 4], 1, 1),
+                input_quant: None,
+            }, &[GraphBuilder::INPUT]));
+        }
+        // Either one head also feeds the network's output (so it is not fused), or none does.
+        let y = match heads.get(used) {
+            Some(&v) => b.push("relu", Op::Relu, &[v]),
+            None => heads[0],
+        };
+        let graph = b.finish(y).unwrap();
+        let model = GpuModel::from_graph_with_outputs(gpu(), &graph, &heads, 2).unwrap();
+        let got = model.forward_values_blocking(Images::Nchw(&input), batch).unwrap();
+        let want = reference::forward_values(&graph, &input, batch, &heads).unwrap();
+        prop_assert_eq!(got.len(), heads.len());
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(g.len(), e.len());
+            if k == 1 && gpu().adapter().software {
+                assert_bit_exact(g, e, &format!("head {i} of {outs:?}"));
+            } else {
+                let scale = e.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let err = g.iter().zip(e).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                prop_assert!(err <= 1e-5 * scale, "head {i} of {outs:?}: max error {err} vs magnitude {scale}");
+            }
+        }
+    }
+}
+
 #[test]
 fn conv_with_fused_prelu_is_exact_on_a_large_tiled_case() {
     // 64 → 64 channels, 3×3, 28×28 with padding: many tiles in both dispatch dimensions.

@@ -12,8 +12,12 @@ pub struct LayoutParams {
     pub pixels: u32,
     pub channels: u32,
     pub bgr: u32,
-    pub _pad: u32,
+    /// `to_nchw`: the first channel copied.
+    pub first: u32,
     /// Per input channel (the fourth unused); `vec4<f32>`, 16-byte aligned.
     pub mean: [f32; 4],
     pub inv_std: [f32; 4],
+    /// `to_nchw`: channels per source pixel.
+    pub src_channels: u32,
+    pub _pad: [u32; 3],
 }

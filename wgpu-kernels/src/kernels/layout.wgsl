@@ -5,9 +5,13 @@ struct Params {
     pixels: u32,   // H·W
     channels: u32, // C
     bgr: u32,      // 1: the network wants BGR
-    _pad: u32,
+    first: u32,    // to_nchw: the first of the C channels copied from the source's
     mean: vec4<f32>,    // per network input channel (from_rgb8 only)
     inv_std: vec4<f32>,
+    src_channels: u32, // to_nchw: channels per source pixel (C, or more for a slice)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,7 +50,8 @@ fn from_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     dst[gid.z * count + i] = bitcast<f32>(src[gid.z * count + c * p.pixels + pixel]);
 }
 
-// NHWC → NCHW, the order in which ONNX's Flatten hands features to a Gemm.
+// NHWC → NCHW, the order in which ONNX's Flatten hands features to a Gemm; of channels
+// first…first+C of a source with src_channels per pixel (several outputs computed as one).
 @compute @workgroup_size(256)
 fn to_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let count = p.pixels * p.channels;
@@ -56,5 +61,6 @@ fn to_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let c = i / p.pixels;
     let pixel = i % p.pixels;
-    dst[gid.z * count + i] = bitcast<f32>(src[gid.z * count + pixel * p.channels + c]);
+    let image = gid.z * p.pixels * p.src_channels;
+    dst[gid.z * count + i] = bitcast<f32>(src[image + pixel * p.src_channels + p.first + c]);
 }

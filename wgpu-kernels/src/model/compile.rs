@@ -2,7 +2,9 @@
 //! (`lower/`), that plans every dispatch and buffer, then the plan made real (`materialize`).
 //!
 //! The walk fuses a PReLU (or, after a float convolution, a ReLU) into the convolution before
-//! it when nothing else reads the convolution's output, and returns each value's buffer to the pool after its last reader.
+//! it when nothing else reads the convolution's output, computes sibling convolutions whose
+//! outputs are only read back as one (`siblings`), and returns each value's buffer to the pool
+//! after its last reader.
 //! GPU validation errors raised while compiling are caught here, so that natively a model that
 //! cannot run on this device fails to load rather than at its first submission.
 
@@ -10,6 +12,7 @@ use efq_shared::format::Preprocessing;
 use efq_shared::graph::{Graph, Op, SampleShape, ValueId, Weights};
 
 use super::plan::{Planner, StepDesc, Val};
+use super::siblings;
 use super::{GpuModel, ModelInfo};
 use crate::error::EngineError;
 use crate::gpu::Gpu;
@@ -84,8 +87,11 @@ fn plan<'g>(
         }
         remaining[v] += 1;
     }
+    let uses = graph.use_counts();
     let mut vals: Vec<Option<Val>> = vec![None; graph.num_values];
     vals[0] = Some(input);
+    // Values that are channels first… of a buffer whose pixels hold more (siblings).
+    let mut slices: Vec<Option<(usize, usize)>> = vec![None; graph.num_values];
     let mut fused_into_previous = vec![false; graph.nodes.len()];
     for (k, node) in graph.nodes.iter().enumerate() {
         if fused_into_previous[k] {
@@ -93,6 +99,44 @@ fn plan<'g>(
         }
         pl.label = node.name.clone();
         let x = vals[node.inputs[0]].expect("topological order checked by infer_shapes");
+        let run = siblings::run_length(graph, k, &uses, outputs);
+        if run > 1 {
+            let (weights, bias) = siblings::merged(graph, k..k + run);
+            let Op::Conv { attrs, .. } = &node.op else {
+                unreachable!("siblings are convolutions")
+            };
+            let out_hw = (shapes[node.output][1], shapes[node.output][2]);
+            let names: Vec<&str> = graph.nodes[k..k + run]
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect();
+            let name = names.join("+");
+            let y = pl.conv(
+                &name,
+                x,
+                &Weights::Float(weights),
+                &bias,
+                attrs,
+                None,
+                out_hw,
+                None,
+                false,
+                false,
+            )?;
+            let mut first = 0;
+            for (j, sibling) in graph.nodes.iter().enumerate().skip(k).take(run) {
+                let c = shapes[sibling.output][0];
+                vals[sibling.output] = Some(Val { c, ..y });
+                slices[sibling.output] = Some((first, y.c));
+                first += c;
+                fused_into_previous[j] = true;
+            }
+            remaining[node.inputs[0]] -= run;
+            if remaining[node.inputs[0]] == 0 {
+                pl.release(x.buf);
+            }
+            continue;
+        }
         let fused = match node.op {
             Op::Conv { .. } | Op::Gemm { .. } => fusable_prelu(graph, k, &remaining, outputs),
             _ => None,
@@ -151,12 +195,13 @@ fn plan<'g>(
     let body_len = pl.steps.len();
     for &v in outputs {
         let x = vals[v].expect("every value is computed");
-        if x.h * x.w == 1 {
+        if x.h * x.w == 1 && slices[v].is_none() {
             output_slots.push((x.buf, x.per_image()));
             continue;
         }
         pl.label = format!("output {v}");
-        let out = pl.nchw_copy("output", x)?;
+        let (first, src_channels) = slices[v].unwrap_or((0, x.c));
+        let out = pl.nchw_slice_copy("output", x, first, src_channels)?;
         output_slots.push((out, x.per_image()));
     }
     let output = vals[graph.output].expect("output computed");

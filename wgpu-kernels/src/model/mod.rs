@@ -20,6 +20,7 @@ mod materialize;
 mod plan;
 mod profile;
 mod run;
+mod siblings;
 
 use efq_shared::format::{PackedModel, Preprocessing, Threshold};
 use efq_shared::graph::{Graph, ValueId};

@@ -22,9 +22,11 @@ impl Planner<'_> {
             pixels: (input.h * input.w) as u32,
             channels: input.c as u32,
             bgr: pre.color.eq_ignore_ascii_case("BGR") as u32,
-            _pad: 0,
+            first: 0,
             mean: [pre.mean[0], pre.mean[1], pre.mean[2], 0.0],
             inv_std: [1.0 / pre.std[0], 1.0 / pre.std[1], 1.0 / pre.std[2], 1.0],
+            src_channels: input.c as u32,
+            _pad: [0; 3],
         });
         Ok(StepDesc {
             label: "input".into(),
@@ -58,13 +60,27 @@ impl Planner<'_> {
 
     /// NHWC `x` → a new NCHW buffer (ONNX's Flatten order, or a value read back as NCHW).
     pub(in crate::model) fn nchw_copy(&mut self, what: &str, x: Val) -> Result<usize, EngineError> {
+        self.nchw_slice_copy(what, x, 0, x.c)
+    }
+
+    /// An NCHW copy of channels `first`…`first + x.c` of `x.buf`, whose pixels hold
+    /// `src_channels` (outputs computed as one convolution, see `plan`).
+    pub(in crate::model) fn nchw_slice_copy(
+        &mut self,
+        what: &str,
+        x: Val,
+        first: usize,
+        src_channels: usize,
+    ) -> Result<usize, EngineError> {
         let u = self.uniform(&LayoutParams {
             pixels: (x.h * x.w) as u32,
             channels: x.c as u32,
             bgr: 0,
-            _pad: 0,
+            first: first as u32,
             mean: [0.0; 4],
             inv_std: [1.0; 4],
+            src_channels: src_channels as u32,
+            _pad: [0; 3],
         });
         let out = self.alloc(x.per_image());
         let grid = self.check_grid(what, grid_1d(x.per_image() as u64, self.max_dim))?;
