@@ -50,8 +50,6 @@ pub enum Kernel {
     ConvF32,
     ConvF32Vec4,
     ConvF32Block,
-    /// [`Kernel::ConvF32Block`] sharing its weight reads through subgroup broadcasts.
-    ConvF32BlockSubgroup,
     ConvF32BlockNarrow,
     ConvDepthwiseF32,
     Add,
@@ -79,7 +77,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -87,7 +85,6 @@ impl Kernel {
         Kernel::ConvF32,
         Kernel::ConvF32Vec4,
         Kernel::ConvF32Block,
-        Kernel::ConvF32BlockSubgroup,
         Kernel::ConvF32BlockNarrow,
         Kernel::ConvDepthwiseF32,
         Kernel::Add,
@@ -112,7 +109,6 @@ impl Kernel {
             Kernel::ConvF32 => "ConvF32",
             Kernel::ConvF32Vec4 => "ConvF32Vec4",
             Kernel::ConvF32Block => "ConvF32Block",
-            Kernel::ConvF32BlockSubgroup => "ConvF32BlockSubgroup",
             Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::Add => "Add",
@@ -137,7 +133,6 @@ impl Kernel {
             Kernel::ConvF32 => conv_f32::SOURCE,
             Kernel::ConvF32Vec4 => conv_f32_vec4::SOURCE,
             Kernel::ConvF32Block => conv_f32_block::SOURCE,
-            Kernel::ConvF32BlockSubgroup => conv_f32_block::SOURCE_SUBGROUP,
             Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
@@ -179,7 +174,6 @@ impl Kernel {
             Kernel::ConvF32
             | Kernel::ConvF32Vec4
             | Kernel::ConvF32Block
-            | Kernel::ConvF32BlockSubgroup
             | Kernel::ConvF32BlockNarrow
             | Kernel::ConvDepthwiseF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
