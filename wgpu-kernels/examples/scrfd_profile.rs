@@ -5,7 +5,9 @@
 //! ```sh
 //! cargo run --release -p efq-engine --example scrfd_profile -- [DETECTOR.onnx] [SIZE] [RUNS]
 //! ```
-//! The detector defaults to `$EFQ_DETECTOR`, the size to 640, the runs to 3. The profile times
+//! The detector defaults to `$EFQ_DETECTOR`, the size to 640, the runs to 3;
+//! `EFQ_NO_SUBGROUPS=1` turns the block convolution's subgroup weight reads off (to compare
+//! with the plain reads that browsers run). The profile times
 //! each dispatch in its own submission, so its sum exceeds the network time; compare kinds by
 //! it, and latencies by the `network` line.
 
@@ -59,7 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let gpu = request_blocking(&GpuOptions::default())?;
+    let gpu = request_blocking(&GpuOptions {
+        no_subgroups: std::env::var("EFQ_NO_SUBGROUPS").is_ok_and(|v| v == "1"),
+        ..GpuOptions::default()
+    })?;
+    println!("subgroup weight reads: {}", gpu.subgroups());
     let model = GpuModel::from_graph_with_outputs(&gpu, &det.graph, &det.head_values(), 1)?;
     // A fixed pseudo-random image: the work does not depend on the pixels.
     let chw: Vec<f32> = (0..3 * size * size)

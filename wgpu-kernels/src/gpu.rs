@@ -71,6 +71,9 @@ pub struct GpuOptions {
     /// Integer convolutions multiply in exact f32 multiply-adds instead of packed dot4
     /// (identical results; measured slower on lavapipe, so off by default).
     pub float_dot: bool,
+    /// Every invocation reads its own weight words in the float block convolution even where
+    /// subgroup broadcasts could share them (identical results; to test and compare).
+    pub no_subgroups: bool,
 }
 
 /// A device and queue plus the engine's compiled pipelines, shared by every model on it.
@@ -84,6 +87,12 @@ pub struct Gpu {
     /// Integer convolutions accumulate exact integer products in f32 multiply-adds instead of
     /// dot4 (identical results; opt-in).
     float_dot: bool,
+    /// The adapter's subgroups can share the float block convolution's weight reads (see
+    /// [`Gpu::subgroups`]).
+    subgroups_supported: bool,
+    subgroups: bool,
+    /// The adapter's largest subgroup, in lanes.
+    subgroup_max: u32,
     pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, Pipelines>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -121,9 +130,13 @@ impl Gpu {
         let info = adapter.get_info();
         // Everything the adapter offers: large batches need large storage buffers.
         let limits = adapter.limits();
+        // Subgroup operations where offered: the float block convolution shares its weight
+        // reads through them.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("efquantface"),
+                required_features: features,
                 required_limits: limits,
                 ..Default::default()
             })
@@ -140,7 +153,9 @@ impl Gpu {
         } else {
             Dot4::Polyfill
         };
-        Ok(Gpu::from_device(device, queue, &info, dot4).with_float_dot(options.float_dot))
+        Ok(Gpu::from_device(device, queue, &info, dot4)
+            .with_float_dot(options.float_dot)
+            .with_subgroups(!options.no_subgroups))
     }
 
     /// Wraps a device an app already has (its renderer's, say), so the engine shares it.
@@ -181,6 +196,13 @@ impl Gpu {
                 Some(format!("{reason:?}: {message}"));
         });
         let adapter = AdapterSummary::from_info(info);
+        // The broadcasts read lanes 0–7 of subgroups that share a channel block; a block's
+        // pixel blocks are aligned to whole subgroups, so at most 64 lanes. Browsers take WGSL with `enable subgroups;`, which naga does
+        // not parse yet, so the WebGPU backend keeps the plain reads.
+        let subgroups_supported = device.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 8
+            && info.subgroup_max_size <= 64
+            && info.backend != wgpu::Backend::BrowserWebGpu;
         // In the browser's threaded build (wasm atomics) wgpu's WebGPU handles are neither Send
         // nor Sync, so neither is this cache; there the engine stays on the thread that made it.
         #[allow(clippy::arc_with_non_send_sync)]
@@ -188,6 +210,9 @@ impl Gpu {
             device,
             queue,
             float_dot: false,
+            subgroups_supported,
+            subgroups: subgroups_supported,
+            subgroup_max: info.subgroup_max_size,
             adapter,
             dot4,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
@@ -270,6 +295,34 @@ impl Gpu {
     /// Whether integer convolutions multiply in f32 multiply-adds rather than dot4.
     pub fn float_dot(&self) -> bool {
         self.float_dot
+    }
+
+    /// The same device with subgroup broadcasts in the float block convolution on or off
+    /// (on by default where the device supports them; off to compare, or to test the plain
+    /// reads); models compiled afterwards use it. Has no effect where they are unsupported.
+    pub fn with_subgroups(mut self, on: bool) -> Gpu {
+        self.subgroups = on && self.subgroups_supported;
+        self
+    }
+
+    /// Whether the float block convolution shares weight reads through subgroup broadcasts:
+    /// the device has [`wgpu::Features::SUBGROUP`] with 8 to 64 lanes, outside a browser.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// The most lanes a subgroup of this adapter has.
+    pub(crate) fn subgroup_max(&self) -> u32 {
+        self.subgroup_max
+    }
+
+    /// The same device as if its subgroups had at most `lanes` lanes: the block convolution's
+    /// pixel blocks are then aligned to fewer lanes than a subgroup holds, so its subgroups
+    /// straddle channel blocks (the tests' way to reach that path).
+    #[cfg(test)]
+    pub(crate) fn with_subgroup_max(mut self, lanes: u32) -> Gpu {
+        self.subgroup_max = lanes;
+        self
     }
 
     /// How `dot4I8Packed` is reached on this device.

@@ -453,13 +453,14 @@ fn float_depthwise_cases() -> impl Strategy<Value = FloatCase> {
 /// One group, output channels in fours (conv_f32_block.wgsl's 16-pixel blocks of 8 or 16
 /// output channels, and conv_f32_block_narrow.wgsl's when the input channels are not in fours:
 /// 1–9 of them as often as 4–20): output channel counts that are not multiples of the channel
-/// tile (4–24, both tiles), pixel counts not multiples of 16, 1×1 at stride 1 without padding (its pointwise form) as
-/// often as the rest.
+/// tile (4–24: 8 and 16; 28, 32 and 64: the 32-channel block of 8 pixels), pixel counts not
+/// multiples of the block, 1×1 at stride 1 without padding (its pointwise form) as often as
+/// the rest.
 fn float_block_cases() -> impl Strategy<Value = FloatCase> {
     (
         (
             prop_oneof![(1usize..=5).prop_map(|w| 4 * w), 1usize..=9],
-            prop_oneof![1usize..=6, Just(4), Just(5)],
+            prop_oneof![1usize..=6, Just(4), Just(5), 7usize..=8, Just(16)],
         ),
         prop_oneof![
             1 => Just((1usize, 1usize, 1usize, 1usize, [0usize; 4])),
@@ -508,6 +509,10 @@ proptest! {
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
         }
+        // Weight words shared by subgroup broadcasts (where the device has them) or read by
+        // every invocation: the same values in the same order, so the same bits.
+        let (plain, _) = engine_and_oracle(plain_reads_gpu(), &graph, &input, case.conv.batch);
+        assert_bit_exact(&got, &plain, &format!("subgroup against plain reads: {case:?}"));
     }
 
     #[test]

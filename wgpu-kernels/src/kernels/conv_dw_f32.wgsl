@@ -1,18 +1,17 @@
 // Float32 depthwise 3×3 convolution (one filter per channel, dilation 1, stride STRIDE of 1 or
 // 2), channels a multiple of four: NHWC activations read and written as vec4 words of four
-// channels. Each invocation computes a strip of four horizontally adjacent output pixels ×
+// channels. Each invocation computes a strip of eight horizontally adjacent output pixels ×
 // four channels. The channel word comes from workgroup_id, so every weight read is uniform
 // (a broadcast); each input word of a kernel row is loaded once and serves every output of
-// the strip that covers it (6 loads per row for 12 multiply-adds at stride 1, 9 at stride 2),
-// because on CPU rasterisers a load whose address differs between lanes is a loop over the
-// lanes. Each output sums its nine taps in row-major order from zero, then adds the bias: the
+// the strip that covers it (10 loads per row for 24 multiply-adds at stride 1, 17 at stride
+// 2), because on CPU rasterisers a load is a loop over the lanes. Each output sums its nine taps in row-major order from zero, then adds the bias: the
 // order of the CPU backend's direct loops (out-of-image taps add a zero product).
 
 override PRELU: bool = false;
 // A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
 override RELU: bool = false;
 override STRIDE: u32 = 1u;
-const TILE_P: u32 = 4u;
+const TILE_P: u32 = 8u;
 
 struct Params {
     in_h: u32,
@@ -65,6 +64,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     var a1 = vec4<f32>();
     var a2 = vec4<f32>();
     var a3 = vec4<f32>();
+    var a4 = vec4<f32>();
+    var a5 = vec4<f32>();
+    var a6 = vec4<f32>();
+    var a7 = vec4<f32>();
     for (var ky = 0u; ky < 3u; ky++) {
         let iy = top + i32(ky);
         let row_inside = iy >= 0 && iy < i32(p.in_h);
@@ -72,12 +75,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         let k0 = w[cw * 9u + ky * 3u];
         let k1 = w[cw * 9u + ky * 3u + 1u];
         let k2 = w[cw * 9u + ky * 3u + 2u];
-        let c0 = col(row, row_inside, left);
+        let c0 = col(row, row_inside, left + 0);
         let c1 = col(row, row_inside, left + 1);
         let c2 = col(row, row_inside, left + 2);
         let c3 = col(row, row_inside, left + 3);
         let c4 = col(row, row_inside, left + 4);
         let c5 = col(row, row_inside, left + 5);
+        let c6 = col(row, row_inside, left + 6);
+        let c7 = col(row, row_inside, left + 7);
+        let c8 = col(row, row_inside, left + 8);
+        let c9 = col(row, row_inside, left + 9);
         if STRIDE == 1u {
             a0 = a0 + c0 * k0;
             a0 = a0 + c1 * k1;
@@ -91,10 +98,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             a3 = a3 + c3 * k0;
             a3 = a3 + c4 * k1;
             a3 = a3 + c5 * k2;
+            a4 = a4 + c4 * k0;
+            a4 = a4 + c5 * k1;
+            a4 = a4 + c6 * k2;
+            a5 = a5 + c5 * k0;
+            a5 = a5 + c6 * k1;
+            a5 = a5 + c7 * k2;
+            a6 = a6 + c6 * k0;
+            a6 = a6 + c7 * k1;
+            a6 = a6 + c8 * k2;
+            a7 = a7 + c7 * k0;
+            a7 = a7 + c8 * k1;
+            a7 = a7 + c9 * k2;
         } else {
-            let c6 = col(row, row_inside, left + 6);
-            let c7 = col(row, row_inside, left + 7);
-            let c8 = col(row, row_inside, left + 8);
+            let c10 = col(row, row_inside, left + 10);
+            let c11 = col(row, row_inside, left + 11);
+            let c12 = col(row, row_inside, left + 12);
+            let c13 = col(row, row_inside, left + 13);
+            let c14 = col(row, row_inside, left + 14);
+            let c15 = col(row, row_inside, left + 15);
+            let c16 = col(row, row_inside, left + 16);
             a0 = a0 + c0 * k0;
             a0 = a0 + c1 * k1;
             a0 = a0 + c2 * k2;
@@ -107,6 +130,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             a3 = a3 + c6 * k0;
             a3 = a3 + c7 * k1;
             a3 = a3 + c8 * k2;
+            a4 = a4 + c8 * k0;
+            a4 = a4 + c9 * k1;
+            a4 = a4 + c10 * k2;
+            a5 = a5 + c10 * k0;
+            a5 = a5 + c11 * k1;
+            a5 = a5 + c12 * k2;
+            a6 = a6 + c12 * k0;
+            a6 = a6 + c13 * k1;
+            a6 = a6 + c14 * k2;
+            a7 = a7 + c14 * k0;
+            a7 = a7 + c15 * k1;
+            a7 = a7 + c16 * k2;
         }
     }
     let b = bias[cw];
@@ -118,7 +153,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         }
     }
     let out_base = (n * p.out_h + oy) * p.out_w;
-    var acc = array<vec4<f32>, TILE_P>(a0, a1, a2, a3);
+    var acc = array<vec4<f32>, TILE_P>(a0, a1, a2, a3, a4, a5, a6, a7);
     if gid.x < p.out_h * p.strips {
         for (var pi = 0u; pi < TILE_P; pi++) {
             let ox = ox0 + pi;

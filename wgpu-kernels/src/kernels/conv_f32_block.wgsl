@@ -1,20 +1,27 @@
 // Float32 convolution with one group whose input and output channels both come in fours
-// (SCRFD's full 1×1 and 3×3 layers): each invocation owns a block of TILE_P output pixels (16,
-// or 8) × TILE_O output channels (16, or 8), held as vec4s of four output channels per pixel.
+// (SCRFD's full 1×1 and 3×3 layers): each invocation owns a block of 16 output pixels × 8 or
+// 16 output channels (TILE_P 16, TILE_O 8 or 16), or of 8 pixels × 32 channels (TILE_P 8,
+// TILE_O 32), in 64 named vec4 accumulators of four output channels per pixel ("slots": for
+// 32 channels, slots 8–15 hold pixels 0–7 of output words q0+4…q0+7).
 //
 // On CPU rasterisers (lavapipe) every load from a storage buffer runs as a loop over the
 // SIMD lanes, whether or not the lanes share the address, so the cost of a convolution there
 // is its loads more than its multiply-adds. conv_f32_vec4.wgsl loads 4 input words and 8
 // weight words for 4 × 8 × 4 multiply-adds; this block loads TILE_P input words (four input
 // channels of each pixel) and TILE_O weight words (four output channels at one input channel,
-// weights in HWIO) for TILE_P × TILE_O × 4: 16 × 16 × 4 for 32 loads, 3× the work per load.
-// The accumulators spill from the 16 (32) vector registers, but a spill is one vector load
-// and store, a storage load a loop over the lanes. The output is stored as vec4 words of four
-// channels. Which (pixel block, channel block) an invocation owns comes from its flat index,
-// pixel blocks fastest, so lanes never idle on a small image; on a GPU the lanes of a wave
-// still share their channel block and so their weight words. (Staging the weight words in
-// workgroup memory measured slower on lavapipe: a workgroup load is a loop over the lanes too,
-// and the barriers switch coroutines.)
+// weights in HWIO) for 1,024 multiply-adds: 16 + 16 loads for 16 × 16, 3× the work per load.
+// Which (pixel block, channel block) an invocation owns comes from its flat index, pixel
+// blocks fastest (padded to whole subgroups where the weights are shared), so lanes rarely
+// idle on a small image, and the lanes of a subgroup share their channel block and so their
+// weight words: with subgroup operations, lanes 0–7 read them and broadcast them
+// (conv_f32_block_weights_subgroup.wgsl), 2 reads per 16 words instead of 16. That leaves the
+// input reads as most of the time on llvmpipe, which the 32-channel block halves per
+// multiply-add (8 input reads and 4 weight reads per step). The accumulators spill from the
+// 16 vector registers, but a spill is one vector load and store, a storage load a loop over
+// the lanes. (Staging the weight words in workgroup memory measured slower on lavapipe: a
+// workgroup load is a loop over the lanes too, and the barriers switch coroutines. Writing
+// the accumulators as a struct updated through a pointer, to give 16 pixels × 32 channels
+// 128 of them, made the 16-channel blocks 1.2–1.3× slower.)
 //
 // Each output sums over taps, then input channels in order, from zero, then adds the bias: the
 // order of conv_f32_vec4.wgsl, whose results it reproduces bit for bit.
@@ -33,19 +40,56 @@ fn mac(a: vec4<f32>, xv: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>,
     return s + w3 * xv.w;
 }
 
+// A step's weight words: wI_K is output word q0 + I at input channel 4j + K (block_weights,
+// in conv_f32_block_weights.wgsl or its subgroup form).
+struct BlockWeights {
+    w0_0: vec4<f32>, w0_1: vec4<f32>, w0_2: vec4<f32>, w0_3: vec4<f32>,
+    w1_0: vec4<f32>, w1_1: vec4<f32>, w1_2: vec4<f32>, w1_3: vec4<f32>,
+    w2_0: vec4<f32>, w2_1: vec4<f32>, w2_2: vec4<f32>, w2_3: vec4<f32>,
+    w3_0: vec4<f32>, w3_1: vec4<f32>, w3_2: vec4<f32>, w3_3: vec4<f32>,
+}
+
+// Word `q0 + I` (clamped to `last`) of rows r + K·out_words, K = 0…3: four input channels'
+// weights for output words q0…q0+3 (q0…q0+1 when TILE_O is 8; the rest stay zero), each read
+// by this invocation.
+fn own_weights(r: u32, out_words: u32, q0: u32, last: u32) -> BlockWeights {
+    let r1 = r + out_words;
+    let r2 = r1 + out_words;
+    let r3 = r2 + out_words;
+    let q1 = min(q0 + 1u, last);
+    var b: BlockWeights;
+    b.w0_0 = w[r + q0]; b.w0_1 = w[r1 + q0]; b.w0_2 = w[r2 + q0]; b.w0_3 = w[r3 + q0];
+    b.w1_0 = w[r + q1]; b.w1_1 = w[r1 + q1]; b.w1_2 = w[r2 + q1]; b.w1_3 = w[r3 + q1];
+    if TILE_O > 8u {
+        let q2 = min(q0 + 2u, last);
+        let q3 = min(q0 + 3u, last);
+        b.w2_0 = w[r + q2]; b.w2_1 = w[r1 + q2]; b.w2_2 = w[r2 + q2]; b.w2_3 = w[r3 + q2];
+        b.w3_0 = w[r + q3]; b.w3_1 = w[r1 + q3]; b.w3_2 = w[r2 + q3]; b.w3_3 = w[r3 + q3];
+    }
+
+    return b;
+}
+
+// Pixel blocks per channel block are rounded up to a multiple of this: 1, or the subgroup
+// size where subgroups share the weight reads, so that a subgroup of consecutive lanes never
+// straddles two channel blocks.
+override ALIGN_BLOCKS: u32 = 1u;
+
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(inp: Inputs) {
+    let gid = inp.gid;
     let out_pixels = p.out_h * p.out_w;
     let pixel_blocks = (out_pixels + TILE_P - 1u) / TILE_P;
+    let stride = (pixel_blocks + ALIGN_BLOCKS - 1u) / ALIGN_BLOCKS * ALIGN_BLOCKS;
     let out_words = p.out_c / 4u;
     let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
-    let flat = gid.y * nwg.x * 64u + gid.x;
+    let flat = gid.y * inp.nwg.x * 64u + gid.x;
     // No early return: lanes past the last block compute on clamped indices and skip their
     // stores.
-    let live = flat < pixel_blocks * channel_blocks;
-    let f = min(flat, pixel_blocks * channel_blocks - 1u);
-    let p0 = (f % pixel_blocks) * TILE_P;
-    let q0 = (f / pixel_blocks) * (TILE_O / 4u);
+    let f = min(flat, stride * channel_blocks - 1u);
+    let live = flat < stride * channel_blocks && f % stride < pixel_blocks;
+    let p0 = min(f % stride, pixel_blocks - 1u) * TILE_P;
+    let q0 = (f / stride) * (TILE_O / 4u);
     let n = gid.z;
     let in_words = p.in_c / 4u;
     let image = n * p.in_h * p.in_w;
@@ -67,9 +111,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     let last = out_words - 1u;
-    let q1 = min(q0 + 1u, last);
-    let q2 = min(q0 + 2u, last);
-    let q3 = min(q0 + 3u, last);
+    let same_block = weights_shared(q0);
     // Named accumulators: aP_Q for pixel P and output word Q (see conv_int.wgsl: software
     // rasterisers keep loop-indexed arrays in memory).
     var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
@@ -116,9 +158,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 let x6 = select(vec4<f32>(), x[base[6] + j], inside[6]);
                 let x7 = select(vec4<f32>(), x[base[7] + j], inside[7]);
                 let r = (tap_row + 4u * j) * out_words;
-                let r1 = r + out_words;
-                let r2 = r1 + out_words;
-                let r3 = r2 + out_words;
+                let b = block_weights(r, out_words, q0, last, inp, same_block);
+                // Slots 8–15: the same words, or q0+4…q0+7 for the 32-channel block.
+                var c = b;
+                if TILE_O > 16u {
+                    c = block_weights(r, out_words, q0 + 4u, last, inp, same_block);
+                }
                 // Pixels 8–15 of a 16-pixel block.
                 var x8 = vec4<f32>(); var x9 = vec4<f32>(); var x10 = vec4<f32>(); var x11 = vec4<f32>();
                 var x12 = vec4<f32>(); var x13 = vec4<f32>(); var x14 = vec4<f32>(); var x15 = vec4<f32>();
@@ -131,12 +176,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     x13 = select(vec4<f32>(), x[base[13] + j], inside[13]);
                     x14 = select(vec4<f32>(), x[base[14] + j], inside[14]);
                     x15 = select(vec4<f32>(), x[base[15] + j], inside[15]);
+                } else if TILE_O > 16u {
+                    // Slots 8–15 hold pixels 0–7 again, for output words q0+4…q0+7.
+                    x8 = x0; x9 = x1; x10 = x2; x11 = x3; x12 = x4; x13 = x5; x14 = x6; x15 = x7;
                 }
                 {
-                    let w0 = w[r + q0];
-                    let w1 = w[r1 + q0];
-                    let w2 = w[r2 + q0];
-                    let w3 = w[r3 + q0];
+                    let w0 = b.w0_0;
+                    let w1 = b.w0_1;
+                    let w2 = b.w0_2;
+                    let w3 = b.w0_3;
+                    let v0 = c.w0_0;
+                    let v1 = c.w0_1;
+                    let v2 = c.w0_2;
+                    let v3 = c.w0_3;
                     a0_0 = mac(a0_0, x0, w0, w1, w2, w3);
                     a1_0 = mac(a1_0, x1, w0, w1, w2, w3);
                     a2_0 = mac(a2_0, x2, w0, w1, w2, w3);
@@ -145,22 +197,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     a5_0 = mac(a5_0, x5, w0, w1, w2, w3);
                     a6_0 = mac(a6_0, x6, w0, w1, w2, w3);
                     a7_0 = mac(a7_0, x7, w0, w1, w2, w3);
-                    if TILE_P > 8u {
-                        a8_0 = mac(a8_0, x8, w0, w1, w2, w3);
-                        a9_0 = mac(a9_0, x9, w0, w1, w2, w3);
-                        a10_0 = mac(a10_0, x10, w0, w1, w2, w3);
-                        a11_0 = mac(a11_0, x11, w0, w1, w2, w3);
-                        a12_0 = mac(a12_0, x12, w0, w1, w2, w3);
-                        a13_0 = mac(a13_0, x13, w0, w1, w2, w3);
-                        a14_0 = mac(a14_0, x14, w0, w1, w2, w3);
-                        a15_0 = mac(a15_0, x15, w0, w1, w2, w3);
+                    if TILE_P > 8u || TILE_O > 16u {
+                        a8_0 = mac(a8_0, x8, v0, v1, v2, v3);
+                        a9_0 = mac(a9_0, x9, v0, v1, v2, v3);
+                        a10_0 = mac(a10_0, x10, v0, v1, v2, v3);
+                        a11_0 = mac(a11_0, x11, v0, v1, v2, v3);
+                        a12_0 = mac(a12_0, x12, v0, v1, v2, v3);
+                        a13_0 = mac(a13_0, x13, v0, v1, v2, v3);
+                        a14_0 = mac(a14_0, x14, v0, v1, v2, v3);
+                        a15_0 = mac(a15_0, x15, v0, v1, v2, v3);
                     }
                 }
                 {
-                    let w0 = w[r + q1];
-                    let w1 = w[r1 + q1];
-                    let w2 = w[r2 + q1];
-                    let w3 = w[r3 + q1];
+                    let w0 = b.w1_0;
+                    let w1 = b.w1_1;
+                    let w2 = b.w1_2;
+                    let w3 = b.w1_3;
+                    let v0 = c.w1_0;
+                    let v1 = c.w1_1;
+                    let v2 = c.w1_2;
+                    let v3 = c.w1_3;
                     a0_1 = mac(a0_1, x0, w0, w1, w2, w3);
                     a1_1 = mac(a1_1, x1, w0, w1, w2, w3);
                     a2_1 = mac(a2_1, x2, w0, w1, w2, w3);
@@ -169,23 +225,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     a5_1 = mac(a5_1, x5, w0, w1, w2, w3);
                     a6_1 = mac(a6_1, x6, w0, w1, w2, w3);
                     a7_1 = mac(a7_1, x7, w0, w1, w2, w3);
-                    if TILE_P > 8u {
-                        a8_1 = mac(a8_1, x8, w0, w1, w2, w3);
-                        a9_1 = mac(a9_1, x9, w0, w1, w2, w3);
-                        a10_1 = mac(a10_1, x10, w0, w1, w2, w3);
-                        a11_1 = mac(a11_1, x11, w0, w1, w2, w3);
-                        a12_1 = mac(a12_1, x12, w0, w1, w2, w3);
-                        a13_1 = mac(a13_1, x13, w0, w1, w2, w3);
-                        a14_1 = mac(a14_1, x14, w0, w1, w2, w3);
-                        a15_1 = mac(a15_1, x15, w0, w1, w2, w3);
+                    if TILE_P > 8u || TILE_O > 16u {
+                        a8_1 = mac(a8_1, x8, v0, v1, v2, v3);
+                        a9_1 = mac(a9_1, x9, v0, v1, v2, v3);
+                        a10_1 = mac(a10_1, x10, v0, v1, v2, v3);
+                        a11_1 = mac(a11_1, x11, v0, v1, v2, v3);
+                        a12_1 = mac(a12_1, x12, v0, v1, v2, v3);
+                        a13_1 = mac(a13_1, x13, v0, v1, v2, v3);
+                        a14_1 = mac(a14_1, x14, v0, v1, v2, v3);
+                        a15_1 = mac(a15_1, x15, v0, v1, v2, v3);
                     }
                 }
                 if TILE_O > 8u {
                     {
-                        let w0 = w[r + q2];
-                        let w1 = w[r1 + q2];
-                        let w2 = w[r2 + q2];
-                        let w3 = w[r3 + q2];
+                        let w0 = b.w2_0;
+                        let w1 = b.w2_1;
+                        let w2 = b.w2_2;
+                        let w3 = b.w2_3;
+                        let v0 = c.w2_0;
+                        let v1 = c.w2_1;
+                        let v2 = c.w2_2;
+                        let v3 = c.w2_3;
                         a0_2 = mac(a0_2, x0, w0, w1, w2, w3);
                         a1_2 = mac(a1_2, x1, w0, w1, w2, w3);
                         a2_2 = mac(a2_2, x2, w0, w1, w2, w3);
@@ -194,22 +254,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                         a5_2 = mac(a5_2, x5, w0, w1, w2, w3);
                         a6_2 = mac(a6_2, x6, w0, w1, w2, w3);
                         a7_2 = mac(a7_2, x7, w0, w1, w2, w3);
-                        if TILE_P > 8u {
-                            a8_2 = mac(a8_2, x8, w0, w1, w2, w3);
-                            a9_2 = mac(a9_2, x9, w0, w1, w2, w3);
-                            a10_2 = mac(a10_2, x10, w0, w1, w2, w3);
-                            a11_2 = mac(a11_2, x11, w0, w1, w2, w3);
-                            a12_2 = mac(a12_2, x12, w0, w1, w2, w3);
-                            a13_2 = mac(a13_2, x13, w0, w1, w2, w3);
-                            a14_2 = mac(a14_2, x14, w0, w1, w2, w3);
-                            a15_2 = mac(a15_2, x15, w0, w1, w2, w3);
+                        if TILE_P > 8u || TILE_O > 16u {
+                            a8_2 = mac(a8_2, x8, v0, v1, v2, v3);
+                            a9_2 = mac(a9_2, x9, v0, v1, v2, v3);
+                            a10_2 = mac(a10_2, x10, v0, v1, v2, v3);
+                            a11_2 = mac(a11_2, x11, v0, v1, v2, v3);
+                            a12_2 = mac(a12_2, x12, v0, v1, v2, v3);
+                            a13_2 = mac(a13_2, x13, v0, v1, v2, v3);
+                            a14_2 = mac(a14_2, x14, v0, v1, v2, v3);
+                            a15_2 = mac(a15_2, x15, v0, v1, v2, v3);
                         }
                     }
                     {
-                        let w0 = w[r + q3];
-                        let w1 = w[r1 + q3];
-                        let w2 = w[r2 + q3];
-                        let w3 = w[r3 + q3];
+                        let w0 = b.w3_0;
+                        let w1 = b.w3_1;
+                        let w2 = b.w3_2;
+                        let w3 = b.w3_3;
+                        let v0 = c.w3_0;
+                        let v1 = c.w3_1;
+                        let v2 = c.w3_2;
+                        let v3 = c.w3_3;
                         a0_3 = mac(a0_3, x0, w0, w1, w2, w3);
                         a1_3 = mac(a1_3, x1, w0, w1, w2, w3);
                         a2_3 = mac(a2_3, x2, w0, w1, w2, w3);
@@ -218,15 +282,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                         a5_3 = mac(a5_3, x5, w0, w1, w2, w3);
                         a6_3 = mac(a6_3, x6, w0, w1, w2, w3);
                         a7_3 = mac(a7_3, x7, w0, w1, w2, w3);
-                        if TILE_P > 8u {
-                            a8_3 = mac(a8_3, x8, w0, w1, w2, w3);
-                            a9_3 = mac(a9_3, x9, w0, w1, w2, w3);
-                            a10_3 = mac(a10_3, x10, w0, w1, w2, w3);
-                            a11_3 = mac(a11_3, x11, w0, w1, w2, w3);
-                            a12_3 = mac(a12_3, x12, w0, w1, w2, w3);
-                            a13_3 = mac(a13_3, x13, w0, w1, w2, w3);
-                            a14_3 = mac(a14_3, x14, w0, w1, w2, w3);
-                            a15_3 = mac(a15_3, x15, w0, w1, w2, w3);
+                        if TILE_P > 8u || TILE_O > 16u {
+                            a8_3 = mac(a8_3, x8, v0, v1, v2, v3);
+                            a9_3 = mac(a9_3, x9, v0, v1, v2, v3);
+                            a10_3 = mac(a10_3, x10, v0, v1, v2, v3);
+                            a11_3 = mac(a11_3, x11, v0, v1, v2, v3);
+                            a12_3 = mac(a12_3, x12, v0, v1, v2, v3);
+                            a13_3 = mac(a13_3, x13, v0, v1, v2, v3);
+                            a14_3 = mac(a14_3, x14, v0, v1, v2, v3);
+                            a15_3 = mac(a15_3, x15, v0, v1, v2, v3);
                         }
                     }
                 }
@@ -246,16 +310,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
         a8_3, a9_3, a10_3, a11_3, a12_3, a13_3, a14_3, a15_3,
     );
-    for (var qi = 0u; qi < TILE_O / 4u; qi++) {
-        let q = q0 + qi;
-        if q >= out_words {
-            break;
-        }
-        let b = bias[q];
-        for (var pi = 0u; pi < TILE_P; pi++) {
-            let pp = p0 + pi;
-            if pp < out_pixels {
-                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + pi], b, q);
+    // The 32-channel block (TILE_P 8) keeps pixels 0–7 of output words q0+4… in slots 8–15.
+    let halves = select(1u, 2u, TILE_O > 16u);
+    for (var half = 0u; half < halves; half++) {
+        for (var qi = 0u; qi < min(TILE_O / 4u, 4u); qi++) {
+            let q = q0 + 4u * half + qi;
+            if q >= out_words {
+                break;
+            }
+            let b = bias[q];
+            for (var pi = 0u; pi < TILE_P; pi++) {
+                let pp = p0 + pi;
+                if pp < out_pixels {
+                    y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + 8u * half + pi], b, q);
+                }
             }
         }
     }

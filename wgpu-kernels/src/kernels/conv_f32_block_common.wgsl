@@ -3,7 +3,7 @@
 // four channels in one, single channels in the other) and the parameters' (bindings 0 and 6:
 // conv_f32_params.wgsl, pasted before this), and the epilogue.
 
-override TILE_O: u32 = 8u; // 8 or 16
+override TILE_O: u32 = 8u; // 8 or 16 (and 32 with TILE_P 8 in conv_f32_block.wgsl)
 override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
 override PRELU: bool = false;
 // A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.

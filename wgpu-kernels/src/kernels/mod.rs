@@ -50,6 +50,8 @@ pub enum Kernel {
     ConvF32,
     ConvF32Vec4,
     ConvF32Block,
+    /// [`Kernel::ConvF32Block`] sharing its weight reads through subgroup broadcasts.
+    ConvF32BlockSubgroup,
     ConvF32BlockNarrow,
     ConvDepthwiseF32,
     Add,
@@ -77,7 +79,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -85,6 +87,7 @@ impl Kernel {
         Kernel::ConvF32,
         Kernel::ConvF32Vec4,
         Kernel::ConvF32Block,
+        Kernel::ConvF32BlockSubgroup,
         Kernel::ConvF32BlockNarrow,
         Kernel::ConvDepthwiseF32,
         Kernel::Add,
@@ -109,6 +112,7 @@ impl Kernel {
             Kernel::ConvF32 => "ConvF32",
             Kernel::ConvF32Vec4 => "ConvF32Vec4",
             Kernel::ConvF32Block => "ConvF32Block",
+            Kernel::ConvF32BlockSubgroup => "ConvF32BlockSubgroup",
             Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::Add => "Add",
@@ -133,6 +137,7 @@ impl Kernel {
             Kernel::ConvF32 => conv_f32::SOURCE,
             Kernel::ConvF32Vec4 => conv_f32_vec4::SOURCE,
             Kernel::ConvF32Block => conv_f32_block::SOURCE,
+            Kernel::ConvF32BlockSubgroup => conv_f32_block::SOURCE_SUBGROUP,
             Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
@@ -174,6 +179,7 @@ impl Kernel {
             Kernel::ConvF32
             | Kernel::ConvF32Vec4
             | Kernel::ConvF32Block
+            | Kernel::ConvF32BlockSubgroup
             | Kernel::ConvF32BlockNarrow
             | Kernel::ConvDepthwiseF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {

@@ -49,6 +49,18 @@ pub fn float_gpu() -> &'static Gpu {
     })
 }
 
+/// Subgroup broadcasts off: every invocation reads its own weight words.
+pub fn plain_reads_gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        request_blocking(&GpuOptions {
+            no_subgroups: true,
+            ..Default::default()
+        })
+        .expect("a GPU adapter")
+    })
+}
+
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }

@@ -1,5 +1,5 @@
 //! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
-//! a depthwise 3×3 over channels in words of four (`conv_dw_f32.wgsl`); one group with output
+//! a depthwise 3×3 over channels in words of four, strips of 8 pixels (`conv_dw_f32.wgsl`); one group with output
 //! channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
 //! (`conv_f32_block.wgsl` reading input channels in fours: SCRFD's full 1×1 and 3×3 layers;
 //! `conv_f32_block_narrow.wgsl` one at a time otherwise: its first layer, on RGB); the tiled convolution reading the
@@ -96,7 +96,9 @@ impl Planner<'_> {
         let wf = self.param(&format!("{name}: weights"), &float_hwio(w))?;
         let bias = self.param(&format!("{name}: bias"), bias)?;
         let out = self.alloc(o * layer.out_pixels());
-        let tile_o = block_channel_tile(o);
+        // Input channels not in fours (SCRFD's RGB input) are read one at a time, by a kernel
+        // without the 32-channel block.
+        let tile_o = block_channel_tile(o, if ci.is_multiple_of(4) { 32 } else { 16 });
         let pointwise = (g.k_h, g.k_w, g.stride_y, g.stride_x) == (1, 1, 1, 1)
             && (g.pad_top, g.pad_left) == (0, 0)
             && layer.out_hw == (layer.x.h, layer.x.w);
@@ -105,18 +107,34 @@ impl Planner<'_> {
             group: ci as u32,
             ..layer.geometry
         });
-        // One invocation per block, 64 per workgroup, folded into two dimensions as needed.
-        let blocks = layer.out_pixels().div_ceil(16) * o.div_ceil(tile_o);
+        // One invocation per block, 64 per workgroup, folded into two dimensions as needed;
+        // with subgroup weights, each channel block's pixel blocks padded to whole subgroups.
+        let subgroups = self.gpu.subgroups() && ci.is_multiple_of(4);
+        let align = if subgroups {
+            self.gpu.subgroup_max() as usize
+        } else {
+            1
+        };
+        // 16 pixels per block, or 8 for 32 channels (the same 64 accumulators).
+        let tile_p = if tile_o == 32 { 8 } else { 16 };
+        let blocks =
+            layer.out_pixels().div_ceil(tile_p).next_multiple_of(align) * o.div_ceil(tile_o);
         let grid = self.check_grid(name, grid_flat(blocks as u64, 64, self.max_dim))?;
-        // Input channels not in fours (SCRFD's RGB input) are read one at a time.
+        // The narrow kernel reads input channels one at a time.
         let key = if ci.is_multiple_of(4) {
             PipelineKey {
-                kernel: Kernel::ConvF32Block,
+                kernel: if subgroups {
+                    Kernel::ConvF32BlockSubgroup
+                } else {
+                    Kernel::ConvF32Block
+                },
                 constants: vec![
                     ("TILE_O", tile_o as u32),
                     layer.prelu,
                     layer.relu,
                     ("POINTWISE", pointwise as u32),
+                    ("ALIGN_BLOCKS", align as u32),
+                    ("TILE_P", tile_p as u32),
                 ],
             }
         } else {
@@ -129,7 +147,8 @@ impl Planner<'_> {
         Ok(out)
     }
 
-    /// The depthwise 3×3 layer: a strip of four output pixels × four channels per invocation.
+    /// The depthwise 3×3 layer: a strip of `DEPTHWISE_STRIP` output pixels × four channels per
+    /// invocation.
     fn conv_dw_f32(
         &mut self,
         layer: &ConvLayer,
@@ -149,7 +168,7 @@ impl Planner<'_> {
         let wf = self.param(&format!("{name}: weights"), &wd)?;
         let bias = self.param(&format!("{name}: bias"), bias)?;
         let out = self.alloc(layer.out_c * layer.out_pixels());
-        let strips = ow.div_ceil(4);
+        let strips = ow.div_ceil(DEPTHWISE_STRIP);
         let u = self.uniform(&DepthwiseF32Params {
             in_h: layer.x.h as u32,
             in_w: layer.x.w as u32,
@@ -183,15 +202,20 @@ impl Planner<'_> {
     }
 }
 
-/// Output channels per invocation of the 16-pixel block: 16 (the most multiply-adds per load),
-/// or 8 where 16 would pad the channels by more than a quarter over 8 (the excess channels of
-/// the last block are computed on clamped weights and not stored): 8 → 8, 20 → 24, 40 → 48.
-fn block_channel_tile(out_c: usize) -> usize {
-    if out_c.next_multiple_of(16) * 4 <= out_c.next_multiple_of(8) * 5 {
-        16
-    } else {
-        8
-    }
+/// Output pixels per invocation of the depthwise kernel (`TILE_P` in conv_dw_f32.wgsl).
+const DEPTHWISE_STRIP: usize = 8;
+
+/// Output channels per invocation of the 16-pixel block: the most of 32, 16 and 8 (more
+/// multiply-adds per input read) that pads the channels by at most a quarter over 8 (the excess
+/// channels of the last block are computed on clamped weights and not stored): 8 → 8,
+/// 20 → 24 (8), 40 → 48 (16), 72 → 80 (16), 152 → 160 (32), 288 → 288 (32). `max` caps it
+/// (the narrow kernel has no 32).
+fn block_channel_tile(out_c: usize, max: usize) -> usize {
+    let bound = out_c.next_multiple_of(8) * 5;
+    [32, 16]
+        .into_iter()
+        .find(|&t| t <= max && out_c.next_multiple_of(t) * 4 <= bound)
+        .unwrap_or(8)
 }
 
 /// The bindings every float convolution kernel but the depthwise one takes, in its order:
@@ -206,4 +230,77 @@ fn float_conv_bindings(layer: &ConvLayer, u: Res, wf: Res, bias: Res, out: usize
         Res::Pool(out),
         Res::Run,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use efq_shared::graph::{ConvAttrs, GraphBuilder, Op, Tensor, Weights};
+    use efq_shared::reference;
+    use rand::{Rng, SeedableRng};
+
+    use crate::{GpuModel, GpuOptions, Images, request_blocking};
+
+    /// Where a subgroup's lanes straddle two channel blocks (here forced: pixel blocks aligned
+    /// to one lane on a device whose subgroups have 8), the block kernel's lanes read their own
+    /// weight words and the 1×1 layer keeps the oracle's bits (on software rasterisers, which
+    /// round each multiply and add; elsewhere within 1e-5 relative).
+    #[test]
+    fn block_conv_is_exact_when_subgroups_straddle_channel_blocks() {
+        let gpu = request_blocking(&GpuOptions::default()).expect("a GPU adapter");
+        if !gpu.subgroups() {
+            eprintln!("skipped: {} has no subgroup operations", gpu.adapter());
+            return;
+        }
+        let gpu = gpu.with_subgroup_max(1);
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // 3 × 7 pixels (two pixel blocks, the second partial) × 40 output channels (three
+        // channel blocks of 16): most subgroups of 8 lanes hold two channel blocks; 64 output
+        // channels: the 32-channel block of 8 pixels.
+        for (in_c, out_c, h, w) in [
+            (8, 40, 3, 7),
+            (12, 48, 9, 9),
+            (4, 24, 5, 13),
+            (16, 64, 6, 11),
+        ] {
+            let mut v =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| r.random_range(-1.0..1.0)).collect() };
+            let weights = Tensor::new(vec![out_c, in_c, 1, 1], v(out_c * in_c)).expect("shape");
+            let bias = v(out_c);
+            let input = v(2 * in_c * h * w);
+            let mut b = GraphBuilder::new("straddle", [in_c, h, w]);
+            let attrs = ConvAttrs::default();
+            let y = b.push(
+                "conv",
+                Op::Conv {
+                    weights: Weights::Float(weights),
+                    bias,
+                    attrs,
+                    input_quant: None,
+                },
+                &[GraphBuilder::INPUT],
+            );
+            let y = b.push("flatten", Op::Flatten, &[y]);
+            let graph = b.finish(y).expect("valid graph");
+            let model = GpuModel::from_graph(&gpu, &graph, 2).expect("compiles");
+            let got = model
+                .forward_blocking(Images::Nchw(&input), 2)
+                .expect("runs");
+            let want = reference::forward(&graph, &input, 2).expect("the oracle runs");
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                if gpu.adapter().software {
+                    assert_eq!(
+                        g.to_bits(),
+                        e.to_bits(),
+                        "{in_c}→{out_c} {h}×{w}: element {i}"
+                    );
+                } else {
+                    assert!(
+                        (g - e).abs() <= 1e-5 * scale,
+                        "{in_c}→{out_c} {h}×{w}: element {i}"
+                    );
+                }
+            }
+        }
+    }
 }
