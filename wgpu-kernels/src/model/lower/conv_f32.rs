@@ -1,5 +1,5 @@
 //! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
-//! a depthwise 3×3 over channels in words of four, strips of 8 pixels (`conv_dw_f32.wgsl`); one group with output
+//! a depthwise 3×3 over channels in words of four, tiles of 2 × 8 pixels (`conv_dw_f32.wgsl`); one group with output
 //! channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
 //! (`conv_f32_block.wgsl` reading input channels in fours: SCRFD's full 1×1 and 3×3 layers;
 //! `conv_f32_block_narrow.wgsl` one at a time otherwise: its first layer, on RGB); the tiled convolution reading the
@@ -147,8 +147,8 @@ impl Planner<'_> {
         Ok(out)
     }
 
-    /// The depthwise 3×3 layer: a strip of `DEPTHWISE_STRIP` output pixels × four channels per
-    /// invocation.
+    /// The depthwise 3×3 layer: `DEPTHWISE_ROWS` × `DEPTHWISE_STRIP` output pixels × four
+    /// channels per invocation.
     fn conv_dw_f32(
         &mut self,
         layer: &ConvLayer,
@@ -181,7 +181,8 @@ impl Planner<'_> {
             shared_slope: layer.shared_slope,
             _pad: [0; 3],
         });
-        let grid = self.check_grid(name, [(oh * strips).div_ceil(64) as u32, words as u32])?;
+        let tiles = oh.div_ceil(DEPTHWISE_ROWS) * strips;
+        let grid = self.check_grid(name, [tiles.div_ceil(64) as u32, words as u32])?;
         self.push(
             PipelineKey {
                 kernel: Kernel::ConvDepthwiseF32,
@@ -202,8 +203,10 @@ impl Planner<'_> {
     }
 }
 
-/// Output pixels per invocation of the depthwise kernel (`TILE_P` in conv_dw_f32.wgsl).
+/// Output pixels per row and rows per invocation of the depthwise kernel (`TILE_P` and `ROWS`
+/// in conv_dw_f32.wgsl).
 const DEPTHWISE_STRIP: usize = 8;
+const DEPTHWISE_ROWS: usize = 2;
 
 /// Output channels per invocation of the 16-pixel block: the most of 32, 16 and 8 (more
 /// multiply-adds per input read) that pads the channels by at most a quarter over 8 (the excess
