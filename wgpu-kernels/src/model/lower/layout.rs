@@ -28,6 +28,11 @@ impl Planner<'_> {
             src_channels: input.c as u32,
             _pad: [0; 3],
         });
+        // `from_nchw` moves one pixel's channels per invocation, `from_rgb8` one value.
+        let invocations = match kernel {
+            Kernel::FromNchw => input.h * input.w,
+            _ => input.per_image(),
+        };
         Ok(StepDesc {
             label: "input".into(),
             key: PipelineKey {
@@ -35,7 +40,7 @@ impl Planner<'_> {
                 constants: vec![],
             },
             resources: vec![u, Res::Upload, Res::Pool(input.buf)],
-            grid: self.check_grid("input", grid_1d(input.per_image() as u64, self.max_dim))?,
+            grid: self.check_grid("input", grid_1d(invocations as u64, self.max_dim))?,
             batch: BatchAxis::Z,
         })
     }
