@@ -538,5 +538,8 @@ proptest! {
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             prop_assert!(err <= 1e-5 * scale, "max error {err} vs output magnitude {scale}: {case:?}");
         }
+        // The nine weight words by subgroup broadcast or read by every invocation: same bits.
+        let (plain, _) = engine_and_oracle(plain_reads_gpu(), &graph, &input, case.conv.batch);
+        assert_bit_exact(&got, &plain, &format!("subgroup against plain reads: {case:?}"));
     }
 }

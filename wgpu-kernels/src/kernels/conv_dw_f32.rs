@@ -1,9 +1,19 @@
 //! `conv_dw_f32.wgsl`: the float depthwise 3×3 convolution (stride 1 or 2, dilation 1) over
-//! channels in words of four.
+//! channels in words of four, after how it reads its nine weight words: each invocation its
+//! own (`conv_dw_f32_taps.wgsl`, [`SOURCE`]) or through subgroup broadcasts
+//! (`conv_dw_f32_taps_subgroup.wgsl`, [`SOURCE_SUBGROUP`]).
 
 use bytemuck::{Pod, Zeroable};
 
-pub(super) const SOURCE: &str = include_str!("conv_dw_f32.wgsl");
+pub(super) const SOURCE: &str = concat!(
+    include_str!("conv_dw_f32_taps.wgsl"),
+    include_str!("conv_dw_f32.wgsl")
+);
+
+pub(super) const SOURCE_SUBGROUP: &str = concat!(
+    include_str!("conv_dw_f32_taps_subgroup.wgsl"),
+    include_str!("conv_dw_f32.wgsl")
+);
 
 /// Field for field the shader's `Params`.
 #[repr(C)]
@@ -13,7 +23,7 @@ pub struct DepthwiseF32Params {
     pub in_w: u32,
     /// Channels / 4.
     pub words: u32,
-    /// Strips of four output pixels per output row.
+    /// Strips of `TILE_P` (8) output pixels per output row.
     pub strips: u32,
     pub out_h: u32,
     pub out_w: u32,

@@ -2,7 +2,8 @@
 // 2), channels a multiple of four: NHWC activations read and written as vec4 words of four
 // channels. Each invocation computes a tile of 2 × 8 output pixels (2 rows of a strip of
 // 8 horizontally adjacent pixels) × four channels. The channel word comes from workgroup_id,
-// so every lane reads the same nine weight words, once, before the loop. On CPU rasterisers a
+// so every lane needs the same nine weight words, read once before the loop (by lanes 0–7 and
+// shared by subgroup broadcasts where the device has subgroups, see conv_dw_f32_taps*.wgsl). On CPU rasterisers a
 // load is a loop over the lanes, so the tile is shaped for few input reads per multiply-add:
 // each input word of a row is read once and serves every output of the tile that covers it
 // (10 reads per input row at stride 1, 17 at stride 2; 4 rows, or 5, for 144 multiply-adds
@@ -51,8 +52,18 @@ fn col(row: u32, row_inside: bool, ix: i32) -> vec4<f32> {
     return select(vec4<f32>(), x[select(0u, row + u32(ix) * p.words, inside)], inside);
 }
 
+// The nine weight words of a channel word, row-major (`taps`: conv_dw_f32_taps.wgsl, or its
+// subgroup form).
+struct Taps {
+    t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>,
+    t3: vec4<f32>, t4: vec4<f32>, t5: vec4<f32>,
+    t6: vec4<f32>, t7: vec4<f32>, t8: vec4<f32>,
+}
+
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(inp: Inputs) {
+    let gid = inp.gid;
+    let wid = inp.wid;
     let cw = wid.y; // the channel word, uniform per workgroup
     if cw >= p.words {
         return;
@@ -66,15 +77,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let top = i32(oy0 * STRIDE) - i32(p.pad_top);
     let left = i32(ox0 * STRIDE) - i32(p.pad_left);
     let image = n * p.in_h * p.in_w;
-    let t0 = w[cw * 9u];
-    let t1 = w[cw * 9u + 1u];
-    let t2 = w[cw * 9u + 2u];
-    let t3 = w[cw * 9u + 3u];
-    let t4 = w[cw * 9u + 4u];
-    let t5 = w[cw * 9u + 5u];
-    let t6 = w[cw * 9u + 6u];
-    let t7 = w[cw * 9u + 7u];
-    let t8 = w[cw * 9u + 8u];
+    let t = taps(cw, inp);
+    let t0 = t.t0;
+    let t1 = t.t1;
+    let t2 = t.t2;
+    let t3 = t.t3;
+    let t4 = t.t4;
+    let t5 = t.t5;
+    let t6 = t.t6;
+    let t7 = t.t7;
+    let t8 = t.t8;
     var a0_0 = vec4<f32>(); var a0_1 = vec4<f32>(); var a0_2 = vec4<f32>(); var a0_3 = vec4<f32>(); var a0_4 = vec4<f32>(); var a0_5 = vec4<f32>(); var a0_6 = vec4<f32>(); var a0_7 = vec4<f32>();
     var a1_0 = vec4<f32>(); var a1_1 = vec4<f32>(); var a1_2 = vec4<f32>(); var a1_3 = vec4<f32>(); var a1_4 = vec4<f32>(); var a1_5 = vec4<f32>(); var a1_6 = vec4<f32>(); var a1_7 = vec4<f32>();
     for (var i = 0u; i < (ROWS - 1u) * STRIDE + 3u; i++) {

@@ -54,6 +54,8 @@ pub enum Kernel {
     ConvF32BlockSubgroup,
     ConvF32BlockNarrow,
     ConvDepthwiseF32,
+    /// [`Kernel::ConvDepthwiseF32`] sharing its weight reads through subgroup broadcasts.
+    ConvDepthwiseF32Subgroup,
     Add,
     Prelu,
     Relu,
@@ -79,7 +81,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -90,6 +92,7 @@ impl Kernel {
         Kernel::ConvF32BlockSubgroup,
         Kernel::ConvF32BlockNarrow,
         Kernel::ConvDepthwiseF32,
+        Kernel::ConvDepthwiseF32Subgroup,
         Kernel::Add,
         Kernel::Prelu,
         Kernel::Relu,
@@ -115,6 +118,7 @@ impl Kernel {
             Kernel::ConvF32BlockSubgroup => "ConvF32BlockSubgroup",
             Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
+            Kernel::ConvDepthwiseF32Subgroup => "ConvDepthwiseF32Subgroup",
             Kernel::Add => "Add",
             Kernel::Prelu => "Prelu",
             Kernel::Relu => "Relu",
@@ -140,6 +144,7 @@ impl Kernel {
             Kernel::ConvF32BlockSubgroup => conv_f32_block::SOURCE_SUBGROUP,
             Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
+            Kernel::ConvDepthwiseF32Subgroup => conv_dw_f32::SOURCE_SUBGROUP,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
             Kernel::L2Norm => l2norm::SOURCE,
@@ -181,7 +186,10 @@ impl Kernel {
             | Kernel::ConvF32Block
             | Kernel::ConvF32BlockSubgroup
             | Kernel::ConvF32BlockNarrow
-            | Kernel::ConvDepthwiseF32 => &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform],
+            | Kernel::ConvDepthwiseF32
+            | Kernel::ConvDepthwiseF32Subgroup => {
+                &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform]
+            }
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => {
                 &[Uniform, Read, Read, Read, ReadWrite]
             }

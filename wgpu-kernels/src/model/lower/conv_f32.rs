@@ -185,7 +185,11 @@ impl Planner<'_> {
         let grid = self.check_grid(name, [tiles.div_ceil(64) as u32, words as u32])?;
         self.push(
             PipelineKey {
-                kernel: Kernel::ConvDepthwiseF32,
+                kernel: if self.gpu.subgroups() {
+                    Kernel::ConvDepthwiseF32Subgroup
+                } else {
+                    Kernel::ConvDepthwiseF32
+                },
                 constants: vec![layer.prelu, layer.relu, ("STRIDE", g.stride_y)],
             },
             vec![
