@@ -71,7 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chw: Vec<f32> = (0..3 * size * size)
         .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
         .collect();
+    let t = Instant::now();
     model.forward_values_blocking(Images::Nchw(&chw), 1)?; // compiles the pipelines
+    println!(
+        "first run (pipelines compiled): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let mut times = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();

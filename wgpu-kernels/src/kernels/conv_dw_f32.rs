@@ -23,7 +23,7 @@ pub struct DepthwiseF32Params {
     pub in_w: u32,
     /// Channels / 4.
     pub words: u32,
-    /// Strips of `TILE_P` (8) output pixels per output row.
+    /// Strips of `TILE_P` (4) output pixels per output row.
     pub strips: u32,
     pub out_h: u32,
     pub out_w: u32,

@@ -1,22 +1,29 @@
 // Float32 depthwise 3×3 convolution (one filter per channel, dilation 1, stride STRIDE of 1 or
 // 2), channels a multiple of four: NHWC activations read and written as vec4 words of four
-// channels. Each invocation computes a tile of 2 × 8 output pixels (2 rows of a strip of
-// 8 horizontally adjacent pixels) × four channels. The channel word comes from workgroup_id,
-// so every lane needs the same nine weight words, read once before the loop (by lanes 0–7 and
-// shared by subgroup broadcasts where the device has subgroups, see conv_dw_f32_taps*.wgsl). On CPU rasterisers a
-// load is a loop over the lanes, so the tile is shaped for few input reads per multiply-add:
-// each input word of a row is read once and serves every output of the tile that covers it
-// (10 reads per input row at stride 1, 17 at stride 2; 4 rows, or 5, for 144 multiply-adds
-// per channel). On lavapipe, one-row strips of 8 took 1.2–1.3× as long, tiles of 4 rows no
-// less. Each output sums its nine taps in row-major order from zero, then adds the bias: the
-// order of the CPU backend's direct loops (out-of-image taps add a zero product); a tap row
-// that does not apply to an output row leaves it unchanged.
+// channels. Each invocation computes a tile of 2 × 4 output pixels (2 rows of a strip of 4
+// horizontally adjacent pixels) × four channels. The channel word comes from workgroup_id, so
+// every lane needs the same nine weight words, read once before the loop (by lanes 0–7 and
+// shared by subgroup broadcasts where the device has subgroups, see conv_dw_f32_taps*.wgsl).
+// On CPU rasterisers a load is a loop over the lanes, so the tile is shaped for few input
+// reads per multiply-add: each input word of a row is read once and serves every output of
+// the tile that covers it (6 reads per input row at stride 1, 9 at stride 2; 4 rows, or 5,
+// for 72 multiply-adds per channel).
+//
+// Why 2 × 4 and not wider: tiles of 2 × 8 were 1.1× faster on lavapipe's depthwise layers,
+// but strips of 8 pixels (already one row of them) make SwiftShader's Subzero compiler, which
+// runs WebGPU in browsers without a GPU, grow past 17 GB and never finish the pipeline (it
+// lost the page's device); 2 × 4 compiles in seconds. Check a change here natively on
+// SwiftShader: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json before the test.
+//
+// Each output sums its nine taps in row-major order from zero, then adds the bias: the order
+// of the CPU backend's direct loops (out-of-image taps add a zero product); a tap row that
+// does not apply to an output row leaves it unchanged.
 
 override PRELU: bool = false;
 // A fused ReLU: max(v, 0) with NaN to 0, as the CPU backend's f32::max.
 override RELU: bool = false;
 override STRIDE: u32 = 1u;
-const TILE_P: u32 = 8u; // output pixels per row of the tile
+const TILE_P: u32 = 4u; // output pixels per row of the tile
 const ROWS: u32 = 2u; // output rows of the tile
 
 struct Params {
@@ -87,8 +94,8 @@ fn main(inp: Inputs) {
     let t6 = t.t6;
     let t7 = t.t7;
     let t8 = t.t8;
-    var a0_0 = vec4<f32>(); var a0_1 = vec4<f32>(); var a0_2 = vec4<f32>(); var a0_3 = vec4<f32>(); var a0_4 = vec4<f32>(); var a0_5 = vec4<f32>(); var a0_6 = vec4<f32>(); var a0_7 = vec4<f32>();
-    var a1_0 = vec4<f32>(); var a1_1 = vec4<f32>(); var a1_2 = vec4<f32>(); var a1_3 = vec4<f32>(); var a1_4 = vec4<f32>(); var a1_5 = vec4<f32>(); var a1_6 = vec4<f32>(); var a1_7 = vec4<f32>();
+    var a0_0 = vec4<f32>(); var a0_1 = vec4<f32>(); var a0_2 = vec4<f32>(); var a0_3 = vec4<f32>();
+    var a1_0 = vec4<f32>(); var a1_1 = vec4<f32>(); var a1_2 = vec4<f32>(); var a1_3 = vec4<f32>();
     for (var i = 0u; i < (ROWS - 1u) * STRIDE + 3u; i++) {
         let iy = top + i32(i);
         let row_inside = iy >= 0 && iy < i32(p.in_h);
@@ -99,20 +106,12 @@ fn main(inp: Inputs) {
         let c3 = col(row, row_inside, left + 3);
         let c4 = col(row, row_inside, left + 4);
         let c5 = col(row, row_inside, left + 5);
-        let c6 = col(row, row_inside, left + 6);
-        let c7 = col(row, row_inside, left + 7);
-        let c8 = col(row, row_inside, left + 8);
-        let c9 = col(row, row_inside, left + 9);
-        // Pixels 10–16 of the row, read at stride 2 only.
-        var c10 = vec4<f32>(); var c11 = vec4<f32>(); var c12 = vec4<f32>(); var c13 = vec4<f32>(); var c14 = vec4<f32>(); var c15 = vec4<f32>(); var c16 = vec4<f32>();
+        // Pixels 6–8 of the row, read at stride 2 only.
+        var c6 = vec4<f32>(); var c7 = vec4<f32>(); var c8 = vec4<f32>();
         if STRIDE == 2u {
-            c10 = col(row, row_inside, left + 10);
-            c11 = col(row, row_inside, left + 11);
-            c12 = col(row, row_inside, left + 12);
-            c13 = col(row, row_inside, left + 13);
-            c14 = col(row, row_inside, left + 14);
-            c15 = col(row, row_inside, left + 15);
-            c16 = col(row, row_inside, left + 16);
+            c6 = col(row, row_inside, left + 6);
+            c7 = col(row, row_inside, left + 7);
+            c8 = col(row, row_inside, left + 8);
         }
         {
             // Output row 0 takes this input row as its kernel row ky.
@@ -126,19 +125,11 @@ fn main(inp: Inputs) {
                 a0_1 = select(a0_1, a0_1 + c1 * k0 + c2 * k1 + c3 * k2, on);
                 a0_2 = select(a0_2, a0_2 + c2 * k0 + c3 * k1 + c4 * k2, on);
                 a0_3 = select(a0_3, a0_3 + c3 * k0 + c4 * k1 + c5 * k2, on);
-                a0_4 = select(a0_4, a0_4 + c4 * k0 + c5 * k1 + c6 * k2, on);
-                a0_5 = select(a0_5, a0_5 + c5 * k0 + c6 * k1 + c7 * k2, on);
-                a0_6 = select(a0_6, a0_6 + c6 * k0 + c7 * k1 + c8 * k2, on);
-                a0_7 = select(a0_7, a0_7 + c7 * k0 + c8 * k1 + c9 * k2, on);
             } else {
                 a0_0 = select(a0_0, a0_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
                 a0_1 = select(a0_1, a0_1 + c2 * k0 + c3 * k1 + c4 * k2, on);
                 a0_2 = select(a0_2, a0_2 + c4 * k0 + c5 * k1 + c6 * k2, on);
                 a0_3 = select(a0_3, a0_3 + c6 * k0 + c7 * k1 + c8 * k2, on);
-                a0_4 = select(a0_4, a0_4 + c8 * k0 + c9 * k1 + c10 * k2, on);
-                a0_5 = select(a0_5, a0_5 + c10 * k0 + c11 * k1 + c12 * k2, on);
-                a0_6 = select(a0_6, a0_6 + c12 * k0 + c13 * k1 + c14 * k2, on);
-                a0_7 = select(a0_7, a0_7 + c14 * k0 + c15 * k1 + c16 * k2, on);
             }
         }
         {
@@ -153,19 +144,11 @@ fn main(inp: Inputs) {
                 a1_1 = select(a1_1, a1_1 + c1 * k0 + c2 * k1 + c3 * k2, on);
                 a1_2 = select(a1_2, a1_2 + c2 * k0 + c3 * k1 + c4 * k2, on);
                 a1_3 = select(a1_3, a1_3 + c3 * k0 + c4 * k1 + c5 * k2, on);
-                a1_4 = select(a1_4, a1_4 + c4 * k0 + c5 * k1 + c6 * k2, on);
-                a1_5 = select(a1_5, a1_5 + c5 * k0 + c6 * k1 + c7 * k2, on);
-                a1_6 = select(a1_6, a1_6 + c6 * k0 + c7 * k1 + c8 * k2, on);
-                a1_7 = select(a1_7, a1_7 + c7 * k0 + c8 * k1 + c9 * k2, on);
             } else {
                 a1_0 = select(a1_0, a1_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
                 a1_1 = select(a1_1, a1_1 + c2 * k0 + c3 * k1 + c4 * k2, on);
                 a1_2 = select(a1_2, a1_2 + c4 * k0 + c5 * k1 + c6 * k2, on);
                 a1_3 = select(a1_3, a1_3 + c6 * k0 + c7 * k1 + c8 * k2, on);
-                a1_4 = select(a1_4, a1_4 + c8 * k0 + c9 * k1 + c10 * k2, on);
-                a1_5 = select(a1_5, a1_5 + c10 * k0 + c11 * k1 + c12 * k2, on);
-                a1_6 = select(a1_6, a1_6 + c12 * k0 + c13 * k1 + c14 * k2, on);
-                a1_7 = select(a1_7, a1_7 + c14 * k0 + c15 * k1 + c16 * k2, on);
             }
         }
     }
@@ -180,9 +163,9 @@ fn main(inp: Inputs) {
             s = vec4<f32>(slope[cw * 4u], slope[cw * 4u + 1u], slope[cw * 4u + 2u], slope[cw * 4u + 3u]);
         }
     }
-    var acc = array<vec4<f32>, 16>(
-        a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7,
-        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7,
+    var acc = array<vec4<f32>, 8>(
+        a0_0, a0_1, a0_2, a0_3,
+        a1_0, a1_1, a1_2, a1_3,
     );
     for (var r = 0u; r < ROWS; r++) {
         let oy = oy0 + r;

@@ -209,7 +209,7 @@ impl Planner<'_> {
 
 /// Output pixels per row and rows per invocation of the depthwise kernel (`TILE_P` and `ROWS`
 /// in conv_dw_f32.wgsl).
-const DEPTHWISE_STRIP: usize = 8;
+const DEPTHWISE_STRIP: usize = 4;
 const DEPTHWISE_ROWS: usize = 2;
 
 /// Output channels per invocation of the 16-pixel block: the most of 32, 16 and 8 (more
