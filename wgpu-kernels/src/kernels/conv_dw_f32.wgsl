@@ -12,8 +12,8 @@
 // Why 2 × 4 and not wider: tiles of 2 × 8 were 1.1× faster on lavapipe's depthwise layers,
 // but strips of 8 pixels (already one row of them) make SwiftShader's Subzero compiler, which
 // runs WebGPU in browsers without a GPU, grow past 17 GB and never finish the pipeline (it
-// lost the page's device); 2 × 4 compiles in seconds. Check a change here natively on
-// SwiftShader: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json before the test.
+// lost the page's device); 2 × 4 compiles in seconds. tests/tests/software_webgpu.rs checks
+// every kernel natively on Chromium's SwiftShader.
 //
 // Each output sums its nine taps in row-major order from zero, then adds the bias: the order
 // of the CPU backend's direct loops (out-of-image taps add a zero product); a tap row that
