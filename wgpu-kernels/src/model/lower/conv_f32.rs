@@ -83,8 +83,8 @@ impl Planner<'_> {
     }
 
     /// A layer of one group with output channels in fours: blocks of 16 output pixels
-    /// × 8 or 16 output channels, weights in HWIO (a tap's input channel's output channels
-    /// side by side).
+    /// × 8 or 16 output channels, or 8 × 32, weights in HWIO (a tap's input channel's output
+    /// channels side by side).
     fn conv_f32_block(
         &mut self,
         layer: &ConvLayer,
