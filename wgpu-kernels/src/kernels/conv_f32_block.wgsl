@@ -310,21 +310,5 @@ fn main(inp: Inputs) {
         a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
         a8_3, a9_3, a10_3, a11_3, a12_3, a13_3, a14_3, a15_3,
     );
-    // The 32-channel block (TILE_P 8) keeps pixels 0–7 of output words q0+4… in slots 8–15.
-    let halves = select(1u, 2u, TILE_O > 16u);
-    for (var half = 0u; half < halves; half++) {
-        for (var qi = 0u; qi < min(TILE_O / 4u, 4u); qi++) {
-            let q = q0 + 4u * half + qi;
-            if q >= out_words {
-                break;
-            }
-            let b = bias[q];
-            for (var pi = 0u; pi < TILE_P; pi++) {
-                let pp = p0 + pi;
-                if pp < out_pixels {
-                    y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + 8u * half + pi], b, q);
-                }
-            }
-        }
-    }
+    store_block(&acc, n, p0, q0, out_pixels, out_words);
 }

@@ -200,17 +200,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3,
         a8_3, a9_3, a10_3, a11_3, a12_3, a13_3, a14_3, a15_3,
     );
-    for (var qi = 0u; qi < TILE_O / 4u; qi++) {
-        let q = q0 + qi;
-        if q >= out_words {
-            break;
-        }
-        let b = bias[q];
-        for (var pi = 0u; pi < TILE_P; pi++) {
-            let pp = p0 + pi;
-            if pp < out_pixels {
-                y[(n * out_pixels + pp) * out_words + q] = finish(acc[qi * 16u + pi], b, q);
-            }
-        }
-    }
+    store_block(&acc, n, p0, q0, out_pixels, out_words);
 }
