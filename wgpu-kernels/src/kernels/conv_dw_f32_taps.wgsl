@@ -5,6 +5,7 @@
 struct Inputs {
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 }
 
 fn taps(cw: u32, inp: Inputs) -> Taps {

@@ -7,6 +7,7 @@
 struct Inputs {
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 }
 

@@ -1,6 +1,6 @@
 //! The float convolution of unquantized models: a channel × pixel register tiling. Four forms:
-//! a depthwise 3×3 over channels in words of four, tiles of 2 × 8 pixels (`conv_dw_f32.wgsl`); one group with output
-//! channels in fours, in blocks of 16 pixels × 8 or 16 channels with weights in HWIO
+//! a depthwise 3×3 over channels in words of four, tiles of 2 × 4 pixels (`conv_dw_f32.wgsl`); one group with output
+//! channels in fours, in blocks of 16 pixels × 8 or 16 channels or 8 × 32, weights in HWIO
 //! (`conv_f32_block.wgsl` reading input channels in fours: SCRFD's full 1×1 and 3×3 layers;
 //! `conv_f32_block_narrow.wgsl` one at a time otherwise: its first layer, on RGB); the tiled convolution reading the
 //! input in words of four channels when each group's channels come in fours
@@ -182,7 +182,7 @@ impl Planner<'_> {
             _pad: [0; 3],
         });
         let tiles = oh.div_ceil(DEPTHWISE_ROWS) * strips;
-        let grid = self.check_grid(name, [tiles.div_ceil(64) as u32, words as u32])?;
+        let grid = self.check_grid(name, [words as u32, tiles.div_ceil(64) as u32])?;
         self.push(
             PipelineKey {
                 kernel: if self.gpu.subgroups() {
