@@ -91,8 +91,6 @@ pub struct Gpu {
     /// [`Gpu::subgroups`]).
     subgroups_supported: bool,
     subgroups: bool,
-    /// The adapter's largest subgroup, in lanes.
-    subgroup_max: u32,
     pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, Pipelines>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -196,8 +194,8 @@ impl Gpu {
                 Some(format!("{reason:?}: {message}"));
         });
         let adapter = AdapterSummary::from_info(info);
-        // The broadcasts read lanes 0–7 of subgroups that share a channel block; a block's
-        // pixel blocks are aligned to whole subgroups, so at most 64 lanes. Browsers take WGSL with `enable subgroups;`, which naga does
+        // The broadcasts read lanes 0–7 of subgroups within a workgroup of 64 lanes that
+        // share a channel block. Browsers take WGSL with `enable subgroups;`, which naga does
         // not parse yet, so the WebGPU backend keeps the plain reads.
         let subgroups_supported = device.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
@@ -212,7 +210,6 @@ impl Gpu {
             float_dot: false,
             subgroups_supported,
             subgroups: subgroups_supported,
-            subgroup_max: info.subgroup_max_size,
             adapter,
             dot4,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
@@ -309,20 +306,6 @@ impl Gpu {
     /// the device has [`wgpu::Features::SUBGROUP`] with 8 to 64 lanes, outside a browser.
     pub fn subgroups(&self) -> bool {
         self.subgroups
-    }
-
-    /// The most lanes a subgroup of this adapter has.
-    pub(crate) fn subgroup_max(&self) -> u32 {
-        self.subgroup_max
-    }
-
-    /// The same device as if its subgroups had at most `lanes` lanes: the block convolution's
-    /// pixel blocks are then aligned to fewer lanes than a subgroup holds, so its subgroups
-    /// straddle channel blocks (the tests' way to reach that path).
-    #[cfg(test)]
-    pub(crate) fn with_subgroup_max(mut self, lanes: u32) -> Gpu {
-        self.subgroup_max = lanes;
-        self
     }
 
     /// How `dot4I8Packed` is reached on this device.

@@ -10,10 +10,8 @@
 // weight words for 4 × 8 × 4 multiply-adds; this block loads TILE_P input words (four input
 // channels of each pixel) and TILE_O weight words (four output channels at one input channel,
 // weights in HWIO) for 1,024 multiply-adds: 16 + 16 loads for 16 × 16, 3× the work per load.
-// Which (pixel block, channel block) an invocation owns comes from its flat index, pixel
-// blocks fastest (padded to whole subgroups where the weights are shared), so lanes rarely
-// idle on a small image, and the lanes of a subgroup share their channel block and so their
-// weight words: with subgroup operations, lanes 0–7 read them and broadcast them
+// All lanes of a workgroup share their channel block (block_at, conv_f32_block_common.wgsl)
+// and so their weight words: with subgroup operations, lanes 0–7 read them and broadcast them
 // (conv_f32_block_weights_subgroup.wgsl), 2 reads per 16 words instead of 16. That leaves the
 // input reads as most of the time on llvmpipe, which the 32-channel block halves per
 // multiply-add (8 input reads and 4 weight reads per step). The accumulators spill from the
@@ -70,27 +68,14 @@ fn own_weights(r: u32, out_words: u32, q0: u32, last: u32) -> BlockWeights {
     return b;
 }
 
-// Pixel blocks per channel block are rounded up to a multiple of this: 1, or the subgroup
-// size where subgroups share the weight reads, so that a subgroup of consecutive lanes never
-// straddles two channel blocks.
-override ALIGN_BLOCKS: u32 = 1u;
-
 @compute @workgroup_size(64)
 fn main(inp: Inputs) {
-    let gid = inp.gid;
     let out_pixels = p.out_h * p.out_w;
-    let pixel_blocks = (out_pixels + TILE_P - 1u) / TILE_P;
-    let stride = (pixel_blocks + ALIGN_BLOCKS - 1u) / ALIGN_BLOCKS * ALIGN_BLOCKS;
     let out_words = p.out_c / 4u;
-    let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
-    let flat = gid.y * inp.nwg.x * 64u + gid.x;
-    // No early return: lanes past the last block compute on clamped indices and skip their
-    // stores.
-    let f = min(flat, stride * channel_blocks - 1u);
-    let live = flat < stride * channel_blocks && f % stride < pixel_blocks;
-    let p0 = min(f % stride, pixel_blocks - 1u) * TILE_P;
-    let q0 = (f / stride) * (TILE_O / 4u);
-    let n = gid.z;
+    let block = block_at(inp.wid, inp.nwg, inp.li);
+    let p0 = block.p0;
+    let q0 = block.q0;
+    let n = block.n;
     let in_words = p.in_c / 4u;
     let image = n * p.in_h * p.in_w;
     // Each pixel's first input row and column: one division for the block's first pixel,
@@ -111,7 +96,6 @@ fn main(inp: Inputs) {
         }
     }
     let last = out_words - 1u;
-    let same_block = weights_shared(q0);
     // Named accumulators: aP_Q for pixel P and output word Q (see conv_int.wgsl: software
     // rasterisers keep loop-indexed arrays in memory).
     var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
@@ -158,11 +142,11 @@ fn main(inp: Inputs) {
                 let x6 = select(vec4<f32>(), x[base[6] + j], inside[6]);
                 let x7 = select(vec4<f32>(), x[base[7] + j], inside[7]);
                 let r = (tap_row + 4u * j) * out_words;
-                let b = block_weights(r, out_words, q0, last, inp, same_block);
+                let b = block_weights(r, out_words, q0, last, inp);
                 // Slots 8–15: the same words, or q0+4…q0+7 for the 32-channel block.
                 var c = b;
                 if TILE_O > 16u {
-                    c = block_weights(r, out_words, q0 + 4u, last, inp, same_block);
+                    c = block_weights(r, out_words, q0 + 4u, last, inp);
                 }
                 // Pixels 8–15 of a 16-pixel block.
                 var x8 = vec4<f32>(); var x9 = vec4<f32>(); var x10 = vec4<f32>(); var x11 = vec4<f32>();
@@ -297,7 +281,7 @@ fn main(inp: Inputs) {
             }
         }
     }
-    if !live {
+    if !block.live {
         return;
     }
     var acc = array<vec4<f32>, 64>(

@@ -11,19 +11,17 @@
 @group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
     let out_pixels = p.out_h * p.out_w;
-    let pixel_blocks = (out_pixels + TILE_P - 1u) / TILE_P;
     let out_words = p.out_c / 4u;
-    let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
-    let flat = gid.y * nwg.x * 64u + gid.x;
-    // No early return: lanes past the last block compute on clamped indices and skip their
-    // stores.
-    let live = flat < pixel_blocks * channel_blocks;
-    let f = min(flat, pixel_blocks * channel_blocks - 1u);
-    let p0 = (f % pixel_blocks) * TILE_P;
-    let q0 = (f / pixel_blocks) * (TILE_O / 4u);
-    let n = gid.z;
+    let block = block_at(wid, nwg, li);
+    let p0 = block.p0;
+    let q0 = block.q0;
+    let n = block.n;
     let image = n * p.in_h * p.in_w;
     // Each pixel's first input row and column: one division for the block's first pixel,
     // then steps along the row (a division per lane is a loop over the lanes on CPUs).
@@ -187,7 +185,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    if !live {
+    if !block.live {
         return;
     }
     var acc = array<vec4<f32>, 64>(

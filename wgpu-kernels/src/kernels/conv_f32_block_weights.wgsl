@@ -4,15 +4,11 @@
 // values. Pasted before conv_f32_block.wgsl.
 
 struct Inputs {
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 }
 
-// Without subgroups no lane shares its reads.
-fn weights_shared(q0: u32) -> bool {
-    return false;
-}
-
-fn block_weights(r: u32, out_words: u32, q0: u32, last: u32, inp: Inputs, same_block: bool) -> BlockWeights {
+fn block_weights(r: u32, out_words: u32, q0: u32, last: u32, inp: Inputs) -> BlockWeights {
     return own_weights(r, out_words, q0, last);
 }

@@ -1,30 +1,22 @@
 // How conv_f32_block.wgsl reads one step's weight words where the device has subgroup
-// operations of at least 8 lanes (native Vulkan, Metal, DX12 with the feature). Where every
-// lane of a subgroup works on the same channel block (the lowering aligns pixel blocks to the
-// subgroup size, so on every driver that forms subgroups from consecutive invocations), the
-// 16 (or 8) words are the same for all of them: lanes 0–7 load two words (one) each and the
-// others take them by broadcast. On llvmpipe a storage read is a loop over the lanes even when
-// they share the address, and a broadcast is a register extract: 2 reads instead of 16. A
-// subgroup whose lanes straddle two channel blocks reads as conv_f32_block_weights.wgsl does.
-// Same values either way. Pasted before conv_f32_block.wgsl.
+// operations of at least 8 lanes (native Vulkan, Metal, DX12 with the feature). Every lane of
+// a workgroup works on the same channel block (block_at), so the 16 (or 8) words are the same
+// for all of them: lanes 0–7 load two words (one) each and the others take them by broadcast.
+// On llvmpipe a storage read is a loop over the lanes even when they share the address, and a
+// broadcast is a register extract: 2 reads instead of 16. Same values as
+// conv_f32_block_weights.wgsl. Pasted before conv_f32_block.wgsl.
 
 struct Inputs {
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 }
 
-// Whether every lane of the subgroup has this channel block.
-fn weights_shared(q0: u32) -> bool {
-    return subgroupAll(q0 == subgroupBroadcastFirst(q0));
-}
-
-fn block_weights(r: u32, out_words: u32, q0: u32, last: u32, inp: Inputs, same_block: bool) -> BlockWeights {
+fn block_weights(r: u32, out_words: u32, q0: u32, last: u32, inp: Inputs) -> BlockWeights {
     let l = inp.lane & 7u;
     var b: BlockWeights;
-    if !same_block {
-        b = own_weights(r, out_words, q0, last);
-    } else if TILE_O > 8u {
+    if TILE_O > 8u {
         // Lane l: output word q0 + l % 4 of rows l / 4 (a) and 2 + l / 4 (b).
         let q = min(q0 + l % 4u, last);
         let a = w[r + (l / 4u) * out_words + q];
