@@ -68,7 +68,7 @@ fn own_weights(r: u32, out_words: u32, q0: u32, last: u32) -> BlockWeights {
     return b;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn main(inp: Inputs) {
     let out_pixels = p.out_h * p.out_w;
     let out_words = p.out_c / 4u;

@@ -4,6 +4,9 @@
 // conv_f32_params.wgsl, pasted before this), which block a workgroup owns (`block_at`), and the
 // epilogue (`finish`, `store_block`).
 
+// Invocations per workgroup: 64, or a multiple of 8 below it that wastes fewer lanes past the
+// last pixel block of a small layer (chosen by the lowering).
+override LANES: u32 = 64u;
 override TILE_O: u32 = 8u; // 8 or 16 (and 32 with TILE_P 8 in conv_f32_block.wgsl)
 override TILE_P: u32 = 16u; // 16 (what the lowering uses), or 8: fewer spills, less reuse
 override PRELU: bool = false;
@@ -37,10 +40,10 @@ fn block_at(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> Block {
     let pixel_blocks = (p.out_h * p.out_w + TILE_P - 1u) / TILE_P;
     let out_words = p.out_c / 4u;
     let channel_blocks = (out_words + TILE_O / 4u - 1u) / (TILE_O / 4u);
-    let groups = ((pixel_blocks + 63u) / 64u) * channel_blocks;
+    let groups = ((pixel_blocks + LANES - 1u) / LANES) * channel_blocks;
     let flat = wid.y * nwg.x + wid.x;
     let g = min(flat, groups - 1u);
-    let pb = (g / channel_blocks) * 64u + li;
+    let pb = (g / channel_blocks) * LANES + li;
     var b: Block;
     b.live = flat < groups && pb < pixel_blocks;
     b.p0 = min(pb, pixel_blocks - 1u) * TILE_P;

@@ -10,7 +10,7 @@
 
 @group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

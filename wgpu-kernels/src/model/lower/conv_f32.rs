@@ -110,9 +110,11 @@ impl Planner<'_> {
         let subgroups = self.gpu.subgroups() && ci.is_multiple_of(4);
         // 16 pixels per block, or 8 for 32 channels (the same 64 accumulators).
         let tile_p = if tile_o == 32 { 8 } else { 16 };
-        // A workgroup per 64 pixel blocks and channel block, channel blocks fastest (see
+        // A workgroup per `lanes` pixel blocks and channel block, channel blocks fastest (see
         // block_at in conv_f32_block_common.wgsl), folded into two dimensions as needed.
-        let workgroups = layer.out_pixels().div_ceil(tile_p).div_ceil(64) * o.div_ceil(tile_o);
+        let pixel_blocks = layer.out_pixels().div_ceil(tile_p);
+        let lanes = block_lanes(pixel_blocks);
+        let workgroups = pixel_blocks.div_ceil(lanes) * o.div_ceil(tile_o);
         let grid = self.check_grid(name, grid_flat(workgroups as u64, 1, self.max_dim))?;
         // The narrow kernel reads input channels one at a time.
         let key = if ci.is_multiple_of(4) {
@@ -128,12 +130,18 @@ impl Planner<'_> {
                     layer.relu,
                     ("POINTWISE", pointwise as u32),
                     ("TILE_P", tile_p as u32),
+                    ("LANES", lanes as u32),
                 ],
             }
         } else {
             PipelineKey {
                 kernel: Kernel::ConvF32BlockNarrow,
-                constants: vec![("TILE_O", tile_o as u32), layer.prelu, layer.relu],
+                constants: vec![
+                    ("TILE_O", tile_o as u32),
+                    layer.prelu,
+                    layer.relu,
+                    ("LANES", lanes as u32),
+                ],
             }
         };
         self.push(key, float_conv_bindings(layer, u, wf, bias, out), grid);
@@ -218,6 +226,23 @@ fn block_channel_tile(out_c: usize, max: usize) -> usize {
         .unwrap_or(8)
 }
 
+/// Invocations per workgroup of the block kernels for a layer of `pixel_blocks`: 64, unless
+/// that pads the pixel blocks by more than an eighth (a padded lane computes a clamped block in
+/// full and skips its stores), then the multiple of 8 from 32 to 56 that pads them least:
+/// 50 blocks (a 20×20 layer in blocks of 8 pixels) → 56 rather than 64, 200 → 40 rather than
+/// 256 in four workgroups. Multiples of 8 keep every subgroup of 8 lanes full where the weights
+/// are shared; five sizes at most keep the pipelines few.
+fn block_lanes(pixel_blocks: usize) -> usize {
+    let padding = |lanes: usize| pixel_blocks.next_multiple_of(lanes) - pixel_blocks;
+    if padding(64) * 8 <= pixel_blocks.next_multiple_of(64) {
+        return 64;
+    }
+    [56, 48, 40, 32]
+        .into_iter()
+        .min_by_key(|&lanes| padding(lanes))
+        .expect("four candidates")
+}
+
 /// The bindings every float convolution kernel but the depthwise one takes, in its order:
 /// parameters, weights, input, bias, PReLU slopes, output, the run's batch.
 fn float_conv_bindings(layer: &ConvLayer, u: Res, wf: Res, bias: Res, out: usize) -> Vec<Res> {
@@ -239,6 +264,17 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use crate::{GpuModel, GpuOptions, Images, request_blocking};
+
+    #[test]
+    fn block_lanes_pad_small_layers_least() {
+        use super::block_lanes;
+        assert_eq!(block_lanes(6400), 64);
+        assert_eq!(block_lanes(400), 64); // 448: 48 of 448 padded, under an eighth
+        assert_eq!(block_lanes(200), 40);
+        assert_eq!(block_lanes(50), 56);
+        assert_eq!(block_lanes(25), 32);
+        assert_eq!(block_lanes(1), 32);
+    }
 
     /// The block kernel keeps the oracle's bits (on software rasterisers, which round each
     /// multiply and add; elsewhere within 1e-5 relative) wherever a workgroup's 64 pixel blocks
