@@ -30,9 +30,9 @@ struct Block {
 }
 
 // The block of lane `li` of workgroup `wid` (of `nwg`; two dimensions when one would exceed
-// the device's limit). A workgroup owns 64 consecutive pixel blocks at one channel block, so
+// the device's limit). A workgroup owns LANES consecutive pixel blocks at one channel block, so
 // every lane of it needs the same weight words (which the subgroup form shares), and
-// consecutive workgroups take the channel blocks of the same 64 pixel blocks in turn: their
+// consecutive workgroups take the channel blocks of the same pixel blocks in turn: their
 // input stays in the CPU's cache between them. (With pixel blocks fastest over the whole
 // image, every channel block read the whole input from memory again: the 1×1 and 3×3 layers
 // 1.2–1.3× slower on lavapipe.)
