@@ -194,8 +194,8 @@ impl Gpu {
                 Some(format!("{reason:?}: {message}"));
         });
         let adapter = AdapterSummary::from_info(info);
-        // The broadcasts read lanes 0–7 of subgroups within a workgroup of 64 lanes that
-        // share a channel block. Browsers take WGSL with `enable subgroups;`, which naga does
+        // The broadcasts read lanes 0–7 of each subgroup, whose lanes share a channel block
+        // (a workgroup, of 32 to 64 lanes, owns one). Browsers take WGSL with `enable subgroups;`, which naga does
         // not parse yet, so the WebGPU backend keeps the plain reads.
         let subgroups_supported = device.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
