@@ -1,11 +1,22 @@
 //! `conv_f32_block_narrow.wgsl`: `conv_f32_block.wgsl`'s pixel × channel blocks over an input
 //! whose channels do not come in fours, read one channel at a time. Its parameters are
 //! [`ConvParams`](super::ConvParams), read as in `conv_f32.wgsl`.
-//! Pasted after `conv_f32_params.wgsl` (the parameters) and `conv_f32_block_common.wgsl`
-//! (bindings, epilogue), which the two block kernels share.
+//! Pasted after `conv_f32_params.wgsl` (the parameters), `conv_f32_block_common.wgsl`
+//! (bindings, epilogue), which the two block kernels share, and how it reads its weights:
+//! each invocation its own (`conv_f32_block_narrow_weights.wgsl`, [`SOURCE`]) or one read per
+//! lane shared by subgroup broadcasts (`conv_f32_block_narrow_weights_subgroup.wgsl`,
+//! [`SOURCE_SUBGROUP`]), which needs [`wgpu::Features::SUBGROUP`].
 
 pub(super) const SOURCE: &str = concat!(
     include_str!("conv_f32_params.wgsl"),
     include_str!("conv_f32_block_common.wgsl"),
+    include_str!("conv_f32_block_narrow_weights.wgsl"),
+    include_str!("conv_f32_block_narrow.wgsl")
+);
+
+pub(super) const SOURCE_SUBGROUP: &str = concat!(
+    include_str!("conv_f32_params.wgsl"),
+    include_str!("conv_f32_block_common.wgsl"),
+    include_str!("conv_f32_block_narrow_weights_subgroup.wgsl"),
     include_str!("conv_f32_block_narrow.wgsl")
 );

@@ -3,7 +3,8 @@
 // TILE_P output pixels × TILE_O output channels over an input read one channel at a time.
 // Per input channel of a tap it loads TILE_P input values and TILE_O / 4 weight words (HWIO)
 // for TILE_P × TILE_O multiply-adds: 16 × 16 for 20 loads, where conv_f32.wgsl loads 12 for
-// 4 × 8 (on lavapipe a storage load is a loop over the lanes; see conv_f32_block.wgsl).
+// 4 × 8 (on lavapipe a storage load is a loop over the lanes; see conv_f32_block.wgsl); 17
+// where subgroups share the weight words (narrow_weights: SCRFD's RGB layer 1.1× faster).
 //
 // Each output sums over taps, then input channels in order, from zero, then adds the bias: the
 // order of conv_f32.wgsl.
@@ -11,14 +12,10 @@
 @group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC
 
 @compute @workgroup_size(LANES)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
+fn main(inp: Inputs) {
     let out_pixels = p.out_h * p.out_w;
     let out_words = p.out_c / 4u;
-    let block = block_at(wid, nwg, li);
+    let block = block_at(inp.wid, inp.nwg, inp.li);
     let p0 = block.p0;
     let q0 = block.q0;
     let n = block.n;
@@ -41,9 +38,6 @@ fn main(
         }
     }
     let last = out_words - 1u;
-    let q1 = min(q0 + 1u, last);
-    let q2 = min(q0 + 2u, last);
-    let q3 = min(q0 + 3u, last);
     // Named accumulators: aP_Q for pixel P and output word Q (see conv_int.wgsl: software
     // rasterisers keep loop-indexed arrays in memory).
     var a0_0 = vec4<f32>(); var a1_0 = vec4<f32>(); var a2_0 = vec4<f32>(); var a3_0 = vec4<f32>();
@@ -96,8 +90,9 @@ fn main(
                     x15 = select(0.0, x[base[15] + c], inside[15]);
                 }
                 let r = (tap_row + c) * out_words;
+                let ws = narrow_weights(r, q0, last, inp);
                 {
-                    let wq = w[r + q0];
+                    let wq = ws.w0;
                     a0_0 += wq * x0;
                     a1_0 += wq * x1;
                     a2_0 += wq * x2;
@@ -118,7 +113,7 @@ fn main(
                     }
                 }
                 {
-                    let wq = w[r + q1];
+                    let wq = ws.w1;
                     a0_1 += wq * x0;
                     a1_1 += wq * x1;
                     a2_1 += wq * x2;
@@ -140,7 +135,7 @@ fn main(
                 }
                 if TILE_O > 8u {
                     {
-                        let wq = w[r + q2];
+                        let wq = ws.w2;
                         a0_2 += wq * x0;
                         a1_2 += wq * x1;
                         a2_2 += wq * x2;
@@ -161,7 +156,7 @@ fn main(
                         }
                     }
                     {
-                        let wq = w[r + q3];
+                        let wq = ws.w3;
                         a0_3 += wq * x0;
                         a1_3 += wq * x1;
                         a2_3 += wq * x2;

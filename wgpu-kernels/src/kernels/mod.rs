@@ -53,6 +53,8 @@ pub enum Kernel {
     /// [`Kernel::ConvF32Block`] sharing its weight reads through subgroup broadcasts.
     ConvF32BlockSubgroup,
     ConvF32BlockNarrow,
+    /// [`Kernel::ConvF32BlockNarrow`] sharing its weight reads through subgroup broadcasts.
+    ConvF32BlockNarrowSubgroup,
     ConvDepthwiseF32,
     /// [`Kernel::ConvDepthwiseF32`] sharing its weight reads through subgroup broadcasts.
     ConvDepthwiseF32Subgroup,
@@ -81,7 +83,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -91,6 +93,7 @@ impl Kernel {
         Kernel::ConvF32Block,
         Kernel::ConvF32BlockSubgroup,
         Kernel::ConvF32BlockNarrow,
+        Kernel::ConvF32BlockNarrowSubgroup,
         Kernel::ConvDepthwiseF32,
         Kernel::ConvDepthwiseF32Subgroup,
         Kernel::Add,
@@ -117,6 +120,7 @@ impl Kernel {
             Kernel::ConvF32Block => "ConvF32Block",
             Kernel::ConvF32BlockSubgroup => "ConvF32BlockSubgroup",
             Kernel::ConvF32BlockNarrow => "ConvF32BlockNarrow",
+            Kernel::ConvF32BlockNarrowSubgroup => "ConvF32BlockNarrowSubgroup",
             Kernel::ConvDepthwiseF32 => "ConvDepthwiseF32",
             Kernel::ConvDepthwiseF32Subgroup => "ConvDepthwiseF32Subgroup",
             Kernel::Add => "Add",
@@ -143,6 +147,7 @@ impl Kernel {
             Kernel::ConvF32Block => conv_f32_block::SOURCE,
             Kernel::ConvF32BlockSubgroup => conv_f32_block::SOURCE_SUBGROUP,
             Kernel::ConvF32BlockNarrow => conv_f32_block_narrow::SOURCE,
+            Kernel::ConvF32BlockNarrowSubgroup => conv_f32_block_narrow::SOURCE_SUBGROUP,
             Kernel::ConvDepthwiseF32 => conv_dw_f32::SOURCE,
             Kernel::ConvDepthwiseF32Subgroup => conv_dw_f32::SOURCE_SUBGROUP,
             Kernel::Add | Kernel::Prelu | Kernel::Relu | Kernel::Affine => elementwise::SOURCE,
@@ -186,6 +191,7 @@ impl Kernel {
             | Kernel::ConvF32Block
             | Kernel::ConvF32BlockSubgroup
             | Kernel::ConvF32BlockNarrow
+            | Kernel::ConvF32BlockNarrowSubgroup
             | Kernel::ConvDepthwiseF32
             | Kernel::ConvDepthwiseF32Subgroup => {
                 &[Uniform, Read, Read, Read, Read, ReadWrite, Uniform]

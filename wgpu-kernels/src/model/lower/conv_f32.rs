@@ -98,7 +98,8 @@ impl Planner<'_> {
         let out = self.alloc(o * layer.out_pixels());
         // Input channels not in fours (SCRFD's RGB input) are read one at a time, by a kernel
         // without the 32-channel block.
-        let tile_o = block_channel_tile(o, if ci.is_multiple_of(4) { 32 } else { 16 });
+        let subgroups = self.gpu.subgroups();
+        let tile_o = block_channel_tile(o, if ci.is_multiple_of(4) { 32 } else { 16 }, subgroups);
         let pointwise = (g.k_h, g.k_w, g.stride_y, g.stride_x) == (1, 1, 1, 1)
             && (g.pad_top, g.pad_left) == (0, 0)
             && layer.out_hw == (layer.x.h, layer.x.w);
@@ -107,7 +108,6 @@ impl Planner<'_> {
             group: ci as u32,
             ..layer.geometry
         });
-        let subgroups = self.gpu.subgroups() && ci.is_multiple_of(4);
         // 16 pixels per block, or 8 for 32 channels (the same 64 accumulators).
         let tile_p = if tile_o == 32 { 8 } else { 16 };
         // A workgroup per `lanes` pixel blocks and channel block, channel blocks fastest (see
@@ -135,7 +135,11 @@ impl Planner<'_> {
             }
         } else {
             PipelineKey {
-                kernel: Kernel::ConvF32BlockNarrow,
+                kernel: if subgroups {
+                    Kernel::ConvF32BlockNarrowSubgroup
+                } else {
+                    Kernel::ConvF32BlockNarrow
+                },
                 constants: vec![
                     ("TILE_O", tile_o as u32),
                     layer.prelu,
@@ -213,17 +217,39 @@ impl Planner<'_> {
 const DEPTHWISE_STRIP: usize = 4;
 const DEPTHWISE_ROWS: usize = 2;
 
-/// Output channels per invocation of the 16-pixel block: the most of 32, 16 and 8 (more
-/// multiply-adds per input read) that pads the channels by at most a quarter over 8 (the excess
-/// channels of the last block are computed on clamped weights and not stored): 8 → 8,
-/// 20 → 24 (8), 40 → 48 (16), 72 → 80 (16), 152 → 160 (32), 288 → 288 (32). `max` caps it
-/// (the narrow kernel has no 32).
-fn block_channel_tile(out_c: usize, max: usize) -> usize {
-    let bound = out_c.next_multiple_of(8) * 5;
-    [32, 16]
+/// Output channels per invocation of the 16-pixel block (8 or 16) or the 8-pixel one (32).
+///
+/// Where the weights are read by each invocation (no subgroups: browsers), the most of 32, 16
+/// and 8 that pads the channels by at most a quarter over 8 (the excess channels of the last
+/// block are computed on clamped weights and not stored): 8 → 8, 20 → 24 (8), 40 → 48 (16),
+/// 72 → 80 (16), 152 → 160 (32), 288 → 288 (32).
+///
+/// Where subgroups share them, the tile of least estimated cost on lavapipe, whose storage
+/// reads are loops over the lanes: the multiply-adds of the padded channels, plus 40 per read
+/// per pixel and input channel (the input once per channel block, the shared weights
+/// t / (8 · pixels) words). 40 fits chains of ten 1×1 layers (the `conv_chain` example; docs/
+/// EXPERIMENTS.md): 40 → 40 as fast with 16 as with 32, 72 → 72 1.1× and 20 → 20 1.2× faster
+/// with 32 than with 16. So 8 → 8, 16 → 16, 20 → 32, 40 → 16, 64 → 32, 72 → 32, 152 → 32,
+/// 288 → 32.
+/// `max` caps both (the narrow kernel has no 32).
+fn block_channel_tile(out_c: usize, max: usize, shared_weights: bool) -> usize {
+    if !shared_weights {
+        let bound = out_c.next_multiple_of(8) * 5;
+        return [32, 16]
+            .into_iter()
+            .find(|&t| t <= max && out_c.next_multiple_of(t) * 4 <= bound)
+            .unwrap_or(8);
+    }
+    let cost = |t: usize| {
+        let pixels = if t == 32 { 8 } else { 16 };
+        let reads = out_c.div_ceil(t) as f64 * (1.0 + t as f64 / (8 * pixels) as f64);
+        out_c.next_multiple_of(t) as f64 + 40.0 * reads
+    };
+    [32, 16, 8]
         .into_iter()
-        .find(|&t| t <= max && out_c.next_multiple_of(t) * 4 <= bound)
-        .unwrap_or(8)
+        .filter(|&t| t <= max)
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+        .expect("8 is never above max")
 }
 
 /// Invocations per workgroup of the block kernels for a layer of `pixel_blocks`: 64, unless
@@ -264,6 +290,17 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use crate::{GpuModel, GpuOptions, Images, request_blocking};
+
+    #[test]
+    fn block_channel_tiles_follow_the_read_count_where_weights_are_shared() {
+        use super::block_channel_tile;
+        let shared = [8, 16, 20, 40, 64, 72, 152, 288].map(|o| block_channel_tile(o, 32, true));
+        assert_eq!(shared, [8, 16, 32, 16, 32, 32, 32, 32]);
+        let own = [8, 16, 20, 40, 64, 72, 152, 288].map(|o| block_channel_tile(o, 32, false));
+        assert_eq!(own, [8, 16, 8, 16, 32, 16, 32, 32]);
+        // The narrow kernel has no 32.
+        assert_eq!(block_channel_tile(72, 16, true), 16);
+    }
 
     #[test]
     fn block_lanes_pad_small_layers_least() {
