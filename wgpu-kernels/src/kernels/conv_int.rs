@@ -28,5 +28,8 @@ pub struct ConvParams {
     pub dil_x: u32,
     pub shared_slope: u32,
     pub zero: u32,
-    pub _pad: [u32; 2],
+    /// The narrow float block convolution: 1 reads the input NCHW (the network's upload, as
+    /// written) rather than NHWC.
+    pub planar: u32,
+    pub _pad: u32,
 }

@@ -19,5 +19,7 @@ pub struct LayoutParams {
     pub inv_std: [f32; 4],
     /// `to_nchw`: channels per source pixel.
     pub src_channels: u32,
-    pub _pad: [u32; 3],
+    /// `from_rgb8`: 1 writes NCHW (for a first layer that reads channels one at a time).
+    pub planar: u32,
+    pub _pad: [u32; 2],
 }

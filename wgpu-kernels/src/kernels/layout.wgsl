@@ -9,7 +9,7 @@ struct Params {
     mean: vec4<f32>,    // per network input channel (from_rgb8 only)
     inv_std: vec4<f32>,
     src_channels: u32, // to_nchw: channels per source pixel (C, or more for a slice)
-    _pad0: u32,
+    planar: u32,       // from_rgb8: 1 writes NCHW, for a first layer that reads it so
     _pad1: u32,
     _pad2: u32,
 }
@@ -22,7 +22,8 @@ fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
 
-// Interleaved RGB bytes (HWC, packed four to a word) → normalised NHWC, (x − mean)·(1/std).
+// Interleaved RGB bytes (HWC, packed four to a word) → normalised NHWC (or NCHW where
+// `planar`), (x − mean)·(1/std).
 @compute @workgroup_size(256)
 fn from_rgb8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let count = p.pixels * 3u;
@@ -34,7 +35,8 @@ fn from_rgb8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let src_c = select(c, 2u - c, p.bgr != 0u);
     let byte_index = gid.z * count + i - c + src_c;
     let byte = (src[byte_index / 4u] >> (8u * (byte_index % 4u))) & 0xffu;
-    dst[gid.z * count + i] = (f32(byte) - p.mean[c]) * p.inv_std[c];
+    let at = select(i, c * p.pixels + (i - c) / 3u, p.planar != 0u);
+    dst[gid.z * count + at] = (f32(byte) - p.mean[c]) * p.inv_std[c];
 }
 
 // NCHW float tensor → NHWC, one pixel's channels per invocation (no division by the channel

@@ -24,7 +24,9 @@ pub(super) struct Plan<'g> {
     /// The input's buffer (its shape gives the upload's size).
     pub(super) input: Val,
     pub(super) entry_rgb8: StepDesc,
-    pub(super) entry_nchw: StepDesc,
+    /// `None` where the first layer reads the NCHW floats in place (`Planner::planar_input`):
+    /// they are then written straight into `input`.
+    pub(super) entry_nchw: Option<StepDesc>,
     /// The graph's dispatches are `planner.steps[..body_len]`; the rest convert the requested
     /// outputs to NCHW.
     pub(super) body_len: usize,
@@ -76,8 +78,6 @@ fn plan<'g>(
         h: h0,
         w: w0,
     };
-    let entry_rgb8 = pl.entry(Kernel::FromRgb8, input, pre)?;
-    let entry_nchw = pl.entry(Kernel::FromNchw, input, pre)?;
 
     // Readers left per value; a requested output counts as one more, so it stays alive.
     let mut remaining = graph.use_counts();
@@ -99,6 +99,9 @@ fn plan<'g>(
         }
         pl.label = node.name.clone();
         let x = vals[node.inputs[0]].expect("topological order checked by infer_shapes");
+        // The input's only reader may take it channel by channel (NCHW), as uploaded.
+        pl.planar_input =
+            (node.inputs == [0] && remaining[0] == 1 && graph.output != 0).then_some(input.buf);
         let run = siblings::run_length(graph, k, &uses, outputs);
         if run > 1 {
             let (weights, bias) = siblings::merged(graph, k..k + run);
@@ -135,6 +138,7 @@ fn plan<'g>(
             if remaining[node.inputs[0]] == 0 {
                 pl.release(x.buf);
             }
+            pl.planar_input = None;
             continue;
         }
         let fused = match node.op {
@@ -188,7 +192,15 @@ fn plan<'g>(
             }
         }
         vals[output] = Some(y);
+        pl.planar_input = None;
     }
+    // The entries, once the body has said whether its first layer reads the input planar.
+    let planar = pl.input_read_planar;
+    let entry_rgb8 = pl.entry(Kernel::FromRgb8, input, pre, planar)?;
+    let entry_nchw = match planar {
+        true => None,
+        false => Some(pl.entry(Kernel::FromNchw, input, pre, false)?),
+    };
 
     // Requested outputs, converted to NCHW where they have a spatial extent.
     let mut output_slots: Vec<(usize, usize)> = Vec::new();

@@ -61,7 +61,11 @@ impl GpuModel {
                 mapped_at_creation: false,
             })
         };
-        let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        // COPY_DST: NCHW floats are written straight into the input where the first layer
+        // reads them as uploaded.
+        let rw = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         let pool: Vec<wgpu::Buffer> = pl
             .pool
             .iter()
@@ -144,7 +148,11 @@ impl GpuModel {
         let mut body: Vec<Step> = pl.steps.iter().map(materialize).collect();
         let output_steps = body.split_off(body_len);
         let entry_rgb8 = materialize(&entry_rgb8);
-        let entry_nchw = materialize(&entry_nchw);
+        let entry_nchw = entry_nchw.as_ref().map(materialize);
+        let nchw_target = match entry_nchw {
+            Some(_) => upload.clone(),
+            None => pool[input.buf].clone(),
+        };
         let normalize = materialize(&normalize);
 
         info.gpu_parameter_bytes = pl.param_bytes + pl.uniforms.len() as u64;
@@ -170,6 +178,7 @@ impl GpuModel {
             body,
             normalize,
             upload,
+            nchw_target,
             run_uniform,
             raw_output,
             output_steps,

@@ -83,10 +83,14 @@ pub struct GpuModel {
     gpu: Gpu,
     info: ModelInfo,
     entry_rgb8: Step,
-    entry_nchw: Step,
+    /// `None` where the first layer reads NCHW floats as uploaded.
+    entry_nchw: Option<Step>,
     body: Vec<Step>,
     normalize: Step,
     upload: wgpu::Buffer,
+    /// Where NCHW floats are written: `upload`, which `entry_nchw` lays out, or (without it)
+    /// the input activation itself.
+    nchw_target: wgpu::Buffer,
     run_uniform: wgpu::Buffer,
     raw_output: wgpu::Buffer,
     /// NHWC → NCHW conversions of the values asked for at compile time, and where they land

@@ -108,6 +108,11 @@ pub(super) struct Planner<'g> {
     pub(super) binding_limit: u64,
     /// Name of the graph node being planned (for profiles and GPU error messages).
     pub(super) label: String,
+    /// The input's buffer while its only reader is being planned: a reader that takes its
+    /// channels one at a time (the narrow block convolution) may read it as uploaded, NCHW,
+    /// and says so in `input_read_planar`; the entries then skip the NHWC layout.
+    pub(super) planar_input: Option<usize>,
+    pub(super) input_read_planar: bool,
 }
 
 impl<'g> Planner<'g> {
@@ -128,6 +133,8 @@ impl<'g> Planner<'g> {
                 .max_storage_buffer_binding_size
                 .min(limits.max_buffer_size),
             label: "input".into(),
+            planar_input: None,
+            input_read_planar: false,
         }
     }
 

@@ -39,14 +39,14 @@ impl GpuModel {
         let _guard = self.busy.lock().await;
         self.gpu
             .queue
-            .write_buffer(&self.upload, 0, bytemuck::cast_slice(nchw));
+            .write_buffer(&self.nchw_target, 0, bytemuck::cast_slice(nchw));
         self.gpu.queue.write_buffer(
             &self.run_uniform,
             0,
             bytemuck::bytes_of(&[n as u32, 0, 0, 0]),
         );
         let mut out = Vec::new();
-        for s in std::iter::once(&self.entry_nchw).chain(&self.body) {
+        for s in self.entry_nchw.iter().chain(&self.body) {
             let mut encoder = self
                 .gpu
                 .device

@@ -101,11 +101,11 @@ impl GpuModel {
                     bytemuck::cast_slice(&f[start * per_image..(start + b) * per_image]).to_vec()
                 }
             };
-            let entry = match images {
-                Images::Rgb8(_) => &self.entry_rgb8,
-                Images::Nchw(_) => &self.entry_nchw,
+            let (entry, target) = match images {
+                Images::Rgb8(_) => (Some(&self.entry_rgb8), &self.upload),
+                Images::Nchw(_) => (self.entry_nchw.as_ref(), &self.nchw_target),
             };
-            let flat = self.submit(&chunk, entry, b, read).await?;
+            let flat = self.submit(&chunk, target, entry, b, read).await?;
             let mut at = 0;
             for (o, k) in out.iter_mut().zip(&sizes) {
                 o.extend_from_slice(&flat[at..at + b * k]);
@@ -115,17 +115,19 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// One batch, one submission: upload, every layer, normalisation, read-back.
+    /// One batch, one submission: upload (into `target`), the entry, every layer,
+    /// normalisation, read-back.
     async fn submit(
         &self,
         upload: &[u8],
-        entry: &Step,
+        target: &wgpu::Buffer,
+        entry: Option<&Step>,
         b: usize,
         read: Read,
     ) -> Result<Vec<f32>, EngineError> {
         let device = &self.gpu.device;
         let scopes = self.gpu.error_scopes();
-        self.gpu.queue.write_buffer(&self.upload, 0, upload);
+        self.gpu.queue.write_buffer(target, 0, upload);
         self.gpu.queue.write_buffer(
             &self.run_uniform,
             0,
@@ -144,7 +146,7 @@ impl GpuModel {
                 Read::Raw => &[],
                 Read::Values => &self.output_steps,
             };
-            for s in std::iter::once(entry).chain(&self.body).chain(tail) {
+            for s in entry.into_iter().chain(&self.body).chain(tail) {
                 s.dispatch(&mut pass, b);
             }
         }

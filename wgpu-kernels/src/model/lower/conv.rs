@@ -90,7 +90,8 @@ impl Planner<'_> {
             dil_x: attrs.dilation[1] as u32,
             shared_slope,
             zero: 0,
-            _pad: [0; 2],
+            planar: 0,
+            _pad: 0,
         };
         // With images as pixels, each image is one pixel of an unbounded row.
         const ROW: u32 = 1 << 30;

@@ -10,13 +10,14 @@ use crate::model::plan::{BatchAxis, Planner, Res, StepDesc, Val};
 
 impl Planner<'_> {
     /// The first dispatch of a pass: the uploaded images (`Kernel::FromRgb8` or
-    /// `Kernel::FromNchw`) normalised into `input`. Kept out of the body, which either
-    /// entry precedes.
+    /// `Kernel::FromNchw`) normalised into `input`, NHWC or, where the first layer reads it so
+    /// (`planar`, RGB bytes only), NCHW. Kept out of the body, which either entry precedes.
     pub(in crate::model) fn entry(
         &mut self,
         kernel: Kernel,
         input: Val,
         pre: &Preprocessing,
+        planar: bool,
     ) -> Result<StepDesc, EngineError> {
         let u = self.uniform(&LayoutParams {
             pixels: (input.h * input.w) as u32,
@@ -26,7 +27,8 @@ impl Planner<'_> {
             mean: [pre.mean[0], pre.mean[1], pre.mean[2], 0.0],
             inv_std: [1.0 / pre.std[0], 1.0 / pre.std[1], 1.0 / pre.std[2], 1.0],
             src_channels: input.c as u32,
-            _pad: [0; 3],
+            planar: planar as u32,
+            _pad: [0; 2],
         });
         // `from_nchw` moves one pixel's channels per invocation, `from_rgb8` one value.
         let invocations = match kernel {
@@ -85,7 +87,8 @@ impl Planner<'_> {
             mean: [0.0; 4],
             inv_std: [1.0; 4],
             src_channels: src_channels as u32,
-            _pad: [0; 3],
+            planar: 0,
+            _pad: [0; 2],
         });
         let out = self.alloc(x.per_image());
         let grid = self.check_grid(what, grid_1d(x.per_image() as u64, self.max_dim))?;
