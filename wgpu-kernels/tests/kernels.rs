@@ -225,6 +225,45 @@ proptest! {
         let lateral: Vec<f32> = got[1].iter().zip(&input).map(|(u, x)| (u + x).max(0.0)).collect();
         assert_bit_exact(&got[2], &lateral, "relu(upsample + input)");
     }
+
+    /// The same FPN with the upsampled map read only by the Add (either operand): where its
+    /// channels come in fours the two run as one pass that never writes the upsampled map
+    /// (`UpsampleAdd`), otherwise apart; the sum is exact either way given the engine's coarse
+    /// map.
+    #[test]
+    fn upsample_read_only_by_an_add_runs_in_its_pass_and_stays_exact(
+        (c, h, w, factor, batch, up_first, seed) in (prop_oneof![Just(3usize), Just(4), Just(8), Just(12)], 1usize..=6, 1usize..=6, 1usize..=3, 1usize..=3, any::<bool>(), any::<u64>())
+    ) {
+        let mut r = rng(seed);
+        let input = random_vec(&mut r, batch * c * h * w * factor * factor, 2.0);
+        let mut b = GraphBuilder::new("fpn", [c, h * factor, w * factor]);
+        let coarse = b.push("down", Op::Conv {
+            weights: Weights::Float(Tensor::new(vec![c, 1, factor, factor], random_vec(&mut r, c * factor * factor, 1.0)).unwrap()),
+            bias: random_vec(&mut r, c, 0.5),
+            attrs: attrs(factor, [0; 4], 1, c),
+            input_quant: None,
+        }, &[GraphBuilder::INPUT]);
+        let up = b.push("up", Op::Upsample { factor }, &[coarse]);
+        let operands = if up_first { [up, GraphBuilder::INPUT] } else { [GraphBuilder::INPUT, up] };
+        let sum = b.push("lateral", Op::Add, &operands);
+        let graph = b.finish(sum).unwrap();
+        let outputs = [coarse, sum];
+        let model = GpuModel::from_graph_with_outputs(gpu(), &graph, &outputs, 4).unwrap();
+        let got = model.forward_values_blocking(Images::Nchw(&input), batch).unwrap();
+
+        let (hf, wf) = (h * factor, w * factor);
+        let want: Vec<f32> = (0..batch * c * hf * wf)
+            .map(|i| {
+                let (x, y, plane) = (i % wf, (i / wf) % hf, i / (wf * hf));
+                // Either operand order: f32 addition commutes bit for bit.
+                got[0][(plane * h + y / factor) * w + x / factor] + input[i]
+            })
+            .collect();
+        assert_bit_exact(&got[1], &want, "upsample + input");
+        let kernels: Vec<&str> = model.profile(&input, batch).unwrap().iter().map(|row| row.kernel).collect();
+        prop_assert_eq!(kernels.contains(&"UpsampleAdd"), c % 4 == 0, "{:?}", kernels);
+        prop_assert_eq!(kernels.contains(&"Upsample"), c % 4 != 0, "{:?}", kernels);
+    }
 }
 
 proptest! {

@@ -67,6 +67,8 @@ pub enum Kernel {
     ToNchw,
     L2Norm,
     Upsample,
+    /// An Add of an upsampled operand, in one pass.
+    UpsampleAdd,
     GalleryScores,
 }
 
@@ -83,7 +85,7 @@ use Access::{Read, ReadWrite, Uniform};
 impl Kernel {
     /// Every kernel (the shader validation test walks them).
     #[cfg(test)]
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::Quantize,
         Kernel::ConvInt,
         Kernel::GemmInt,
@@ -105,6 +107,7 @@ impl Kernel {
         Kernel::ToNchw,
         Kernel::L2Norm,
         Kernel::Upsample,
+        Kernel::UpsampleAdd,
         Kernel::GalleryScores,
     ];
 
@@ -132,6 +135,7 @@ impl Kernel {
             Kernel::ToNchw => "ToNchw",
             Kernel::L2Norm => "L2Norm",
             Kernel::Upsample => "Upsample",
+            Kernel::UpsampleAdd => "UpsampleAdd",
             Kernel::GalleryScores => "GalleryScores",
         }
     }
@@ -154,6 +158,7 @@ impl Kernel {
             Kernel::FromRgb8 | Kernel::FromNchw | Kernel::ToNchw => layout::SOURCE,
             Kernel::L2Norm => l2norm::SOURCE,
             Kernel::Upsample => upsample::SOURCE,
+            Kernel::UpsampleAdd => upsample::SOURCE_ADD,
             Kernel::GalleryScores => gallery_scores::SOURCE,
         }
     }
@@ -204,6 +209,7 @@ impl Kernel {
             | Kernel::ToNchw
             | Kernel::L2Norm
             | Kernel::Upsample => &[Uniform, Read, ReadWrite],
+            Kernel::UpsampleAdd => &[Uniform, Read, ReadWrite, Read],
             Kernel::GalleryScores => &[Uniform, Read, Read, ReadWrite],
         }
     }

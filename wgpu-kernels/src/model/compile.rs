@@ -2,7 +2,8 @@
 //! (`lower/`), that plans every dispatch and buffer, then the plan made real (`materialize`).
 //!
 //! The walk fuses a PReLU (or, after a float convolution, a ReLU) into the convolution before
-//! it when nothing else reads the convolution's output, computes sibling convolutions whose
+//! it when nothing else reads the convolution's output, an upsampling into the Add after it
+//! when that Add is its only reader, computes sibling convolutions whose
 //! outputs are only read back as one (`siblings`), and returns each value's buffer to the pool
 //! after its last reader.
 //! GPU validation errors raised while compiling are caught here, so that natively a model that
@@ -141,6 +142,23 @@ fn plan<'g>(
             pl.planar_input = None;
             continue;
         }
+        if let Some((factor, add)) = upsample_then_add(graph, k, &remaining, outputs, x.c) {
+            // The upsampled value never exists: the Add reads its source (upsample_add.wgsl).
+            let add = &graph.nodes[add];
+            let other = add.inputs[(add.inputs[0] == node.output) as usize];
+            pl.label = format!("{}+{}", node.name, add.name);
+            let y = pl.upsample_add(x, factor, vals[other].expect("computed before the Add"))?;
+            fused_into_previous[k + 1] = true;
+            for i in [node.inputs[0], other] {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    pl.release(vals[i].expect("defined").buf);
+                }
+            }
+            vals[add.output] = Some(y);
+            pl.planar_input = None;
+            continue;
+        }
         let fused = match node.op {
             Op::Conv { .. } | Op::Gemm { .. } => fusable_prelu(graph, k, &remaining, outputs),
             _ => None,
@@ -267,6 +285,28 @@ fn fusable_prelu<'a>(
         Op::Relu if alone && float_conv => Some((k + 1, Fused::Relu)),
         _ => None,
     }
+}
+
+/// Node `k`'s factor and the Add right after it, when `k` is an upsampling of `channels` (in
+/// fours) whose only reader is that Add and whose output is not wanted on its own.
+fn upsample_then_add(
+    graph: &Graph,
+    k: usize,
+    remaining: &[usize],
+    outputs: &[ValueId],
+    channels: usize,
+) -> Option<(usize, usize)> {
+    let node = &graph.nodes[k];
+    let Op::Upsample { factor } = node.op else {
+        return None;
+    };
+    let next = graph.nodes.get(k + 1)?;
+    let alone = remaining[node.output] == 1
+        && graph.output != node.output
+        && !outputs.contains(&node.output);
+    let one_operand = next.inputs.iter().filter(|&&i| i == node.output).count() == 1;
+    (matches!(next.op, Op::Add) && one_operand && alone && channels.is_multiple_of(4))
+        .then_some((factor, k + 1))
 }
 
 /// Pops a validation scope after pipeline creation. wgpu-core reports these errors
