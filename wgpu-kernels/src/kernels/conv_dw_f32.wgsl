@@ -168,28 +168,28 @@ fn main(inp: Inputs) {
             s = vec4<f32>(slope[cw * 4u], slope[cw * 4u + 1u], slope[cw * 4u + 2u], slope[cw * 4u + 3u]);
         }
     }
-    var acc = array<vec4<f32>, 8>(
-        a0_0, a0_1, a0_2, a0_3,
-        a1_0, a1_1, a1_2, a1_3,
-    );
-    for (var r = 0u; r < ROWS; r++) {
-        let oy = oy0 + r;
-        if oy >= p.out_h {
-            break;
+    // The accumulators are stored as values: on llvmpipe an array indexed at run time lives in
+    // memory, written lane by lane (see store_block in conv_f32_block_common.wgsl).
+    put(a0_0, n, oy0, ox0, cw, b, s);
+    put(a0_1, n, oy0, ox0 + 1u, cw, b, s);
+    put(a0_2, n, oy0, ox0 + 2u, cw, b, s);
+    put(a0_3, n, oy0, ox0 + 3u, cw, b, s);
+    put(a1_0, n, oy0 + 1u, ox0, cw, b, s);
+    put(a1_1, n, oy0 + 1u, ox0 + 1u, cw, b, s);
+    put(a1_2, n, oy0 + 1u, ox0 + 2u, cw, b, s);
+    put(a1_3, n, oy0 + 1u, ox0 + 3u, cw, b, s);
+}
+
+// One output pixel's word: bias, then PReLU or ReLU; skipped past the image.
+fn put(a: vec4<f32>, n: u32, oy: u32, ox: u32, cw: u32, b: vec4<f32>, s: vec4<f32>) {
+    if oy < p.out_h && ox < p.out_w {
+        var v = a + b;
+        if PRELU {
+            v = select(v * s, v, v > vec4<f32>());
         }
-        let out_base = (n * p.out_h + oy) * p.out_w;
-        for (var pi = 0u; pi < TILE_P; pi++) {
-            let ox = ox0 + pi;
-            if ox < p.out_w {
-                var v = acc[r * TILE_P + pi] + b;
-                if PRELU {
-                    v = select(v * s, v, v > vec4<f32>());
-                }
-                if RELU {
-                    v = select(vec4<f32>(), v, v > vec4<f32>());
-                }
-                y[(out_base + ox) * p.words + cw] = v;
-            }
+        if RELU {
+            v = select(vec4<f32>(), v, v > vec4<f32>());
         }
+        y[((n * p.out_h + oy) * p.out_w + ox) * p.words + cw] = v;
     }
 }
