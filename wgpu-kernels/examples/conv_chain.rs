@@ -5,6 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release -p efq-engine --example conv_chain -- CHANNELS SIZE KERNEL [LAYERS] [SECONDS]
+//! EFQ_DEPTHWISE=1 cargo run … # one filter per channel instead of a full convolution
 //! ```
 //! `CHANNELS` in and out, a `SIZE`×`SIZE` input, a `KERNEL`×`KERNEL` convolution padded to keep
 //! the size; `LAYERS` (10) of them, run repeatedly for `SECONDS` (3). Prints the fastest and the
@@ -25,20 +26,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let layers = args.get(3).copied().unwrap_or(10);
     let seconds = args.get(4).copied().unwrap_or(3) as f64;
+    let depthwise = std::env::var("EFQ_DEPTHWISE").is_ok_and(|v| v == "1");
+    let per_filter = if depthwise { 1 } else { c };
 
     let mut b = GraphBuilder::new("chain", [c, size, size]);
     let mut y = GraphBuilder::INPUT;
     for i in 0..layers {
         // Small weights that keep the activations in range over many layers.
-        let n = c * c * k * k;
+        let n = c * per_filter * k * k;
         let w: Vec<f32> = (0..n)
             .map(|j| ((j * 7919) % 13) as f32 * 0.01 - 0.06)
             .collect();
         let conv = Op::Conv {
-            weights: Weights::Float(Tensor::new(vec![c, c, k, k], w)?),
+            weights: Weights::Float(Tensor::new(vec![c, per_filter, k, k], w)?),
             bias: vec![0.01; c],
             attrs: ConvAttrs {
                 pads: [k / 2; 4],
+                group: c / per_filter,
                 ..ConvAttrs::default()
             },
             input_quant: None,
@@ -63,9 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    let macs = (c * c * k * k * size * size * layers) as f64;
+    let macs = (c * per_filter * k * k * size * size * layers) as f64;
+    let kind = if depthwise { "depthwise" } else { "conv" };
     println!(
-        "{layers} × conv {c}→{c} {k}×{k} at {size}×{size} on {}: min {:.2} ms, median {:.2} ms \
+        "{layers} × {kind} {c}→{c} {k}×{k} at {size}×{size} on {}: min {:.2} ms, median {:.2} ms \
          over {} passes; {:.1} GMAC/s at the min",
         gpu.adapter().name,
         times[0],

@@ -2,7 +2,8 @@
 // their .rs modules): the override constants, every binding but the input's (`x`: words of
 // four channels in one, single channels in the other) and the parameters' (bindings 0 and 6:
 // conv_f32_params.wgsl, pasted before this), which block a workgroup owns (`block_at`), and the
-// epilogue (`finish`, `store_block`).
+// epilogue (`finish`; `store_block` comes from conv_f32_block_store_values.wgsl or
+// conv_f32_block_store_loop.wgsl).
 
 // Invocations per workgroup: 64, or a multiple of 8 below it that wastes fewer lanes past the
 // last pixel block of a small layer (chosen by the lowering).
@@ -70,27 +71,4 @@ fn finish(a: vec4<f32>, b: vec4<f32>, q: u32) -> vec4<f32> {
         v = select(vec4<f32>(), v, v > vec4<f32>());
     }
     return v;
-}
-
-// Stores an invocation's block, its accumulators gathered into `acc` (slot 16 · Q + P: pixel
-// p0 + P, output word q0 + Q), each through `finish`; pixels and words past the image's are
-// skipped. The 32-channel block (TILE_P 8, conv_f32_block.wgsl) keeps pixels 0–7 of output
-// words q0 + 4 + Q in slots 16 · Q + 8 + P: its second half.
-fn store_block(acc: ptr<function, array<vec4<f32>, 64>>, n: u32, p0: u32, q0: u32, out_pixels: u32, out_words: u32) {
-    let halves = select(1u, 2u, TILE_O > 16u);
-    for (var half = 0u; half < halves; half++) {
-        for (var qi = 0u; qi < min(TILE_O / 4u, 4u); qi++) {
-            let q = q0 + 4u * half + qi;
-            if q >= out_words {
-                break;
-            }
-            let b = bias[q];
-            for (var pi = 0u; pi < TILE_P; pi++) {
-                let pp = p0 + pi;
-                if pp < out_pixels {
-                    y[(n * out_pixels + pp) * out_words + q] = finish((*acc)[qi * 16u + 8u * half + pi], b, q);
-                }
-            }
-        }
-    }
 }

@@ -5,12 +5,15 @@
 //! (bindings, epilogue), which the two block kernels share, and how it reads its weights:
 //! each invocation its own (`conv_f32_block_narrow_weights.wgsl`, [`SOURCE`]) or one read per
 //! lane shared by subgroup broadcasts (`conv_f32_block_narrow_weights_subgroup.wgsl`,
-//! [`SOURCE_SUBGROUP`]), which needs [`wgpu::Features::SUBGROUP`].
+//! [`SOURCE_SUBGROUP`]), which needs [`wgpu::Features::SUBGROUP`]; each form with its store of
+//! the accumulators (`conv_f32_block_store_loop.wgsl`, compact for SwiftShader, or
+//! `conv_f32_block_store_values.wgsl`, straight-line for llvmpipe and GPUs).
 
 pub(super) const SOURCE: &str = concat!(
     include_str!("conv_f32_params.wgsl"),
     include_str!("conv_f32_block_common.wgsl"),
     include_str!("conv_f32_block_narrow_weights.wgsl"),
+    include_str!("conv_f32_block_store_loop.wgsl"),
     include_str!("conv_f32_block_narrow.wgsl")
 );
 
@@ -18,5 +21,6 @@ pub(super) const SOURCE_SUBGROUP: &str = concat!(
     include_str!("conv_f32_params.wgsl"),
     include_str!("conv_f32_block_common.wgsl"),
     include_str!("conv_f32_block_narrow_weights_subgroup.wgsl"),
+    include_str!("conv_f32_block_store_values.wgsl"),
     include_str!("conv_f32_block_narrow.wgsl")
 );
