@@ -75,11 +75,10 @@ struct Taps {
 fn main(inp: Inputs) {
     let gid = inp.gid;
     let wid = inp.wid;
-    let cw = wid.x; // the channel word, uniform per workgroup
+    // The channel word, uniform per workgroup; the grid has exactly one per word along x, so
+    // no lane returns before the reads (see input_row).
+    let cw = wid.x;
     let tile_index = wid.y * 64u + inp.li;
-    if cw >= p.words {
-        return;
-    }
     let n = gid.z;
     let row_groups = (p.out_h + ROWS - 1u) / ROWS;
     // Lanes past the last tile compute on the last one and skip their stores.
@@ -88,74 +87,18 @@ fn main(inp: Inputs) {
     let ox0 = (tile % p.strips) * TILE_P;
     let top = i32(oy0 * STRIDE) - i32(p.pad_top);
     let left = i32(ox0 * STRIDE) - i32(p.pad_left);
-    let image = n * p.in_h * p.in_w;
     let t = taps(cw, inp);
-    let t0 = t.t0;
-    let t1 = t.t1;
-    let t2 = t.t2;
-    let t3 = t.t3;
-    let t4 = t.t4;
-    let t5 = t.t5;
-    let t6 = t.t6;
-    let t7 = t.t7;
-    let t8 = t.t8;
     var a0_0 = vec4<f32>(); var a0_1 = vec4<f32>(); var a0_2 = vec4<f32>(); var a0_3 = vec4<f32>();
     var a1_0 = vec4<f32>(); var a1_1 = vec4<f32>(); var a1_2 = vec4<f32>(); var a1_3 = vec4<f32>();
-    for (var i = 0u; i < (ROWS - 1u) * STRIDE + 3u; i++) {
-        let iy = top + i32(i);
-        let row_inside = iy >= 0 && iy < i32(p.in_h);
-        let row = select(0u, (image + u32(iy) * p.in_w) * p.words + cw, row_inside);
-        let c0 = col(row, row_inside, left + 0);
-        let c1 = col(row, row_inside, left + 1);
-        let c2 = col(row, row_inside, left + 2);
-        let c3 = col(row, row_inside, left + 3);
-        let c4 = col(row, row_inside, left + 4);
-        let c5 = col(row, row_inside, left + 5);
-        // Pixels 6–8 of the row, read at stride 2 only.
-        var c6 = vec4<f32>(); var c7 = vec4<f32>(); var c8 = vec4<f32>();
-        if STRIDE == 2u {
-            c6 = col(row, row_inside, left + 6);
-            c7 = col(row, row_inside, left + 7);
-            c8 = col(row, row_inside, left + 8);
-        }
-        {
-            // Output row 0 takes this input row as its kernel row ky.
-            let ky = i32(i) - i32(0u * STRIDE);
-            let on = ky >= 0 && ky < 3;
-            let k0 = select(select(t6, t3, ky == 1), t0, ky <= 0);
-            let k1 = select(select(t7, t4, ky == 1), t1, ky <= 0);
-            let k2 = select(select(t8, t5, ky == 1), t2, ky <= 0);
-            if STRIDE == 1u {
-                a0_0 = select(a0_0, a0_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
-                a0_1 = select(a0_1, a0_1 + c1 * k0 + c2 * k1 + c3 * k2, on);
-                a0_2 = select(a0_2, a0_2 + c2 * k0 + c3 * k1 + c4 * k2, on);
-                a0_3 = select(a0_3, a0_3 + c3 * k0 + c4 * k1 + c5 * k2, on);
-            } else {
-                a0_0 = select(a0_0, a0_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
-                a0_1 = select(a0_1, a0_1 + c2 * k0 + c3 * k1 + c4 * k2, on);
-                a0_2 = select(a0_2, a0_2 + c4 * k0 + c5 * k1 + c6 * k2, on);
-                a0_3 = select(a0_3, a0_3 + c6 * k0 + c7 * k1 + c8 * k2, on);
-            }
-        }
-        {
-            // Output row 1 takes this input row as its kernel row ky.
-            let ky = i32(i) - i32(1u * STRIDE);
-            let on = ky >= 0 && ky < 3;
-            let k0 = select(select(t6, t3, ky == 1), t0, ky <= 0);
-            let k1 = select(select(t7, t4, ky == 1), t1, ky <= 0);
-            let k2 = select(select(t8, t5, ky == 1), t2, ky <= 0);
-            if STRIDE == 1u {
-                a1_0 = select(a1_0, a1_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
-                a1_1 = select(a1_1, a1_1 + c1 * k0 + c2 * k1 + c3 * k2, on);
-                a1_2 = select(a1_2, a1_2 + c2 * k0 + c3 * k1 + c4 * k2, on);
-                a1_3 = select(a1_3, a1_3 + c3 * k0 + c4 * k1 + c5 * k2, on);
-            } else {
-                a1_0 = select(a1_0, a1_0 + c0 * k0 + c1 * k1 + c2 * k2, on);
-                a1_1 = select(a1_1, a1_1 + c2 * k0 + c3 * k1 + c4 * k2, on);
-                a1_2 = select(a1_2, a1_2 + c4 * k0 + c5 * k1 + c6 * k2, on);
-                a1_3 = select(a1_3, a1_3 + c6 * k0 + c7 * k1 + c8 * k2, on);
-            }
-        }
+    // The input rows, written out rather than looped over: on llvmpipe a read inside a loop or
+    // after a branch that may have ended some lanes tests every lane's execution mask, a read
+    // in straight-line code does not (stride-1 depthwise layers 1.1–1.2× faster so).
+    input_row(0u, n, top, left, cw, t, &a0_0, &a0_1, &a0_2, &a0_3, &a1_0, &a1_1, &a1_2, &a1_3);
+    input_row(1u, n, top, left, cw, t, &a0_0, &a0_1, &a0_2, &a0_3, &a1_0, &a1_1, &a1_2, &a1_3);
+    input_row(2u, n, top, left, cw, t, &a0_0, &a0_1, &a0_2, &a0_3, &a1_0, &a1_1, &a1_2, &a1_3);
+    input_row(3u, n, top, left, cw, t, &a0_0, &a0_1, &a0_2, &a0_3, &a1_0, &a1_1, &a1_2, &a1_3);
+    if STRIDE == 2u {
+        input_row(4u, n, top, left, cw, t, &a0_0, &a0_1, &a0_2, &a0_3, &a1_0, &a1_1, &a1_2, &a1_3);
     }
     if tile_index >= row_groups * p.strips {
         return;
@@ -191,5 +134,80 @@ fn put(a: vec4<f32>, n: u32, oy: u32, ox: u32, cw: u32, b: vec4<f32>, s: vec4<f3
             v = select(vec4<f32>(), v, v > vec4<f32>());
         }
         y[((n * p.out_h + oy) * p.out_w + ox) * p.words + cw] = v;
+    }
+}
+
+// Input row `i` of the tile (of (ROWS − 1) · STRIDE + 3) into the accumulators of the output rows
+// that take it as one of their kernel rows.
+fn input_row(
+    i: u32, n: u32, top: i32, left: i32, cw: u32, t: Taps,
+    a0_0: ptr<function, vec4<f32>>, a0_1: ptr<function, vec4<f32>>,
+    a0_2: ptr<function, vec4<f32>>, a0_3: ptr<function, vec4<f32>>,
+    a1_0: ptr<function, vec4<f32>>, a1_1: ptr<function, vec4<f32>>,
+    a1_2: ptr<function, vec4<f32>>, a1_3: ptr<function, vec4<f32>>,
+) {
+    let image = n * p.in_h * p.in_w;
+    let t0 = t.t0;
+    let t1 = t.t1;
+    let t2 = t.t2;
+    let t3 = t.t3;
+    let t4 = t.t4;
+    let t5 = t.t5;
+    let t6 = t.t6;
+    let t7 = t.t7;
+    let t8 = t.t8;
+    let iy = top + i32(i);
+    let row_inside = iy >= 0 && iy < i32(p.in_h);
+    let row = select(0u, (image + u32(iy) * p.in_w) * p.words + cw, row_inside);
+    let c0 = col(row, row_inside, left + 0);
+    let c1 = col(row, row_inside, left + 1);
+    let c2 = col(row, row_inside, left + 2);
+    let c3 = col(row, row_inside, left + 3);
+    let c4 = col(row, row_inside, left + 4);
+    let c5 = col(row, row_inside, left + 5);
+    // Pixels 6–8 of the row, read at stride 2 only.
+    var c6 = vec4<f32>(); var c7 = vec4<f32>(); var c8 = vec4<f32>();
+    if STRIDE == 2u {
+        c6 = col(row, row_inside, left + 6);
+        c7 = col(row, row_inside, left + 7);
+        c8 = col(row, row_inside, left + 8);
+    }
+    {
+        // Output row 0 takes this input row as its kernel row ky.
+        let ky = i32(i) - i32(0u * STRIDE);
+        let on = ky >= 0 && ky < 3;
+        let k0 = select(select(t6, t3, ky == 1), t0, ky <= 0);
+        let k1 = select(select(t7, t4, ky == 1), t1, ky <= 0);
+        let k2 = select(select(t8, t5, ky == 1), t2, ky <= 0);
+        if STRIDE == 1u {
+            (*a0_0) = select((*a0_0), (*a0_0) + c0 * k0 + c1 * k1 + c2 * k2, on);
+            (*a0_1) = select((*a0_1), (*a0_1) + c1 * k0 + c2 * k1 + c3 * k2, on);
+            (*a0_2) = select((*a0_2), (*a0_2) + c2 * k0 + c3 * k1 + c4 * k2, on);
+            (*a0_3) = select((*a0_3), (*a0_3) + c3 * k0 + c4 * k1 + c5 * k2, on);
+        } else {
+            (*a0_0) = select((*a0_0), (*a0_0) + c0 * k0 + c1 * k1 + c2 * k2, on);
+            (*a0_1) = select((*a0_1), (*a0_1) + c2 * k0 + c3 * k1 + c4 * k2, on);
+            (*a0_2) = select((*a0_2), (*a0_2) + c4 * k0 + c5 * k1 + c6 * k2, on);
+            (*a0_3) = select((*a0_3), (*a0_3) + c6 * k0 + c7 * k1 + c8 * k2, on);
+        }
+    }
+    {
+        // Output row 1 takes this input row as its kernel row ky.
+        let ky = i32(i) - i32(1u * STRIDE);
+        let on = ky >= 0 && ky < 3;
+        let k0 = select(select(t6, t3, ky == 1), t0, ky <= 0);
+        let k1 = select(select(t7, t4, ky == 1), t1, ky <= 0);
+        let k2 = select(select(t8, t5, ky == 1), t2, ky <= 0);
+        if STRIDE == 1u {
+            (*a1_0) = select((*a1_0), (*a1_0) + c0 * k0 + c1 * k1 + c2 * k2, on);
+            (*a1_1) = select((*a1_1), (*a1_1) + c1 * k0 + c2 * k1 + c3 * k2, on);
+            (*a1_2) = select((*a1_2), (*a1_2) + c2 * k0 + c3 * k1 + c4 * k2, on);
+            (*a1_3) = select((*a1_3), (*a1_3) + c3 * k0 + c4 * k1 + c5 * k2, on);
+        } else {
+            (*a1_0) = select((*a1_0), (*a1_0) + c0 * k0 + c1 * k1 + c2 * k2, on);
+            (*a1_1) = select((*a1_1), (*a1_1) + c2 * k0 + c3 * k1 + c4 * k2, on);
+            (*a1_2) = select((*a1_2), (*a1_2) + c4 * k0 + c5 * k1 + c6 * k2, on);
+            (*a1_3) = select((*a1_3), (*a1_3) + c6 * k0 + c7 * k1 + c8 * k2, on);
+        }
     }
 }
