@@ -11,6 +11,7 @@ use efq_shared::quant::{ActQuant, QuantWeights};
 use efq_shared::reference;
 use proptest::prelude::*;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 fn attrs(stride: usize, pad: [usize; 4], dilation: usize, group: usize) -> ConvAttrs {
     ConvAttrs {
@@ -178,6 +179,33 @@ proptest! {
     }
 }
 
+/// A small FPN's coarse map: a depthwise `factor`×`factor` convolution at stride `factor` of the
+/// input (`c` channels).
+fn push_coarse_map(b: &mut GraphBuilder, r: &mut ChaCha8Rng, c: usize, factor: usize) -> usize {
+    let weights = Tensor::new(
+        vec![c, 1, factor, factor],
+        random_vec(r, c * factor * factor, 1.0),
+    );
+    let conv = Op::Conv {
+        weights: Weights::Float(weights.unwrap()),
+        bias: random_vec(r, c, 0.5),
+        attrs: attrs(factor, [0; 4], 1, c),
+        input_quant: None,
+    };
+    b.push("down", conv, &[GraphBuilder::INPUT])
+}
+
+/// NCHW planes of `h`×`w` repeated `factor` times along both axes (the oracle's Upsample).
+fn upsample_nchw(planes: &[f32], h: usize, w: usize, factor: usize) -> Vec<f32> {
+    let (hf, wf) = (h * factor, w * factor);
+    (0..planes.len() * factor * factor)
+        .map(|i| {
+            let (x, y, plane) = (i % wf, (i / wf) % hf, i / (wf * hf));
+            planes[(plane * h + y / factor) * w + x / factor]
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -194,12 +222,7 @@ proptest! {
         let mut r = rng(seed);
         let input = random_vec(&mut r, batch * c * h * w * factor * factor, 2.0);
         let mut b = GraphBuilder::new("fpn", [c, h * factor, w * factor]);
-        let coarse = b.push("down", Op::Conv {
-            weights: Weights::Float(Tensor::new(vec![c, 1, factor, factor], random_vec(&mut r, c * factor * factor, 1.0)).unwrap()),
-            bias: random_vec(&mut r, c, 0.5),
-            attrs: attrs(factor, [0; 4], 1, c),
-            input_quant: None,
-        }, &[GraphBuilder::INPUT]);
+        let coarse = push_coarse_map(&mut b, &mut r, c, factor);
         let up = b.push("up", Op::Upsample { factor }, &[coarse]);
         let sum = b.push("lateral", Op::Add, &[up, GraphBuilder::INPUT]);
         let y = b.push("relu", Op::Relu, &[sum]);
@@ -214,13 +237,7 @@ proptest! {
         let err = got[0].iter().zip(&want[0]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         prop_assert!(err <= 1e-5 * scale, "coarse map: max error {err} vs magnitude {scale}");
 
-        let (hf, wf) = (h * factor, w * factor);
-        let upsampled: Vec<f32> = (0..batch * c * hf * wf)
-            .map(|i| {
-                let (x, y, plane) = (i % wf, (i / wf) % hf, i / (wf * hf));
-                got[0][(plane * h + y / factor) * w + x / factor]
-            })
-            .collect();
+        let upsampled = upsample_nchw(&got[0], h, w, factor);
         assert_bit_exact(&got[1], &upsampled, "upsample of the engine's coarse map");
         let lateral: Vec<f32> = got[1].iter().zip(&input).map(|(u, x)| (u + x).max(0.0)).collect();
         assert_bit_exact(&got[2], &lateral, "relu(upsample + input)");
@@ -237,12 +254,7 @@ proptest! {
         let mut r = rng(seed);
         let input = random_vec(&mut r, batch * c * h * w * factor * factor, 2.0);
         let mut b = GraphBuilder::new("fpn", [c, h * factor, w * factor]);
-        let coarse = b.push("down", Op::Conv {
-            weights: Weights::Float(Tensor::new(vec![c, 1, factor, factor], random_vec(&mut r, c * factor * factor, 1.0)).unwrap()),
-            bias: random_vec(&mut r, c, 0.5),
-            attrs: attrs(factor, [0; 4], 1, c),
-            input_quant: None,
-        }, &[GraphBuilder::INPUT]);
+        let coarse = push_coarse_map(&mut b, &mut r, c, factor);
         let up = b.push("up", Op::Upsample { factor }, &[coarse]);
         let operands = if up_first { [up, GraphBuilder::INPUT] } else { [GraphBuilder::INPUT, up] };
         let sum = b.push("lateral", Op::Add, &operands);
@@ -251,14 +263,8 @@ proptest! {
         let model = GpuModel::from_graph_with_outputs(gpu(), &graph, &outputs, 4).unwrap();
         let got = model.forward_values_blocking(Images::Nchw(&input), batch).unwrap();
 
-        let (hf, wf) = (h * factor, w * factor);
-        let want: Vec<f32> = (0..batch * c * hf * wf)
-            .map(|i| {
-                let (x, y, plane) = (i % wf, (i / wf) % hf, i / (wf * hf));
-                // Either operand order: f32 addition commutes bit for bit.
-                got[0][(plane * h + y / factor) * w + x / factor] + input[i]
-            })
-            .collect();
+        // Either operand order: f32 addition commutes bit for bit.
+        let want: Vec<f32> = upsample_nchw(&got[0], h, w, factor).iter().zip(&input).map(|(u, x)| u + x).collect();
         assert_bit_exact(&got[1], &want, "upsample + input");
         let kernels: Vec<&str> = model.profile(&input, batch).unwrap().iter().map(|row| row.kernel).collect();
         prop_assert_eq!(kernels.contains(&"UpsampleAdd"), c % 4 == 0, "{:?}", kernels);

@@ -11,6 +11,16 @@
 
 @group(0) @binding(2) var<storage, read> x: array<f32>; // NHWC, or NCHW where p.planar
 
+// One step's weight words (narrow_weights, in conv_f32_block_narrow_weights.wgsl or its
+// subgroup form): wI is output word q0 + I at one input channel of one tap; words past TILE_O
+// stay zero.
+struct NarrowWeights {
+    w0: vec4<f32>,
+    w1: vec4<f32>,
+    w2: vec4<f32>,
+    w3: vec4<f32>,
+}
+
 @compute @workgroup_size(LANES)
 fn main(inp: Inputs) {
     let out_pixels = p.out_h * p.out_w;

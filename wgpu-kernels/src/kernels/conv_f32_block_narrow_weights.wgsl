@@ -9,14 +9,7 @@ struct Inputs {
     @builtin(local_invocation_index) li: u32,
 }
 
-// Word q0 + I (clamped to `last`) of row r: wI. Words past TILE_O stay zero.
-struct NarrowWeights {
-    w0: vec4<f32>,
-    w1: vec4<f32>,
-    w2: vec4<f32>,
-    w3: vec4<f32>,
-}
-
+// A step's NarrowWeights (conv_f32_block_narrow.wgsl): word q0 + I of row r, clamped to `last`.
 fn narrow_weights(r: u32, q0: u32, last: u32, inp: Inputs) -> NarrowWeights {
     var b: NarrowWeights;
     b.w0 = w[r + q0];

@@ -11,14 +11,7 @@ struct Inputs {
     @builtin(subgroup_invocation_id) lane: u32,
 }
 
-// Word q0 + I (clamped to `last`) of row r: wI. Words past TILE_O stay zero.
-struct NarrowWeights {
-    w0: vec4<f32>,
-    w1: vec4<f32>,
-    w2: vec4<f32>,
-    w3: vec4<f32>,
-}
-
+// A step's NarrowWeights (conv_f32_block_narrow.wgsl): word q0 + I of row r, clamped to `last`.
 fn narrow_weights(r: u32, q0: u32, last: u32, inp: Inputs) -> NarrowWeights {
     let a = w[r + min(q0 + (inp.lane & 3u), last)];
     var b: NarrowWeights;
